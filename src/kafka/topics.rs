@@ -1,0 +1,144 @@
+//! `etl-pipe topics apply`: create the pipeline's topics with their settings, and report —
+//! never delete or alter — a topic that already exists with different settings.
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::{KafkaConfig, TopicSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    #[error("kafka admin client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {message}")]
+    Create { topic: String, message: String },
+}
+
+/// What `apply` found or did for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    Unchanged,
+    /// Exists with other settings: one line per difference (`partitions: have 1, want 3`).
+    Differs(Vec<String>),
+}
+
+fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, TopicsError> {
+    Ok(super::base_config(cfg).create()?)
+}
+
+/// Creates missing topics and checks existing ones. Returns one outcome per spec, in order.
+pub async fn apply(
+    cfg: &KafkaConfig,
+    specs: &[TopicSpec],
+) -> Result<Vec<(TopicSpec, TopicOutcome)>, TopicsError> {
+    let admin = admin(cfg)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(15))?;
+    let existing = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| {
+                let partitions = t.partitions().len() as i32;
+                let rf = t
+                    .partitions()
+                    .first()
+                    .map(|p| p.replicas().len() as i32)
+                    .unwrap_or(0);
+                (partitions, rf)
+            })
+    };
+
+    let mut out = Vec::new();
+    let mut to_create: Vec<&TopicSpec> = Vec::new();
+    for spec in specs {
+        if existing(&spec.name).is_none() {
+            to_create.push(spec);
+        }
+    }
+    if !to_create.is_empty() {
+        let retentions: Vec<String> = to_create
+            .iter()
+            .map(|s| s.retention_ms().to_string())
+            .collect();
+        let new_topics: Vec<NewTopic> = to_create
+            .iter()
+            .zip(&retentions)
+            .map(|(s, r)| {
+                NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication_factor),
+                )
+                .set("cleanup.policy", s.cleanup_policy.as_kafka())
+                .set("retention.ms", r)
+            })
+            .collect();
+        for result in admin.create_topics(&new_topics, &opts).await? {
+            match result {
+                Ok(_) => {}
+                // Another instance created it between our metadata fetch and now: fine.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(TopicsError::Create {
+                        topic,
+                        message: code.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    for spec in specs {
+        let Some((partitions, rf)) = existing(&spec.name) else {
+            out.push((spec.clone(), TopicOutcome::Created));
+            continue;
+        };
+        let mut diffs = Vec::new();
+        if partitions != spec.partitions {
+            diffs.push(format!(
+                "partitions: have {partitions}, want {}",
+                spec.partitions
+            ));
+        }
+        if rf != spec.replication_factor {
+            diffs.push(format!(
+                "replication factor: have {rf}, want {}",
+                spec.replication_factor
+            ));
+        }
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Topic(&spec.name)], &opts)
+            .await?;
+        if let Some(Ok(resource)) = described.into_iter().next() {
+            let get = |k: &str| resource.get(k).and_then(|e| e.value.clone());
+            let want_ret = spec.retention_ms().to_string();
+            if let Some(have) = get("retention.ms") {
+                if have != want_ret {
+                    diffs.push(format!("retention.ms: have {have}, want {want_ret}"));
+                }
+            }
+            if let Some(have) = get("cleanup.policy") {
+                if have != spec.cleanup_policy.as_kafka() {
+                    diffs.push(format!(
+                        "cleanup.policy: have {have}, want {}",
+                        spec.cleanup_policy.as_kafka()
+                    ));
+                }
+            }
+        }
+        let outcome = if diffs.is_empty() {
+            TopicOutcome::Unchanged
+        } else {
+            TopicOutcome::Differs(diffs)
+        };
+        out.push((spec.clone(), outcome));
+    }
+    Ok(out)
+}

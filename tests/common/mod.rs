@@ -1,0 +1,144 @@
+//! Shared fixtures for integration tests: they connect to the real local stack
+//! (`deploy/local/stack.sh up`), give each test its own topic, database and collection
+//! names, and fail with a clear message when a service is unreachable — never skip.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+use etl_pipe::config::{Config, KafkaConfig};
+
+pub fn kafka_brokers() -> String {
+    std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+pub fn mysql_url_base() -> String {
+    std::env::var("ETL_TEST_MYSQL").unwrap_or_else(|_| "mysql://etl:etl@127.0.0.1:3306".into())
+}
+pub fn mongo_uri() -> String {
+    std::env::var("ETL_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+const HINT: &str =
+    "start the local stack with `deploy/local/stack.sh up` (the README's test command does this)";
+
+/// A name unique to this test run: `<prefix>_<pid>_<counter>_<random>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let r: u32 = rand::random::<u32>() % 100_000;
+    format!("{prefix}_{}_{n}_{r}", std::process::id())
+}
+
+pub fn kafka_config() -> KafkaConfig {
+    KafkaConfig {
+        brokers: kafka_brokers(),
+        ..Default::default()
+    }
+}
+
+/// A config pointing at the local stack with topic names unique to this test.
+pub fn test_config(test: &str) -> Config {
+    let mut cfg = Config {
+        kafka: kafka_config(),
+        ..Default::default()
+    };
+    cfg.pipeline.name = unique(test).replace('_', "-");
+    let p = unique(test);
+    cfg.topics.raw.name = Some(format!("{p}.raw"));
+    cfg.topics.cleaned.name = Some(format!("{p}.cleaned"));
+    cfg.topics.scored.name = Some(format!("{p}.scored"));
+    cfg.topics.dead_letter.name = Some(format!("{p}.dead-letter"));
+    cfg.topics.quarantine.name = Some(format!("{p}.quarantine"));
+    cfg.topics.quality.name = Some(format!("{p}.quality"));
+    cfg.topics.logs.name = Some(format!("{p}.logs"));
+    cfg.topics.extract_state.name = Some(format!("{p}.extract-state"));
+    cfg
+}
+
+/// Fails the test with a clear message when Kafka does not answer a metadata request.
+pub fn require_kafka() {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("creating kafka admin client");
+    if let Err(e) = admin.inner().fetch_metadata(None, Duration::from_secs(10)) {
+        panic!("Kafka at {} is unreachable ({e}); {HINT}", kafka_brokers());
+    }
+}
+
+/// Creates a topic for this test and waits until its leaders are known.
+pub async fn create_topic(name: &str, partitions: i32) {
+    require_kafka();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create_topics request");
+    for r in res {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                panic!("creating topic {t}: {code}");
+            }
+        }
+    }
+    for _ in 0..100 {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .unwrap();
+        if md.topics()[0].partitions().len() == partitions as usize
+            && md.topics()[0].partitions().iter().all(|p| p.leader() >= 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("topic {name} has no leaders after 10s");
+}
+
+/// Creates a fresh MySQL database for this test and returns a pool connected to it.
+pub async fn mysql_db(test: &str) -> (String, sqlx::MySqlPool) {
+    let db = unique(test);
+    let admin = match sqlx::MySqlPool::connect(&format!("{}/mysql", mysql_url_base())).await {
+        Ok(p) => p,
+        Err(e) => panic!(
+            "MySQL at {} is unreachable ({e}); {HINT}",
+            mysql_url_base().replace(":etl@", ":***@")
+        ),
+    };
+    sqlx::query(&format!("CREATE DATABASE `{db}` CHARACTER SET utf8mb4"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let pool = sqlx::MySqlPool::connect(&format!("{}/{db}", mysql_url_base()))
+        .await
+        .unwrap();
+    (db, pool)
+}
+
+/// A MongoDB database unique to this test; fails clearly when the server does not answer a ping.
+pub async fn mongo_db(test: &str) -> mongodb::Database {
+    let client = mongodb::Client::with_uri_str(mongo_uri()).await.unwrap();
+    let db = client.database(&unique(test));
+    if let Err(e) = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"ping": 1})
+        .await
+    {
+        panic!(
+            "MongoDB (FerretDB) at {} is unreachable ({e}); {HINT}",
+            mongo_uri()
+        );
+    }
+    db
+}
