@@ -13,4 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod observability;
+pub mod record;
 pub mod shutdown;
+pub mod stages;

@@ -1,0 +1,1 @@
+//! The pipeline stages. Each is a module with one entry point, `run(config, shutdown)`.
