@@ -66,6 +66,9 @@ pub struct Config {
     /// MongoDB (or FerretDB) connection for `sink-mongo`.
     #[serde(default)]
     pub mongo: MongoConfig,
+    /// Batching, target table/collection and schema of `sink-mysql` and `sink-mongo`.
+    #[serde(default)]
+    pub sink: crate::stages::sinks::SinkConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -739,6 +742,7 @@ impl Config {
                 "must not carry credentials; put the user in mongo.user and the password in mongo.password (env or file)",
             ));
         }
+        self.sink.validate()?;
         if let Some(p) = &self.mongo.password {
             p.validate("mongo.password")?;
             if self.mongo.user.is_none() {
