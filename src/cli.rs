@@ -31,6 +31,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Consume `scored` and write typed rows to MySQL / MariaDB, exactly once: rows and
+    /// consumer offsets commit in one database transaction (`[sink]`, `[sink.mysql]`, `[mysql]`).
+    SinkMysql,
+    /// Consume `scored` and write whole documents to MongoDB / FerretDB with unordered bulk
+    /// upserts by key; offsets commit after the write (`[sink]`, `[sink.mongo]`, `[mongo]`).
+    SinkMongo,
+    /// Benchmark the sinks against row-by-row writes (local stack; not a test).
+    BenchSink(crate::stages::sinks::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +115,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::SinkMysql => {
+            let cfg = load(&cli)?;
+            let _guard = crate::observability::init(crate::stages::sinks::mysql::STAGE);
+            runtime()?.block_on(async {
+                let shutdown = crate::shutdown::on_signals();
+                crate::stages::sinks::mysql::run(&cfg, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SinkMongo => {
+            let cfg = load(&cli)?;
+            let _guard = crate::observability::init(crate::stages::sinks::mongo::STAGE);
+            runtime()?.block_on(async {
+                let shutdown = crate::shutdown::on_signals();
+                crate::stages::sinks::mongo::run(&cfg, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchSink(args) => {
+            let cfg = load(&cli)?;
+            let _guard = crate::observability::init("bench-sink");
+            runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -8,6 +8,7 @@
 //! partition are written in order) and several partitions written in parallel.
 //! See `docs/notes/sinks.md` for the table layout, the type mapping and the guarantees.
 pub mod batch;
+pub mod bench;
 pub mod mongo;
 pub mod mysql;
 

@@ -875,7 +875,7 @@ impl MysqlSink {
         )?;
         ensure_table(&pool, &layout).await?;
         ensure_offsets_table(&pool, &sink.mysql.offsets_table).await?;
-        let packet: i64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+        let packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
             .fetch_one(&pool)
             .await
             .map_err(|e| sink_error("reading max_allowed_packet", &e))?;
@@ -1310,7 +1310,7 @@ mod tests {
         render_row(&l, &ctx, &msg, &r, &mut out).unwrap();
         assert_eq!(
             out,
-            "(X'6B2731',X'61275C63',3,NULL,'2023-11-14 22:13:20.123',NULL,X'73',2,7,'1970-01-01 00:00:00.000')"
+            "(X'6B2731',X'6127625C63',3,NULL,'2023-11-14 22:13:20.123',NULL,X'73',2,7,'1970-01-01 00:00:00.000')"
         );
         r.set("win_rate", Value::Double(f64::NAN));
         let e = render_row(&l, &ctx, &msg, &r, &mut String::new()).unwrap_err();

@@ -1,0 +1,298 @@
+//! `sink-mysql` against the real local stack: rows, types, lineage, offsets, dead letters,
+//! schema checks and evolution, group splitting, graceful shutdown.
+mod common;
+mod sink_support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{MySqlPool, Row};
+
+use etl_pipe::config::TopicRole;
+use etl_pipe::record::Value;
+use etl_pipe::stages::sinks::mysql::{self, Flavor, Layout};
+use etl_pipe::stages::sinks::SinkError;
+use sink_support::*;
+
+const TABLE: &str = "league_entry";
+
+async fn count(pool: &MySqlPool) -> i64 {
+    sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {TABLE}"))
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
+}
+
+async fn offsets(pool: &MySqlPool, group: &str) -> HashMap<i32, i64> {
+    sqlx::query_as::<_, (i32, i64)>(
+        "SELECT partition_id, next_offset FROM etl_offsets WHERE consumer_group = ?",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_typed_rows_with_lineage_and_offsets() {
+    let (db, pool) = common::mysql_db("sink_rows").await;
+    let cfg = config("sink_rows", &db, 40);
+    topics(&cfg, 3).await;
+    let s = schema();
+    produce(&cfg, &spread(&s, 300, 3)).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(300, || count(&pool)).await, 300);
+    stop(task).await.unwrap();
+
+    // Types from the documented mapping.
+    let types: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(TABLE)
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(types["_key"], "varchar(255)");
+    assert_eq!(types["wins"], "int(11)");
+    assert_eq!(types["source_offset"], "bigint(20)");
+    assert_eq!(types["win_rate"], "double");
+    assert_eq!(types["veteran"], "tinyint(1)");
+    assert_eq!(types["fetched_at"], "datetime(3)");
+    assert_eq!(types["summoner_name"], "varchar(255)");
+    assert_eq!(types["_source_offset"], "bigint(20)");
+    assert_eq!(types["_loaded_at"], "datetime(3)");
+
+    let row = sqlx::query(&format!(
+        "SELECT summoner_name, league_points, source_offset, win_rate, veteran, fresh_blood, \
+         CAST(fetched_at AS CHAR), _trace_id, _source_topic, _source_partition, _source_offset, \
+         TIMESTAMPDIFF(SECOND, _loaded_at, UTC_TIMESTAMP()) FROM {TABLE} WHERE _key = 'k7'"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>(0), "Näme k7 🙂");
+    assert_eq!(row.get::<i32, _>(1), 7);
+    assert_eq!(row.get::<i64, _>(2), 1_234_567_890_123);
+    assert_eq!(row.get::<f64, _>(3), 0.6);
+    assert!(row.get::<bool, _>(4));
+    assert_eq!(row.get::<Option<bool>, _>(5), None);
+    assert_eq!(row.get::<String, _>(6), "2023-11-14 22:13:20.123");
+    assert_eq!(row.get::<String, _>(7), TRACE);
+    assert_eq!(row.get::<String, _>(8), cfg.topics.name(TopicRole::Scored));
+    assert_eq!(row.get::<i32, _>(9), 1); // k7 -> 7 % 3
+    assert_eq!(row.get::<i64, _>(10), 2); // third message of partition 1
+    assert!(row.get::<i64, _>(11).abs() < 120);
+
+    // The offsets table holds the next offset of every partition.
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert_eq!(
+        offsets(&pool, &group).await,
+        HashMap::from([(0, 100), (1, 100), (2, 100)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_mysql_rejects_go_to_dead_letter_and_the_rest_commits() {
+    let (db, pool) = common::mysql_db("sink_bad").await;
+    let cfg = config("sink_bad", &db, 500);
+    topics(&cfg, 1).await;
+    let s = schema();
+    // An existing table with a short `tier` and a small `league_points`.
+    let layout = Layout::new(&s, TABLE, None, 255, Flavor::MariaDb).unwrap();
+    mysql::ensure_table(&pool, &layout).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {TABLE} MODIFY tier VARCHAR(8) NOT NULL, MODIFY league_points DECIMAL(4,0) NOT NULL"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let c = TestCodec(s.clone());
+    let mut msgs = Vec::new();
+    for i in 0..200 {
+        let key = format!("k{i}");
+        let mut r = record(&key, i);
+        if i == 17 || i == 150 {
+            r.set("tier", Value::String("GRANDMASTER-X".into())); // 1406 too long
+        }
+        if i == 99 {
+            r.set("league_points", Value::Int(123_456)); // 1264 out of range
+        }
+        msgs.push((0, key, c.encode(&r)));
+    }
+    msgs.push((0, "garbage".into(), b"\xff\x00not a record".to_vec()));
+    produce(&cfg, &msgs).await;
+
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(197, || count(&pool)).await, 197);
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert_eq!(
+        wait_for(201, || async {
+            offsets(&pool, &group).await.get(&0).copied().unwrap_or(0)
+        })
+        .await,
+        201
+    );
+    stop(task).await.unwrap();
+
+    let dls = dead_letters(&cfg, 4).await;
+    assert_eq!(dls.len(), 4, "{dls:?}");
+    let by_key: HashMap<&str, &Dl> = dls.iter().map(|d| (d.key.as_deref().unwrap(), d)).collect();
+    for k in ["k17", "k150"] {
+        let d = by_key[k];
+        assert_eq!(d.header("etl.error.kind"), Some("mysql_data"));
+        assert_eq!(d.header("etl.error.stage"), Some("sink-mysql"));
+        let m = d.header("etl.error.message").unwrap();
+        assert!(m.contains("1406") && m.contains("tier"), "{m}");
+        assert_eq!(d.header("traceparent"), Some(traceparent().as_str()));
+    }
+    assert!(by_key["k99"]
+        .header("etl.error.message")
+        .unwrap()
+        .contains("1264"));
+    assert_eq!(by_key["k99"].header("etl.source.offset"), Some("99"));
+    assert_eq!(by_key["garbage"].header("etl.error.kind"), Some("decode"));
+    assert_eq!(by_key["garbage"].payload, b"\xff\x00not a record");
+    let missing: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {TABLE} WHERE _key IN ('k17','k99','k150')"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(missing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatching_table_fails_at_start_with_a_clear_error() {
+    let (db, pool) = common::mysql_db("sink_mismatch").await;
+    let cfg = config("sink_mismatch", &db, 10);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let layout = Layout::new(&s, TABLE, None, 255, Flavor::MariaDb).unwrap();
+    mysql::ensure_table(&pool, &layout).await.unwrap();
+    sqlx::query(&format!("ALTER TABLE {TABLE} MODIFY wins VARCHAR(10) NOT NULL"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = mysql::run_with(&cfg, s.clone(), codec(&s), Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SinkError::Schema(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("column `wins` is varchar(10)"), "{msg}");
+    assert!(msg.contains("INT, BIGINT"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_nullable_field_adds_its_column() {
+    let (db, pool) = common::mysql_db("sink_evolve").await;
+    let cfg = config("sink_evolve", &db, 10);
+    topics(&cfg, 1).await;
+    let v1 = schema();
+    produce(&cfg, &spread(&v1, 5, 1)).await;
+    let task = spawn_mysql(&cfg, &v1, codec(&v1));
+    assert_eq!(wait_for(5, || count(&pool)).await, 5);
+    stop(task).await.unwrap();
+
+    let v2 = schema_with("region");
+    let mut r = record("k100", 1);
+    r.set("region", Value::String("EUW".into()));
+    produce(&cfg, &[(0, "k100".into(), encode(&v2, &r))]).await;
+    let task = spawn_mysql(&cfg, &v2, codec(&v2));
+    assert_eq!(wait_for(6, || count(&pool)).await, 6);
+    stop(task).await.unwrap();
+    let regions: Vec<(String, Option<String>)> =
+        sqlx::query_as(&format!("SELECT CAST(_key AS CHAR), region FROM {TABLE} ORDER BY _key"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(regions[0], ("k0".to_string(), None));
+    assert!(regions.contains(&("k100".to_string(), Some("EUW".to_string()))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_the_partitions_and_write_everything_once() {
+    let (db, pool) = common::mysql_db("sink_group").await;
+    let cfg = config("sink_group", &db, 25);
+    topics(&cfg, 4).await;
+    let s = schema();
+    let a = Arc::new(Counting {
+        inner: codec(&s),
+        n: AtomicUsize::new(0),
+    });
+    let b = Arc::new(Counting {
+        inner: codec(&s),
+        n: AtomicUsize::new(0),
+    });
+    let ta = spawn_mysql(&cfg, &s, a.clone());
+    let tb = spawn_mysql(&cfg, &s, b.clone());
+    // Let both join before data arrives.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    produce(&cfg, &spread(&s, 800, 4)).await;
+    assert_eq!(wait_for(800, || count(&pool)).await, 800);
+    stop(ta).await.unwrap();
+    stop(tb).await.unwrap();
+    let (na, nb) = (a.n.load(Ordering::SeqCst), b.n.load(Ordering::SeqCst));
+    assert!(na > 0 && nb > 0, "both instances work: {na} + {nb}");
+    assert_eq!(na + nb, 800, "each record decoded once: {na} + {nb}");
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert_eq!(
+        offsets(&pool, &group).await,
+        HashMap::from([(0, 200), (1, 200), (2, 200), (3, 200)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_commits_the_batch_in_hand() {
+    let (db, pool) = common::mysql_db("sink_graceful").await;
+    let mut cfg = config("sink_graceful", &db, 10_000);
+    cfg.sink.batch_max_age = Duration::from_secs(3600);
+    topics(&cfg, 2).await;
+    let s = schema();
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    produce(&cfg, &spread(&s, 50, 2)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(count(&pool).await, 0, "nothing written before the batch is due");
+    stop(task).await.unwrap();
+    assert_eq!(count(&pool).await, 50);
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert_eq!(
+        offsets(&pool, &group).await,
+        HashMap::from([(0, 25), (1, 25)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_resume_from_the_offsets_table_not_from_kafka() {
+    let (db, pool) = common::mysql_db("sink_resume").await;
+    let cfg = config("sink_resume", &db, 10);
+    topics(&cfg, 1).await;
+    let s = schema();
+    produce(&cfg, &spread(&s, 30, 1)).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(30, || count(&pool)).await, 30);
+    stop(task).await.unwrap();
+    // Rewind the stored offset as `replay` would: the next run rewrites from there (the same
+    // rows, upserted), whatever Kafka's committed offset says.
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    sqlx::query("UPDATE etl_offsets SET next_offset = 20 WHERE consumer_group = ?")
+        .bind(&group)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("DELETE FROM {TABLE} WHERE _source_offset >= 20"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(30, || count(&pool)).await, 30);
+    stop(task).await.unwrap();
+    assert_eq!(offsets(&pool, &group).await, HashMap::from([(0, 30)]));
+}
