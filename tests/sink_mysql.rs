@@ -177,10 +177,12 @@ async fn a_mismatching_table_fails_at_start_with_a_clear_error() {
     let s = schema();
     let layout = Layout::new(&s, TABLE, None, 255, Flavor::MariaDb).unwrap();
     mysql::ensure_table(&pool, &layout).await.unwrap();
-    sqlx::query(&format!("ALTER TABLE {TABLE} MODIFY wins VARCHAR(10) NOT NULL"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {TABLE} MODIFY wins VARCHAR(10) NOT NULL"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
     let err = mysql::run_with(&cfg, s.clone(), codec(&s), Default::default())
         .await
         .unwrap_err();
@@ -208,11 +210,12 @@ async fn a_new_nullable_field_adds_its_column() {
     let task = spawn_mysql(&cfg, &v2, codec(&v2));
     assert_eq!(wait_for(6, || count(&pool)).await, 6);
     stop(task).await.unwrap();
-    let regions: Vec<(String, Option<String>)> =
-        sqlx::query_as(&format!("SELECT CAST(_key AS CHAR), region FROM {TABLE} ORDER BY _key"))
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let regions: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT CAST(_key AS CHAR), region FROM {TABLE} ORDER BY _key"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(regions[0], ("k0".to_string(), None));
     assert!(regions.contains(&("k100".to_string(), Some("EUW".to_string()))));
 }
@@ -259,7 +262,11 @@ async fn graceful_shutdown_commits_the_batch_in_hand() {
     let task = spawn_mysql(&cfg, &s, codec(&s));
     produce(&cfg, &spread(&s, 50, 2)).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(count(&pool).await, 0, "nothing written before the batch is due");
+    assert_eq!(
+        count(&pool).await,
+        0,
+        "nothing written before the batch is due"
+    );
     stop(task).await.unwrap();
     assert_eq!(count(&pool).await, 50);
     let group = cfg.pipeline.group_id(mysql::STAGE);

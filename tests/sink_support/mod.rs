@@ -146,8 +146,12 @@ impl Decode for TestCodec {
                 (FieldType::TimestampMillis, j) => {
                     Value::TimestampMillis(j.as_i64().ok_or_else(|| bad(f.name.clone()))?)
                 }
-                (FieldType::Float, j) => Value::Float(j.as_f64().ok_or_else(|| bad(f.name.clone()))? as f32),
-                (FieldType::Double, j) => Value::Double(j.as_f64().ok_or_else(|| bad(f.name.clone()))?),
+                (FieldType::Float, j) => {
+                    Value::Float(j.as_f64().ok_or_else(|| bad(f.name.clone()))? as f32)
+                }
+                (FieldType::Double, j) => {
+                    Value::Double(j.as_f64().ok_or_else(|| bad(f.name.clone()))?)
+                }
                 (FieldType::String, serde_json::Value::String(s)) => Value::String(s.clone()),
                 _ => return Err(bad(format!("{}: wrong type", f.name))),
             };

@@ -268,65 +268,111 @@ impl MongoSink {
                 bytes += upserts[end].bytes + 64;
                 end += 1;
             }
-            let chunk = &upserts[start..end];
-            let updates: Vec<Bson> = chunk
-                .iter()
-                .map(|u| {
-                    Bson::Document(doc! {
-                        "q": {"_id": u.id.clone()},
-                        "u": u.doc.clone(),
-                        "upsert": true,
-                        "multi": false,
-                    })
-                })
-                .collect();
-            let reply = self
-                .db
-                .run_command(doc! {
-                    "update": &self.collection,
-                    "ordered": false,
-                    "updates": updates,
-                })
-                .await
-                .map_err(|e| classify(&e, "the update command"))?;
-            if let Ok(wce) = reply.get_document("writeConcernError") {
-                return Err(SinkError::Retriable {
-                    what: "the update command",
-                    message: format!("write concern error: {wce}"),
-                });
-            }
-            if let Ok(errors) = reply.get_array("writeErrors") {
-                for e in errors {
-                    let Some(e) = e.as_document() else { continue };
-                    let index = match e.get("index") {
-                        Some(Bson::Int32(i)) => *i as usize,
-                        Some(Bson::Int64(i)) => *i as usize,
-                        _ => continue,
-                    };
-                    let code = match e.get("code") {
-                        Some(Bson::Int32(c)) => *c,
-                        Some(Bson::Int64(c)) => *c as i32,
-                        _ => 0,
-                    };
-                    let msg = e.get_str("errmsg").unwrap_or("(no message)");
-                    if transient_code(code) {
-                        return Err(SinkError::Retriable {
-                            what: "the update command",
-                            message: format!("MongoDB error {code}: {msg}"),
-                        });
+            // Statements still to send, the next on top (order does not matter: one per key).
+            // MongoDB answers an unordered update with `n` and the failed statements by index.
+            // FerretDB stops at the first failing statement, omits `n` and reports a wrong
+            // index: a reply that does not account for every statement is not trusted, the
+            // part is split in halves and sent again (upserts: sending an applied statement
+            // again is harmless) until each failure is one statement on its own.
+            let mut stack: Vec<Vec<&Upsert>> = vec![upserts[start..end].iter().collect()];
+            while let Some(part) = stack.pop() {
+                let (applied, failed) = self.update_command(&part).await?;
+                let in_range = failed.iter().all(|(i, _)| *i < part.len());
+                let reject = |u: &Upsert, message: String| Rejected {
+                    index: u.index,
+                    kind: "mongo_write",
+                    message,
+                };
+                match applied {
+                    Some(n) if failed.is_empty() && n >= part.len() => {}
+                    Some(n) if in_range && n + failed.len() == part.len() => {
+                        rejected.extend(failed.into_iter().map(|(i, m)| reject(part[i], m)))
                     }
-                    if let Some(u) = chunk.get(index) {
-                        rejected.push(Rejected {
-                            index: u.index,
-                            kind: "mongo_write",
-                            message: format!("MongoDB error {code}: {msg}"),
-                        });
+                    _ if part.len() == 1 => match failed.into_iter().next() {
+                        Some((_, m)) => rejected.push(reject(part[0], m)),
+                        None => {
+                            return Err(SinkError::Retriable {
+                                what: "the update command",
+                                message: "a statement was neither applied nor rejected".into(),
+                            })
+                        }
+                    },
+                    _ => {
+                        let mut left = part;
+                        let right = left.split_off(left.len() / 2);
+                        stack.push(right);
+                        stack.push(left);
                     }
                 }
             }
             start = end;
         }
         Ok(rejected)
+    }
+
+    /// One `update` command: the number of statements applied (`n`, if the reply has it) and
+    /// the rejected ones (by position in `todo`, as the server reports it).
+    async fn update_command(
+        &self,
+        todo: &[&Upsert],
+    ) -> Result<(Option<usize>, Vec<(usize, String)>), SinkError> {
+        let updates: Vec<Bson> = todo
+            .iter()
+            .map(|u| {
+                Bson::Document(doc! {
+                    "q": {"_id": u.id.clone()},
+                    "u": u.doc.clone(),
+                    "upsert": true,
+                    "multi": false,
+                })
+            })
+            .collect();
+        let reply = self
+            .db
+            .run_command(doc! {
+                "update": &self.collection,
+                "ordered": false,
+                "updates": updates,
+            })
+            .await
+            .map_err(|e| classify(&e, "the update command"))?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(SinkError::Retriable {
+                what: "the update command",
+                message: format!("write concern error: {wce}"),
+            });
+        }
+        let applied = match reply.get("n") {
+            Some(Bson::Int32(n)) => Some(*n as usize),
+            Some(Bson::Int64(n)) => Some(*n as usize),
+            Some(Bson::Double(n)) => Some(*n as usize),
+            _ => None,
+        };
+        let mut failed = Vec::new();
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for e in errors {
+                let Some(e) = e.as_document() else { continue };
+                let index = match e.get("index") {
+                    Some(Bson::Int32(i)) => *i as usize,
+                    Some(Bson::Int64(i)) => *i as usize,
+                    _ => continue,
+                };
+                let code = match e.get("code") {
+                    Some(Bson::Int32(c)) => *c,
+                    Some(Bson::Int64(c)) => *c as i32,
+                    _ => 0,
+                };
+                let msg = e.get_str("errmsg").unwrap_or("(no message)");
+                if transient_code(code) {
+                    return Err(SinkError::Retriable {
+                        what: "the update command",
+                        message: format!("MongoDB error {code}: {msg}"),
+                    });
+                }
+                failed.push((index, format!("MongoDB error {code}: {msg}")));
+            }
+        }
+        Ok((applied, failed))
     }
 }
 
