@@ -303,3 +303,73 @@ async fn restarts_resume_from_the_offsets_table_not_from_kafka() {
     stop(task).await.unwrap();
     assert_eq!(offsets(&pool, &group).await, HashMap::from([(0, 30)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connections_are_retried_without_losing_or_reordering_rows() {
+    let (db, pool) = common::mysql_db("sink_kill").await;
+    let mut cfg = config("sink_kill", &db, 50);
+    cfg.sink.retry_max_backoff = Duration::from_millis(200);
+    topics(&cfg, 3).await;
+    let s = schema();
+    let c = TestCodec(s.clone());
+    // 500 keys, 6 versions each; a key always goes to the same partition, versions in order.
+    let msgs: Vec<(i32, String, Vec<u8>)> = (0..3000)
+        .map(|i| {
+            let k = i % 500;
+            let key = format!("k{k}");
+            (
+                (k % 3) as i32,
+                key.clone(),
+                c.encode(&record(&key, i as i32)),
+            )
+        })
+        .collect();
+    produce(&cfg, &msgs).await;
+    let admin = MySqlPool::connect(&format!("{}/mysql", common::mysql_url_base()))
+        .await
+        .unwrap();
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    // Kill every connection to the test database, again and again, while the sink works.
+    let mut kills = 0;
+    for _ in 0..30 {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+        )
+        .bind(&db)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        for id in ids {
+            if sqlx::query(&format!("KILL {id}"))
+                .execute(&admin)
+                .await
+                .is_ok()
+            {
+                kills += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kills > 0);
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    let total = wait_for(3000, || async {
+        let o = offsets(&pool, &group).await;
+        o.values().sum::<i64>()
+    })
+    .await;
+    assert_eq!(
+        total, 3000,
+        "every offset written once the connections stay up"
+    );
+    stop(task).await.unwrap();
+    assert_eq!(count(&pool).await, 500);
+    // Each key holds its last version: nothing reordered, nothing lost.
+    let wrong: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {TABLE} WHERE league_points <> 2500 + CAST(SUBSTRING(_key, 2) AS SIGNED)"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+    assert!(dead_letters(&cfg, 0).await.is_empty());
+}
