@@ -36,6 +36,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Send dead-letter or quarantined records back to the topic they came from.
     Redrive(RedriveArgs),
+    /// Topic sizes and each stage's members and lag.
+    Status,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +176,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Status => {
+            let cfg = load(&cli)?;
+            let status = crate::stages::status::collect(&cfg)?;
+            print!("{}", crate::stages::status::render(&status));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => {
             let cfg = load(&cli)?;
