@@ -11,6 +11,7 @@
 //! - [`kafka`]: client setup, headers, the dead-letter envelope, topic management.
 //! - [`shutdown`]: the one cancellation signal every loop selects on.
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod observability;
