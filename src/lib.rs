@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod observability;
+pub mod quality;
 pub mod record;
 pub mod shutdown;
 pub mod stages;
