@@ -31,6 +31,10 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Data-quality profile of a JSONL or CSV file: missing and type-error ratios, PSI
+    /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
+    /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
+    Profile(crate::quality::profile::ProfileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +111,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Profile(args) => {
+            let cfg = load(&cli)?;
+            Ok(crate::quality::profile::run(args, &cfg.quality)?)
         }
     }
 }

@@ -357,3 +357,141 @@ impl WindowStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quality::{BaselineBuilder, Cell};
+    use crate::record::{Record, Value};
+
+    fn rec(x: Option<f64>, y: Value, tier: &str) -> Record {
+        let mut r = Record::new();
+        if let Some(x) = x {
+            r.set("x", Value::Double(x));
+        }
+        r.set("y", y);
+        r.set("tier", Value::String(tier.into()));
+        r
+    }
+
+    fn specs() -> Vec<FieldSpec> {
+        vec![
+            FieldSpec::new("x", FieldKind::Numeric),
+            FieldSpec::new("y", FieldKind::Numeric),
+            FieldSpec::new("tier", FieldKind::Categorical),
+        ]
+    }
+
+    #[test]
+    fn counts_missing_and_type_errors_and_uses_complete_rows_for_vif() {
+        let mut w = WindowStats::new(specs(), None);
+        for i in 0..100 {
+            let x = (i % 4 != 0).then_some(i as f64); // 25 % absent
+            let y = if i % 10 == 0 {
+                Value::String("n/a".into()) // 10 % type errors
+            } else {
+                Value::Long((i * i % 17) as i64)
+            };
+            w.push(&rec(x, y, if i % 2 == 0 { "A" } else { "B" }));
+        }
+        let r = w.report(&QualityConfig::default());
+        assert_eq!(r.rows, 100);
+        let x = &r.fields[0];
+        assert_eq!((x.missing, x.missing_ratio), (25, 0.25));
+        assert_eq!(x.decision, Decision::Fail);
+        let y = &r.fields[1];
+        assert_eq!((y.type_errors, y.type_error_ratio), (10, 0.1));
+        assert_eq!(y.decision, Decision::Warn);
+        // Rows with x present and y valid: i % 4 != 0 and i % 10 != 0 → 100 − 25 − 10 + 5.
+        assert_eq!(r.vif.rows_used, 70);
+        assert_eq!(r.fields[2].vif_status, VifStatus::NotNumeric);
+        assert_eq!(r.fields[2].psi_status, PsiStatus::NoBaseline);
+        assert_eq!(r.decision, Decision::Fail);
+        assert_eq!(r.reasons[0].level, Decision::Fail);
+        assert_eq!(
+            r.reasons[0].message,
+            "x: missing ratio 0.2500 >= 0.2 (FAIL)"
+        );
+        assert!(
+            r.notes.iter().any(|n| n.contains("baseline")),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn json_has_no_nan_and_spells_infinite_vif() {
+        let mut w = WindowStats::new(specs(), None);
+        for i in 0..50 {
+            let x = i as f64;
+            w.push(&rec(Some(x), Value::Double(2.0 * x), "A"));
+        }
+        let r = w.report(&QualityConfig::default());
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["fields"][0]["vif"], "inf");
+        assert_eq!(json["fields"][0]["vif_status"], "infinite");
+        assert_eq!(json["fields"][0]["psi"], serde_json::Value::Null);
+        assert_eq!(json["fields"][2]["vif"], serde_json::Value::Null);
+        assert_eq!(json["decision"], "FAIL");
+        assert_eq!(json["reasons"][0]["value"], "inf");
+        assert_eq!(json["vif"]["status"], "ok");
+        assert!(!r.to_json().contains("NaN"));
+    }
+
+    #[test]
+    fn empty_and_tiny_windows_are_explicit() {
+        let mut w = WindowStats::new(specs(), None);
+        let r = w.report(&QualityConfig::default());
+        assert_eq!(r.decision, Decision::Warn);
+        assert_eq!(r.reasons[0].metric, Metric::Rows);
+        assert_eq!(r.vif.status, VifStatus::NotEnoughData);
+        assert!(!r.to_json().contains("NaN"));
+        w.push(&rec(Some(1.0), Value::Int(2), "A"));
+        w.push(&rec(Some(2.0), Value::Int(1), "A"));
+        let r = w.report(&QualityConfig::default());
+        assert_eq!(r.decision, Decision::Pass);
+        assert_eq!(r.fields[0].vif_status, VifStatus::NotEnoughData);
+        assert!(
+            r.notes.iter().any(|n| n.contains("not enough data")),
+            "{:?}",
+            r.notes
+        );
+        w.reset();
+        assert_eq!(w.rows(), 0);
+        assert_eq!(w.report(&QualityConfig::default()).fields[0].missing, 0);
+    }
+
+    #[test]
+    fn psi_against_a_baseline_and_missing_baseline_fields() {
+        let cfg = QualityConfig::default();
+        let mut b = BaselineBuilder::new(
+            vec![
+                FieldSpec::new("x", FieldKind::Numeric),
+                FieldSpec::new("tier", FieldKind::Numeric),
+            ],
+            &cfg,
+        );
+        for i in 0..1000 {
+            b.push(&[Cell::Number(i as f64), Cell::Number(1.0)][..]);
+        }
+        let base = b.build();
+        let mut w = WindowStats::new(specs(), Some(&base));
+        for i in 0..1000 {
+            // Same distribution for x.
+            w.push(&rec(Some(((i * 7) % 1000) as f64), Value::Int(i), "A"));
+        }
+        let r = w.report(&cfg);
+        assert_eq!(r.fields[0].psi, Some(0.0));
+        assert_eq!(r.fields[1].psi_status, PsiStatus::NotInBaseline);
+        assert_eq!(r.fields[2].psi_status, PsiStatus::KindMismatch);
+        assert_eq!(r.baseline_rows, Some(1000));
+        // Shift x above the baseline's range: every value in the top bin → FAIL.
+        w.reset();
+        for i in 0..100 {
+            w.push(&rec(Some(5000.0 + i as f64), Value::Int(i), "A"));
+        }
+        let r = w.report(&cfg);
+        assert!(r.fields[0].psi.unwrap() > 0.25);
+        assert_eq!(r.fields[0].decision, Decision::Fail);
+    }
+}
