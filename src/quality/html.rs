@@ -55,7 +55,7 @@ fn chart(id: &str, bars: &[Bar], max: f64, warn: f64, fail: f64) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart" id="{id}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">"#
+        r#"<svg class="chart" id="{id}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">"#
     );
     let _ = write!(
         s,

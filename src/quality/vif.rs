@@ -108,10 +108,9 @@ impl CoMoments {
         }
         self.n += 1;
         let n = self.n as f64;
-        for i in 0..self.k {
-            let d = x[i] - self.mean[i];
-            self.delta[i] = d;
-            self.mean[i] += d / n;
+        for ((&xi, mean), delta) in x.iter().zip(&mut self.mean).zip(&mut self.delta) {
+            *delta = xi - *mean;
+            *mean += *delta / n;
         }
         // C += δ (x − x̄_new)ᵀ, which equals (n−1)/n · δδᵀ: Welford's co-moment update.
         for i in 0..self.k {
@@ -315,11 +314,12 @@ mod tests {
                 .max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))
                 .unwrap();
             a.swap(col, piv);
-            for row in 0..p {
-                if row != col {
-                    let f = a[row][col] / a[col][col];
-                    for c in col..=p {
-                        a[row][c] -= f * a[col][c];
+            let pivot_row = a[col].clone();
+            for (r, row) in a.iter_mut().enumerate() {
+                if r != col {
+                    let f = row[col] / pivot_row[col];
+                    for (v, pv) in row.iter_mut().zip(&pivot_row).skip(col) {
+                        *v -= f * pv;
                     }
                 }
             }

@@ -341,7 +341,7 @@ impl WindowStats {
             }
             _ => {}
         }
-        reasons.sort_by(|a, b| b.level.cmp(&a.level));
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
         QualityReport {
             rows: self.rows,
             decision: reasons
