@@ -599,10 +599,20 @@ pub fn run(args: &ProfileArgs, cfg: &QualityConfig) -> Result<ExitCode, ProfileE
         eprintln!("{w}");
     }
     let secs = started.elapsed().as_secs_f64();
+    let baseline_rows = match &out.baseline {
+        Some(b) if b.from != "saved" => b.rows,
+        _ => 0,
+    };
+    let total = out.report.rows + baseline_rows;
+    let also = if baseline_rows > 0 {
+        format!(" + {baseline_rows} baseline rows")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "profiled {} rows in {secs:.2} s ({:.0} rows/s)",
+        "profiled {} rows{also} in {secs:.2} s ({:.0} rows/s)",
         out.report.rows,
-        out.report.rows as f64 / secs.max(1e-9)
+        total as f64 / secs.max(1e-9)
     );
     let fail = match out.report.decision {
         Decision::Fail => true,
