@@ -349,3 +349,41 @@ fn errors_are_clear_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err(&out).contains("quality.vif_warn"), "{}", err(&out));
 }
+
+#[test]
+fn a_baseline_field_missing_from_the_file_fails_as_all_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = write(dir.path(), "b.csv", "a,gone\n1,x\n2,y\n3,x\n");
+    let cur = write(
+        dir.path(),
+        "c.jsonl",
+        "{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n",
+    );
+    let out = run(&[
+        cur.to_str().unwrap(),
+        "--baseline",
+        base.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let r = json(&out);
+    assert_eq!(field(&r, "gone")["missing_ratio"], 1.0);
+    assert_eq!(field(&r, "gone")["kind"], "categorical");
+    assert_eq!(field(&r, "gone")["psi_status"], "no_data");
+    assert_eq!(field(&r, "a")["psi"], 0.0);
+    assert!(
+        r["notes"].to_string().contains("`gone` is in the baseline"),
+        "{r}"
+    );
+    // --fields may name baseline fields; unknown names list both files' fields.
+    let out = run(&[
+        cur.to_str().unwrap(),
+        "--baseline",
+        base.to_str().unwrap(),
+        "--fields",
+        "a,nope",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("and the baseline are: a, gone"), "{e}");
+}

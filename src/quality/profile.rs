@@ -7,7 +7,8 @@
 //!
 //! - Fields: the CSV header, or the keys of the first `--infer-rows` JSON objects (in
 //!   order of first appearance; keys first seen later are listed in the notes, not
-//!   profiled). `--fields` picks some of them; an unknown name is an error.
+//!   profiled), plus the baseline's fields (one the file lacks is missing in every row,
+//!   so a dropped column FAILs). `--fields` picks some of them; an unknown name is an error.
 //! - Kinds: numeric when at least 90 % of the non-missing values in the inference rows
 //!   are numbers (JSON numbers or text that parses as one), categorical otherwise (also
 //!   when the field has no values there). With a baseline, its kinds win, so values that
@@ -95,7 +96,7 @@ pub enum ProfileError {
     },
     #[error("{path}: {message}")]
     BadFile { path: String, message: String },
-    #[error("unknown field `{field}` in --fields; {path} has: {available}")]
+    #[error("unknown field `{field}` in --fields; the fields of {path} are: {available}")]
     UnknownField {
         field: String,
         path: String,
@@ -395,51 +396,64 @@ pub struct ProfileOutput {
     pub report: QualityReport,
 }
 
-/// Builds the baseline for `fields` from a data file; fields the file lacks are left out
-/// (they report `not_in_baseline`).
-fn baseline_from_data(
-    path: &Path,
-    format: Format,
-    fields: &[String],
-    cfg: &QualityConfig,
-    infer_rows: usize,
-) -> Result<(Baseline, Format), ProfileError> {
-    let mut src = Source::open(path, format)?;
-    let sample = src.sample(infer_rows)?;
-    let names: HashSet<String> = src.field_names(&sample).into_iter().collect();
-    let present: Vec<String> = fields
-        .iter()
-        .filter(|f| names.contains(*f))
-        .cloned()
-        .collect();
-    let columns = src.columns(&present);
-    let kinds = infer_kinds(&sample, &present, &columns);
-    let specs: Vec<FieldSpec> = present
-        .iter()
-        .zip(kinds)
-        .map(|(n, k)| FieldSpec::new(n.clone(), k))
-        .collect();
-    let mut builder = BaselineBuilder::new(specs, cfg);
-    for row in &sample {
-        builder.push(&RowView {
-            row,
-            columns: &columns,
-        });
+/// A data file opened as a baseline: its first rows read (kinds, field names), the rest
+/// still to stream.
+struct PendingBaseline {
+    src: Source,
+    sample: Vec<Row>,
+    names: Vec<String>,
+}
+
+impl PendingBaseline {
+    fn open(path: &Path, format: Format, infer_rows: usize) -> Result<Self, ProfileError> {
+        let mut src = Source::open(path, format)?;
+        let sample = src.sample(infer_rows)?;
+        if sample.is_empty() {
+            return Err(ProfileError::BadFile {
+                path: src.label,
+                message: "no data rows".into(),
+            });
+        }
+        let names = src.field_names(&sample);
+        Ok(Self { src, sample, names })
     }
-    drop(sample);
-    while let Some(row) = src.next_row()? {
-        builder.push(&RowView {
-            row: &row,
-            columns: &columns,
-        });
+
+    /// Streams the rest of the file into a baseline for those of `fields` the file has
+    /// (the others report `not_in_baseline`).
+    fn build(self, fields: &[String], cfg: &QualityConfig) -> Result<Baseline, ProfileError> {
+        let PendingBaseline {
+            mut src,
+            sample,
+            names,
+        } = self;
+        let present: Vec<String> = fields
+            .iter()
+            .filter(|f| names.contains(f))
+            .cloned()
+            .collect();
+        let columns = src.columns(&present);
+        let kinds = infer_kinds(&sample, &present, &columns);
+        let specs: Vec<FieldSpec> = present
+            .iter()
+            .zip(kinds)
+            .map(|(n, k)| FieldSpec::new(n.clone(), k))
+            .collect();
+        let mut builder = BaselineBuilder::new(specs, cfg);
+        for row in &sample {
+            builder.push(&RowView {
+                row,
+                columns: &columns,
+            });
+        }
+        drop(sample);
+        while let Some(row) = src.next_row()? {
+            builder.push(&RowView {
+                row: &row,
+                columns: &columns,
+            });
+        }
+        Ok(builder.build())
     }
-    if src.rows == 0 {
-        return Err(ProfileError::BadFile {
-            path: src.label,
-            message: "no data rows".into(),
-        });
-    }
-    Ok((builder.build(), src.format))
 }
 
 /// Runs the profile and prints it; returns the report (for callers and tests).
@@ -456,8 +470,33 @@ pub fn profile(
         });
     }
     let names = src.field_names(&sample);
+
+    // The baseline's fields count too: one the file lacks is reported all-missing.
+    enum Input {
+        Saved(Baseline, String),
+        Data(PendingBaseline, String),
+    }
+    let input = match &args.baseline {
+        None => None,
+        Some(p) if is_saved_baseline(p)? => {
+            Some(Input::Saved(Baseline::load(p)?, p.display().to_string()))
+        }
+        Some(p) => Some(Input::Data(
+            PendingBaseline::open(p, args.format, args.infer_rows)?,
+            p.display().to_string(),
+        )),
+    };
+    let mut known = names.clone();
+    match &input {
+        Some(Input::Saved(b, _)) => known.extend(b.fields.iter().map(|f| f.name.clone())),
+        Some(Input::Data(d, _)) => known.extend(d.names.iter().cloned()),
+        None => {}
+    }
+    let mut seen = HashSet::new();
+    known.retain(|n| seen.insert(n.clone()));
+
     let selected: Vec<String> = if args.fields.is_empty() {
-        names.clone()
+        known.clone()
     } else {
         let mut sel = Vec::new();
         for f in args
@@ -466,11 +505,15 @@ pub fn profile(
             .map(|f| f.trim())
             .filter(|f| !f.is_empty())
         {
-            if !names.iter().any(|n| n == f) {
+            if !known.iter().any(|n| n == f) {
                 return Err(ProfileError::UnknownField {
                     field: f.to_string(),
-                    path: src.label.clone(),
-                    available: names.join(", "),
+                    path: if input.is_some() {
+                        format!("{} and the baseline", src.label)
+                    } else {
+                        src.label.clone()
+                    },
+                    available: known.join(", "),
                 });
             }
             if !sel.iter().any(|s: &String| s == f) {
@@ -480,20 +523,24 @@ pub fn profile(
         sel
     };
 
-    let baseline = match &args.baseline {
+    let baseline = match input {
         None => None,
-        Some(p) if is_saved_baseline(p)? => {
-            let b = Baseline::load(p)?;
+        Some(Input::Saved(b, path)) => {
             let rows = b.rows;
-            Some((b, p.display().to_string(), "saved".to_string(), rows))
+            Some((b, path, "saved".to_string(), rows))
         }
-        Some(p) => {
-            let (b, f) = baseline_from_data(p, args.format, &selected, cfg, args.infer_rows)?;
+        Some(Input::Data(d, path)) => {
+            let from = if d.src.format == Format::Csv {
+                "csv"
+            } else {
+                "jsonl"
+            };
+            let b = d.build(&selected, cfg)?;
             let rows = b.rows;
-            let from = if f == Format::Csv { "csv" } else { "jsonl" };
-            Some((b, p.display().to_string(), from.to_string(), rows))
+            Some((b, path, from.to_string(), rows))
         }
     };
+    let absent: Vec<&String> = selected.iter().filter(|f| !names.contains(f)).collect();
 
     let columns = src.columns(&selected);
     let inferred = infer_kinds(&sample, &selected, &columns);
@@ -527,7 +574,7 @@ pub fn profile(
     drop(sample);
 
     // JSON keys the inference rows did not have: named in the notes, not profiled.
-    let known: HashSet<String> = names.iter().cloned().collect();
+    let known: HashSet<String> = names.iter().chain(&selected).cloned().collect();
     let mut late: Vec<(String, u64)> = Vec::new();
     while let Some(row) = src.next_row()? {
         if let Row::Json(m) = &row {
@@ -550,6 +597,19 @@ pub fn profile(
     }
 
     let mut report = window.report(cfg);
+    for f in absent {
+        report.notes.push(if src.format == Format::Csv {
+            format!(
+                "field `{f}` is in the baseline but not in the header of {}: missing in every row",
+                src.label
+            )
+        } else {
+            format!(
+                "field `{f}` is in the baseline but not in the first {} rows of {}",
+                args.infer_rows, src.label
+            )
+        });
+    }
     for (k, at) in late {
         report.notes.push(format!(
             "field `{k}` first appears in data row {at}, after the {} rows used to find fields; not profiled",
@@ -707,8 +767,11 @@ pub fn table(out: &ProfileOutput) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "VIF: {} complete rows of {} ({} numeric fields)",
-        r.vif.rows_used, r.rows, r.vif.fields
+        "VIF: {} complete rows of {} ({} numeric field{})",
+        r.vif.rows_used,
+        r.rows,
+        r.vif.fields,
+        if r.vif.fields == 1 { "" } else { "s" }
     );
     let _ = writeln!(s, "decision: {}", r.decision);
     for reason in &r.reasons {

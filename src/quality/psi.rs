@@ -476,14 +476,19 @@ impl PsiCounter {
 
     pub fn add_number(&mut self, x: f64) {
         if let PsiCounter::Numeric { edges, counts, .. } = self {
-            counts[bin_of(edges, x)] += 1;
+            // A hand-made baseline may have fewer proportions than bins: ignore, never panic.
+            if let Some(c) = counts.get_mut(bin_of(edges, x)) {
+                *c += 1;
+            }
         }
     }
 
     pub fn add_category(&mut self, c: &str) {
         if let PsiCounter::Categorical { index, counts, .. } = self {
-            let other = counts.len() - 1;
-            counts[index.get(c).copied().unwrap_or(other)] += 1;
+            let other = counts.len().saturating_sub(1);
+            if let Some(n) = counts.get_mut(index.get(c).copied().unwrap_or(other)) {
+                *n += 1;
+            }
         }
     }
 
