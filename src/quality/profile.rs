@@ -474,7 +474,7 @@ pub fn profile(
     // The baseline's fields count too: one the file lacks is reported all-missing.
     enum Input {
         Saved(Baseline, String),
-        Data(PendingBaseline, String),
+        Data(Box<PendingBaseline>, String),
     }
     let input = match &args.baseline {
         None => None,
@@ -482,7 +482,7 @@ pub fn profile(
             Some(Input::Saved(Baseline::load(p)?, p.display().to_string()))
         }
         Some(p) => Some(Input::Data(
-            PendingBaseline::open(p, args.format, args.infer_rows)?,
+            Box::new(PendingBaseline::open(p, args.format, args.infer_rows)?),
             p.display().to_string(),
         )),
     };
