@@ -38,6 +38,10 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Topic sizes and each stage's members and lag.
     Status,
+    /// Data-quality profile of a JSONL or CSV file: missing and type-error ratios, PSI
+    /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
+    /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
+    Profile(crate::quality::profile::ProfileArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +212,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             print!("{}", redrive::render(&summary, args.dry_run));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Profile(args) => {
+            let cfg = load(&cli)?;
+            Ok(crate::quality::profile::run(args, &cfg.quality)?)
         }
     }
 }

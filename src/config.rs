@@ -66,6 +66,9 @@ pub struct Config {
     /// MongoDB (or FerretDB) connection for `sink-mongo`.
     #[serde(default)]
     pub mongo: MongoConfig,
+    /// Data-quality thresholds and PSI settings (score stage and `etl-pipe profile`).
+    #[serde(default)]
+    pub quality: crate::quality::QualityConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -712,6 +715,7 @@ impl Config {
             }
         }
         self.topics.validate()?;
+        self.quality.validate()?;
         self.mysql.password.validate("mysql.password")?;
         if self.mysql.database.is_empty()
             || !self

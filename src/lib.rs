@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod observability;
+pub mod quality;
 pub mod record;
 pub mod shutdown;
 pub mod stages;
