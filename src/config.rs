@@ -66,6 +66,9 @@ pub struct Config {
     /// MongoDB (or FerretDB) connection for `sink-mongo`.
     #[serde(default)]
     pub mongo: MongoConfig,
+    /// Data-quality thresholds and PSI settings (score stage and `etl-pipe profile`).
+    #[serde(default)]
+    pub quality: crate::quality::QualityConfig,
     /// Batching, target table/collection and schema of `sink-mysql` and `sink-mongo`.
     #[serde(default)]
     pub sink: crate::stages::sinks::SinkConfig,
@@ -715,6 +718,7 @@ impl Config {
             }
         }
         self.topics.validate()?;
+        self.quality.validate()?;
         self.mysql.password.validate("mysql.password")?;
         if self.mysql.database.is_empty()
             || !self

@@ -11,9 +11,11 @@
 //! - [`kafka`]: client setup, headers, the dead-letter envelope, topic management.
 //! - [`shutdown`]: the one cancellation signal every loop selects on.
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod kafka;
 pub mod observability;
+pub mod quality;
 pub mod record;
 pub mod shutdown;
 pub mod stages;

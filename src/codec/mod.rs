@@ -1,0 +1,394 @@
+//! Avro encoding of cleaned and scored records: the binary datum, the framing on Kafka, and
+//! resolution of data written with an older schema. It owns the bytes of `etl.cleaned` and
+//! `etl.scored` messages.
+//!
+//! **Framing** (DESIGN.md "Messages"): without a schema registry a message is Avro
+//! single-object encoded, `C3 01` + the schema's CRC-64-AVRO fingerprint (8 bytes, little
+//! endian) + datum. With `kafka.schema_registry_url` set it is the Confluent wire format,
+//! `00` + schema id (4 bytes, big endian) + datum, the schema registered under the subject
+//! `<topic>-value`. Decoders accept both framings whichever is configured.
+//!
+//! **Writer schemas**: a decoder knows its own schema, any schema added with
+//! [`Codec::add_writer_schema`] (e.g. `schemas/history/*.avsc`, by fingerprint) or
+//! [`Codec::add_schema_id`], and with a registry every id it has fetched. Data written with
+//! a known older schema is resolved into the reader schema: fields by name, added fields
+//! take their default, removed fields are skipped, numbers promoted. Decoded records list
+//! the reader schema's fields in order; `timestamp-millis` fields decode to
+//! [`Value::TimestampMillis`](crate::record::Value::TimestampMillis).
+//!
+//! ```no_run
+//! # async fn demo(config: &etl_pipe::config::Config) -> Result<(), etl_pipe::codec::CodecError> {
+//! use etl_pipe::codec::{load_schema, Codec};
+//! let schema = load_schema("schemas/league_entry.cleaned.avsc")?;
+//! // Registers `etl.cleaned-value` when a registry is configured.
+//! let codec = Codec::from_config(config, schema, "etl.cleaned").await?;
+//! # let record = etl_pipe::record::Record::new();
+//! let bytes = codec.encode(&record)?;
+//! let back = codec.decode_async(&bytes).await?; // fetches unknown registry ids
+//! # Ok(()) }
+//! ```
+//!
+//! **Errors** are sorted once ([`CodecError::is_retriable`]): a record that cannot be
+//! encoded or decoded (garbage, truncated, unknown fingerprint or id, incompatible writer
+//! schema) is **poison**: dead-letter it. A registry that cannot be reached or answers 5xx
+//! is **retriable**: back off, the record is fine. Nothing here panics on input.
+//!
+//! The binary datum is written and read by this module over [`RecordSchema`] (see
+//! `docs/notes/codec.md` for the measurement that chose it over apache-avro and
+//! serde_avro_fast); tests check it byte for byte against apache-avro.
+mod binary;
+mod registry;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::record::{Record, RecordSchema};
+
+pub use schema::{check_can_read, load_schema, load_schema_dir};
+
+/// First two bytes of Avro single-object encoding.
+pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+/// First byte of the Confluent wire format.
+pub const CONFLUENT_MAGIC: u8 = 0x00;
+
+/// Everything that can go wrong in the codec. See [`CodecError::is_retriable`].
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The schema text is not a schema this codec supports.
+    #[error("schema{}: {message}", field.as_ref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
+    Schema {
+        field: Option<String>,
+        message: String,
+    },
+    /// A schema file could not be read or parsed.
+    #[error("schema file {path}: {message}")]
+    SchemaFile { path: String, message: String },
+    /// The record does not fit the schema (poison).
+    #[error("cannot encode field `{field}`: {message}")]
+    Encode { field: String, message: String },
+    /// The bytes are not a datum of the writer schema: garbage, truncated, wrong framing (poison).
+    #[error("malformed Avro message: {message}")]
+    Malformed { message: String },
+    /// Single-object data whose writer schema fingerprint is not known (poison).
+    #[error(
+        "unknown writer schema: fingerprint {fingerprint:#018x} is not one of the known schemas \
+         (reader {reader}); add the writer schema to schemas/history/"
+    )]
+    UnknownFingerprint { fingerprint: u64, reader: String },
+    /// Confluent-framed data whose schema id cannot be had (poison).
+    #[error("unknown writer schema id {id}: {reason}")]
+    UnknownSchemaId { id: u32, reason: String },
+    /// The writer schema is known but cannot be resolved into the reader schema (poison).
+    #[error(
+        "writer schema {writer} (fingerprint {writer_fingerprint:#018x}) cannot be read as {reader}: {reason}"
+    )]
+    Incompatible {
+        writer: String,
+        writer_fingerprint: u64,
+        reader: String,
+        reason: String,
+    },
+    /// [`Codec::decode`] met a registry id it has not fetched yet; [`Codec::decode_async`]
+    /// fetches it (retriable: the record is fine).
+    #[error(
+        "writer schema id {id} is not cached yet; decode with Codec::decode_async, which fetches it from the registry"
+    )]
+    SchemaNotCached { id: u32 },
+    /// The schema registry failed or refused a request.
+    #[error("schema registry {operation}: {message}")]
+    Registry {
+        operation: String,
+        status: Option<u16>,
+        message: String,
+        retriable: bool,
+    },
+}
+
+impl CodecError {
+    /// `true` when retrying later can succeed (registry unreachable, 5xx, auth refused):
+    /// back off and keep the record. `false` when the record or the schema is at fault:
+    /// for a decode or encode that means **poison**, dead-letter the record with
+    /// [`kind`](Self::kind) and the message; at start-up it means stop with the message.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            CodecError::SchemaNotCached { .. } => true,
+            CodecError::Registry { retriable, .. } => *retriable,
+            CodecError::Schema { .. }
+            | CodecError::SchemaFile { .. }
+            | CodecError::Encode { .. }
+            | CodecError::Malformed { .. }
+            | CodecError::UnknownFingerprint { .. }
+            | CodecError::UnknownSchemaId { .. }
+            | CodecError::Incompatible { .. } => false,
+        }
+    }
+
+    /// A short stable name of the error, for the dead-letter header `etl.error.kind` and
+    /// metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CodecError::Schema { .. } | CodecError::SchemaFile { .. } => "avro-schema",
+            CodecError::Encode { .. } => "avro-encode",
+            CodecError::Malformed { .. } => "avro-malformed",
+            CodecError::UnknownFingerprint { .. } | CodecError::UnknownSchemaId { .. } => {
+                "avro-unknown-schema"
+            }
+            CodecError::Incompatible { .. } => "avro-incompatible-schema",
+            CodecError::SchemaNotCached { .. } | CodecError::Registry { .. } => "schema-registry",
+        }
+    }
+
+    pub(crate) fn schema(field: Option<&str>, message: impl Into<String>) -> Self {
+        CodecError::Schema {
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn encode(field: &str, message: impl Into<String>) -> Self {
+        CodecError::Encode {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How [`Codec::encode`] frames a datum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Avro single-object encoding: `C3 01` + fingerprint (LE) + datum.
+    SingleObject,
+    /// Confluent wire format: `00` + schema id (BE) + datum; the id of the codec's schema.
+    Confluent { schema_id: u32 },
+}
+
+/// Encoder and decoder of one record schema (the reader and writer schema of a stage).
+/// Cheap to share behind an `Arc`; the caches take a lock only to look up a writer schema.
+#[derive(Debug)]
+pub struct Codec {
+    schema: Arc<RecordSchema>,
+    fingerprint: u64,
+    framing: Framing,
+    /// Framing header of encoded messages.
+    header: Vec<u8>,
+    by_fingerprint: RwLock<HashMap<u64, Arc<binary::ReadPlan>>>,
+    /// Registry ids: a plan, or why the id can never be decoded (cached so that poison
+    /// records do not hit the registry again).
+    by_id: RwLock<HashMap<u32, Result<Arc<binary::ReadPlan>, String>>>,
+    registry: Option<registry::Registry>,
+}
+
+impl Codec {
+    /// A codec without a registry. With `Framing::Confluent { schema_id }` it writes that id
+    /// and decodes it as `schema`; other ids need [`add_schema_id`](Self::add_schema_id).
+    pub fn new(schema: RecordSchema, framing: Framing) -> Codec {
+        let schema = Arc::new(schema);
+        let fingerprint = schema.fingerprint();
+        let header = match framing {
+            Framing::SingleObject => {
+                let mut h = SINGLE_OBJECT_MAGIC.to_vec();
+                h.extend_from_slice(&fingerprint.to_le_bytes());
+                h
+            }
+            Framing::Confluent { schema_id } => {
+                let mut h = vec![CONFLUENT_MAGIC];
+                h.extend_from_slice(&schema_id.to_be_bytes());
+                h
+            }
+        };
+        let own = Arc::new(binary::ReadPlan::identity(schema.clone()));
+        let mut by_id = HashMap::new();
+        if let Framing::Confluent { schema_id } = framing {
+            by_id.insert(schema_id, Ok(own.clone()));
+        }
+        Codec {
+            fingerprint,
+            framing,
+            header,
+            by_fingerprint: RwLock::new(HashMap::from([(fingerprint, own)])),
+            by_id: RwLock::new(by_id),
+            registry: None,
+            schema,
+        }
+    }
+
+    /// The codec of a stage writing or reading `topic`: Confluent framing with the schema
+    /// registered under `<topic>-value` when `kafka.schema_registry_url` is set (so this
+    /// call needs the registry up: retriable error otherwise), single-object encoding
+    /// otherwise.
+    pub async fn from_config(
+        config: &Config,
+        schema: RecordSchema,
+        topic: &str,
+    ) -> Result<Codec, CodecError> {
+        let Some(url) = &config.kafka.schema_registry_url else {
+            return Ok(Codec::new(schema, Framing::SingleObject));
+        };
+        let registry = registry::Registry::new(url)?;
+        let id = registry
+            .register(&format!("{topic}-value"), &schema.source)
+            .await?;
+        let mut codec = Codec::new(schema, Framing::Confluent { schema_id: id });
+        codec.registry = Some(registry);
+        Ok(codec)
+    }
+
+    /// The reader/writer schema.
+    pub fn schema(&self) -> &RecordSchema {
+        &self.schema
+    }
+
+    /// How this codec frames what it encodes.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// CRC-64-AVRO fingerprint of the schema (the single-object header).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Lets the decoder read single-object data written with `writer` (an older version of
+    /// the schema, e.g. from `schemas/history/`). Fails when `writer` cannot be resolved into
+    /// this codec's schema.
+    pub fn add_writer_schema(&self, writer: RecordSchema) -> Result<(), CodecError> {
+        let fp = writer.fingerprint();
+        let plan = Arc::new(binary::ReadPlan::new(
+            Arc::new(writer),
+            self.schema.clone(),
+        )?);
+        write_lock(&self.by_fingerprint).insert(fp, plan);
+        Ok(())
+    }
+
+    /// Lets the decoder read Confluent-framed data with registry id `id`, written with
+    /// `writer`, without asking the registry.
+    pub fn add_schema_id(&self, id: u32, writer: RecordSchema) -> Result<(), CodecError> {
+        let plan = Arc::new(binary::ReadPlan::new(
+            Arc::new(writer),
+            self.schema.clone(),
+        )?);
+        write_lock(&self.by_id).insert(id, Ok(plan));
+        Ok(())
+    }
+
+    /// Encodes `record` into a framed message.
+    pub fn encode(&self, record: &Record) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(self.header.len() + 16 * self.schema.fields.len());
+        self.encode_into(record, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the framed message of `record` to `out` (reuse one buffer in hot loops).
+    /// On error `out` is left as it was.
+    pub fn encode_into(&self, record: &Record, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let start = out.len();
+        out.extend_from_slice(&self.header);
+        binary::encode_datum(&self.schema, record, out).inspect_err(|_| out.truncate(start))
+    }
+
+    /// Decodes a message of either framing, without I/O. A registry id that is not cached
+    /// yet gives the retriable [`CodecError::SchemaNotCached`]: with a registry, call
+    /// [`decode_async`](Self::decode_async) instead.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError> {
+        match bytes {
+            [0xC3, 0x01, rest @ ..] => {
+                let (fp, datum) = split_header::<8>(rest, "single-object fingerprint")?;
+                let fp = u64::from_le_bytes(fp);
+                // Readers share the lock; it is held only while decoding.
+                match read_lock(&self.by_fingerprint).get(&fp) {
+                    Some(plan) => plan.decode(datum),
+                    None => Err(CodecError::UnknownFingerprint {
+                        fingerprint: fp,
+                        reader: self.schema.name.clone(),
+                    }),
+                }
+            }
+            [CONFLUENT_MAGIC, rest @ ..] => {
+                let (id, datum) = split_header::<4>(rest, "Confluent schema id")?;
+                let id = u32::from_be_bytes(id);
+                match read_lock(&self.by_id).get(&id) {
+                    Some(Ok(plan)) => plan.decode(datum),
+                    Some(Err(reason)) => Err(CodecError::UnknownSchemaId {
+                        id,
+                        reason: reason.clone(),
+                    }),
+                    None if self.registry.is_some() => Err(CodecError::SchemaNotCached { id }),
+                    None => Err(CodecError::UnknownSchemaId {
+                        id,
+                        reason: "no schema registry is configured (kafka.schema_registry_url) \
+                                 and the id was not added to the codec"
+                            .into(),
+                    }),
+                }
+            }
+            [] => Err(CodecError::Malformed {
+                message: "empty message".into(),
+            }),
+            [0xC3] => Err(CodecError::Malformed {
+                message: "truncated: the message ends inside the single-object marker".into(),
+            }),
+            [b, ..] => Err(CodecError::Malformed {
+                message: format!(
+                    "first byte {b:#04x} is neither Avro single-object (C3 01) nor Confluent (00) framing"
+                ),
+            }),
+        }
+    }
+
+    /// Decodes a message of either framing, fetching an unknown registry id first (the
+    /// call stages make). Registry failures are retriable; an id the registry does not
+    /// know, or whose schema cannot be read as ours, is poison and remembered.
+    pub async fn decode_async(&self, bytes: &[u8]) -> Result<Record, CodecError> {
+        match self.decode(bytes) {
+            Err(CodecError::SchemaNotCached { id }) => {
+                self.fetch_id(id).await?;
+                self.decode(bytes)
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_id(&self, id: u32) -> Result<(), CodecError> {
+        let Some(registry) = &self.registry else {
+            return Ok(());
+        };
+        let entry = match registry.fetch(id).await? {
+            registry::Fetched::NotUsable(reason) => Err(reason),
+            registry::Fetched::Schema(text) => match RecordSchema::parse(&text) {
+                Err(e) => Err(format!("its schema is not supported here: {e}")),
+                Ok(writer) => binary::ReadPlan::new(Arc::new(writer), self.schema.clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        write_lock(&self.by_id).insert(id, entry);
+        Ok(())
+    }
+}
+
+fn split_header<'a, const N: usize>(
+    rest: &'a [u8],
+    what: &str,
+) -> Result<([u8; N], &'a [u8]), CodecError> {
+    match rest.split_first_chunk::<N>() {
+        Some((h, datum)) => Ok((*h, datum)),
+        None => Err(CodecError::Malformed {
+            message: format!("truncated: the message ends inside the {what}"),
+        }),
+    }
+}
+
+// A poisoned lock only means another thread panicked mid-insert of a complete entry;
+// the map is still consistent.
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
