@@ -104,7 +104,7 @@ async fn rejected_documents_go_to_dead_letter_and_the_rest_is_written() {
     .await
     .unwrap();
     let s = schema();
-    let c = TestCodec(s.clone());
+    let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);
     let mut msgs = Vec::new();
     for i in 0..20 {
         let key = format!("k{i}");
@@ -112,7 +112,7 @@ async fn rejected_documents_go_to_dead_letter_and_the_rest_is_written() {
         if i == 12 {
             r.set("summoner_name", Value::String("Näme k5 🙂".into()));
         }
-        msgs.push((0, key, c.encode(&r)));
+        msgs.push((0, key, c.encode(&r).unwrap()));
     }
     msgs.push((0, "junk".into(), b"nope".to_vec()));
     produce(&cfg, &msgs).await;

@@ -114,7 +114,7 @@ async fn rows_mysql_rejects_go_to_dead_letter_and_the_rest_commits() {
     .await
     .unwrap();
 
-    let c = TestCodec(s.clone());
+    let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);
     let mut msgs = Vec::new();
     for i in 0..200 {
         let key = format!("k{i}");
@@ -125,7 +125,7 @@ async fn rows_mysql_rejects_go_to_dead_letter_and_the_rest_commits() {
         if i == 99 {
             r.set("league_points", Value::Int(123_456)); // 1264 out of range
         }
-        msgs.push((0, key, c.encode(&r)));
+        msgs.push((0, key, c.encode(&r).unwrap()));
     }
     msgs.push((0, "garbage".into(), b"\xff\x00not a record".to_vec()));
     produce(&cfg, &msgs).await;
@@ -311,7 +311,7 @@ async fn lost_connections_are_retried_without_losing_or_reordering_rows() {
     cfg.sink.retry_max_backoff = Duration::from_millis(200);
     topics(&cfg, 3).await;
     let s = schema();
-    let c = TestCodec(s.clone());
+    let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);
     // 500 keys, 6 versions each; a key always goes to the same partition, versions in order.
     let msgs: Vec<(i32, String, Vec<u8>)> = (0..3000)
         .map(|i| {
@@ -320,7 +320,7 @@ async fn lost_connections_are_retried_without_losing_or_reordering_rows() {
             (
                 (k % 3) as i32,
                 key.clone(),
-                c.encode(&record(&key, i as i32)),
+                c.encode(&record(&key, i as i32)).unwrap(),
             )
         })
         .collect();

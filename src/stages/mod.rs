@@ -1,5 +1,5 @@
 //! The pipeline stages. Each is a module with one entry point, `run(config, shutdown)`.
 pub mod redrive;
 pub mod replay;
-pub mod status;
 pub mod sinks;
+pub mod status;

@@ -14,6 +14,7 @@ use rdkafka::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use etl_pipe::codec::{Codec, Framing};
 use etl_pipe::config::{Config, TopicRole};
 use etl_pipe::record::{FieldSchema, FieldType, Record, RecordSchema, Value};
 use etl_pipe::stages::sinks::{Decode, DecodeFailure, SinkError};
@@ -30,41 +31,13 @@ fn field(name: &str, ty: FieldType, nullable: bool) -> FieldSchema {
     }
 }
 
-/// The scored league-entry schema (as in `schemas/league_entry.scored.avsc`).
+/// The scored league-entry schema, `schemas/league_entry.scored.avsc`.
 pub fn schema() -> RecordSchema {
-    use FieldType::*;
-    let fields = [
-        ("summoner_id", String, false),
-        ("summoner_name", String, true),
-        ("queue_type", String, false),
-        ("tier", String, false),
-        ("rank", String, false),
-        ("league_points", Int, false),
-        ("wins", Int, false),
-        ("losses", Int, false),
-        ("veteran", Boolean, true),
-        ("inactive", Boolean, true),
-        ("fresh_blood", Boolean, true),
-        ("hot_streak", Boolean, true),
-        ("games", Int, false),
-        ("win_rate", Double, true),
-        ("source", String, false),
-        ("trace_id", String, true),
-        ("source_topic", String, false),
-        ("source_partition", Int, false),
-        ("source_offset", Long, false),
-        ("fetched_at", TimestampMillis, false),
-        ("quality_window", String, true),
-        ("quality_decision", String, true),
-    ];
-    RecordSchema {
-        name: "etl.league.LeagueEntry".into(),
-        fields: fields
-            .iter()
-            .map(|(n, t, nullable)| field(n, t.clone(), *nullable))
-            .collect(),
-        source: "{\"type\":\"record\",\"name\":\"LeagueEntry\",\"fields\":[]}".into(),
-    }
+    etl_pipe::codec::load_schema(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/league_entry.scored.avsc"
+    ))
+    .expect("schemas/league_entry.scored.avsc")
 }
 
 /// The schema plus one nullable field (schema evolution).
@@ -109,73 +82,21 @@ pub fn record(key: &str, version: i32) -> Record {
     r
 }
 
-/// Test encoding (JSON; replaced by the Avro codec once it is merged).
-pub struct TestCodec(pub RecordSchema);
-
-impl TestCodec {
-    pub fn encode(&self, r: &Record) -> Vec<u8> {
-        let m: serde_json::Map<std::string::String, serde_json::Value> = r
-            .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap()))
-            .collect();
-        serde_json::to_vec(&m).unwrap()
-    }
-}
-
-impl Decode for TestCodec {
-    fn decode(&self, bytes: &[u8]) -> Result<Record, DecodeFailure> {
-        let bad = |m: std::string::String| DecodeFailure {
-            retriable: false,
-            message: m,
-        };
-        let v: serde_json::Map<std::string::String, serde_json::Value> =
-            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        let mut r = Record::new();
-        for f in &self.0.fields {
-            let j = v.get(&f.name).cloned().unwrap_or(serde_json::Value::Null);
-            let val = match (&f.ty, &j) {
-                (_, serde_json::Value::Null) => Value::Null,
-                (FieldType::Boolean, serde_json::Value::Bool(b)) => Value::Boolean(*b),
-                (FieldType::Int, j) => Value::Int(
-                    j.as_i64()
-                        .and_then(|i| i32::try_from(i).ok())
-                        .ok_or_else(|| bad(format!("{}: not an int", f.name)))?,
-                ),
-                (FieldType::Long, j) => Value::Long(j.as_i64().ok_or_else(|| bad(f.name.clone()))?),
-                (FieldType::TimestampMillis, j) => {
-                    Value::TimestampMillis(j.as_i64().ok_or_else(|| bad(f.name.clone()))?)
-                }
-                (FieldType::Float, j) => {
-                    Value::Float(j.as_f64().ok_or_else(|| bad(f.name.clone()))? as f32)
-                }
-                (FieldType::Double, j) => {
-                    Value::Double(j.as_f64().ok_or_else(|| bad(f.name.clone()))?)
-                }
-                (FieldType::String, serde_json::Value::String(s)) => Value::String(s.clone()),
-                _ => return Err(bad(format!("{}: wrong type", f.name))),
-            };
-            r.fields.push((f.name.clone(), val));
-        }
-        Ok(r)
-    }
-}
-
-/// The decoder the sink runs with.
-pub fn codec(schema: &RecordSchema) -> Arc<TestCodec> {
-    Arc::new(TestCodec(schema.clone()))
+/// The decoder the sink runs with in production: the Avro codec (single-object framing).
+pub fn codec(schema: &RecordSchema) -> Arc<Codec> {
+    Arc::new(Codec::new(schema.clone(), Framing::SingleObject))
 }
 
 /// A decoder that counts what it decodes (to see which instance got which records).
 pub struct Counting {
-    pub inner: Arc<TestCodec>,
+    pub inner: Arc<Codec>,
     pub n: AtomicUsize,
 }
 
 impl Decode for Counting {
     fn decode(&self, bytes: &[u8]) -> Result<Record, DecodeFailure> {
         self.n.fetch_add(1, Ordering::SeqCst);
-        self.inner.decode(bytes)
+        Decode::decode(&*self.inner, bytes)
     }
 }
 
@@ -233,21 +154,23 @@ pub async fn produce(cfg: &Config, msgs: &[(i32, String, Vec<u8>)]) {
     }
 }
 
-/// Encodes a record as the producer stage would.
+/// Encodes a record as the score stage does.
 pub fn encode(schema: &RecordSchema, r: &Record) -> Vec<u8> {
-    TestCodec(schema.clone()).encode(r)
+    Codec::new(schema.clone(), Framing::SingleObject)
+        .encode(r)
+        .unwrap()
 }
 
 /// `n` records spread round-robin over `partitions`, keys `k0..k{n-1}`.
 pub fn spread(schema: &RecordSchema, n: usize, partitions: i32) -> Vec<(i32, String, Vec<u8>)> {
-    let c = TestCodec(schema.clone());
+    let c = Codec::new(schema.clone(), Framing::SingleObject);
     (0..n)
         .map(|i| {
             let key = format!("k{i}");
             (
                 (i as i32) % partitions,
                 key.clone(),
-                c.encode(&record(&key, i as i32)),
+                c.encode(&record(&key, i as i32)).unwrap(),
             )
         })
         .collect()

@@ -14,12 +14,14 @@ pub mod mysql;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rdkafka::message::OwnedHeaders;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::{Codec, CodecError};
 use crate::config::ConfigError;
 use crate::kafka::headers::{self, DeadLetter};
 use crate::observability::trace;
@@ -379,7 +381,37 @@ pub struct DecodeFailure {
 /// Turns a message's bytes into a record of the sink's schema (the Avro codec in production;
 /// tests may plug in their own).
 pub trait Decode: Send + Sync {
+    /// Decodes without I/O.
     fn decode(&self, bytes: &[u8]) -> Result<Record, DecodeFailure>;
+
+    /// Decodes, doing I/O first if needed (the codec fetches an unknown schema-registry id);
+    /// called when [`decode`](Self::decode) failed as retriable.
+    fn decode_slow<'a>(
+        &'a self,
+        bytes: &'a [u8],
+    ) -> Pin<Box<dyn Future<Output = Result<Record, DecodeFailure>> + Send + 'a>> {
+        Box::pin(std::future::ready(self.decode(bytes)))
+    }
+}
+
+fn codec_failure(e: CodecError) -> DecodeFailure {
+    DecodeFailure {
+        retriable: e.is_retriable(),
+        message: e.to_string(),
+    }
+}
+
+impl Decode for Codec {
+    fn decode(&self, bytes: &[u8]) -> Result<Record, DecodeFailure> {
+        Codec::decode(self, bytes).map_err(codec_failure)
+    }
+
+    fn decode_slow<'a>(
+        &'a self,
+        bytes: &'a [u8],
+    ) -> Pin<Box<dyn Future<Output = Result<Record, DecodeFailure>> + Send + 'a>> {
+        Box::pin(async move { self.decode_async(bytes).await.map_err(codec_failure) })
+    }
 }
 
 /// The decoder a sink holds.
@@ -387,7 +419,7 @@ pub type RecordDecoder = dyn Decode;
 
 /// Decodes every message of a batch: records, or (index, reason) for the poison ones.
 /// A retriable failure fails the whole call (the batch is retried).
-pub(crate) fn decode_all(
+pub(crate) async fn decode_all(
     decoder: &RecordDecoder,
     msgs: &[SinkMessage],
 ) -> Result<Vec<Result<Record, Rejected>>, SinkError> {
@@ -401,7 +433,11 @@ pub(crate) fn decode_all(
             }));
             continue;
         };
-        match decoder.decode(payload) {
+        let decoded = match decoder.decode(payload) {
+            Err(f) if f.retriable => decoder.decode_slow(payload).await,
+            other => other,
+        };
+        match decoded {
             Ok(r) => out.push(Ok(r)),
             Err(f) if f.retriable => {
                 return Err(SinkError::Retriable {
@@ -510,14 +546,34 @@ impl DeadLetters {
     }
 }
 
-/// The sink's schema and decoder from `sink.schema` and the Avro codec.
+/// The sink's schema (`sink.schema`) and its Avro codec, which also reads data written with
+/// the older schemas of `history/` beside it.
 pub async fn load_codec(
-    _cfg: &crate::config::Config,
+    cfg: &crate::config::Config,
 ) -> Result<(RecordSchema, std::sync::Arc<RecordDecoder>), SinkError> {
-    Err(SinkError::Fatal {
-        what: "loading the codec",
-        message: "the Avro codec is not built in yet".into(),
-    })
+    let schema_err =
+        |e: CodecError| SinkError::Config(ConfigError::key("sink.schema", e.to_string()));
+    let schema = crate::codec::load_schema(&cfg.sink.schema).map_err(schema_err)?;
+    let topic = cfg.topics.name(crate::config::TopicRole::Scored);
+    let codec = Codec::from_config(cfg, schema.clone(), &topic)
+        .await
+        .map_err(|e| SinkError::Retriable {
+            what: "setting up the codec",
+            message: e.to_string(),
+        })?;
+    if let Some(history) = cfg.sink.schema.parent().map(|d| d.join("history")) {
+        if history.is_dir() {
+            for (file, writer) in crate::codec::load_schema_dir(&history).map_err(schema_err)? {
+                if writer.name != schema.name {
+                    continue;
+                }
+                if let Err(e) = codec.add_writer_schema(writer) {
+                    tracing::debug!(%file, error = %e, "older schema not readable as the sink's schema");
+                }
+            }
+        }
+    }
+    Ok((schema, std::sync::Arc::new(codec)))
 }
 
 /// Runs `attempt` until it succeeds or fails for good; retriable errors are backed off

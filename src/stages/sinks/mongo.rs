@@ -203,13 +203,13 @@ impl MongoSink {
     }
 
     /// Decodes a batch into upserts (the last record per key), and the rejected records.
-    fn prepare(
+    async fn prepare(
         &self,
         topic: &str,
         msgs: &[SinkMessage],
     ) -> Result<(Vec<Upsert>, Vec<Rejected>), SinkError> {
         let loaded_at = bson::DateTime::now();
-        let decoded = super::decode_all(&*self.codec, msgs)?;
+        let decoded = super::decode_all(&*self.codec, msgs).await?;
         let mut rejected = Vec::new();
         let mut upserts: Vec<Upsert> = Vec::with_capacity(msgs.len());
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
@@ -401,7 +401,7 @@ impl BatchWriter for MongoSink {
             "decoding a batch",
             self.sink.retry_max_backoff,
             &stop,
-            || async { self.prepare(&batch.topic, &batch.messages) },
+            || self.prepare(&batch.topic, &batch.messages),
         )
         .await?;
         let failed = super::retry(

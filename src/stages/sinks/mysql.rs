@@ -948,12 +948,12 @@ impl MysqlSink {
     }
 
     /// Decodes and renders a batch (CPU work, off the poll thread).
-    pub fn prepare(&self, topic: &str, msgs: &[SinkMessage]) -> Result<Prepared, SinkError> {
+    pub async fn prepare(&self, topic: &str, msgs: &[SinkMessage]) -> Result<Prepared, SinkError> {
         let ctx = RowContext {
             topic,
             loaded_at_millis: chrono::Utc::now().timestamp_millis(),
         };
-        let decoded = super::decode_all(&*self.codec, msgs)?;
+        let decoded = super::decode_all(&*self.codec, msgs).await?;
         let mut rows = Vec::with_capacity(msgs.len());
         let mut rejected = Vec::new();
         for (index, (m, d)) in msgs.iter().zip(decoded).enumerate() {
@@ -1189,7 +1189,7 @@ impl BatchWriter for MysqlSink {
             "decoding a batch",
             self.sink.retry_max_backoff,
             &stop,
-            || async { self.prepare(&batch.topic, &batch.messages) },
+            || self.prepare(&batch.topic, &batch.messages),
         )
         .await?;
         super::retry(
