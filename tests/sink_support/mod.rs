@@ -147,10 +147,14 @@ pub async fn produce(cfg: &Config, msgs: &[(i32, String, Vec<u8>)]) {
                 key: "traceparent",
                 value: Some(tp.as_str()),
             }));
-        futs.push(producer.send(rec, Duration::from_secs(30)));
+        // Enqueue now (send() would wait for each delivery in turn when awaited one by one).
+        match producer.send_result(rec) {
+            Ok(f) => futs.push(f),
+            Err((e, _)) => panic!("enqueueing: {e}"),
+        }
     }
     for f in futs {
-        f.await.expect("delivery");
+        f.await.expect("delivery").expect("delivered");
     }
 }
 
