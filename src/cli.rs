@@ -31,6 +31,73 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Move a stage's position (consumer group; for sink-mysql also its offsets table) so it
+    /// reprocesses or skips records. Dry run unless --execute; refuses while the stage runs.
+    Replay(ReplayArgs),
+    /// Send dead-letter or quarantined records back to the topic they came from.
+    Redrive(RedriveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RedriveArgs {
+    /// Which topic to redrive from.
+    #[arg(long, value_enum)]
+    pub from: crate::stages::redrive::From,
+    /// Only these error kinds (`etl.error.kind`), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Only records that failed in this stage (`etl.error.stage`).
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Only records dead-lettered at or after this time (RFC 3339 or a date).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records dead-lettered before this time (RFC 3339 or a date).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Records that already had this many attempts stay where they are.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Send to this topic instead of each record's source topic
+    /// (e.g. accept a quarantined window straight into the scored topic).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Count what would be sent, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(
+    ["to_earliest", "to_latest", "to_offset", "to_datetime", "shift_by"])))]
+pub struct ReplayArgs {
+    /// The stage whose position moves.
+    #[arg(long, value_enum)]
+    pub stage: crate::stages::replay::Stage,
+    /// Go back to the first retained record.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// Skip to the end (nothing is reprocessed).
+    #[arg(long)]
+    pub to_latest: bool,
+    /// Exact offsets per partition: `0:100,1:250` (other partitions are left alone).
+    #[arg(long, value_name = "P:O,...")]
+    pub to_offset: Option<String>,
+    /// The first record at or after this time (RFC 3339, e.g. 2026-11-28T10:00:00Z, or a date).
+    #[arg(long, value_name = "TIME")]
+    pub to_datetime: Option<String>,
+    /// Move by N records from the current position (negative = back).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub shift_by: Option<i64>,
+    /// Only these partitions (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub partition: Option<Vec<i32>>,
+    /// Print the plan only (the default).
+    #[arg(long, conflicts_with = "execute")]
+    pub dry_run: bool,
+    /// Apply the plan.
+    #[arg(long)]
+    pub execute: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,5 +175,64 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Replay(args) => {
+            let cfg = load(&cli)?;
+            replay(&cfg, args)
+        }
+        Command::Redrive(args) => {
+            use crate::stages::{redrive, replay::parse_datetime};
+            let cfg = load(&cli)?;
+            let filter = redrive::Filter {
+                kinds: args.kind.clone(),
+                stage: args.stage.clone(),
+                since_ms: args.since.as_deref().map(parse_datetime).transpose()?,
+                until_ms: args.until.as_deref().map(parse_datetime).transpose()?,
+                max_attempts: args.max_attempts.max(1),
+                to_topic: args.to.clone(),
+            };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let summary = runtime()?.block_on(redrive::run(
+                &cfg,
+                args.from,
+                &filter,
+                args.dry_run,
+                progress,
+            ))?;
+            print!("{}", redrive::render(&summary, args.dry_run));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    use crate::stages::replay::{self as r, Target};
+    let target = if args.to_earliest {
+        Target::Earliest
+    } else if args.to_latest {
+        Target::Latest
+    } else if let Some(s) = &args.to_offset {
+        Target::Offsets(r::parse_offsets(s)?)
+    } else if let Some(s) = &args.to_datetime {
+        Target::Timestamp(r::parse_datetime(s)?)
+    } else if let Some(n) = args.shift_by {
+        Target::ShiftBy(n)
+    } else {
+        anyhow::bail!(
+            "give one of --to-earliest, --to-latest, --to-offset, --to-datetime, --shift-by"
+        );
+    };
+    r::preflight(cfg, args.stage)?;
+    let plan = r::plan(cfg, args.stage, &target, args.partition.as_deref(), None)?;
+    print!("{}", r::render(&plan));
+    if !args.execute {
+        println!("dry run: nothing changed (add --execute to apply)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    r::execute_kafka(cfg, &plan)?;
+    println!(
+        "done: group {} moved on {} partition(s)",
+        plan.group,
+        plan.partitions.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,3 @@
 //! The pipeline stages. Each is a module with one entry point, `run(config, shutdown)`.
+pub mod redrive;
+pub mod replay;
