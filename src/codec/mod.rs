@@ -39,6 +39,8 @@
 mod binary;
 mod registry;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -324,6 +326,9 @@ impl Codec {
             }
             [] => Err(CodecError::Malformed {
                 message: "empty message".into(),
+            }),
+            [0xC3] => Err(CodecError::Malformed {
+                message: "truncated: the message ends inside the single-object marker".into(),
             }),
             [b, ..] => Err(CodecError::Malformed {
                 message: format!(

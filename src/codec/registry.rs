@@ -11,13 +11,22 @@ use super::CodecError;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Registry {
     client: reqwest::Client,
     /// The configured URL, with credentials if any, without a trailing slash.
     base: String,
     /// The same URL without credentials, for messages.
     display: String,
+}
+
+impl std::fmt::Debug for Registry {
+    // Hand-written so that credentials in the URL never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("url", &self.display)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
