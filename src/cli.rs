@@ -36,6 +36,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Send dead-letter or quarantined records back to the topic they came from.
     Redrive(RedriveArgs),
+    /// Run the clean stage: raw JSON → typed Avro records (raw → cleaned) by the `[clean]`
+    /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
+    /// Stops on SIGINT/SIGTERM after committing the batch in hand.
+    Clean,
 }
 
 #[derive(Debug, clap::Args)]
@@ -199,6 +203,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress,
             ))?;
             print!("{}", redrive::render(&summary, args.dry_run));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clean => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init("clean");
+            runtime()?.block_on(async {
+                let shutdown = crate::shutdown::on_signals();
+                crate::stages::clean::run(&cfg, shutdown).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

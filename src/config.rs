@@ -66,6 +66,10 @@ pub struct Config {
     /// MongoDB (or FerretDB) connection for `sink-mongo`.
     #[serde(default)]
     pub mongo: MongoConfig,
+    /// The clean stage: schema, raw → schema field mapping, batching. When present it is
+    /// checked against its schema file at load; `etl-pipe clean` without it uses the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean: Option<crate::stages::clean::CleanConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -747,6 +751,9 @@ impl Config {
                     "is required when mongo.password is set",
                 ));
             }
+        }
+        if let Some(clean) = &self.clean {
+            clean.validate(self.kafka.transaction_timeout)?;
         }
         Ok(())
     }
