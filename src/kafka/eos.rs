@@ -27,7 +27,7 @@
 //! then the consumer leaves the group.
 //!
 //! The loop runs on one dedicated thread (`spawn_blocking`) around a `BaseConsumer` and a
-//! `BaseProducer`: every librdkafka call here blocks, and the transform is synchronous CPU work.
+//! `ThreadedProducer` (whose thread serves delivery reports): every librdkafka call here blocks, and the transform is synchronous CPU work.
 //!
 //! ```no_run
 //! use etl_pipe::config::TopicRole;
@@ -58,7 +58,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -292,10 +292,14 @@ fn is_retriable(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(re) if re.is_retriable())
 }
 
+/// A producer whose own thread serves delivery reports: `abort_transaction` purges and then
+/// waits for the purged messages' reports, which would never come with nobody polling.
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
 struct Engine<T> {
     stage: &'static str,
     dead_letter_topic: Arc<str>,
-    producer: BaseProducer,
+    producer: TxnProducer,
     transform: T,
     txn: Txn,
     rewind_pending: bool,
@@ -709,7 +713,7 @@ pub fn run_blocking<T: Transform>(
     shutdown: CancellationToken,
 ) -> Result<Stats, EosError> {
     let stage = settings.stage;
-    let producer: BaseProducer =
+    let producer: TxnProducer =
         super::transactional_producer_config(kafka, &settings.transactional_id)
             .create()
             .map_err(|source| EosError::Client {
