@@ -708,7 +708,7 @@ async fn a_failed_transaction_is_aborted_rewound_and_retried_without_duplicates(
         transform,
         shutdown.clone(),
     ));
-    let mut reader = Reader::new(&[out_topic.clone()]);
+    let mut reader = Reader::new(std::slice::from_ref(&out_topic));
     tokio::task::block_in_place(|| reader.read_until(Duration::from_secs(60), |m| m.len() >= 100));
     shutdown.cancel();
     let stats = tokio::time::timeout(Duration::from_secs(60), run)

@@ -340,7 +340,7 @@ impl<T: Transform> ConsumerContext for Ctx<T> {
                     lost,
                     "partitions revoked"
                 );
-                if eng.txn == Txn::Open {
+                if eng.txn == Txn::Open && eng.fatal.is_none() {
                     if lost {
                         eng.fail(Failure::Abort(
                             "partitions lost (session timed out): the transaction in hand \
@@ -465,26 +465,34 @@ impl<T: Transform> Engine<T> {
                     // The local queue is full: serve delivery reports until there is room.
                     self.producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => {
-                    // Refused before it left the process (too large, unknown partition): the
-                    // output is poison. The source record goes to dead-letter in its place.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    // Larger than message.max.bytes: this output is poison. The source record
+                    // goes to dead-letter in its place.
                     return match (dead_letter, source) {
                         (None, Some(src)) => {
                             let dl = Output::dead_letter(
                                 self.dead_letter_topic.clone(),
                                 self.stage,
-                                "produce_rejected",
-                                &format!("the output to {topic} was refused by the producer: {e}"),
+                                "output_too_large",
+                                &format!(
+                                    "the output to {topic} ({} bytes) exceeds the producer's \
+                                     message.max.bytes",
+                                    payload.as_ref().map_or(0, Vec::len)
+                                ),
                                 src,
                             );
                             self.produce(dl, None)
                         }
                         _ => Err(Failure::Fatal(format!(
-                            "producing a dead letter to {topic} failed: {e}; the record \
-                             cannot be dead-lettered, so the stage stops"
+                            "a message to {topic} exceeds the producer's message.max.bytes and \
+                             cannot be dead-lettered either; raise message.max.bytes \
+                             (kafka.client_options) and the topic's max.message.bytes"
                         ))),
                     };
                 }
+                // Anything else (an erroneous transaction state, an unknown topic) is not the
+                // record's fault: abort and retry.
+                Err((e, _)) => return Err(classify(&format!("producing to {topic}"), &e)),
             }
         }
         match dead_letter {
@@ -804,9 +812,9 @@ fn main_loop<T: Transform>(
     let mut retry_at: Option<Instant> = None;
     loop {
         let mut eng = lock(engine);
-        if let Some(m) = eng.fatal.take() {
+        if let Some(m) = &eng.fatal {
             tracing::error!(stage, error = %m, "stopping: fatal error");
-            return Err(EosError::Fatal(m));
+            return Err(EosError::Fatal(m.clone()));
         }
         if shutdown.is_cancelled() {
             if eng.txn == Txn::Open {
@@ -814,8 +822,8 @@ fn main_loop<T: Transform>(
                     eng.fail(f);
                 }
             }
-            if let Some(m) = eng.fatal.take() {
-                return Err(EosError::Fatal(m));
+            if let Some(m) = &eng.fatal {
+                return Err(EosError::Fatal(m.clone()));
             }
             tracing::info!(
                 stage,
