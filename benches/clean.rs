@@ -3,7 +3,8 @@
 //! machine and its load).
 //!
 //! `cargo bench --bench clean` (release). Environment:
-//! `CLEAN_BENCH_RECORDS` (200000), `CLEAN_BENCH_PARTITIONS` (3), `CLEAN_BENCH_BATCH` (2000),
+//! `CLEAN_BENCH_RECORDS` (200000), `CLEAN_BENCH_PARTITIONS` (3), `CLEAN_BENCH_BATCH` (the demo's
+//! `clean.batch_size`),
 //! `ETL_TEST_KAFKA` (127.0.0.1:9092).
 //!
 //! 1. mapping + Avro encoding alone (`Mapper::map` + `Codec::encode`, one thread, no Kafka);
@@ -46,9 +47,10 @@ fn raw_json(i: usize) -> String {
 }
 
 fn main() {
+    // RUST_LOG=etl_pipe::kafka::eos=debug shows each transaction's timings.
+    let _obs = etl_pipe::observability::init("bench");
     let n = env_or("CLEAN_BENCH_RECORDS", 200_000);
     let partitions = env_or("CLEAN_BENCH_PARTITIONS", 3) as i32;
-    let batch = env_or("CLEAN_BENCH_BATCH", 2000);
     let brokers = std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
 
     let text = std::fs::read_to_string("config/demo.toml").expect("config/demo.toml");
@@ -76,6 +78,7 @@ fn main() {
         }
     }
     let clean_cfg = cfg.clean.clone().expect("[clean] in demo.toml");
+    let batch = env_or("CLEAN_BENCH_BATCH", clean_cfg.batch_size);
     cfg.clean = Some(etl_pipe::stages::clean::CleanConfig {
         batch_size: batch,
         ..clean_cfg.clone()
