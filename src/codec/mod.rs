@@ -299,8 +299,8 @@ impl Codec {
             [0xC3, 0x01, rest @ ..] => {
                 let (fp, datum) = split_header::<8>(rest, "single-object fingerprint")?;
                 let fp = u64::from_le_bytes(fp);
-                let plan = read_lock(&self.by_fingerprint).get(&fp).cloned();
-                match plan {
+                // Readers share the lock; it is held only while decoding.
+                match read_lock(&self.by_fingerprint).get(&fp) {
                     Some(plan) => plan.decode(datum),
                     None => Err(CodecError::UnknownFingerprint {
                         fingerprint: fp,
@@ -311,10 +311,12 @@ impl Codec {
             [CONFLUENT_MAGIC, rest @ ..] => {
                 let (id, datum) = split_header::<4>(rest, "Confluent schema id")?;
                 let id = u32::from_be_bytes(id);
-                let plan = read_lock(&self.by_id).get(&id).cloned();
-                match plan {
+                match read_lock(&self.by_id).get(&id) {
                     Some(Ok(plan)) => plan.decode(datum),
-                    Some(Err(reason)) => Err(CodecError::UnknownSchemaId { id, reason }),
+                    Some(Err(reason)) => Err(CodecError::UnknownSchemaId {
+                        id,
+                        reason: reason.clone(),
+                    }),
                     None if self.registry.is_some() => Err(CodecError::SchemaNotCached { id }),
                     None => Err(CodecError::UnknownSchemaId {
                         id,
