@@ -66,6 +66,9 @@ pub struct Config {
     /// MongoDB (or FerretDB) connection for `sink-mongo`.
     #[serde(default)]
     pub mongo: MongoConfig,
+    /// Logs, the logs topic, metrics and the health server (`crate::observability`).
+    #[serde(default)]
+    pub observability: crate::observability::ObservabilityConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -712,6 +715,7 @@ impl Config {
             }
         }
         self.topics.validate()?;
+        self.observability.validate()?;
         self.mysql.password.validate("mysql.password")?;
         if self.mysql.database.is_empty()
             || !self
