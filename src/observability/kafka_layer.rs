@@ -18,7 +18,7 @@
 //! Spans: when a span at or above the level closes, a record with `kind = "span"`,
 //! `duration_ms`, `start` and `end` is shipped (see `docs/notes/observability.md` for the span
 //! names stages use).
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +94,9 @@ impl KafkaLogSettings {
 /// Counters shared by the layer (caller side), the shipper thread and the producer context.
 #[derive(Default)]
 struct Stats {
+    /// Events in the channel (approximate): lets a full queue drop an event before paying for
+    /// its formatting.
+    queued: AtomicUsize,
     queue_full: AtomicU64,
     produce_error: AtomicU64,
     delivery_failed: AtomicU64,
@@ -132,6 +135,7 @@ enum Command {
 pub struct KafkaLogLayer {
     tx: SyncSender<Command>,
     stats: Arc<Stats>,
+    capacity: usize,
     pipeline: String,
     stage: String,
     instance: String,
@@ -193,6 +197,7 @@ impl KafkaLogLayer {
         let layer = KafkaLogLayer {
             tx: tx.clone(),
             stats: stats.clone(),
+            capacity,
             pipeline: settings.pipeline,
             stage: settings.stage,
             instance: settings.instance,
@@ -203,9 +208,12 @@ impl KafkaLogLayer {
     }
 
     fn enqueue(&self, payload: Vec<u8>) {
+        // Counted before the send so the shipper's decrement can never come first.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Command::Event(payload)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -213,6 +221,15 @@ impl KafkaLogLayer {
 
     fn wanted(&self, level: &Level, target: &str) -> bool {
         *level <= self.min_level && !excluded(target)
+    }
+
+    /// A full queue drops the event here, before it is formatted.
+    fn has_room(&self) -> bool {
+        if self.stats.queued.load(Ordering::Relaxed) >= self.capacity {
+            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     fn record<'a>(&'a self, level: &Level, target: &'a str, message: String) -> LogRecord<'a> {
@@ -444,7 +461,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        if !self.wanted(meta.level(), meta.target()) {
+        if !self.wanted(meta.level(), meta.target()) || !self.has_room() {
             return;
         }
         let mut v = JsonVisitor::default();
@@ -470,7 +487,7 @@ where
         }
         let Some(span) = ctx.span(&id) else { return };
         let meta = span.metadata();
-        if !self.wanted(meta.level(), meta.target()) {
+        if !self.wanted(meta.level(), meta.target()) || !self.has_room() {
             return;
         }
         let mut rec = {
@@ -597,9 +614,8 @@ impl Shipper {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Event(payload) => {
-                let record = BaseRecord::to(&self.topic)
-                    .key(&self.key)
-                    .payload(&payload);
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                let record = BaseRecord::to(&self.topic).key(&self.key).payload(&payload);
                 if let Err((e, _)) = self.producer.send(record) {
                     if matches!(
                         e,
@@ -646,7 +662,9 @@ impl Shipper {
                  {delivery_failed} delivery failures){}",
                 dropped - self.reported_dropped,
                 self.topic,
-                error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+                error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
             );
             self.reported_dropped = dropped;
         } else if let Some(e) = error {

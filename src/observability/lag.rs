@@ -58,7 +58,11 @@ impl LagReporter {
 
     /// Measures and publishes the lag of every partition assigned to `consumer`. Blocking: up
     /// to `timeout` per partition.
-    pub fn report<X, C>(&mut self, consumer: &C, timeout: Duration) -> KafkaResult<Vec<PartitionLag>>
+    pub fn report<X, C>(
+        &mut self,
+        consumer: &C,
+        timeout: Duration,
+    ) -> KafkaResult<Vec<PartitionLag>>
     where
         X: ConsumerContext + 'static,
         C: Consumer<X>,
@@ -116,8 +120,10 @@ impl LagReporter {
     }
 
     fn publish(&mut self, lags: &[PartitionLag]) {
-        let now: BTreeSet<(String, i32)> =
-            lags.iter().map(|l| (l.topic.clone(), l.partition)).collect();
+        let now: BTreeSet<(String, i32)> = lags
+            .iter()
+            .map(|l| (l.topic.clone(), l.partition))
+            .collect();
         for (topic, partition) in self.published.difference(&now) {
             metrics::gauge!(names::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                 .set(0.0);

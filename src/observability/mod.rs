@@ -312,7 +312,11 @@ pub fn init(cfg: Option<&Config>, stage: &str) -> Result<ObservabilityGuard, Obs
         .map_err(|_| ObservabilityError::AlreadyInitialised)?;
     server::install_metrics(Some(stage));
     health().require(Check::defaults_for(stage));
-    tracing::debug!(stage, kafka_logs = shipper.is_some(), "observability initialised");
+    tracing::debug!(
+        stage,
+        kafka_logs = shipper.is_some(),
+        "observability initialised"
+    );
     Ok(ObservabilityGuard {
         stage: stage.to_string(),
         http: cfg.and_then(|c| c.observability.http_socket(stage)),

@@ -57,8 +57,7 @@ pub const LOG_EVENTS_SENT: &str = "etl_log_events_sent_total";
 
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 2 min.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 /// Histogram buckets for `etl_batch_size`: 1 record to 100 000.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[

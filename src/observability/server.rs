@@ -224,7 +224,10 @@ pub fn router(health: Health, metrics: PrometheusHandle) -> Router {
 
 async fn metrics_handler(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()
