@@ -1,0 +1,183 @@
+//! Cost of the Kafka log layer: events/s a thread can emit with and without it, in one run.
+//!
+//! `cargo bench --bench log_layer` (needs the local Kafka: `deploy/local/stack.sh up`).
+//! Settings: `ETL_BENCH_EVENTS` (default 200 000), `ETL_TEST_KAFKA` (default 127.0.0.1:9092).
+//!
+//! Each scenario emits the same INFO events (a message and three fields inside an INFO span
+//! carrying a traceparent) on one thread and reports the emit rate; for the Kafka scenarios it
+//! then flushes and reports how many events reached the topic, how many were dropped and how
+//! long the whole run took until the last delivery.
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use tracing_subscriber::layer::SubscriberExt;
+
+use etl_pipe::config::Config;
+use etl_pipe::observability::{trace, KafkaLogHandle, KafkaLogLayer, KafkaLogSettings};
+
+fn emit(n: u64) {
+    let tp = trace::new_traceparent();
+    let span = tracing::info_span!("batch", partition = 3, traceparent = %tp);
+    let _g = span.enter();
+    for i in 0..n {
+        tracing::info!(record = i, topic = "etl.raw", ok = true, "record processed");
+    }
+}
+
+struct Outcome {
+    name: &'static str,
+    emit: Duration,
+    total: Duration,
+    delivered: Option<u64>,
+    dropped: Option<u64>,
+}
+
+fn run<S>(name: &'static str, n: u64, subscriber: S, handle: Option<&KafkaLogHandle>) -> Outcome
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    tracing::subscriber::with_default(subscriber, || emit(n));
+    let emit = start.elapsed();
+    if let Some(h) = handle {
+        h.flush(Duration::from_secs(60));
+    }
+    Outcome {
+        name,
+        emit,
+        total: start.elapsed(),
+        delivered: handle.map(|h| h.sent()),
+        dropped: handle.map(|h| h.dropped()),
+    }
+}
+
+fn json_stderr_layer() -> impl tracing_subscriber::Layer<tracing_subscriber::Registry> {
+    // What `init` installs when stderr is not a terminal, writing to nowhere.
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(std::io::sink)
+}
+
+fn main() {
+    let n: u64 = std::env::var("ETL_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let brokers = std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let topic = format!("etl-bench-logs-{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin client");
+    rt.block_on(admin.create_topics(
+        &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("create topic");
+
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers.clone();
+    cfg.topics.logs.name = Some(topic.clone());
+    cfg.pipeline.instance = Some("bench-1".into());
+    let settings = |capacity: usize| {
+        let mut s = KafkaLogSettings::from_config(&cfg, "bench");
+        s.queue_capacity = capacity;
+        s
+    };
+
+    let mut results = Vec::new();
+    // Warm-up (allocations, the producer's connection).
+    {
+        let (layer, handle) = KafkaLogLayer::new(settings(10_000)).expect("layer");
+        run(
+            "warm-up",
+            20_000,
+            tracing_subscriber::registry().with(layer),
+            Some(&handle),
+        );
+    }
+    results.push(run(
+        "no layer (registry only)",
+        n,
+        tracing_subscriber::registry(),
+        None,
+    ));
+    results.push(run(
+        "stderr JSON (to a sink), no Kafka",
+        n,
+        tracing_subscriber::registry().with(json_stderr_layer()),
+        None,
+    ));
+    {
+        let (layer, handle) = KafkaLogLayer::new(settings(10_000)).expect("layer");
+        results.push(run(
+            "Kafka layer only, queue 10 000",
+            n,
+            tracing_subscriber::registry().with(layer),
+            Some(&handle),
+        ));
+    }
+    {
+        let (layer, handle) = KafkaLogLayer::new(settings(10_000)).expect("layer");
+        results.push(run(
+            "stderr JSON + Kafka layer, queue 10 000",
+            n,
+            tracing_subscriber::registry()
+                .with(json_stderr_layer())
+                .with(layer),
+            Some(&handle),
+        ));
+    }
+    {
+        let (layer, handle) = KafkaLogLayer::new(settings(n as usize + 1000)).expect("layer");
+        results.push(run(
+            "stderr JSON + Kafka layer, queue > events",
+            n,
+            tracing_subscriber::registry()
+                .with(json_stderr_layer())
+                .with(layer),
+            Some(&handle),
+        ));
+    }
+    {
+        let mut s = settings(10_000);
+        s.kafka.brokers = "127.0.0.1:1".into();
+        let (layer, handle) = KafkaLogLayer::new(s).expect("layer");
+        let start = Instant::now();
+        tracing::subscriber::with_default(
+            tracing_subscriber::registry()
+                .with(json_stderr_layer())
+                .with(layer),
+            || emit(n),
+        );
+        results.push(Outcome {
+            name: "stderr JSON + Kafka layer, broker unreachable",
+            emit: start.elapsed(),
+            total: start.elapsed(),
+            delivered: Some(handle.sent()),
+            dropped: Some(handle.dropped()),
+        });
+    }
+
+    println!("log layer bench: {n} INFO events, 3 fields, in one span, one thread");
+    println!(
+        "{:<48} {:>12} {:>12} {:>10} {:>10}",
+        "scenario", "emit ev/s", "end-to-end", "delivered", "dropped"
+    );
+    for r in &results {
+        println!(
+            "{:<48} {:>12.0} {:>11.2}s {:>10} {:>10}",
+            r.name,
+            n as f64 / r.emit.as_secs_f64(),
+            r.total.as_secs_f64(),
+            r.delivered.map(|d| d.to_string()).unwrap_or("-".into()),
+            r.dropped.map(|d| d.to_string()).unwrap_or("-".into()),
+        );
+    }
+    let _ = rt.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
+}
