@@ -158,6 +158,14 @@ impl Health {
         self.inner.kafka.store(ok, Ordering::Relaxed);
     }
 
+    /// Feed a Kafka client's global errors here (from `ClientContext::error`): "all brokers
+    /// down" clears the Kafka check; anything else is left to the stage's own handling.
+    pub fn kafka_error(&self, error: &rdkafka::error::KafkaError) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.set_kafka_connected(false);
+        }
+    }
+
     pub fn set_db_connected(&self, ok: bool) {
         self.inner.db.store(ok, Ordering::Relaxed);
     }
