@@ -1,7 +1,8 @@
 // compose-check: validates compose files the way Docker Compose loads them (compose-go:
 // compose-spec JSON schema, interpolation, env_file merging) and prints the resolved services.
 // Needs only Go and the module proxy, no Docker:
-//   cd kafdrop/compose-check && go run . ../docker-compose.yml
+//
+//	cd kafdrop/compose-check && go run . ../docker-compose.yml
 package main
 
 import (
