@@ -121,6 +121,7 @@ async fn events_at_or_above_the_level_reach_the_logs_topic_as_json() {
 
 #[test]
 fn an_unreachable_broker_never_blocks_logging_and_drops_are_counted() {
+    let metrics = server::install_metrics(None);
     let (mut s, _) = settings("obs_down");
     // Nothing listens on port 1.
     s.kafka.brokers = "127.0.0.1:1".into();
@@ -146,6 +147,16 @@ fn an_unreachable_broker_never_blocks_logging_and_drops_are_counted() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(handle.dropped() >= 9_000, "dropped {}", handle.dropped());
+    // The shipper publishes the count as a metric within a tick (100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let text = metrics.render();
+    let published: u64 = text
+        .lines()
+        .find(|l| l.starts_with("etl_log_events_dropped_total{reason=\"queue_full\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(published >= 9_000, "metric: {published}\n{text}");
     let t = Instant::now();
     assert!(!handle.flush(Duration::from_millis(500)));
     assert!(t.elapsed() < Duration::from_secs(3), "flush is bounded");

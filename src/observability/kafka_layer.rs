@@ -183,6 +183,7 @@ impl KafkaLogLayer {
             stats: stats.clone(),
             report_interval: settings.report_interval,
             reported_dropped: 0,
+            published: [0; 4],
             last_report: Instant::now(),
         };
         std::thread::Builder::new()
@@ -585,6 +586,9 @@ struct Shipper {
     stats: Arc<Stats>,
     report_interval: Duration,
     reported_dropped: u64,
+    /// Counter values already published as metrics (queue_full, produce_error,
+    /// delivery_failed, sent).
+    published: [u64; 4],
     last_report: Instant,
 }
 
@@ -643,12 +647,25 @@ impl Shipper {
         let queue_full = s.queue_full.load(Ordering::Relaxed);
         let produce_error = s.produce_error.load(Ordering::Relaxed);
         let delivery_failed = s.delivery_failed.load(Ordering::Relaxed);
-        metrics::counter!(names::LOG_EVENTS_DROPPED, "reason" => "queue_full").absolute(queue_full);
-        metrics::counter!(names::LOG_EVENTS_DROPPED, "reason" => "produce_error")
-            .absolute(produce_error);
-        metrics::counter!(names::LOG_EVENTS_DROPPED, "reason" => "delivery_failed")
-            .absolute(delivery_failed);
-        metrics::counter!(names::LOG_EVENTS_SENT).absolute(s.sent.load(Ordering::Relaxed));
+        let sent = s.sent.load(Ordering::Relaxed);
+        // Increments of what is new since the last tick, so several layers in one process
+        // (tests, benches) add up instead of overwriting each other.
+        let now = [queue_full, produce_error, delivery_failed, sent];
+        for (i, reason) in ["queue_full", "produce_error", "delivery_failed", ""]
+            .into_iter()
+            .enumerate()
+        {
+            let delta = now[i].saturating_sub(self.published[i]);
+            if delta == 0 {
+                continue;
+            }
+            if reason.is_empty() {
+                metrics::counter!(names::LOG_EVENTS_SENT).increment(delta);
+            } else {
+                metrics::counter!(names::LOG_EVENTS_DROPPED, "reason" => reason).increment(delta);
+            }
+        }
+        self.published = now;
         if !force && self.last_report.elapsed() < self.report_interval {
             return;
         }
