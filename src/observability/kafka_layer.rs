@@ -8,9 +8,10 @@
 //! events stay ordered in one partition.
 //!
 //! What it never does:
-//! - block: a full channel (or a full librdkafka queue) drops the event and counts it
-//!   (`etl_log_events_dropped_total{reason}`); the count is reported on stderr at most once per
-//!   report interval, never through `tracing`;
+//! - block: a full channel drops the event (before formatting it) and counts it
+//!   (`etl_log_events_dropped_total{reason}`); when librdkafka's own queue is full the shipper
+//!   stops draining the channel, so the oldest events wait and the newest are dropped. The
+//!   count is reported on stderr at most once per report interval, never through `tracing`;
 //! - loop: events from `rdkafka`/`librdkafka` targets and from this module are not shipped, the
 //!   shipper thread runs with a no-op `tracing` dispatcher, and its producer's own librdkafka
 //!   logs and errors go to stderr only.
@@ -125,7 +126,7 @@ impl Stats {
 enum Command {
     Event(Vec<u8>),
     Flush {
-        timeout: Duration,
+        deadline: Instant,
         done: mpsc::Sender<bool>,
     },
 }
@@ -183,6 +184,7 @@ impl KafkaLogLayer {
             stats: stats.clone(),
             report_interval: settings.report_interval,
             reported_dropped: 0,
+            pending: None,
             published: [0; 4],
             last_report: Instant::now(),
         };
@@ -257,13 +259,26 @@ impl KafkaLogHandle {
     /// Waits until every event handed to the layer so far is delivered or `timeout` passes.
     /// Returns whether everything was delivered.
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let (done, wait) = mpsc::channel();
-        // `send` can wait for room in the channel; the shipper drains it continuously and never
-        // blocks on the broker, so this wait is short.
-        if self.tx.send(Command::Flush { timeout, done }).is_err() {
-            return false;
+        let mut cmd = Command::Flush { deadline, done };
+        // The flush request queues behind the events; while the channel is full (broker away)
+        // keep trying until the deadline rather than wait for room.
+        loop {
+            match self.tx.try_send(cmd) {
+                Ok(()) => break,
+                Err(TrySendError::Full(c)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    cmd = c;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
         }
-        wait.recv_timeout(timeout + Duration::from_secs(1))
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait.recv_timeout(left + Duration::from_millis(500))
             .unwrap_or(false)
     }
 
@@ -586,6 +601,8 @@ struct Shipper {
     stats: Arc<Stats>,
     report_interval: Duration,
     reported_dropped: u64,
+    /// An event librdkafka had no room for yet.
+    pending: Option<Vec<u8>>,
     /// Counter values already published as metrics (queue_full, produce_error,
     /// delivery_failed, sent).
     published: [u64; 4],
@@ -595,12 +612,27 @@ struct Shipper {
 impl Shipper {
     fn run(mut self) {
         loop {
+            // librdkafka's queue was full: hold that event and stop draining the channel, so
+            // the channel fills and the layer drops new events before formatting them.
+            if let Some(payload) = self.pending.take() {
+                self.send(payload);
+                if self.pending.is_some() {
+                    // Delivery reports and message timeouts make room.
+                    self.producer.poll(POLL_INTERVAL);
+                    self.tick(false);
+                    continue;
+                }
+            }
             match self.rx.recv_timeout(POLL_INTERVAL) {
                 Ok(cmd) => {
                     self.handle(cmd);
-                    let more: Vec<Command> = self.rx.try_iter().take(BURST).collect();
-                    for cmd in more {
-                        self.handle(cmd);
+                    let mut n = 0;
+                    while self.pending.is_none() && n < BURST {
+                        match self.rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                        n += 1;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -619,23 +651,28 @@ impl Shipper {
         match cmd {
             Command::Event(payload) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                let record = BaseRecord::to(&self.topic).key(&self.key).payload(&payload);
-                if let Err((e, _)) = self.producer.send(record) {
-                    if matches!(
-                        e,
-                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
-                    ) {
-                        self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        self.stats.produce_error.fetch_add(1, Ordering::Relaxed);
-                        self.stats.set_error(e.to_string());
-                    }
-                }
+                self.send(payload);
             }
-            Command::Flush { timeout, done } => {
-                let ok = self.producer.flush(timeout).is_ok();
+            Command::Flush { deadline, done } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ok = self.producer.flush(left).is_ok() && self.pending.is_none();
                 self.tick(true);
                 let _ = done.send(ok);
+            }
+        }
+    }
+
+    /// Hands one event to librdkafka; keeps it in `pending` when librdkafka's queue is full.
+    fn send(&mut self, payload: Vec<u8>) {
+        let record = BaseRecord::to(&self.topic).key(&self.key).payload(&payload);
+        match self.producer.send(record) {
+            Ok(()) => {}
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                self.pending = Some(payload);
+            }
+            Err((e, _)) => {
+                self.stats.produce_error.fetch_add(1, Ordering::Relaxed);
+                self.stats.set_error(e.to_string());
             }
         }
     }
