@@ -4,9 +4,10 @@
 //! Settings: `ETL_BENCH_EVENTS` (default 200 000), `ETL_TEST_KAFKA` (default 127.0.0.1:9092).
 //!
 //! Each scenario emits the same INFO events (a message and three fields inside an INFO span
-//! carrying a traceparent) on one thread and reports the emit rate; for the Kafka scenarios it
-//! then flushes and reports how many events reached the topic, how many were dropped and how
-//! long the whole run took until the last delivery.
+//! carrying a traceparent) on one thread and reports the emit rate and the CPU time per event
+//! of the emitting thread and of the whole process (shipper and librdkafka threads included,
+//! until the flush ended); for the Kafka scenarios it then flushes and reports how many events
+//! reached the topic and how many were dropped. Linux only for the CPU columns (/proc).
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -29,24 +30,54 @@ fn emit(n: u64) {
 struct Outcome {
     name: &'static str,
     emit: Duration,
+    /// CPU time of the emitting thread while emitting.
+    emit_cpu: Duration,
+    /// CPU time of the whole process (all threads: shipper, librdkafka) until the flush ended.
+    process_cpu: Duration,
     total: Duration,
     delivered: Option<u64>,
     dropped: Option<u64>,
+}
+
+/// CPU time of the calling thread (Linux: first field of /proc/thread-self/schedstat, ns).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// User + system CPU time of the whole process (Linux: /proc/self/stat, clock ticks of 10 ms).
+fn process_cpu() -> Duration {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(Duration::from_millis(ticks * 10))
+        })
+        .unwrap_or_default()
 }
 
 fn run<S>(name: &'static str, n: u64, subscriber: S, handle: Option<&KafkaLogHandle>) -> Outcome
 where
     S: tracing::Subscriber + Send + Sync + 'static,
 {
+    let (cpu0, pcpu0) = (thread_cpu(), process_cpu());
     let start = Instant::now();
     tracing::subscriber::with_default(subscriber, || emit(n));
     let emit = start.elapsed();
+    let emit_cpu = thread_cpu().saturating_sub(cpu0);
     if let Some(h) = handle {
         h.flush(Duration::from_secs(60));
     }
     Outcome {
         name,
         emit,
+        emit_cpu,
+        process_cpu: process_cpu().saturating_sub(pcpu0),
         total: start.elapsed(),
         delivered: handle.map(|h| h.sent()),
         dropped: handle.map(|h| h.dropped()),
@@ -148,6 +179,7 @@ fn main() {
         let mut s = settings(10_000);
         s.kafka.brokers = "127.0.0.1:1".into();
         let (layer, handle) = KafkaLogLayer::new(s).expect("layer");
+        let (cpu0, pcpu0) = (thread_cpu(), process_cpu());
         let start = Instant::now();
         tracing::subscriber::with_default(
             tracing_subscriber::registry()
@@ -158,6 +190,8 @@ fn main() {
         results.push(Outcome {
             name: "stderr JSON + Kafka layer, broker unreachable",
             emit: start.elapsed(),
+            emit_cpu: thread_cpu().saturating_sub(cpu0),
+            process_cpu: process_cpu().saturating_sub(pcpu0),
             total: start.elapsed(),
             delivered: Some(handle.sent()),
             dropped: Some(handle.dropped()),
@@ -166,14 +200,22 @@ fn main() {
 
     println!("log layer bench: {n} INFO events, 3 fields, in one span, one thread");
     println!(
-        "{:<48} {:>12} {:>12} {:>10} {:>10}",
-        "scenario", "emit ev/s", "end-to-end", "delivered", "dropped"
+        "{:<48} {:>11} {:>13} {:>13} {:>10} {:>10} {:>10}",
+        "scenario",
+        "emit ev/s",
+        "emit µs/ev",
+        "all CPU µs/ev",
+        "to flushed",
+        "delivered",
+        "dropped"
     );
     for r in &results {
         println!(
-            "{:<48} {:>12.0} {:>11.2}s {:>10} {:>10}",
+            "{:<48} {:>11.0} {:>13.2} {:>13.2} {:>9.2}s {:>10} {:>10}",
             r.name,
             n as f64 / r.emit.as_secs_f64(),
+            r.emit_cpu.as_secs_f64() * 1e6 / n as f64,
+            r.process_cpu.as_secs_f64() * 1e6 / n as f64,
             r.total.as_secs_f64(),
             r.delivered.map(|d| d.to_string()).unwrap_or("-".into()),
             r.dropped.map(|d| d.to_string()).unwrap_or("-".into()),

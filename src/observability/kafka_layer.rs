@@ -50,6 +50,8 @@ const MAX_MESSAGE: usize = 16 * 1024;
 const MAX_FIELD: usize = 4 * 1024;
 /// How long the shipper waits for a new event before serving delivery reports.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the shipper waits for librdkafka to make room before trying again.
+const ROOM_WAIT: Duration = Duration::from_millis(2);
 /// Events sent per wake-up before the shipper polls the producer again.
 const BURST: usize = 4096;
 
@@ -617,8 +619,9 @@ impl Shipper {
             if let Some(payload) = self.pending.take() {
                 self.send(payload);
                 if self.pending.is_some() {
-                    // Delivery reports and message timeouts make room.
-                    self.producer.poll(POLL_INTERVAL);
+                    // Delivery reports and message timeouts make room. (rdkafka's `poll` waits
+                    // out its whole timeout, so keep it short.)
+                    self.producer.poll(ROOM_WAIT);
                     self.tick(false);
                     continue;
                 }
