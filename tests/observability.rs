@@ -342,3 +342,56 @@ async fn lag_reporter_publishes_lag_per_assigned_partition() {
     let line = format!("etl_consumer_lag{{topic=\"{topic}\",partition=\"0\"}} 7");
     assert!(text.contains(&line), "{line} not in {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_zero_on_a_caught_up_transactional_topic() {
+    // The exactly-once stages read topics written in transactions: the commit marker takes
+    // an offset, and a caught-up consumer must still show lag 0, not 1.
+    let topic = format!("{}.data", common::unique("obs_txlag"));
+    common::create_topic(&topic, 1).await;
+    let producer: BaseProducer = etl_pipe::kafka::transactional_producer_config(
+        &common::kafka_config(),
+        &common::unique("obs-tx"),
+    )
+    .create()
+    .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..5 {
+        producer
+            .send(BaseRecord::to(&topic).key("k").payload(&format!("{i}")))
+            .unwrap();
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+
+    let consumer: BaseConsumer = etl_pipe::kafka::consumer_config(
+        &common::kafka_config(),
+        &common::unique("obs-txlag-group"),
+    )
+    .create()
+    .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while read < 5 && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    assert_eq!(read, 5);
+    // A stage keeps polling; the position moves past the commit marker.
+    for _ in 0..3 {
+        assert!(consumer.poll(Duration::from_millis(200)).is_none());
+    }
+    let lags = LagReporter::new()
+        .report(&consumer, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(lags.len(), 1);
+    assert_eq!((lags[0].position, lags[0].end, lags[0].lag), (6, 6, 0));
+}
