@@ -94,10 +94,13 @@ fn json_stderr_layer() -> impl tracing_subscriber::Layer<tracing_subscriber::Reg
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this too, without it: then
+    // only a quick smoke run (debug build figures mean nothing).
+    let bench = std::env::args().any(|a| a == "--bench");
     let n: u64 = std::env::var("ETL_BENCH_EVENTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(if bench { 200_000 } else { 2_000 });
     let brokers = std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let topic = format!("etl-bench-logs-{}", std::process::id());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -127,7 +130,7 @@ fn main() {
         let (layer, handle) = KafkaLogLayer::new(settings(10_000)).expect("layer");
         run(
             "warm-up",
-            20_000,
+            n / 10,
             tracing_subscriber::registry().with(layer),
             Some(&handle),
         );
@@ -198,7 +201,14 @@ fn main() {
         });
     }
 
-    println!("log layer bench: {n} INFO events, 3 fields, in one span, one thread");
+    println!(
+        "log layer bench: {n} INFO events, 3 fields, in one span, one thread{}",
+        if bench {
+            ""
+        } else {
+            " (smoke run: use `cargo bench` for figures)"
+        }
+    );
     println!(
         "{:<48} {:>11} {:>13} {:>13} {:>10} {:>10} {:>10}",
         "scenario",
