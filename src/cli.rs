@@ -15,6 +15,10 @@ pub struct Cli {
     /// Config file (TOML). Every key can also be set with ETL__SECTION__KEY environment variables.
     #[arg(long, short, global = true, env = "ETL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Port of this stage's /metrics, /healthz and /readyz server (0 = none); overrides
+    /// `observability.http_port`.
+    #[arg(long, global = true, env = "ETL_HTTP_PORT")]
+    pub http_port: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -121,7 +125,11 @@ pub enum TopicsCommand {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
-    Ok(Config::load(cli.config.as_deref())?)
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if cli.http_port.is_some() {
+        cfg.observability.http_port = cli.http_port;
+    }
+    Ok(cfg)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

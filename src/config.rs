@@ -69,6 +69,9 @@ pub struct Config {
     /// Data-quality thresholds and PSI settings (score stage and `etl-pipe profile`).
     #[serde(default)]
     pub quality: crate::quality::QualityConfig,
+    /// Logs, the logs topic, metrics and the health server (`crate::observability`).
+    #[serde(default)]
+    pub observability: crate::observability::ObservabilityConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -716,6 +719,7 @@ impl Config {
         }
         self.topics.validate()?;
         self.quality.validate()?;
+        self.observability.validate()?;
         self.mysql.password.validate("mysql.password")?;
         if self.mysql.database.is_empty()
             || !self
