@@ -2,7 +2,7 @@
 // compose-spec JSON schema, interpolation, env_file merging) and prints the resolved services.
 // Needs only Go and the module proxy, no Docker:
 //
-//	cd kafdrop/compose-check && go run . ../docker-compose.yml
+//	cd deploy/compose-check && go run . ../docker-compose.yml ../../kafdrop/docker-compose.yml
 package main
 
 import (
