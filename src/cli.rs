@@ -31,6 +31,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Pull records from the HTTP API (`[extract]`) into the raw topic: a pass every
+    /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
+    Extract(crate::stages::extract::ExtractArgs),
+    /// Serve the demo league-entries API (deterministic data, token, rate limit, faults, drift).
+    SampleApi(crate::sample_api::SampleApiArgs),
+    /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
+    BenchExtract(crate::stages::extract::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +114,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Extract(args) => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init("extract");
+            Ok(runtime()?.block_on(crate::stages::extract::cli_run(&cfg, args))?)
+        }
+        Command::SampleApi(args) => {
+            let _obs = crate::observability::init("sample-api");
+            runtime()?
+                .block_on(async {
+                    crate::sample_api::serve(args, crate::shutdown::on_signals()).await
+                })
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchExtract(args) => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init("bench-extract");
+            runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Config {
     /// MongoDB (or FerretDB) connection for `sink-mongo`.
     #[serde(default)]
     pub mongo: MongoConfig,
+    /// The HTTP source of `extract`.
+    #[serde(default)]
+    pub extract: crate::stages::extract::config::ExtractConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -748,6 +751,7 @@ impl Config {
                 ));
             }
         }
+        self.extract.validate()?;
         Ok(())
     }
 
@@ -762,6 +766,7 @@ impl Config {
         if let Some(p) = &self.mongo.password {
             v.push(p.describe("mongo.password"));
         }
+        v.extend(self.extract.secret_status());
         v
     }
 }
