@@ -643,9 +643,8 @@ pub async fn run(
         );
         let outcome = run_pass(&ctx, &mut sink, &streams, plan, x, &shutdown).await;
         report.failed = outcome.failed.clone();
-        match outcome.result {
-            Err(e) => break Err(e),
-            Ok(()) => {}
+        if let Err(e) = outcome.result {
+            break Err(e);
         }
         if let Some((status, url)) = outcome.rejected {
             break Err(ExtractError::Rejected {

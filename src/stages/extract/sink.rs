@@ -147,13 +147,13 @@ impl Sink {
         f: impl FnOnce(&TxnProducer) -> Result<T, KafkaError> + Send + 'static,
     ) -> Result<T, KafkaError> {
         let p = self.producer.clone();
-        tokio::task::spawn_blocking(move || f(&p))
-            .await
-            .unwrap_or_else(|e| {
-                Err(KafkaError::Canceled).inspect_err(|_| {
-                    tracing::error!(error = %e, "kafka call panicked");
-                })
-            })
+        match tokio::task::spawn_blocking(move || f(&p)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "blocking kafka call did not finish");
+                Err(KafkaError::Canceled)
+            }
+        }
     }
 
     /// Sends one record, waiting while librdkafka's queue is full.
