@@ -803,3 +803,18 @@ async fn the_binary_logs_every_request_and_never_the_token_even_when_failing() {
     );
     s.api.stop().await;
 }
+
+#[tokio::test]
+async fn missing_topics_fail_fast_naming_the_command_that_creates_them() {
+    common::require_kafka();
+    let mut cfg = common::test_config("x_notopics");
+    cfg.extract.auth.kind = etl_pipe::stages::extract::config::AuthKind::None;
+    let t = Instant::now();
+    let err = extract::run(&cfg, RunOptions::default(), CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&cfg.topics.name(TopicRole::Raw)), "{err}");
+    assert!(err.contains("etl-pipe topics apply"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+}

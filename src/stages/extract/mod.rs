@@ -81,7 +81,7 @@ pub enum ExtractError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(
-        "the API rejected the credential: HTTP {status} from {url}; check extract.auth.token ({secret}). Not retried"
+        "the API rejected the credential: HTTP {status} from {url}; check extract.auth.token (read from {secret}). Not retried"
     )]
     Rejected {
         status: u16,
@@ -252,6 +252,15 @@ pub async fn cli_bench(cfg: &Config, args: &BenchArgs) -> Result<(), ExtractErro
     .await?;
     print!("{r}");
     Ok(())
+}
+
+/// Where the token comes from, for messages (never the value).
+fn secret_source(x: &ExtractConfig) -> String {
+    match (&x.auth.token.env, &x.auth.token.file) {
+        (Some(v), _) => format!("env {v}"),
+        (_, Some(p)) => format!("file {}", p.display()),
+        _ => "nowhere".into(),
+    }
 }
 
 /// The transactional id of an extractor: stable per source, so a restarted extractor fences
@@ -503,6 +512,35 @@ pub async fn run(
     let producer = Arc::new(producer);
     let op_timeout = cfg.kafka.transaction_timeout;
     {
+        // Missing topics would only show as delivery timeouts minutes later: check them now.
+        let p = producer.clone();
+        let names = [
+            raw_topic.clone(),
+            dead_letter_topic.clone(),
+            state_topic.clone(),
+        ];
+        tokio::task::spawn_blocking(move || {
+            for t in &names {
+                let md = p
+                    .client()
+                    .fetch_metadata(Some(t), Duration::from_secs(15))
+                    .map_err(|e| ExtractError::Kafka(format!("metadata of topic {t}: {e}")))?;
+                let ok = md
+                    .topics()
+                    .first()
+                    .is_some_and(|m| m.error().is_none() && !m.partitions().is_empty());
+                if !ok {
+                    return Err(ExtractError::Kafka(format!(
+                        "topic {t} does not exist; create the pipeline's topics with `etl-pipe topics apply`"
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ExtractError::Kafka(e.to_string()))??;
+    }
+    {
         // Fences a previous instance with the same id and aborts its open transaction.
         let p = producer.clone();
         tokio::task::spawn_blocking(move || p.init_transactions(op_timeout))
@@ -604,7 +642,7 @@ pub async fn run(
                 break Err(ExtractError::Rejected {
                     status,
                     url,
-                    secret: x.auth.token.describe("extract.auth.token"),
+                    secret: secret_source(x),
                 })
             }
             Err(FetchError::Failed {
@@ -650,7 +688,7 @@ pub async fn run(
             break Err(ExtractError::Rejected {
                 status,
                 url,
-                secret: x.auth.token.describe("extract.auth.token"),
+                secret: secret_source(x),
             });
         }
         if outcome.completed {
@@ -711,7 +749,7 @@ async fn run_pass(
 ) -> PassOutcome {
     let cancel = shutdown.child_token();
     // Enough pages in flight to fill a transaction while the previous one commits.
-    let (tx, rx) = mpsc::channel::<Msg>((cfg.concurrency * 4).max(64));
+    let (tx, rx) = mpsc::channel::<Msg>((cfg.concurrency * 8).max(256));
     if plan.new_pass && tx.send(Msg::PassStart(plan.pass.clone())).await.is_err() {
         return PassOutcome {
             result: Err(ExtractError::Kafka("sink is gone".into())),

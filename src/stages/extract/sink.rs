@@ -232,7 +232,7 @@ impl Sink {
                         (SOURCE_INDEX, &index),
                     ]);
                     // No trustworthy key: name the element's place instead (readable in Kafdrop).
-                    let key = format!("{}/{}#{}", po.stream, po.url, d.index);
+                    let key = format!("{}#{}", po.url, d.index);
                     self.send(
                         &self.dead_letter_topic,
                         key.as_bytes(),
@@ -319,11 +319,24 @@ impl Sink {
             }
         }
         let timeout = self.op_timeout;
+        let t0 = std::time::Instant::now();
+        // Wait for the delivery reports here: rdkafka's `flush()` (called by
+        // `commit_transaction`) polls in fixed 100 ms slices, which would add 100 ms to every
+        // commit. The producer's own thread serves the reports as they arrive.
+        let deadline = t0 + timeout;
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // commit_transaction flushes: it returns Ok only when every message of the
         // transaction has been acknowledged (acks=all), so every delivery is awaited here.
         loop {
             match self.blocking(move |p| p.commit_transaction(timeout)).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    let secs = t0.elapsed().as_secs_f64();
+                    metrics::histogram!("etl_extract_commit_duration_seconds").record(secs);
+                    tracing::debug!(commit_ms = secs * 1000.0, "commit confirmed");
+                    return Ok(());
+                }
                 Err(KafkaError::Transaction(rd))
                     if rd.is_retriable() && !rd.txn_requires_abort() =>
                 {
