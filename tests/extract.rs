@@ -476,6 +476,8 @@ async fn a_graceful_stop_mid_pass_resumes_without_refetching_or_duplicates() {
     let first = run.await.unwrap().unwrap();
     assert!(first.interrupted && first.completed == 0, "{first}");
     assert!(first.records > 0 && first.records < 4_000, "{first}");
+    // Let the server finish answers the stopped extractor no longer waits for.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let served_before = sample_api::ServerStats::get(&s.api.stats.pages);
     let second = extract::run(
         &s.cfg,

@@ -15,6 +15,22 @@ pub struct BenchOptions {
     pub page_size: u64,
     pub concurrency: usize,
     pub seed: u64,
+    /// Keep the bench's topics afterwards (deleted by default).
+    pub keep_topics: bool,
+}
+
+async fn delete_topics(cfg: &Config, names: &[String]) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = crate::kafka::base_config(&cfg.kafka)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    admin
+        .delete_topics(&refs, &AdminOptions::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -32,8 +48,16 @@ impl std::fmt::Display for BenchReport {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         writeln!(
             f,
-            "bench-extract: {} records, page size {}, concurrency {} -> topic {}",
-            self.options.records, self.options.page_size, self.options.concurrency, self.raw_topic
+            "bench-extract: {} records, page size {}, concurrency {} -> topic {}{}",
+            self.options.records,
+            self.options.page_size,
+            self.options.concurrency,
+            self.raw_topic,
+            if self.options.keep_topics {
+                ""
+            } else {
+                " (deleted afterwards)"
+            }
         )?;
         writeln!(
             f,
@@ -134,6 +158,13 @@ pub async fn bench(base: &Config, opts: BenchOptions) -> Result<BenchReport, Ext
     let elapsed = t.elapsed();
     let _ = std::fs::remove_file(&token_file);
     api.stop().await;
+    if !opts.keep_topics {
+        // A million records is a quarter of a gigabyte on the broker: do not leave it behind.
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        if let Err(e) = delete_topics(&cfg, &names).await {
+            tracing::warn!(error = %e, "could not delete the bench topics");
+        }
+    }
     let mut report = result?;
     report.elapsed = elapsed;
     Ok(BenchReport {

@@ -441,6 +441,8 @@ impl HttpSource {
                 } if limited < self.retry.max_rate_limited => {
                     // Rate limited means the API is up; wait as told.
                     limited += 1;
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("etl_extract_rate_limited_total").increment(1);
                     let wait = retry_after
                         .unwrap_or_else(|| backoff(&self.retry, limited))
                         .min(self.retry.max_retry_after);

@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Dataset seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Keep the bench's topics (by default they are deleted after the run).
+    #[arg(long)]
+    pub keep_topics: bool,
 }
 
 /// How to run.
@@ -247,6 +250,7 @@ pub async fn cli_bench(cfg: &Config, args: &BenchArgs) -> Result<(), ExtractErro
             page_size: args.page_size,
             concurrency: args.concurrency,
             seed: args.seed,
+            keep_topics: args.keep_topics,
         },
     )
     .await?;
