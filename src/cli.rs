@@ -46,6 +46,13 @@ pub enum Command {
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
     Profile(crate::quality::profile::ProfileArgs),
+    /// Pull records from the HTTP API (`[extract]`) into the raw topic: a pass every
+    /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
+    Extract(crate::stages::extract::ExtractArgs),
+    /// Serve the demo league-entries API (deterministic data, token, rate limit, faults, drift).
+    SampleApi(crate::sample_api::SampleApiArgs),
+    /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
+    BenchExtract(crate::stages::extract::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,7 +232,53 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             Ok(crate::quality::profile::run(args, &cfg.quality)?)
         }
+        Command::Extract(args) => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "extract", |shutdown| async move {
+                Ok(crate::stages::extract::cli_run(c, args, shutdown).await?)
+            })
+        }
+        Command::SampleApi(args) => {
+            let _obs = crate::observability::init(None, "sample-api")?;
+            runtime()?
+                .block_on(async {
+                    crate::sample_api::serve(args, crate::shutdown::on_signals()).await
+                })
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchExtract(args) => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init(None, "bench-extract")?;
+            runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Runs a stage: logging to stderr and the logs topic, the `/metrics` `/healthz` `/readyz`
+/// server, and the shutdown signal; the guard flushes the logs topic on the way out.
+fn run_stage<T, Fut>(
+    cfg: &Config,
+    stage: &str,
+    f: impl FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let guard = crate::observability::init(Some(cfg), stage)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let shutdown = crate::shutdown::on_signals();
+        guard.serve(shutdown.clone()).await?;
+        let result = f(shutdown.clone()).await;
+        // Stops the health server too.
+        shutdown.cancel();
+        result
+    });
+    guard.shutdown();
+    result
 }
 
 fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {

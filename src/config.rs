@@ -72,6 +72,9 @@ pub struct Config {
     /// Logs, the logs topic, metrics and the health server (`crate::observability`).
     #[serde(default)]
     pub observability: crate::observability::ObservabilityConfig,
+    /// The HTTP source of `extract`.
+    #[serde(default)]
+    pub extract: crate::stages::extract::config::ExtractConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -756,6 +759,7 @@ impl Config {
                 ));
             }
         }
+        self.extract.validate()?;
         Ok(())
     }
 
@@ -770,6 +774,7 @@ impl Config {
         if let Some(p) = &self.mongo.password {
             v.push(p.describe("mongo.password"));
         }
+        v.extend(self.extract.secret_status());
         v
     }
 }
