@@ -35,6 +35,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Consume `scored` and write typed rows to MySQL / MariaDB, exactly once: rows and
+    /// consumer offsets commit in one database transaction (`[sink]`, `[sink.mysql]`, `[mysql]`).
+    SinkMysql,
+    /// Consume `scored` and write whole documents to MongoDB / FerretDB with unordered bulk
+    /// upserts by key; offsets commit after the write (`[sink]`, `[sink.mongo]`, `[mongo]`).
+    SinkMongo,
+    /// Benchmark the sinks against row-by-row writes (local stack; not a test).
+    BenchSink(crate::stages::sinks::bench::BenchArgs),
     /// Move a stage's position (consumer group; for sink-mysql also its offsets table) so it
     /// reprocesses or skips records. Dry run unless --execute; refuses while the stage runs.
     Replay(ReplayArgs),
@@ -196,6 +204,36 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::SinkMysql => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(
+                c,
+                crate::stages::sinks::mysql::STAGE,
+                |shutdown| async move {
+                    crate::stages::sinks::mysql::run(c, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
+        }
+        Command::SinkMongo => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(
+                c,
+                crate::stages::sinks::mongo::STAGE,
+                |shutdown| async move {
+                    crate::stages::sinks::mongo::run(c, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
+        }
+        Command::BenchSink(args) => {
+            let cfg = load(&cli)?;
+            let _guard = crate::observability::init(None, "bench-sink")?;
+            runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status => {
             let cfg = load(&cli)?;
             let status = crate::stages::status::collect(&cfg)?;
@@ -299,12 +337,22 @@ fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     };
     r::preflight(cfg, args.stage)?;
-    let plan = r::plan(cfg, args.stage, &target, args.partition.as_deref(), None)?;
+    let rt = runtime()?;
+    // sink-mysql resumes from its offsets table, not from the Kafka group.
+    let stored = rt.block_on(crate::stages::replay_mysql::current(cfg, args.stage))?;
+    let plan = r::plan(
+        cfg,
+        args.stage,
+        &target,
+        args.partition.as_deref(),
+        stored.as_ref(),
+    )?;
     print!("{}", r::render(&plan));
     if !args.execute {
         println!("dry run: nothing changed (add --execute to apply)");
         return Ok(ExitCode::SUCCESS);
     }
+    rt.block_on(crate::stages::replay_mysql::apply(cfg, &plan))?;
     r::execute_kafka(cfg, &plan)?;
     println!(
         "done: group {} moved on {} partition(s)",

@@ -75,6 +75,9 @@ pub struct Config {
     /// The HTTP source of `extract`.
     #[serde(default)]
     pub extract: crate::stages::extract::config::ExtractConfig,
+    /// Batching, target table/collection and schema of `sink-mysql` and `sink-mongo`.
+    #[serde(default)]
+    pub sink: crate::stages::sinks::SinkConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -750,6 +753,7 @@ impl Config {
                 "must not carry credentials; put the user in mongo.user and the password in mongo.password (env or file)",
             ));
         }
+        self.sink.validate()?;
         if let Some(p) = &self.mongo.password {
             p.validate("mongo.password")?;
             if self.mongo.user.is_none() {

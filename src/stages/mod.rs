@@ -2,4 +2,6 @@
 pub mod extract;
 pub mod redrive;
 pub mod replay;
+pub mod replay_mysql;
+pub mod sinks;
 pub mod status;
