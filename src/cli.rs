@@ -61,6 +61,10 @@ pub enum Command {
     SampleApi(crate::sample_api::SampleApiArgs),
     /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
     BenchExtract(crate::stages::extract::BenchArgs),
+    /// Run the clean stage: raw JSON → typed Avro records (raw → cleaned) by the `[clean]`
+    /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
+    /// Stops on SIGINT/SIGTERM after committing the batch in hand.
+    Clean,
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,6 +295,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _obs = crate::observability::init(None, "bench-extract")?;
             runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Clean => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "clean", |shutdown| async move {
+                crate::stages::clean::run(c, shutdown).await?;
+                Ok(ExitCode::SUCCESS)
+            })
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct Config {
     /// Batching, target table/collection and schema of `sink-mysql` and `sink-mongo`.
     #[serde(default)]
     pub sink: crate::stages::sinks::SinkConfig,
+    /// The clean stage: schema, raw → schema field mapping, batching. When present it is
+    /// checked against its schema file at load; `etl-pipe clean` without it uses the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean: Option<crate::stages::clean::CleanConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -764,6 +768,9 @@ impl Config {
             }
         }
         self.extract.validate()?;
+        if let Some(clean) = &self.clean {
+            clean.validate(self.kafka.transaction_timeout)?;
+        }
         Ok(())
     }
 
