@@ -42,6 +42,10 @@ pub enum Command {
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
     Profile(crate::quality::profile::ProfileArgs),
+    /// Run the clean stage: raw JSON → typed Avro records (raw → cleaned) by the `[clean]`
+    /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
+    /// Stops on SIGINT/SIGTERM after committing the batch in hand.
+    Clean,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +220,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(args) => {
             let cfg = load(&cli)?;
             Ok(crate::quality::profile::run(args, &cfg.quality)?)
+        }
+        Command::Clean => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init("clean");
+            runtime()?.block_on(async {
+                let shutdown = crate::shutdown::on_signals();
+                crate::stages::clean::run(&cfg, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

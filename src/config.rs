@@ -69,6 +69,10 @@ pub struct Config {
     /// Data-quality thresholds and PSI settings (score stage and `etl-pipe profile`).
     #[serde(default)]
     pub quality: crate::quality::QualityConfig,
+    /// The clean stage: schema, raw → schema field mapping, batching. When present it is
+    /// checked against its schema file at load; `etl-pipe clean` without it uses the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean: Option<crate::stages::clean::CleanConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -751,6 +755,9 @@ impl Config {
                     "is required when mongo.password is set",
                 ));
             }
+        }
+        if let Some(clean) = &self.clean {
+            clean.validate(self.kafka.transaction_timeout)?;
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
 //! The pipeline stages. Each is a module with one entry point, `run(config, shutdown)`.
+pub mod clean;
 pub mod redrive;
 pub mod replay;
 pub mod status;
