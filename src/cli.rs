@@ -46,6 +46,11 @@ pub enum Command {
     /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
     /// Stops on SIGINT/SIGTERM after committing the batch in hand.
     Clean,
+    /// Run the score stage: cleaned → scored, per-partition windows judged PASS / WARN / FAIL
+    /// by `[score]` and `[quality]`; FAIL windows go to quarantine, one report per window to
+    /// the quality topic, exactly once. Stops on SIGINT/SIGTERM after committing the batch in
+    /// hand (records of open windows are read again by the next run).
+    Score,
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,6 +232,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async {
                 let shutdown = crate::shutdown::on_signals();
                 crate::stages::clean::run(&cfg, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init("score");
+            runtime()?.block_on(async {
+                let shutdown = crate::shutdown::on_signals();
+                crate::stages::score::run(&cfg, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }

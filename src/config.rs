@@ -73,6 +73,10 @@ pub struct Config {
     /// checked against its schema file at load; `etl-pipe clean` without it uses the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clean: Option<crate::stages::clean::CleanConfig>,
+    /// The score stage: windows, schemas, profiled fields, baseline. When present it is
+    /// checked against its schema files at load; `etl-pipe score` without it uses the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<crate::stages::score::ScoreConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,10 +205,12 @@ pub enum TopicRole {
     Quality,
     Logs,
     ExtractState,
+    /// Compacted store of the score stage's baseline (one record per pipeline).
+    ScoreBaseline,
 }
 
 impl TopicRole {
-    pub const ALL: [TopicRole; 8] = [
+    pub const ALL: [TopicRole; 9] = [
         TopicRole::Raw,
         TopicRole::Cleaned,
         TopicRole::Scored,
@@ -213,6 +219,7 @@ impl TopicRole {
         TopicRole::Quality,
         TopicRole::Logs,
         TopicRole::ExtractState,
+        TopicRole::ScoreBaseline,
     ];
 
     /// The config key of the role under `[topics]`.
@@ -226,6 +233,7 @@ impl TopicRole {
             TopicRole::Quality => "quality",
             TopicRole::Logs => "logs",
             TopicRole::ExtractState => "extract_state",
+            TopicRole::ScoreBaseline => "score_baseline",
         }
     }
 
@@ -239,6 +247,7 @@ impl TopicRole {
             TopicRole::Quality => "etl.quality",
             TopicRole::Logs => "etl.logs",
             TopicRole::ExtractState => "etl.extract-state",
+            TopicRole::ScoreBaseline => "etl.score-baseline",
         }
     }
 }
@@ -290,6 +299,9 @@ pub struct TopicsConfig {
     /// Compacted topic holding the extractor's checkpoints.
     #[serde(default)]
     pub extract_state: TopicOverride,
+    /// Compacted topic holding the score stage's baseline (built from the first records).
+    #[serde(default)]
+    pub score_baseline: TopicOverride,
 }
 
 fn default_partitions() -> i32 {
@@ -316,6 +328,7 @@ impl Default for TopicsConfig {
             quality: Default::default(),
             logs: Default::default(),
             extract_state: Default::default(),
+            score_baseline: Default::default(),
         }
     }
 }
@@ -343,6 +356,7 @@ impl TopicsConfig {
             TopicRole::Quality => &self.quality,
             TopicRole::Logs => &self.logs,
             TopicRole::ExtractState => &self.extract_state,
+            TopicRole::ScoreBaseline => &self.score_baseline,
         }
     }
 
@@ -366,7 +380,7 @@ impl TopicsConfig {
                 self.partitions,
             ),
             // Checkpoints: the latest value per key, kept forever.
-            TopicRole::ExtractState => (None, CleanupPolicy::Compact, 1),
+            TopicRole::ExtractState | TopicRole::ScoreBaseline => (None, CleanupPolicy::Compact, 1),
             _ => (
                 parse_retention("topics.retention", &self.retention)?,
                 CleanupPolicy::Delete,
@@ -759,6 +773,9 @@ impl Config {
         if let Some(clean) = &self.clean {
             clean.validate(self.kafka.transaction_timeout)?;
         }
+        if let Some(score) = &self.score {
+            score.validate(self)?;
+        }
         Ok(())
     }
 
@@ -839,7 +856,7 @@ mod tests {
                 .cleanup_policy,
             CleanupPolicy::Compact
         );
-        assert_eq!(c.topics.all().unwrap().len(), 8);
+        assert_eq!(c.topics.all().unwrap().len(), 9);
     }
 
     #[test]

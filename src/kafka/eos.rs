@@ -183,6 +183,10 @@ pub trait Transform: Send + 'static {
     /// These partitions will be read again from their committed offsets (after an abort) or
     /// belong to another instance now (revoked): forget what is held for them.
     fn reset(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// The transaction holding every output appended so far committed (log or count what
+    /// is now durable; outputs of an aborted transaction are followed by `reset` instead).
+    fn committed(&mut self) {}
 }
 
 /// What the loop needs besides the Kafka connection.
@@ -565,6 +569,7 @@ impl<T: Transform> Engine<T> {
         self.stats.dead_letters += dls;
         self.stats.transactions += 1;
         self.batch_in = 0;
+        self.transform.committed();
     }
 
     /// Records a failure: fatal stops the loop; otherwise abort (now if possible) and rewind.

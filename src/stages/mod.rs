@@ -2,4 +2,5 @@
 pub mod clean;
 pub mod redrive;
 pub mod replay;
+pub mod score;
 pub mod status;
