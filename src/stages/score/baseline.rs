@@ -407,11 +407,16 @@ impl Store {
     fn open(cfg: &Config, handle: tokio::runtime::Handle) -> Result<Self, OpenError> {
         let topic = cfg.topics.name(TopicRole::ScoreBaseline);
         let mut c = crate::kafka::base_config(&cfg.kafka);
-        c.set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true");
+        // assign() needs a group id; nothing is committed or subscribed under it.
+        c.set(
+            "group.id",
+            format!("{}.baseline-reader", cfg.pipeline.group_id(super::STAGE)),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true");
         let consumer: BaseConsumer = c
             .create()
             .map_err(|e| OpenError::Fatal(format!("baseline store consumer: {e}")))?;
