@@ -334,6 +334,9 @@ fn score_config(window_records: usize, window_max_age: Duration, baseline_n: u64
     ScoreConfig {
         window_records,
         window_max_age,
+        drift_min_rows: 100.min(window_records as u64),
+        batch_size: 2000,
+        batch_max_age: Duration::from_millis(100),
         schema_in: format!("{SCHEMAS}/league_entry.cleaned.avsc").into(),
         schema_out: format!("{SCHEMAS}/league_entry.scored.avsc").into(),
         fields: Some(FIELDS.iter().map(|s| s.to_string()).collect()),

@@ -39,6 +39,20 @@ pub struct ScoreConfig {
     /// partition's records wait at most this long (plus one transaction) downstream.
     #[serde(default = "default_window_max_age", with = "humantime_serde")]
     pub window_max_age: Duration,
+    /// Windows with fewer decoded records than this report PSI and VIF but do not judge
+    /// them: on few rows their sampling noise alone reaches the lines (the PSI of an
+    /// unchanged distribution is about (bins − 1) / rows, 0.09 at 100 rows). Missing and
+    /// type-error ratios are judged in every window. Small windows are those closed by
+    /// `window_max_age` on a quiet partition.
+    #[serde(default = "default_drift_min_rows")]
+    pub drift_min_rows: u64,
+    /// Most input messages read in one transaction (a transaction also carries the outputs
+    /// of every window that closed meanwhile).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Longest time a transaction stays open; also how often windows are checked for age.
+    #[serde(default = "default_batch_max_age", with = "humantime_serde")]
+    pub batch_max_age: Duration,
     /// Avro schema (`.avsc`) of the input (cleaned) records.
     #[serde(default = "default_schema_in")]
     pub schema_in: PathBuf,
@@ -68,6 +82,15 @@ fn default_window_records() -> usize {
 fn default_window_max_age() -> Duration {
     Duration::from_secs(5)
 }
+fn default_drift_min_rows() -> u64 {
+    100
+}
+fn default_batch_size() -> usize {
+    10_000
+}
+fn default_batch_max_age() -> Duration {
+    Duration::from_millis(100)
+}
 fn default_schema_in() -> PathBuf {
     PathBuf::from("schemas/league_entry.cleaned.avsc")
 }
@@ -83,6 +106,9 @@ impl Default for ScoreConfig {
         Self {
             window_records: default_window_records(),
             window_max_age: default_window_max_age(),
+            drift_min_rows: default_drift_min_rows(),
+            batch_size: default_batch_size(),
+            batch_max_age: default_batch_max_age(),
             schema_in: default_schema_in(),
             schema_out: default_schema_out(),
             fields: None,
@@ -108,8 +134,29 @@ impl ScoreConfig {
         self.resolve(cfg).map(|_| ())
     }
 
-    /// The checks that read no file.
-    pub fn validate_settings(&self) -> Result<(), ConfigError> {
+    /// The checks that read no file. `transaction_timeout` is `kafka.transaction_timeout`,
+    /// which a transaction must stay well under.
+    pub fn validate_settings(&self, transaction_timeout: Duration) -> Result<(), ConfigError> {
+        if self.batch_size == 0 {
+            return Err(ConfigError::key("score.batch_size", "must be at least 1"));
+        }
+        if self.batch_max_age.is_zero() {
+            return Err(ConfigError::key(
+                "score.batch_max_age",
+                "must be more than 0 (e.g. \"100ms\")",
+            ));
+        }
+        if self.batch_max_age * 2 > transaction_timeout {
+            return Err(ConfigError::key(
+                "score.batch_max_age",
+                format!(
+                    "{} is more than half of kafka.transaction_timeout ({}); a transaction \
+                     could time out before it commits",
+                    humantime::format_duration(self.batch_max_age),
+                    humantime::format_duration(transaction_timeout)
+                ),
+            ));
+        }
         if self.window_records == 0 || self.window_records > MAX_WINDOW_RECORDS {
             return Err(ConfigError::key(
                 "score.window_records",
@@ -124,6 +171,16 @@ impl ScoreConfig {
             return Err(ConfigError::key(
                 "score.window_max_age",
                 "must be at least 10ms (e.g. \"5s\")",
+            ));
+        }
+        if self.drift_min_rows > self.window_records as u64 {
+            return Err(ConfigError::key(
+                "score.drift_min_rows",
+                format!(
+                    "{} is more than score.window_records ({}): no window would ever have its \
+                     PSI and VIF judged",
+                    self.drift_min_rows, self.window_records
+                ),
             ));
         }
         if self.baseline.is_none()
@@ -152,7 +209,7 @@ impl ScoreConfig {
 
     /// Validates everything and loads the schemas, the field specs and the baseline file.
     pub fn resolve(&self, cfg: &Config) -> Result<Resolved, ConfigError> {
-        self.validate_settings()?;
+        self.validate_settings(cfg.kafka.transaction_timeout)?;
         let schema_in = load_at("score.schema_in", &self.schema_in)?;
         let schema_out = load_at("score.schema_out", &self.schema_out)?;
         check_out_schema(&schema_in, &schema_out)?;
@@ -381,6 +438,9 @@ mod tests {
                 "score.baseline_from_first_records",
             ),
             ("fields = []", "score.fields"),
+            ("batch_size = 0", "score.batch_size"),
+            ("batch_max_age = \"40s\"", "score.batch_max_age"),
+            ("window_records = 50", "score.drift_min_rows"),
             ("fields = [\"nope\"]", "score.fields"),
             ("fields = [\"wins\", \"wins\"]", "score.fields"),
             ("baseline = \"/nonexistent/base.json\"", "score.baseline"),

@@ -44,7 +44,7 @@ use crate::codec::{Codec, CodecError};
 use crate::config::{Config, ConfigError, TopicRole};
 use crate::kafka::eos::{self, EosError, Output, Settings, Stats, Transform, TransformError};
 use crate::kafka::headers::{self as h, DeadLetter};
-use crate::quality::{Decision, FieldSpec, QualityConfig, QualityReport, WindowStats};
+use crate::quality::{Decision, FieldSpec, Metric, QualityConfig, QualityReport, WindowStats};
 use crate::record::{Record, RecordSchema, Value};
 
 /// The stage name: consumer group `<pipeline>.score`, metric label, `etl.error.stage`.
@@ -195,6 +195,8 @@ struct WindowReport<'a> {
     baseline: baseline::Info,
     /// Whether PSI was measured (a baseline, and not one built from these records).
     psi_measured: bool,
+    /// Whether PSI and VIF counted in the decision (`rows` ≥ `score.drift_min_rows`).
+    drift_judged: bool,
     #[serde(flatten)]
     report: &'a QualityReport,
 }
@@ -214,6 +216,7 @@ pub struct ScoreTransform {
     quality: QualityConfig,
     window_records: usize,
     window_max_age: Duration,
+    drift_min_rows: u64,
     scored: Arc<str>,
     quarantine: Arc<str>,
     quality_topic: Arc<str>,
@@ -245,6 +248,7 @@ impl ScoreTransform {
             quality: cfg.quality.clone(),
             window_records: score.window_records,
             window_max_age: score.window_max_age,
+            drift_min_rows: score.drift_min_rows,
             scored: cfg.topics.name(TopicRole::Scored).into(),
             quarantine: cfg.topics.name(TopicRole::Quarantine).into(),
             quality_topic: cfg.topics.name(TopicRole::Quality).into(),
@@ -325,6 +329,10 @@ impl ScoreTransform {
                 .notes
                 .retain(|n| n != "PSI needs a baseline; none given");
             report.notes.push(n);
+        }
+        let drift_judged = report.rows >= self.drift_min_rows;
+        if !drift_judged {
+            unjudge_drift(&mut report, self.drift_min_rows);
         }
         let fail = report.decision == Decision::Fail;
         let reasons = report
@@ -426,6 +434,7 @@ impl ScoreTransform {
             routed_to,
             baseline: info,
             psi_measured,
+            drift_judged,
             report: &report,
         })
         .unwrap_or_else(|e| format!("{{\"window\": {id:?}, \"error\": {:?}}}", e.to_string()));
@@ -457,6 +466,39 @@ impl ScoreTransform {
             partition,
         });
     }
+}
+
+/// Takes PSI and VIF out of the decision of a window too small for them (they stay in
+/// the field figures): drops their reasons, recomputes the field and window decisions.
+fn unjudge_drift(report: &mut QualityReport, min_rows: u64) {
+    let before = report.reasons.len();
+    report
+        .reasons
+        .retain(|r| !matches!(r.metric, Metric::Psi | Metric::Vif));
+    for f in &mut report.fields {
+        f.decision = report
+            .reasons
+            .iter()
+            .filter(|r| r.field.as_deref() == Some(f.name.as_str()))
+            .map(|r| r.level)
+            .max()
+            .unwrap_or(Decision::Pass);
+    }
+    report.decision = report
+        .reasons
+        .iter()
+        .map(|r| r.level)
+        .max()
+        .unwrap_or(Decision::Pass);
+    report.notes.push(format!(
+        "PSI and VIF not judged: {} rows < score.drift_min_rows ({min_rows}){}",
+        report.rows,
+        if report.reasons.len() < before {
+            "; their WARN/FAIL reasons were dropped"
+        } else {
+            ""
+        }
+    ));
 }
 
 /// The named headers of `headers`, owned.
@@ -688,7 +730,9 @@ pub async fn run_with_stats(
         }
     };
 
-    let settings = Settings::for_stage(cfg, STAGE, TopicRole::Cleaned);
+    let mut settings = Settings::for_stage(cfg, STAGE, TopicRole::Cleaned);
+    settings.batch_size = score.batch_size;
+    settings.batch_max_age = score.batch_max_age;
     let info = baselines.info();
     tracing::info!(
         target: LOG_TARGET,
@@ -725,4 +769,78 @@ pub async fn run_with_stats(
         "score stage stopped"
     );
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quality::{BaselineBuilder, FieldKind};
+
+    fn rec(x: i32, name: Option<&str>) -> Record {
+        let mut r = Record::new();
+        r.set("x", Value::Int(x));
+        r.set(
+            "name",
+            name.map_or(Value::Null, |n| Value::String(n.into())),
+        );
+        r
+    }
+
+    #[test]
+    fn a_small_window_keeps_missing_ratios_but_does_not_judge_psi() {
+        let specs = vec![
+            FieldSpec::new("x", FieldKind::Numeric),
+            FieldSpec::new("name", FieldKind::Categorical),
+        ];
+        let cfg = QualityConfig::default();
+        let mut b = BaselineBuilder::new(specs.clone(), &cfg);
+        for i in 0..1000 {
+            b.push(&rec(i % 100, Some("a")));
+        }
+        let baseline = b.build();
+        // Ten rows far above the baseline: PSI FAILs.
+        let mut w = WindowStats::new(specs.clone(), Some(&baseline));
+        for i in 0..10 {
+            w.push(&rec(500 + i, Some("a")));
+        }
+        let mut report = w.report(&cfg);
+        assert_eq!(report.decision, Decision::Fail);
+        unjudge_drift(&mut report, 100);
+        assert_eq!(report.decision, Decision::Pass, "{:?}", report.reasons);
+        assert!(report.fields[0].psi.is_some(), "the figure stays");
+        assert_eq!(report.fields[0].decision, Decision::Pass);
+        assert!(report.notes.iter().any(|n| n.contains("drift_min_rows")));
+
+        // Missing names still FAIL a small window.
+        let mut w = WindowStats::new(specs, Some(&baseline));
+        for i in 0..10 {
+            w.push(&rec(i, (i % 2 == 0).then_some("a")));
+        }
+        let mut report = w.report(&cfg);
+        unjudge_drift(&mut report, 100);
+        assert_eq!(report.decision, Decision::Fail);
+        assert_eq!(report.fields[1].decision, Decision::Fail);
+        assert!(report
+            .reasons
+            .iter()
+            .all(|r| r.metric == Metric::MissingRatio));
+    }
+
+    #[test]
+    fn only_the_named_headers_are_kept() {
+        let hs = OwnedHeaders::new()
+            .insert(Header {
+                key: h::TRACEPARENT,
+                value: Some("00-a-b-01"),
+            })
+            .insert(Header {
+                key: h::ERROR_KIND,
+                value: Some("x"),
+            });
+        let kept = with_header(keep(Some(&hs), &KEEP_HEADERS), WINDOW_HEADER, "t/0/0-9");
+        assert_eq!(kept.count(), 2);
+        assert_eq!(h::get_str(&kept, h::TRACEPARENT), Some("00-a-b-01"));
+        assert_eq!(h::get_str(&kept, WINDOW_HEADER), Some("t/0/0-9"));
+        assert_eq!(keep(None, &KEEP_HEADERS).count(), 0);
+    }
 }
