@@ -27,7 +27,7 @@
 //! then the consumer leaves the group.
 //!
 //! The loop runs on one dedicated thread (`spawn_blocking`) around a `BaseConsumer` and a
-//! `BaseProducer`: every librdkafka call here blocks, and the transform is synchronous CPU work.
+//! `ThreadedProducer` (whose thread serves delivery reports): every librdkafka call here blocks, and the transform is synchronous CPU work.
 //!
 //! ```no_run
 //! use etl_pipe::config::TopicRole;
@@ -58,7 +58,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -296,10 +296,14 @@ fn is_retriable(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(re) if re.is_retriable())
 }
 
+/// A producer whose own thread serves delivery reports: `abort_transaction` purges and then
+/// waits for the purged messages' reports, which would never come with nobody polling.
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
 struct Engine<T> {
     stage: &'static str,
     dead_letter_topic: Arc<str>,
-    producer: BaseProducer,
+    producer: TxnProducer,
     transform: T,
     txn: Txn,
     rewind_pending: bool,
@@ -340,7 +344,7 @@ impl<T: Transform> ConsumerContext for Ctx<T> {
                     lost,
                     "partitions revoked"
                 );
-                if eng.txn == Txn::Open {
+                if eng.txn == Txn::Open && eng.fatal.is_none() {
                     if lost {
                         eng.fail(Failure::Abort(
                             "partitions lost (session timed out): the transaction in hand \
@@ -465,26 +469,34 @@ impl<T: Transform> Engine<T> {
                     // The local queue is full: serve delivery reports until there is room.
                     self.producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => {
-                    // Refused before it left the process (too large, unknown partition): the
-                    // output is poison. The source record goes to dead-letter in its place.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    // Larger than message.max.bytes: this output is poison. The source record
+                    // goes to dead-letter in its place.
                     return match (dead_letter, source) {
                         (None, Some(src)) => {
                             let dl = Output::dead_letter(
                                 self.dead_letter_topic.clone(),
                                 self.stage,
-                                "produce_rejected",
-                                &format!("the output to {topic} was refused by the producer: {e}"),
+                                "output_too_large",
+                                &format!(
+                                    "the output to {topic} ({} bytes) exceeds the producer's \
+                                     message.max.bytes",
+                                    payload.as_ref().map_or(0, Vec::len)
+                                ),
                                 src,
                             );
                             self.produce(dl, None)
                         }
                         _ => Err(Failure::Fatal(format!(
-                            "producing a dead letter to {topic} failed: {e}; the record \
-                             cannot be dead-lettered, so the stage stops"
+                            "a message to {topic} exceeds the producer's message.max.bytes and \
+                             cannot be dead-lettered either; raise message.max.bytes \
+                             (kafka.client_options) and the topic's max.message.bytes"
                         ))),
                     };
                 }
+                // Anything else (an erroneous transaction state, an unknown topic) is not the
+                // record's fault: abort and retry.
+                Err((e, _)) => return Err(classify(&format!("producing to {topic}"), &e)),
             }
         }
         match dead_letter {
@@ -729,7 +741,7 @@ pub fn run_blocking<T: Transform>(
         // retry.backoff.ms, 100 ms by default, which most transactions would then wait.
         producer_config.set("retry.backoff.ms", "10");
     }
-    let producer: BaseProducer = producer_config
+    let producer: TxnProducer = producer_config
         .create()
         .map_err(|source| EosError::Client {
             what: "producer",
@@ -819,9 +831,9 @@ fn main_loop<T: Transform>(
     let mut retry_at: Option<Instant> = None;
     loop {
         let mut eng = lock(engine);
-        if let Some(m) = eng.fatal.take() {
+        if let Some(m) = &eng.fatal {
             tracing::error!(stage, error = %m, "stopping: fatal error");
-            return Err(EosError::Fatal(m));
+            return Err(EosError::Fatal(m.clone()));
         }
         if shutdown.is_cancelled() {
             if eng.txn == Txn::Open {
@@ -829,8 +841,8 @@ fn main_loop<T: Transform>(
                     eng.fail(f);
                 }
             }
-            if let Some(m) = eng.fatal.take() {
-                return Err(EosError::Fatal(m));
+            if let Some(m) = &eng.fatal {
+                return Err(EosError::Fatal(m.clone()));
             }
             tracing::info!(
                 stage,

@@ -289,20 +289,24 @@ fn auto_map_reads_camel_case_names() {
     assert_eq!(camel_case("summoner_id"), "summonerId");
     assert_eq!(camel_case("wins"), "wins");
     assert_eq!(camel_case("_x"), "x");
-    let mut c = CleanConfig::default();
-    c.fields = demo()
-        .fields
-        .into_iter()
-        .filter(|(_, m)| m.derive.is_some())
-        .collect();
+    let c = CleanConfig {
+        fields: demo()
+            .fields
+            .into_iter()
+            .filter(|(_, m)| m.derive.is_some())
+            .collect(),
+        ..Default::default()
+    };
     let m = Mapper::new(&schema(), &c).unwrap();
     let got = m.map(GOOD.as_bytes(), &lineage()).unwrap();
     assert_eq!(got, map(GOOD).map(|m| Mapped { key: None, ..m }).unwrap());
 }
 
+type Mutation = Box<dyn FnOnce(&mut CleanConfig)>;
+
 #[test]
 fn config_contradictions_name_the_key() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut CleanConfig)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "clean.fields.winz",
             Box::new(|c| {
