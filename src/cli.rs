@@ -15,6 +15,10 @@ pub struct Cli {
     /// Config file (TOML). Every key can also be set with ETL__SECTION__KEY environment variables.
     #[arg(long, short, global = true, env = "ETL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Port of this stage's /metrics, /healthz and /readyz server (0 = none); overrides
+    /// `observability.http_port`.
+    #[arg(long, global = true, env = "ETL_HTTP_PORT")]
+    pub http_port: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,6 +55,13 @@ pub enum Command {
     /// the quality topic, exactly once. Stops on SIGINT/SIGTERM after committing the batch in
     /// hand (records of open windows are read again by the next run).
     Score,
+    /// Pull records from the HTTP API (`[extract]`) into the raw topic: a pass every
+    /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
+    Extract(crate::stages::extract::ExtractArgs),
+    /// Serve the demo league-entries API (deterministic data, token, rate limit, faults, drift).
+    SampleApi(crate::sample_api::SampleApiArgs),
+    /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
+    BenchExtract(crate::stages::extract::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,7 +141,11 @@ pub enum TopicsCommand {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
-    Ok(Config::load(cli.config.as_deref())?)
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if cli.http_port.is_some() {
+        cfg.observability.http_port = cli.http_port;
+    }
+    Ok(cfg)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -228,23 +243,67 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Clean => {
             let cfg = load(&cli)?;
-            let _obs = crate::observability::init("clean");
-            runtime()?.block_on(async {
-                let shutdown = crate::shutdown::on_signals();
-                crate::stages::clean::run(&cfg, shutdown).await
+            let c = &cfg;
+            run_stage(c, "clean", |shutdown| async move {
+                Ok(crate::stages::clean::run(c, shutdown).await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Score => {
             let cfg = load(&cli)?;
-            let _obs = crate::observability::init("score");
-            runtime()?.block_on(async {
-                let shutdown = crate::shutdown::on_signals();
-                crate::stages::score::run(&cfg, shutdown).await
+            let c = &cfg;
+            run_stage(c, "score", |shutdown| async move {
+                Ok(crate::stages::score::run(c, shutdown).await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Extract(args) => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "extract", |shutdown| async move {
+                Ok(crate::stages::extract::cli_run(c, args, shutdown).await?)
+            })
+        }
+        Command::SampleApi(args) => {
+            let _obs = crate::observability::init(None, "sample-api")?;
+            runtime()?
+                .block_on(async {
+                    crate::sample_api::serve(args, crate::shutdown::on_signals()).await
+                })
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchExtract(args) => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init(None, "bench-extract")?;
+            runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Runs a stage: logging to stderr and the logs topic, the `/metrics` `/healthz` `/readyz`
+/// server, and the shutdown signal; the guard flushes the logs topic on the way out.
+fn run_stage<T, Fut>(
+    cfg: &Config,
+    stage: &str,
+    f: impl FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let guard = crate::observability::init(Some(cfg), stage)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let shutdown = crate::shutdown::on_signals();
+        guard.serve(shutdown.clone()).await?;
+        let result = f(shutdown.clone()).await;
+        // Stops the health server too.
+        shutdown.cancel();
+        result
+    });
+    guard.shutdown();
+    result
 }
 
 fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {

@@ -77,6 +77,12 @@ pub struct Config {
     /// checked against its schema files at load; `etl-pipe score` without it uses the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<crate::stages::score::ScoreConfig>,
+    /// Logs, the logs topic, metrics and the health server (`crate::observability`).
+    #[serde(default)]
+    pub observability: crate::observability::ObservabilityConfig,
+    /// The HTTP source of `extract`.
+    #[serde(default)]
+    pub extract: crate::stages::extract::config::ExtractConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -734,6 +740,7 @@ impl Config {
         }
         self.topics.validate()?;
         self.quality.validate()?;
+        self.observability.validate()?;
         self.mysql.password.validate("mysql.password")?;
         if self.mysql.database.is_empty()
             || !self
@@ -776,6 +783,7 @@ impl Config {
         if let Some(score) = &self.score {
             score.validate(self)?;
         }
+        self.extract.validate()?;
         Ok(())
     }
 
@@ -790,6 +798,7 @@ impl Config {
         if let Some(p) = &self.mongo.password {
             v.push(p.describe("mongo.password"));
         }
+        v.extend(self.extract.secret_status());
         v
     }
 }
