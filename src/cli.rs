@@ -54,6 +54,15 @@ pub enum Command {
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
     Profile(crate::quality::profile::ProfileArgs),
+    /// Run the clean stage: raw JSON → typed Avro records (raw → cleaned) by the `[clean]`
+    /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
+    /// Stops on SIGINT/SIGTERM after committing the batch in hand.
+    Clean,
+    /// Run the score stage: cleaned → scored, per-partition windows judged PASS / WARN / FAIL
+    /// by `[score]` and `[quality]`; FAIL windows go to quarantine, one report per window to
+    /// the quality topic, exactly once. Stops on SIGINT/SIGTERM after committing the batch in
+    /// hand (records of open windows are read again by the next run).
+    Score,
     /// Pull records from the HTTP API (`[extract]`) into the raw topic: a pass every
     /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
     Extract(crate::stages::extract::ExtractArgs),
@@ -61,10 +70,6 @@ pub enum Command {
     SampleApi(crate::sample_api::SampleApiArgs),
     /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
     BenchExtract(crate::stages::extract::BenchArgs),
-    /// Run the clean stage: raw JSON → typed Avro records (raw → cleaned) by the `[clean]`
-    /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
-    /// Stops on SIGINT/SIGTERM after committing the batch in hand.
-    Clean,
 }
 
 #[derive(Debug, clap::Args)]
@@ -274,6 +279,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             Ok(crate::quality::profile::run(args, &cfg.quality)?)
         }
+        Command::Clean => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "clean", |shutdown| async move {
+                Ok(crate::stages::clean::run(c, shutdown).await?)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "score", |shutdown| async move {
+                Ok(crate::stages::score::run(c, shutdown).await?)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Extract(args) => {
             let cfg = load(&cli)?;
             let c = &cfg;
@@ -295,14 +316,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _obs = crate::observability::init(None, "bench-extract")?;
             runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
             Ok(ExitCode::SUCCESS)
-        }
-        Command::Clean => {
-            let cfg = load(&cli)?;
-            let c = &cfg;
-            run_stage(c, "clean", |shutdown| async move {
-                crate::stages::clean::run(c, shutdown).await?;
-                Ok(ExitCode::SUCCESS)
-            })
         }
     }
 }

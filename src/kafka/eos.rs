@@ -183,6 +183,10 @@ pub trait Transform: Send + 'static {
     /// These partitions will be read again from their committed offsets (after an abort) or
     /// belong to another instance now (revoked): forget what is held for them.
     fn reset(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// The transaction holding every output appended so far committed (log or count what
+    /// is now durable; outputs of an aborted transaction are followed by `reset` instead).
+    fn committed(&mut self) {}
 }
 
 /// What the loop needs besides the Kafka connection.
@@ -537,6 +541,13 @@ impl<T: Transform> Engine<T> {
                     .send_offsets_to_transaction(&tpl, &gm, CALL_TIMEOUT)
             })?;
         }
+        // commit_transaction flushes first, and rdkafka's flush polls in 100 ms steps that
+        // always run to their end: every commit would cost 100 ms. Serve the delivery
+        // reports here in 1 ms steps instead, so that flush finds nothing outstanding.
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
         retry_call("commit_transaction", || {
             self.producer.commit_transaction(CALL_TIMEOUT)
         })?;
@@ -577,6 +588,7 @@ impl<T: Transform> Engine<T> {
         self.stats.dead_letters += dls;
         self.stats.transactions += 1;
         self.batch_in = 0;
+        self.transform.committed();
     }
 
     /// Records a failure: fatal stops the loop; otherwise abort (now if possible) and rewind.
@@ -721,13 +733,20 @@ pub fn run_blocking<T: Transform>(
     shutdown: CancellationToken,
 ) -> Result<Stats, EosError> {
     let stage = settings.stage;
-    let producer: TxnProducer =
-        super::transactional_producer_config(kafka, &settings.transactional_id)
-            .create()
-            .map_err(|source| EosError::Client {
-                what: "producer",
-                source,
-            })?;
+    let mut producer_config =
+        super::transactional_producer_config(kafka, &settings.transactional_id);
+    if !kafka.client_options.contains_key("retry.backoff.ms") {
+        // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until the
+        // previous transaction's markers are written; librdkafka retries after
+        // retry.backoff.ms, 100 ms by default, which most transactions would then wait.
+        producer_config.set("retry.backoff.ms", "10");
+    }
+    let producer: TxnProducer = producer_config
+        .create()
+        .map_err(|source| EosError::Client {
+            what: "producer",
+            source,
+        })?;
 
     // init_transactions fences an older process with the same transactional id and aborts
     // its open transaction. Retried while the broker is away.

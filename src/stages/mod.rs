@@ -4,5 +4,6 @@ pub mod extract;
 pub mod redrive;
 pub mod replay;
 pub mod replay_mysql;
+pub mod score;
 pub mod sinks;
 pub mod status;
