@@ -50,6 +50,11 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Topic sizes and each stage's members and lag.
     Status,
+    /// Run the whole pipeline here, end to end: the sample API with faults and every stage as a
+    /// separate process against the local stack, until every record has landed; then a summary.
+    Demo(crate::local::cli::DemoArgs),
+    /// End-to-end benchmark: records/s per stage, latency percentiles, CPU and peak memory.
+    BenchE2e(crate::local::cli::BenchE2eArgs),
     /// Data-quality profile of a JSONL or CSV file: missing and type-error ratios, PSI
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
@@ -241,6 +246,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let _guard = crate::observability::init(None, "bench-sink")?;
             runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let _obs = crate::observability::init(None, "demo")?;
+            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+            let base = cli.config.clone().unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            runtime()?.block_on(crate::local::cli::demo(&exe, &base, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchE2e(args) => {
+            let _obs = crate::observability::init(None, "bench-e2e")?;
+            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+            let base = cli.config.clone().unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            runtime()?.block_on(crate::local::cli::bench(&exe, &base, args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
