@@ -75,6 +75,7 @@ fn main() {
             TopicRole::Quality => cfg.topics.quality.name = Some(name),
             TopicRole::Logs => cfg.topics.logs.name = Some(name),
             TopicRole::ExtractState => cfg.topics.extract_state.name = Some(name),
+            TopicRole::ScoreBaseline => cfg.topics.score_baseline.name = Some(name),
         }
     }
     let clean_cfg = cfg.clean.clone().expect("[clean] in demo.toml");

@@ -469,6 +469,8 @@ impl Stage {
             .env("ETL__PIPELINE__INSTANCE", instance)
             .env("ETL__CLEAN__BATCH_SIZE", batch_size.to_string())
             .env("ETL_MYSQL_PASSWORD", "unused")
+            // Several instances on one host: no /metrics server (it has one port per stage).
+            .env("ETL__OBSERVABILITY__HTTP_PORT", "0")
             .env("RUST_LOG", "info,etl_pipe::kafka::eos=debug")
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap());

@@ -183,6 +183,10 @@ pub trait Transform: Send + 'static {
     /// These partitions will be read again from their committed offsets (after an abort) or
     /// belong to another instance now (revoked): forget what is held for them.
     fn reset(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// The transaction holding every output appended so far committed (log or count what
+    /// is now durable; outputs of an aborted transaction are followed by `reset` instead).
+    fn committed(&mut self) {}
 }
 
 /// What the loop needs besides the Kafka connection.
@@ -207,7 +211,7 @@ pub struct Settings {
 impl Settings {
     /// The settings of `stage` reading the topic of `input`: group `<pipeline>.<stage>`,
     /// transactional id `<pipeline>.<stage>.<instance>`, the pipeline's dead-letter topic,
-    /// and the default batching (10 000 messages / 100 ms; set the fields to change it).
+    /// and the default batching (2000 messages / 100 ms; set the fields to change it).
     pub fn for_stage(cfg: &Config, stage: &'static str, input: TopicRole) -> Settings {
         Settings {
             stage,
@@ -218,7 +222,7 @@ impl Settings {
                 cfg.pipeline.name,
                 cfg.pipeline.instance_id()
             ),
-            batch_size: 10_000,
+            batch_size: 2000,
             batch_max_age: Duration::from_millis(100),
             dead_letter_topic: cfg.topics.name(TopicRole::DeadLetter).into(),
         }
@@ -602,6 +606,7 @@ impl<T: Transform> Engine<T> {
         self.stats.dead_letters += dls;
         self.stats.transactions += 1;
         self.batch_in = 0;
+        self.transform.committed();
     }
 
     /// Records a failure: fatal stops the loop; otherwise abort (now if possible) and rewind.
@@ -749,11 +754,9 @@ pub fn run_blocking<T: Transform>(
     let mut producer_config =
         super::transactional_producer_config(kafka, &settings.transactional_id);
     if !kafka.client_options.contains_key("retry.backoff.ms") {
-        // The coordinator answers CONCURRENT_TRANSACTIONS to AddOffsetsToTxn / EndTxn while it
-        // still writes the previous transaction's markers; librdkafka retries after
-        // retry.backoff.ms, 100 ms by default, which measured as ~100 ms added to most
-        // transactions (18 k records/s at 2000 per transaction). librdkafka grows the backoff
-        // exponentially from this start, up to retry.backoff.max.ms (1 s).
+        // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until the
+        // previous transaction's markers are written; librdkafka retries after
+        // retry.backoff.ms, 100 ms by default, which most transactions would then wait.
         producer_config.set("retry.backoff.ms", "10");
     }
     let producer: TxnProducer = producer_config

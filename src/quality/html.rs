@@ -1,0 +1,404 @@
+//! The self-contained HTML report of `etl-pipe profile --html OUT`: inline CSS and SVG bar
+//! charts (PSI, VIF, missing and type-error ratios), no scripts, no network.
+use std::fmt::Write as _;
+
+use super::profile::ProfileOutput;
+use super::{Decision, FieldReport, Metric, QualityConfig, VifStatus};
+
+const GREEN: &str = "#2e7d32";
+const AMBER: &str = "#e0a000";
+const RED: &str = "#c62828";
+const GREY: &str = "#9e9e9e";
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn colour(d: Option<Decision>) -> &'static str {
+    match d {
+        Some(Decision::Pass) => GREEN,
+        Some(Decision::Warn) => AMBER,
+        Some(Decision::Fail) => RED,
+        None => GREY,
+    }
+}
+
+/// One bar: field name, value (None = not computed), its label, its level.
+struct Bar {
+    name: String,
+    value: Option<f64>,
+    label: String,
+    level: Option<Decision>,
+}
+
+/// A horizontal bar chart as inline SVG. Values beyond `max` (or infinite) fill the axis
+/// and end in an arrow; dashed lines mark the global WARN and FAIL thresholds.
+fn chart(id: &str, bars: &[Bar], max: f64, warn: f64, fail: f64) -> String {
+    const LABEL_W: f64 = 200.0;
+    const BAR_W: f64 = 520.0;
+    const ROW_H: f64 = 22.0;
+    const TOP: f64 = 24.0;
+    let width = LABEL_W + BAR_W + 110.0;
+    let height = TOP + ROW_H * bars.len() as f64 + 8.0;
+    let x = |v: f64| LABEL_W + BAR_W * (v / max).clamp(0.0, 1.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" id="{id}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">"#
+    );
+    let _ = write!(
+        s,
+        r##"<line x1="{LABEL_W}" y1="{TOP}" x2="{LABEL_W}" y2="{}" stroke="#444"/>"##,
+        height - 4.0
+    );
+    for (t, name, c) in [(warn, "WARN", AMBER), (fail, "FAIL", RED)] {
+        if t.is_finite() && t <= max {
+            let tx = x(t);
+            let _ = write!(
+                s,
+                r#"<line x1="{tx:.1}" y1="{}" x2="{tx:.1}" y2="{}" stroke="{c}" stroke-dasharray="4 3"/><text x="{tx:.1}" y="14" font-size="11" fill="{c}" text-anchor="middle">{name} {t}</text>"#,
+                TOP - 4.0,
+                height - 4.0
+            );
+        }
+    }
+    for (i, b) in bars.iter().enumerate() {
+        let y = TOP + ROW_H * i as f64;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"#,
+            LABEL_W - 6.0,
+            y + 15.0,
+            esc(&b.name)
+        );
+        let c = colour(b.level);
+        let label = esc(&b.label);
+        match b.value {
+            Some(v) => {
+                let over = !v.is_finite() || v > max;
+                let x1 = x(if v.is_finite() { v } else { max });
+                let w = (x1 - LABEL_W).max(1.0);
+                let _ = write!(
+                    s,
+                    r#"<rect class="bar" x="{LABEL_W}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{c}"><title>{} = {label}</title></rect>"#,
+                    y + 4.0,
+                    ROW_H - 8.0,
+                    esc(&b.name)
+                );
+                if over {
+                    let _ = write!(
+                        s,
+                        r#"<path d="M{:.1} {:.1} l8 7 l-8 7 z" fill="{c}"/>"#,
+                        x1,
+                        y + 4.0
+                    );
+                }
+                let _ = write!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="12">{label}</text>"#,
+                    x1 + if over { 12.0 } else { 4.0 },
+                    y + 15.0
+                );
+            }
+            None => {
+                let _ = write!(
+                    s,
+                    r##"<text x="{:.1}" y="{:.1}" font-size="12" fill="#777">{label}</text>"##,
+                    LABEL_W + 4.0,
+                    y + 15.0
+                );
+            }
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A scale showing every value up to `cap` (values above it are clipped with an arrow).
+fn scale(values: impl Iterator<Item = f64>, fail: f64, floor: f64, cap: f64) -> f64 {
+    let top = values.filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    let want = if fail.is_finite() {
+        (fail * 1.5).max(top * 1.05)
+    } else {
+        top * 1.1
+    };
+    want.max(floor).min(cap.max(floor))
+}
+
+fn level(cfg: &QualityConfig, f: &FieldReport, m: Metric, v: f64) -> Option<Decision> {
+    Some(
+        cfg.thresholds(&f.name, m)
+            .judge(v)
+            .map_or(Decision::Pass, |(d, _)| d),
+    )
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    match v {
+        None => "&ndash;".into(),
+        Some(x) if x.is_infinite() => "inf".into(),
+        Some(x) if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-3) => format!("{x:.3e}"),
+        Some(x) => format!("{x:.4}"),
+    }
+}
+
+fn status(s: impl serde::Serialize) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default()
+}
+
+/// The whole HTML document.
+pub fn render(out: &ProfileOutput, cfg: &QualityConfig) -> String {
+    let r = &out.report;
+    let mut h = String::new();
+    let title = format!("Quality profile: {}", out.file);
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; max-width: 1100px; }}
+h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }}
+.badge {{ display: inline-block; padding: 3px 10px; border-radius: 4px; color: #fff; font-weight: 600; }}
+table {{ border-collapse: collapse; font-size: 13px; }} th, td {{ padding: 4px 8px; border-bottom: 1px solid #eee; text-align: right; }}
+th {{ background: #f5f5f5; }} td.l, th.l {{ text-align: left; }}
+.meta {{ color: #555; font-size: 13px; }} svg text {{ font-family: inherit; }}
+li {{ font-size: 13px; }}
+</style></head><body>
+"#,
+        esc(&title)
+    );
+    let _ = write!(
+        h,
+        r#"<h1>{}</h1><p class="meta">{} rows &middot; {} fields &middot; baseline: {}</p>"#,
+        esc(&title),
+        r.rows,
+        r.fields.len(),
+        match &out.baseline {
+            Some(b) => format!("{} ({}, {} rows)", esc(&b.path), esc(&b.from), b.rows),
+            None => "none (PSI not computed)".into(),
+        }
+    );
+    let _ = write!(
+        h,
+        r#"<p>Decision: <span class="badge" id="decision" style="background:{}">{}</span></p>"#,
+        colour(Some(r.decision)),
+        r.decision
+    );
+    if !r.reasons.is_empty() {
+        h.push_str("<ul>");
+        for reason in &r.reasons {
+            let _ = write!(
+                h,
+                r#"<li><b style="color:{}">{}</b> {}</li>"#,
+                colour(Some(reason.level)),
+                reason.level,
+                esc(&reason.message)
+            );
+        }
+        h.push_str("</ul>");
+    }
+
+    // PSI
+    h.push_str("<h2>PSI against the baseline</h2>");
+    if out.baseline.is_some() {
+        let bars: Vec<Bar> = r
+            .fields
+            .iter()
+            .map(|f| Bar {
+                name: f.name.clone(),
+                value: f.psi,
+                label: f
+                    .psi
+                    .map_or_else(|| status(f.psi_status), |v| format!("{v:.4}")),
+                level: f.psi.and_then(|v| level(cfg, f, Metric::Psi, v)),
+            })
+            .collect();
+        let max = scale(
+            r.fields.iter().filter_map(|f| f.psi),
+            cfg.psi_fail,
+            0.05,
+            cfg.psi_fail.min(2.5) * 4.0,
+        );
+        h.push_str(&chart("psi", &bars, max, cfg.psi_warn, cfg.psi_fail));
+    } else {
+        h.push_str(r#"<p class="meta">No baseline given: run with <code>--baseline FILE</code> to measure PSI.</p>"#);
+    }
+
+    // VIF
+    let _ = write!(
+        h,
+        "<h2>VIF of the numeric fields</h2><p class=\"meta\">{} complete rows of {} ({} numeric fields).</p>",
+        r.vif.rows_used, r.rows, r.vif.fields
+    );
+    let numeric: Vec<&FieldReport> = r
+        .fields
+        .iter()
+        .filter(|f| f.vif_status != VifStatus::NotNumeric)
+        .collect();
+    if numeric.is_empty() {
+        h.push_str(r#"<p class="meta">No numeric fields.</p>"#);
+    } else {
+        let bars: Vec<Bar> = numeric
+            .iter()
+            .map(|f| {
+                let v = f.vif.map(|v| v.0);
+                Bar {
+                    name: f.name.clone(),
+                    value: v,
+                    label: match v {
+                        Some(x) if x.is_infinite() => "inf (perfectly collinear)".into(),
+                        Some(x) => format!("{x:.2}"),
+                        None => status(f.vif_status),
+                    },
+                    level: v.and_then(|x| level(cfg, f, Metric::Vif, x)),
+                }
+            })
+            .collect();
+        let max = scale(
+            numeric.iter().filter_map(|f| f.vif.map(|v| v.0)),
+            cfg.vif_fail,
+            2.0,
+            if cfg.vif_fail.is_finite() {
+                cfg.vif_fail * 4.0
+            } else {
+                100.0
+            },
+        );
+        h.push_str(&chart("vif", &bars, max, cfg.vif_warn, cfg.vif_fail));
+    }
+
+    // Missing and type errors
+    h.push_str("<h2>Missing ratio</h2>");
+    let bars: Vec<Bar> = r
+        .fields
+        .iter()
+        .map(|f| Bar {
+            name: f.name.clone(),
+            value: Some(f.missing_ratio),
+            label: format!("{:.2}%", f.missing_ratio * 100.0),
+            level: level(cfg, f, Metric::MissingRatio, f.missing_ratio),
+        })
+        .collect();
+    let max = scale(
+        r.fields.iter().map(|f| f.missing_ratio),
+        cfg.missing_fail,
+        0.05,
+        1.0,
+    );
+    h.push_str(&chart(
+        "missing",
+        &bars,
+        max,
+        cfg.missing_warn,
+        cfg.missing_fail,
+    ));
+    if r.fields.iter().any(|f| f.type_errors > 0) {
+        h.push_str("<h2>Type-error ratio</h2>");
+        let bars: Vec<Bar> = r
+            .fields
+            .iter()
+            .map(|f| Bar {
+                name: f.name.clone(),
+                value: Some(f.type_error_ratio),
+                label: format!("{:.2}%", f.type_error_ratio * 100.0),
+                level: level(cfg, f, Metric::TypeErrorRatio, f.type_error_ratio),
+            })
+            .collect();
+        let max = scale(
+            r.fields.iter().map(|f| f.type_error_ratio),
+            cfg.type_error_fail,
+            0.05,
+            1.0,
+        );
+        h.push_str(&chart(
+            "type-errors",
+            &bars,
+            max,
+            cfg.type_error_warn,
+            cfg.type_error_fail,
+        ));
+    }
+    h.push_str(r#"<p class="meta">Dashed lines: the global WARN / FAIL thresholds; bar colours use each field's own thresholds (per-field overrides included).</p>"#);
+
+    // Table
+    h.push_str("<h2>All figures</h2><table><tr><th class=\"l\">field</th><th class=\"l\">kind</th><th>missing</th><th>type errors</th><th>mean</th><th>std</th><th>min</th><th>max</th><th>PSI</th><th>VIF</th><th class=\"l\">decision</th></tr>");
+    for f in &r.fields {
+        let psi = f
+            .psi
+            .map_or_else(|| status(f.psi_status), |v| format!("{v:.4}"));
+        let vif = match f.vif {
+            Some(v) => fmt_num(Some(v.0)),
+            None => status(f.vif_status),
+        };
+        let _ = write!(
+            h,
+            r#"<tr><td class="l">{}</td><td class="l">{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="l" style="color:{}"><b>{}</b></td></tr>"#,
+            esc(&f.name),
+            f.kind.as_str(),
+            f.missing_ratio * 100.0,
+            f.type_error_ratio * 100.0,
+            fmt_num(f.mean),
+            fmt_num(f.std),
+            fmt_num(f.min),
+            fmt_num(f.max),
+            esc(&psi),
+            esc(&vif),
+            colour(Some(f.decision)),
+            f.decision
+        );
+    }
+    h.push_str("</table>");
+    if !r.notes.is_empty() {
+        h.push_str("<h2>Notes</h2><ul>");
+        for n in &r.notes {
+            let _ = write!(h, "<li>{}</li>", esc(n));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str(r#"<p class="meta">Generated by etl-pipe profile. PSI = &Sigma; (a&minus;e)&middot;ln(a/e) over baseline quantile bins / categories, proportions floored at epsilon; VIF = 1/(1&minus;R&sup2;) from the correlation matrix of complete rows.</p></body></html>"#);
+    h.push('\n');
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_clips() {
+        assert_eq!(esc("<a&\"b'>"), "&lt;a&amp;&quot;b&#39;&gt;");
+        let bars = [
+            Bar {
+                name: "<x>".into(),
+                value: Some(f64::INFINITY),
+                label: "inf".into(),
+                level: Some(Decision::Fail),
+            },
+            Bar {
+                name: "y".into(),
+                value: None,
+                label: "constant".into(),
+                level: None,
+            },
+        ];
+        let svg = chart("vif", &bars, 15.0, 5.0, 10.0);
+        assert!(svg.contains("&lt;x&gt;") && !svg.contains("<x>"));
+        assert_eq!(svg.matches("class=\"bar\"").count(), 1);
+        assert!(svg.contains("WARN 5") && svg.contains("FAIL 10") && svg.contains("constant"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf\""));
+    }
+}
