@@ -251,14 +251,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             let _obs = crate::observability::init(None, "demo")?;
             let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
-            let base = cli.config.clone().unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            let base = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
             runtime()?.block_on(crate::local::cli::demo(&exe, &base, args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchE2e(args) => {
             let _obs = crate::observability::init(None, "bench-e2e")?;
             let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
-            let base = cli.config.clone().unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            let base = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
             runtime()?.block_on(crate::local::cli::bench(&exe, &base, args))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -72,13 +72,24 @@ fn mib(b: u64) -> f64 {
 
 fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
     let mut s = String::new();
-    let rate = |r: Option<f64>| r.map(|x| format!("{x:>10.0}/s")).unwrap_or_else(|| format!("{:>12}", "-"));
-    let _ = writeln!(s, "  {:<11} {:>12} {:>9} {:>9} {:>10}", "stage", "records/s", "CPU s", "CPU %", "peak RSS");
+    let rate = |r: Option<f64>| {
+        r.map(|x| format!("{x:>10.0}/s"))
+            .unwrap_or_else(|| format!("{:>12}", "-"))
+    };
+    let _ = writeln!(
+        s,
+        "  {:<11} {:>12} {:>9} {:>9} {:>10}",
+        "stage", "records/s", "CPU s", "CPU %", "peak RSS"
+    );
     let secs = o.elapsed.as_secs_f64().max(0.001);
     let res = |name: &str| o.resources.get(name).copied();
     let mut line = |name: &str, r: Option<f64>| {
-        let (cpu, rss) = res(name).map(|(c, m)| (format!("{c:.1}"), format!("{:.1} MiB", mib(m)))).unwrap_or(("-".into(), "-".into()));
-        let pct = res(name).map(|(c, _)| format!("{:.0}", 100.0 * c / secs)).unwrap_or_else(|| "-".into());
+        let (cpu, rss) = res(name)
+            .map(|(c, m)| (format!("{c:.1}"), format!("{:.1} MiB", mib(m))))
+            .unwrap_or(("-".into(), "-".into()));
+        let pct = res(name)
+            .map(|(c, _)| format!("{:.0}", 100.0 * c / secs))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(s, "  {name:<11} {} {cpu:>9} {pct:>9} {rss:>10}", rate(r));
     };
     line("extract", o.topics.get("raw").and_then(|c| c.rate()));
@@ -96,26 +107,45 @@ fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
 
 fn latency_line(o: &Outcome) -> String {
     let l = &o.latencies_ms;
-    let q = |x| super::tally::quantile(l, x).map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
-    format!("p50 {}  p95 {}  p99 {}  (n = {})", q(0.5), q(0.95), q(0.99), l.len())
+    let q = |x| {
+        super::tally::quantile(l, x)
+            .map(|v| format!("{v:.0} ms"))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "p50 {}  p95 {}  p99 {}  (n = {})",
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        l.len()
+    )
 }
 
 /// The end-to-end benchmark: peak rate, then the latency at half of it.
 pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result<(), LocalError> {
     let mut source = SourceOptions::plain(args.records);
     source.page_size = args.page_size;
-    source.tiers = ["DIAMOND", "EMERALD", "PLATINUM", "GOLD", "SILVER", "BRONZE", "IRON"]
+    source.tiers = [
+        "DIAMOND", "EMERALD", "PLATINUM", "GOLD", "SILVER", "BRONZE", "IRON",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    source.divisions = ["I", "II", "III", "IV"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    source.divisions = ["I", "II", "III", "IV"].iter().map(|s| s.to_string()).collect();
     let id = run_id("bench");
     let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
     eprintln!("peak run {id}: {} records, unlimited rate", args.records);
     let o = run::run(&mut p, &[], args.timeout, true).await?;
     let peak = o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══");
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══"
+    );
     println!(
         "peak run: {} records in {:.1} s = {:.0} records/s end to end (API → MySQL and MongoDB)",
         o.source_records,
@@ -123,7 +153,10 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         peak
     );
     print!("{}", stage_rates(&p, &o));
-    println!("  API fetch → MySQL commit latency at peak: {}", latency_line(&o));
+    println!(
+        "  API fetch → MySQL commit latency at peak: {}",
+        latency_line(&o)
+    );
     drop(p);
 
     if args.half_rate_records > 0 {
@@ -134,7 +167,11 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         half.extract_rate_limit = req_per_s;
         let id = run_id("bench-half");
         let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, half, &[])?;
-        eprintln!("half-rate run {id}: {} records at ≈ {:.0} records/s", args.half_rate_records, req_per_s * 100.0);
+        eprintln!(
+            "half-rate run {id}: {} records at ≈ {:.0} records/s",
+            args.half_rate_records,
+            req_per_s * 100.0
+        );
         let o = run::run(&mut p, &[], args.timeout, true).await?;
         println!(
             "\nhalf-rate run: {} records at ≈ {:.0} records/s offered ({:.0}/s achieved)",
@@ -143,7 +180,10 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
             o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001)
         );
         print!("{}", stage_rates(&p, &o));
-        println!("  API fetch → MySQL commit latency at half rate: {}", latency_line(&o));
+        println!(
+            "  API fetch → MySQL commit latency at half rate: {}",
+            latency_line(&o)
+        );
     }
     Ok(())
 }

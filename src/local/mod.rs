@@ -82,7 +82,9 @@ impl SourceOptions {
     /// last third of every stream.
     pub fn with_faults(records: u64) -> Self {
         let mut s = Self::plain(records);
-        let pages_per_stream = records.div_ceil(s.tiers.len() as u64 * s.divisions.len() as u64).div_ceil(s.page_size);
+        let pages_per_stream = records
+            .div_ceil(s.tiers.len() as u64 * s.divisions.len() as u64)
+            .div_ceil(s.page_size);
         s.api_rate_limit = Some(40);
         s.extract_rate_limit = 50.0;
         s.fail_rate = 0.05;
@@ -96,6 +98,8 @@ impl SourceOptions {
 /// A running local pipeline.
 pub struct LocalPipeline {
     exe: PathBuf,
+    /// The config file every process reads (`ETL_CONFIG`), overridden by `env`.
+    pub base_config: PathBuf,
     /// Run directory: effective config, one log file per process.
     pub dir: PathBuf,
     pub run_id: String,
@@ -156,14 +160,20 @@ impl LocalPipeline {
             ));
         }
         env.extend(extra_env.iter().cloned());
-        let text = std::fs::read_to_string(base_config).map_err(io(format!("reading {}", base_config.display())))?;
-        let mut all_env: Vec<(String, String)> =
-            std::env::vars().filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX)).collect();
+        let text = std::fs::read_to_string(base_config)
+            .map_err(io(format!("reading {}", base_config.display())))?;
+        let mut all_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
+            .collect();
         all_env.extend(env.iter().cloned());
         let cfg = Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
-        std::fs::write(dir.join("config.toml"), cfg.to_toml()).map_err(io("writing the run's config"))?;
+        std::fs::write(dir.join("config.toml"), cfg.to_toml())
+            .map_err(io("writing the run's config"))?;
+        let base_config = std::fs::canonicalize(base_config)
+            .map_err(io(format!("resolving {}", base_config.display())))?;
         Ok(LocalPipeline {
             exe: exe.to_path_buf(),
+            base_config,
             dir,
             run_id: run_id.into(),
             env,
@@ -192,6 +202,7 @@ impl LocalPipeline {
         let child = Command::new(&self.exe)
             .args(args)
             .envs(self.env.iter().map(|(a, b)| (a, b)))
+            .env("ETL_CONFIG", &self.base_config)
             .env("ETL__OBSERVABILITY__HTTP_PORT", port.to_string())
             .env("ETL_API_TOKEN", "demo-token")
             .env("SAMPLE_API_TOKEN", "demo-token")
@@ -285,7 +296,9 @@ impl LocalPipeline {
 
     /// The exit status of a process if it has exited.
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
-        self.children.get_mut(name).and_then(|c| c.try_wait().ok().flatten())
+        self.children
+            .get_mut(name)
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The pid of a running process.
@@ -330,7 +343,10 @@ impl LocalPipeline {
     pub fn stop_all(&mut self, grace: Duration) {
         for (_, c) in self.children.iter_mut() {
             if let Ok(None) = c.try_wait() {
-                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
             }
         }
         let deadline = Instant::now() + grace;

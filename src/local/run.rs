@@ -35,7 +35,12 @@ pub struct Outcome {
 }
 
 /// Runs the pipeline until all records are accounted for (or `timeout`).
-pub async fn run(p: &mut LocalPipeline, crashes: &[Crash], timeout: Duration, progress: bool) -> Result<Outcome, LocalError> {
+pub async fn run(
+    p: &mut LocalPipeline,
+    crashes: &[Crash],
+    timeout: Duration,
+    progress: bool,
+) -> Result<Outcome, LocalError> {
     p.apply_topics().await?;
     p.start_sample_api().await?;
     for s in STAGES {
@@ -73,7 +78,10 @@ pub async fn run(p: &mut LocalPipeline, crashes: &[Crash], timeout: Duration, pr
         if let Some(i) = pending.iter().position(|c| rows >= c.after_rows) {
             let c = pending.remove(i);
             p.kill9(&c.stage)?;
-            crashed.push(format!("{} killed with SIGKILL at {rows} rows, restarted", c.stage));
+            crashed.push(format!(
+                "{} killed with SIGKILL at {rows} rows, restarted",
+                c.stage
+            ));
             tokio::time::sleep(Duration::from_millis(500)).await;
             p.restart(&c.stage, &[])?;
         }
@@ -117,7 +125,13 @@ pub async fn run(p: &mut LocalPipeline, crashes: &[Crash], timeout: Duration, pr
     p.stop_all(Duration::from_secs(30));
 
     let mut topics = BTreeMap::new();
-    for role in [TopicRole::Raw, TopicRole::Cleaned, TopicRole::Scored, TopicRole::Quality, TopicRole::Logs] {
+    for role in [
+        TopicRole::Raw,
+        TopicRole::Cleaned,
+        TopicRole::Scored,
+        TopicRole::Quality,
+        TopicRole::Logs,
+    ] {
         topics.insert(role.key(), tally::count_topic(&cfg, role)?);
     }
     let source_records = p.source.records;
@@ -139,7 +153,8 @@ pub async fn run(p: &mut LocalPipeline, crashes: &[Crash], timeout: Duration, pr
 }
 
 fn fmt_ms(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.0} ms")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.0} ms"))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The summary a person reads at a glance.
@@ -156,12 +171,34 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
     );
     let _ = writeln!(s, "\nRecords per topic (committed)");
     for (k, c) in &o.topics {
-        let _ = writeln!(s, "  {:<10} {:>9}   {}", k, c.records, cfg.topics.name(role_of(k)));
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>9}   {}",
+            k,
+            c.records,
+            cfg.topics.name(role_of(k))
+        );
     }
-    let _ = writeln!(s, "  {:<10} {:>9}   {}", "dead-letter", o.dead_letters.total(), cfg.topics.name(TopicRole::DeadLetter));
-    let _ = writeln!(s, "  {:<10} {:>9}   {}", "quarantine", o.quarantine.total(), cfg.topics.name(TopicRole::Quarantine));
+    let _ = writeln!(
+        s,
+        "  {:<10} {:>9}   {}",
+        "dead-letter",
+        o.dead_letters.total(),
+        cfg.topics.name(TopicRole::DeadLetter)
+    );
+    let _ = writeln!(
+        s,
+        "  {:<10} {:>9}   {}",
+        "quarantine",
+        o.quarantine.total(),
+        cfg.topics.name(TopicRole::Quarantine)
+    );
     let _ = writeln!(s, "\nLanded");
-    let _ = writeln!(s, "  MySQL   {:>9} rows       {}.{}", o.mysql_rows, cfg.mysql.database, o.table);
+    let _ = writeln!(
+        s,
+        "  MySQL   {:>9} rows       {}.{}",
+        o.mysql_rows, cfg.mysql.database, o.table
+    );
     let _ = writeln!(
         s,
         "  MongoDB {:>9} documents  {}.{}",
@@ -184,11 +221,20 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         e.1 += w.rows;
     }
     for (d, (n, rows)) in &by {
-        let dest = if *d == "FAIL" { "→ quarantine" } else { "→ scored" };
+        let dest = if *d == "FAIL" {
+            "→ quarantine"
+        } else {
+            "→ scored"
+        };
         let _ = writeln!(s, "  {d:<5} {n:>4} windows  {rows:>8} records  {dest}");
     }
     if let Some(w) = o.windows.iter().find(|w| w.decision == "FAIL") {
-        let _ = writeln!(s, "  e.g. {} FAIL: {}", w.id, w.reasons.first().cloned().unwrap_or_default());
+        let _ = writeln!(
+            s,
+            "  e.g. {} FAIL: {}",
+            w.id,
+            w.reasons.first().cloned().unwrap_or_default()
+        );
     }
     let _ = writeln!(s, "\nSpeed");
     let secs = o.elapsed.as_secs_f64();
@@ -229,10 +275,16 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         "  etl-pipe redrive --config {} --from quarantine --dry-run",
         cfgp.display()
     );
-    let _ = writeln!(s, "\nThe local stack keeps running. Stop it with: bash deploy/local/stack.sh down");
+    let _ = writeln!(
+        s,
+        "\nThe local stack keeps running. Stop it with: bash deploy/local/stack.sh down"
+    );
     s
 }
 
 fn role_of(key: &str) -> TopicRole {
-    TopicRole::ALL.into_iter().find(|r| r.key() == key).unwrap_or(TopicRole::Raw)
+    TopicRole::ALL
+        .into_iter()
+        .find(|r| r.key() == key)
+        .unwrap_or(TopicRole::Raw)
 }

@@ -12,45 +12,64 @@ use crate::config::{Config, TopicRole};
 use crate::kafka::headers as h;
 
 /// Reads a topic from its start to its current end (committed data only), calling `f` per record.
-pub fn scan(cfg: &Config, topic: &str, mut f: impl FnMut(&BorrowedMessage<'_>)) -> Result<u64, LocalError> {
-    let mut cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
-    cc.set("enable.partition.eof", "true");
+pub fn scan(
+    cfg: &Config,
+    topic: &str,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, LocalError> {
+    let cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
     let consumer: BaseConsumer = cc.create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let Some(t) = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {
+    let Some(t) = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+    else {
         return Ok(0);
     };
     let mut tpl = TopicPartitionList::new();
-    let mut open = std::collections::BTreeSet::new();
+    let mut ends = std::collections::BTreeMap::new();
     for p in t.partitions() {
         let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
         if hi > lo {
             tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-            open.insert(p.id());
+            ends.insert(p.id(), hi);
         }
     }
-    if open.is_empty() {
+    if ends.is_empty() {
         return Ok(0);
     }
     consumer.assign(&tpl)?;
     let mut n = 0;
     let mut idle = 0;
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(200)) {
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 idle = 0;
                 n += 1;
                 f(&m);
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
+                if let Some(end) = ends.get(&m.partition()) {
+                    if m.offset() + 1 >= *end {
+                        ends.remove(&m.partition());
+                    }
+                }
             }
             Some(Err(e)) => return Err(e.into()),
             None => {
-                // An open transaction holds read_committed readers before its records: give
-                // up after a while rather than wait for it.
+                // The last offsets may be transaction markers, never delivered: the position
+                // tells when a partition is read to its end.
+                if let Ok(pos) = consumer.position() {
+                    for e in pos.elements_for_topic(topic) {
+                        if let Offset::Offset(o) = e.offset() {
+                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                                ends.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
+                // An open transaction holds read_committed readers back: don't wait for it forever.
                 idle += 1;
-                if idle > 50 {
+                if idle > 100 {
                     break;
                 }
             }
@@ -98,16 +117,28 @@ impl Failed {
         self.by_reason.values().sum()
     }
     pub fn count_stage(&self, stage: &str) -> u64 {
-        self.by_reason.iter().filter(|((s, _), _)| s == stage).map(|(_, n)| n).sum()
+        self.by_reason
+            .iter()
+            .filter(|((s, _), _)| s == stage)
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
 pub fn failed(cfg: &Config, role: TopicRole) -> Result<Failed, LocalError> {
     let mut out = Failed::default();
     scan(cfg, &cfg.topics.name(role), |m| {
-        let get = |k: &str| m.headers().and_then(|hs| h::get_str(hs, k)).unwrap_or("unknown").to_string();
-        *out.by_reason.entry((get(h::ERROR_STAGE), get(h::ERROR_KIND))).or_default() += 1;
-        out.keys.push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
+        let get = |k: &str| {
+            m.headers()
+                .and_then(|hs| h::get_str(hs, k))
+                .unwrap_or("unknown")
+                .to_string()
+        };
+        *out.by_reason
+            .entry((get(h::ERROR_STAGE), get(h::ERROR_KIND)))
+            .or_default() += 1;
+        out.keys
+            .push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
     })?;
     Ok(out)
 }
@@ -124,7 +155,10 @@ pub struct Window {
 pub fn windows(cfg: &Config) -> Result<Vec<Window>, LocalError> {
     let mut out = Vec::new();
     scan(cfg, &cfg.topics.name(TopicRole::Quality), |m| {
-        let Some(v) = m.payload().and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok()) else {
+        let Some(v) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        else {
             return;
         };
         let Some(decision) = v.get("decision").and_then(|d| d.as_str()) else {
@@ -132,13 +166,21 @@ pub fn windows(cfg: &Config) -> Result<Vec<Window>, LocalError> {
         };
         let id = v
             .get("window")
-            .and_then(|w| w.as_str().map(str::to_string).or_else(|| w.get("id").and_then(|i| i.as_str()).map(str::to_string)))
+            .and_then(|w| {
+                w.as_str()
+                    .map(str::to_string)
+                    .or_else(|| w.get("id").and_then(|i| i.as_str()).map(str::to_string))
+            })
             .or_else(|| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
             .unwrap_or_default();
         let rows = v
             .get("rows")
             .and_then(|r| r.as_u64())
-            .or_else(|| v.get("report").and_then(|r| r.get("rows")).and_then(|r| r.as_u64()))
+            .or_else(|| {
+                v.get("report")
+                    .and_then(|r| r.get("rows"))
+                    .and_then(|r| r.as_u64())
+            })
             .unwrap_or(0);
         let reasons = v
             .get("reasons")
@@ -146,7 +188,12 @@ pub fn windows(cfg: &Config) -> Result<Vec<Window>, LocalError> {
             .and_then(|r| r.as_array())
             .map(|a| {
                 a.iter()
-                    .map(|x| x.get("message").and_then(|m| m.as_str()).map(str::to_string).unwrap_or_else(|| x.to_string()))
+                    .map(|x| {
+                        x.get("message")
+                            .and_then(|m| m.as_str())
+                            .map(str::to_string)
+                            .unwrap_or_else(|| x.to_string())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -165,7 +212,8 @@ pub fn mysql_table(cfg: &Config) -> Result<String, LocalError> {
     match &cfg.sink.mysql.table {
         Some(t) => Ok(t.clone()),
         None => {
-            let schema = crate::codec::load_schema(&cfg.sink.schema).map_err(|e| LocalError::Other(e.to_string()))?;
+            let schema = crate::codec::load_schema(&cfg.sink.schema)
+                .map_err(|e| LocalError::Other(e.to_string()))?;
             Ok(crate::stages::sinks::default_target_name(&schema))
         }
     }
@@ -204,13 +252,20 @@ pub async fn latencies_ms(pool: &sqlx::MySqlPool, table: &str) -> Result<Vec<f64
     .fetch_all(pool)
     .await
     .map_err(|e| LocalError::Mysql(e.to_string()))?;
-    let mut v: Vec<f64> = rows.into_iter().filter_map(|(x,)| x).map(|us| us as f64 / 1000.0).collect();
+    let mut v: Vec<f64> = rows
+        .into_iter()
+        .filter_map(|(x,)| x)
+        .map(|us| us as f64 / 1000.0)
+        .collect();
     v.sort_by(|a, b| a.total_cmp(b));
     Ok(v)
 }
 
 /// First and last `_loaded_at` (ms since epoch) in the table.
-pub async fn load_span_ms(pool: &sqlx::MySqlPool, table: &str) -> Result<Option<(i64, i64)>, LocalError> {
+pub async fn load_span_ms(
+    pool: &sqlx::MySqlPool,
+    table: &str,
+) -> Result<Option<(i64, i64)>, LocalError> {
     let row: (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
         "SELECT CAST(FLOOR(UNIX_TIMESTAMP(MIN(`_loaded_at`)) * 1000) AS SIGNED), \
          CAST(FLOOR(UNIX_TIMESTAMP(MAX(`_loaded_at`)) * 1000) AS SIGNED) FROM `{table}`"
@@ -233,7 +288,9 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(i).copied()
 }
 
-pub async fn mongo_collection(cfg: &Config) -> Result<mongodb::Collection<mongodb::bson::Document>, LocalError> {
+pub async fn mongo_collection(
+    cfg: &Config,
+) -> Result<mongodb::Collection<mongodb::bson::Document>, LocalError> {
     let mut opts = mongodb::options::ClientOptions::parse(&cfg.mongo.uri)
         .await
         .map_err(|e| LocalError::Mongo(e.to_string()))?;
@@ -246,18 +303,22 @@ pub async fn mongo_collection(cfg: &Config) -> Result<mongodb::Collection<mongod
                 .build(),
         );
     }
-    let client = mongodb::Client::with_options(opts).map_err(|e| LocalError::Mongo(e.to_string()))?;
+    let client =
+        mongodb::Client::with_options(opts).map_err(|e| LocalError::Mongo(e.to_string()))?;
     let coll = match &cfg.sink.mongo.collection {
         Some(c) => c.clone(),
         None => {
-            let schema = crate::codec::load_schema(&cfg.sink.schema).map_err(|e| LocalError::Other(e.to_string()))?;
+            let schema = crate::codec::load_schema(&cfg.sink.schema)
+                .map_err(|e| LocalError::Other(e.to_string()))?;
             crate::stages::sinks::default_target_name(&schema)
         }
     };
     Ok(client.database(&cfg.mongo.database).collection(&coll))
 }
 
-pub async fn mongo_docs(coll: &mongodb::Collection<mongodb::bson::Document>) -> Result<u64, LocalError> {
+pub async fn mongo_docs(
+    coll: &mongodb::Collection<mongodb::bson::Document>,
+) -> Result<u64, LocalError> {
     coll.count_documents(mongodb::bson::doc! {})
         .await
         .map_err(|e| LocalError::Mongo(e.to_string()))
