@@ -48,7 +48,7 @@ fn raw_json(i: usize) -> String {
 
 fn main() {
     // RUST_LOG=etl_pipe::kafka::eos=debug shows each transaction's timings.
-    let _obs = etl_pipe::observability::init("bench");
+    let _obs = etl_pipe::observability::init(None, "bench");
     let n = env_or("CLEAN_BENCH_RECORDS", 200_000);
     let partitions = env_or("CLEAN_BENCH_PARTITIONS", 3) as i32;
     let brokers = std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());

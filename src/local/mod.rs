@@ -98,6 +98,8 @@ impl SourceOptions {
 /// A running local pipeline.
 pub struct LocalPipeline {
     exe: PathBuf,
+    /// The config file every process reads (`ETL_CONFIG`), overridden by `env`.
+    pub base_config: PathBuf,
     /// Run directory: effective config, one log file per process.
     pub dir: PathBuf,
     pub run_id: String,
@@ -167,8 +169,11 @@ impl LocalPipeline {
         let cfg = Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
         std::fs::write(dir.join("config.toml"), cfg.to_toml())
             .map_err(io("writing the run's config"))?;
+        let base_config = std::fs::canonicalize(base_config)
+            .map_err(io(format!("resolving {}", base_config.display())))?;
         Ok(LocalPipeline {
             exe: exe.to_path_buf(),
+            base_config,
             dir,
             run_id: run_id.into(),
             env,
@@ -197,6 +202,7 @@ impl LocalPipeline {
         let child = Command::new(&self.exe)
             .args(args)
             .envs(self.env.iter().map(|(a, b)| (a, b)))
+            .env("ETL_CONFIG", &self.base_config)
             .env("ETL__OBSERVABILITY__HTTP_PORT", port.to_string())
             .env("ETL_API_TOKEN", "demo-token")
             .env("SAMPLE_API_TOKEN", "demo-token")

@@ -17,8 +17,7 @@ pub fn scan(
     topic: &str,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, LocalError> {
-    let mut cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
-    cc.set("enable.partition.eof", "true");
+    let cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
     let consumer: BaseConsumer = cc.create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let Some(t) = md
@@ -29,36 +28,48 @@ pub fn scan(
         return Ok(0);
     };
     let mut tpl = TopicPartitionList::new();
-    let mut open = std::collections::BTreeSet::new();
+    let mut ends = std::collections::BTreeMap::new();
     for p in t.partitions() {
         let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
         if hi > lo {
             tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-            open.insert(p.id());
+            ends.insert(p.id(), hi);
         }
     }
-    if open.is_empty() {
+    if ends.is_empty() {
         return Ok(0);
     }
     consumer.assign(&tpl)?;
     let mut n = 0;
     let mut idle = 0;
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(200)) {
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 idle = 0;
                 n += 1;
                 f(&m);
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
+                if let Some(end) = ends.get(&m.partition()) {
+                    if m.offset() + 1 >= *end {
+                        ends.remove(&m.partition());
+                    }
+                }
             }
             Some(Err(e)) => return Err(e.into()),
             None => {
-                // An open transaction holds read_committed readers before its records: give
-                // up after a while rather than wait for it.
+                // The last offsets may be transaction markers, never delivered: the position
+                // tells when a partition is read to its end.
+                if let Ok(pos) = consumer.position() {
+                    for e in pos.elements_for_topic(topic) {
+                        if let Offset::Offset(o) = e.offset() {
+                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                                ends.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
+                // An open transaction holds read_committed readers back: don't wait for it forever.
                 idle += 1;
-                if idle > 50 {
+                if idle > 100 {
                     break;
                 }
             }
