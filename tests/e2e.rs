@@ -17,6 +17,30 @@ use etl_pipe::local::tally;
 use etl_pipe::local::{LocalPipeline, SourceOptions};
 use etl_pipe::sample_api::data::{Dataset, Expected};
 
+/// key, name, wins, losses, trace id, source topic, sink source topic, quality decision
+type RowCheck = (
+    String,
+    Option<String>,
+    i32,
+    i32,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+/// key, name, wins, losses, league points, trace id, partition, offset, quality window
+type RowSnapshot = (
+    String,
+    Option<String>,
+    i32,
+    i32,
+    i32,
+    Option<String>,
+    i32,
+    i64,
+    Option<String>,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_lands_exactly_once_through_faults_and_crashes() {
     common::require_kafka();
@@ -121,7 +145,7 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
 
     // Keys: rows ∪ dead letters ∪ quarantine is exactly the set of good source keys, disjoint.
     let pool = tally::mysql_pool(&cfg).await.unwrap();
-    let rows: Vec<(String, Option<String>, i32, i32, Option<String>, String, String, Option<String>)> =
+    let rows: Vec<RowCheck> =
         sqlx::query_as(&format!(
             "SELECT summoner_id, summoner_name, wins, losses, `_trace_id`, source_topic, `_source_topic`, quality_decision FROM `{}`",
             o.table
@@ -225,7 +249,7 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         let pool = pool.clone();
         let table = o.table.clone();
         async move {
-            let rows: Vec<(String, Option<String>, i32, i32, i32, Option<String>, i32, i64, Option<String>)> =
+            let rows: Vec<RowSnapshot> =
                 sqlx::query_as(&format!(
                     "SELECT summoner_id, summoner_name, wins, losses, league_points, `_trace_id`, \
                      `_source_partition`, `_source_offset`, quality_window FROM `{table}` ORDER BY summoner_id"
