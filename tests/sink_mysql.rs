@@ -317,11 +317,7 @@ async fn lost_connections_are_retried_without_losing_or_reordering_rows() {
         .map(|i| {
             let k = i % 500;
             let key = format!("k{k}");
-            (
-                (k % 3) as i32,
-                key.clone(),
-                c.encode(&record(&key, i as i32)).unwrap(),
-            )
+            (k % 3, key.clone(), c.encode(&record(&key, i)).unwrap())
         })
         .collect();
     produce(&cfg, &msgs).await;
@@ -412,11 +408,7 @@ async fn exactly_once_across_sigkill_and_restart() {
         .map(|i| {
             let k = i % 2000;
             let key = format!("k{k}");
-            (
-                (k % 3) as i32,
-                key.clone(),
-                c.encode(&record(&key, i)).unwrap(),
-            )
+            (k % 3, key.clone(), c.encode(&record(&key, i)).unwrap())
         })
         .collect();
     produce(&cfg, &msgs).await;

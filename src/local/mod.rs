@@ -165,7 +165,11 @@ impl LocalPipeline {
         let mut all_env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
             .collect();
-        all_env.extend(env.iter().cloned());
+        all_env.extend(
+            env.iter()
+                .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
+                .cloned(),
+        );
         let cfg = Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
         std::fs::write(dir.join("config.toml"), cfg.to_toml())
             .map_err(io("writing the run's config"))?;

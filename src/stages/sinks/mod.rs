@@ -661,8 +661,10 @@ mod tests {
 
     #[test]
     fn validate_names_keys() {
-        let mut c = SinkConfig::default();
-        c.batch_size = 0;
+        let c = SinkConfig {
+            batch_size: 0,
+            ..Default::default()
+        };
         assert!(c
             .validate()
             .unwrap_err()
