@@ -469,6 +469,8 @@ impl Stage {
             .env("ETL__PIPELINE__INSTANCE", instance)
             .env("ETL__CLEAN__BATCH_SIZE", batch_size.to_string())
             .env("ETL_MYSQL_PASSWORD", "unused")
+            // Several instances run at once: no /metrics server (its port would clash).
+            .env("ETL__OBSERVABILITY__HTTP_PORT", "0")
             .env("RUST_LOG", "info,etl_pipe::kafka::eos=debug")
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap());
