@@ -35,6 +35,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Consume `scored` and write typed rows to MySQL / MariaDB, exactly once: rows and
+    /// consumer offsets commit in one database transaction (`[sink]`, `[sink.mysql]`, `[mysql]`).
+    SinkMysql,
+    /// Consume `scored` and write whole documents to MongoDB / FerretDB with unordered bulk
+    /// upserts by key; offsets commit after the write (`[sink]`, `[sink.mongo]`, `[mongo]`).
+    SinkMongo,
+    /// Benchmark the sinks against row-by-row writes (local stack; not a test).
+    BenchSink(crate::stages::sinks::bench::BenchArgs),
     /// Move a stage's position (consumer group; for sink-mysql also its offsets table) so it
     /// reprocesses or skips records. Dry run unless --execute; refuses while the stage runs.
     Replay(ReplayArgs),
@@ -42,6 +50,11 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Topic sizes and each stage's members and lag.
     Status,
+    /// Run the whole pipeline here, end to end: the sample API with faults and every stage as a
+    /// separate process against the local stack, until every record has landed; then a summary.
+    Demo(crate::local::cli::DemoArgs),
+    /// End-to-end benchmark: records/s per stage, latency percentiles, CPU and peak memory.
+    BenchE2e(crate::local::cli::BenchE2eArgs),
     /// Data-quality profile of a JSONL or CSV file: missing and type-error ratios, PSI
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
@@ -205,6 +218,56 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::SinkMysql => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(
+                c,
+                crate::stages::sinks::mysql::STAGE,
+                |shutdown| async move {
+                    crate::stages::sinks::mysql::run(c, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
+        }
+        Command::SinkMongo => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(
+                c,
+                crate::stages::sinks::mongo::STAGE,
+                |shutdown| async move {
+                    crate::stages::sinks::mongo::run(c, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
+        }
+        Command::BenchSink(args) => {
+            let cfg = load(&cli)?;
+            let _guard = crate::observability::init(None, "bench-sink")?;
+            runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let _obs = crate::observability::init(None, "demo")?;
+            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+            let base = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            runtime()?.block_on(crate::local::cli::demo(&exe, &base, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchE2e(args) => {
+            let _obs = crate::observability::init(None, "bench-e2e")?;
+            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+            let base = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            runtime()?.block_on(crate::local::cli::bench(&exe, &base, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status => {
             let cfg = load(&cli)?;
             let status = crate::stages::status::collect(&cfg)?;
@@ -324,12 +387,22 @@ fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     };
     r::preflight(cfg, args.stage)?;
-    let plan = r::plan(cfg, args.stage, &target, args.partition.as_deref(), None)?;
+    let rt = runtime()?;
+    // sink-mysql resumes from its offsets table, not from the Kafka group.
+    let stored = rt.block_on(crate::stages::replay_mysql::current(cfg, args.stage))?;
+    let plan = r::plan(
+        cfg,
+        args.stage,
+        &target,
+        args.partition.as_deref(),
+        stored.as_ref(),
+    )?;
     print!("{}", r::render(&plan));
     if !args.execute {
         println!("dry run: nothing changed (add --execute to apply)");
         return Ok(ExitCode::SUCCESS);
     }
+    rt.block_on(crate::stages::replay_mysql::apply(cfg, &plan))?;
     r::execute_kafka(cfg, &plan)?;
     println!(
         "done: group {} moved on {} partition(s)",

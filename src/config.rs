@@ -69,6 +69,9 @@ pub struct Config {
     /// Data-quality thresholds and PSI settings (score stage and `etl-pipe profile`).
     #[serde(default)]
     pub quality: crate::quality::QualityConfig,
+    /// Batching, target table/collection and schema of `sink-mysql` and `sink-mongo`.
+    #[serde(default)]
+    pub sink: crate::stages::sinks::SinkConfig,
     /// The clean stage: schema, raw → schema field mapping, batching. When present it is
     /// checked against its schema file at load; `etl-pipe clean` without it uses the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -768,6 +771,7 @@ impl Config {
                 "must not carry credentials; put the user in mongo.user and the password in mongo.password (env or file)",
             ));
         }
+        self.sink.validate()?;
         if let Some(p) = &self.mongo.password {
             p.validate("mongo.password")?;
             if self.mongo.user.is_none() {

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod kafka;
+pub mod local;
 pub mod observability;
 pub mod quality;
 pub mod record;

@@ -3,5 +3,7 @@ pub mod clean;
 pub mod extract;
 pub mod redrive;
 pub mod replay;
+pub mod replay_mysql;
 pub mod score;
+pub mod sinks;
 pub mod status;

@@ -1,0 +1,161 @@
+//! `sink-mongo` against the real local stack (FerretDB): whole documents with lineage,
+//! per-document errors to dead-letter, offsets committed after the write, graceful shutdown.
+mod common;
+mod sink_support;
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, Bson, Document};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use etl_pipe::config::{Config, TopicRole};
+use etl_pipe::record::Value;
+use etl_pipe::stages::sinks::mongo;
+use sink_support::*;
+
+const COLL: &str = "league_entry";
+
+async fn count(db: &mongodb::Database) -> i64 {
+    db.collection::<Document>(COLL)
+        .count_documents(doc! {})
+        .await
+        .map(|n| n as i64)
+        .unwrap_or(-1)
+}
+
+/// The consumer group's committed offsets on the scored topic.
+fn committed(cfg: &Config, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer =
+        etl_pipe::kafka::consumer_config(&cfg.kafka, &cfg.pipeline.group_id(mongo::STAGE))
+            .create()
+            .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let topic = cfg.topics.name(TopicRole::Scored);
+    for p in 0..partitions {
+        tpl.add_partition(&topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whole_documents_with_lineage_and_commits_offsets() {
+    let db = common::mongo_db("sink_docs").await;
+    let cfg = config("sink_docs", db.name(), 40);
+    topics(&cfg, 2).await;
+    let s = schema();
+    let mut msgs = spread(&s, 100, 2);
+    // Key k3 again, later in its partition: the document is its last version.
+    let mut r = record("k3", 999);
+    r.set("tier", Value::String("MASTER".into()));
+    msgs.push((1, "k3".into(), encode(&s, &r)));
+    produce(&cfg, &msgs).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(100, || count(&db)).await, 100);
+    stop(task).await.unwrap();
+
+    let d = db
+        .collection::<Document>(COLL)
+        .find_one(doc! {"_id": "k3"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.get_i32("league_points").unwrap(), 999);
+    assert_eq!(d.get_str("tier").unwrap(), "MASTER");
+    assert_eq!(d.get_str("summoner_name").unwrap(), "Näme k3 🙂");
+    assert_eq!(d.get_i64("source_offset").unwrap(), 1_234_567_890_123);
+    assert_eq!(
+        d.get_datetime("fetched_at").unwrap().timestamp_millis(),
+        1_700_000_000_123
+    );
+    assert_eq!(d.get("fresh_blood"), Some(&Bson::Null));
+    assert_eq!(d.get_f64("win_rate").unwrap(), 0.6);
+    assert_eq!(d.get_str("_trace_id").unwrap(), TRACE);
+    assert_eq!(
+        d.get_str("_source_topic").unwrap(),
+        cfg.topics.name(TopicRole::Scored)
+    );
+    assert_eq!(d.get_i32("_source_partition").unwrap(), 1);
+    assert_eq!(d.get_i64("_source_offset").unwrap(), 50);
+    assert!(d.get_datetime("_loaded_at").is_ok());
+    // Every schema field plus _id and five lineage fields.
+    assert_eq!(d.len(), s.fields.len() + 6, "{d:?}");
+    // Offsets were committed after the writes.
+    assert_eq!(committed(&cfg, 2), vec![50, 51]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_documents_go_to_dead_letter_and_the_rest_is_written() {
+    let db = common::mongo_db("sink_docerr").await;
+    let cfg = config("sink_docerr", db.name(), 100);
+    topics(&cfg, 1).await;
+    // A unique index on another field: a second summoner with the same name is rejected.
+    db.run_command(doc! {
+        "createIndexes": COLL,
+        "indexes": [{"key": {"summoner_name": 1}, "name": "uniq_name", "unique": true}],
+    })
+    .await
+    .unwrap();
+    let s = schema();
+    let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);
+    let mut msgs = Vec::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let mut r = record(&key, i);
+        if i == 12 {
+            r.set("summoner_name", Value::String("Näme k5 🙂".into()));
+        }
+        msgs.push((0, key, c.encode(&r).unwrap()));
+    }
+    msgs.push((0, "junk".into(), b"nope".to_vec()));
+    produce(&cfg, &msgs).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(19, || count(&db)).await, 19);
+    let dls = dead_letters(&cfg, 2).await;
+    stop(task).await.unwrap();
+    assert_eq!(dls.len(), 2, "{dls:?}");
+    let dup = dls
+        .iter()
+        .find(|d| d.key.as_deref() == Some("k12"))
+        .unwrap();
+    assert_eq!(dup.header("etl.error.kind"), Some("mongo_write"));
+    assert_eq!(dup.header("etl.error.stage"), Some("sink-mongo"));
+    assert!(
+        dup.header("etl.error.message").unwrap().contains("11000"),
+        "{dup:?}"
+    );
+    let junk = dls
+        .iter()
+        .find(|d| d.key.as_deref() == Some("junk"))
+        .unwrap();
+    assert_eq!(junk.header("etl.error.kind"), Some("decode"));
+    assert_eq!(committed(&cfg, 1), vec![21]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_writes_and_commits_the_batch_in_hand() {
+    let db = common::mongo_db("sink_mgrace").await;
+    let mut cfg = config("sink_mgrace", db.name(), 10_000);
+    cfg.sink.batch_max_age = Duration::from_secs(3600);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    produce(&cfg, &spread(&s, 30, 1)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(count(&db).await, 0);
+    stop(task).await.unwrap();
+    assert_eq!(count(&db).await, 30);
+    assert_eq!(committed(&cfg, 1), vec![30]);
+    // A restart finds nothing to do: the offsets were committed.
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop(task).await.unwrap();
+    assert_eq!(count(&db).await, 30);
+}
