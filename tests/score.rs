@@ -661,6 +661,8 @@ fn env_for(cfg: &Config) -> Vec<(String, String)> {
             "ETL__TOPICS__PARTITIONS".to_string(),
             cfg.topics.partitions.to_string(),
         ),
+        // Tests run stages side by side: no /metrics server (its port would clash).
+        ("ETL__OBSERVABILITY__HTTP_PORT".to_string(), "0".to_string()),
         (
             "ETL__QUALITY__FIELDS__SUMMONER_NAME__PSI_WARN".to_string(),
             "inf".to_string(),
@@ -895,4 +897,24 @@ fn a_bad_score_section_fails_naming_the_key() {
     assert!(!ok && err.contains("score.baseline"), "{err}");
     let (ok, err) = run(&[("ETL__SCORE__WINDOW_RECORDS", "1000")]);
     assert!(ok, "{err}");
+}
+
+#[test]
+fn a_missing_baseline_store_topic_stops_the_stage_naming_it() {
+    common::require_kafka();
+    // Topics of a fresh pipeline that nobody created.
+    let mut cfg = common::test_config("score_no_store");
+    cfg.score = Some(score_config(100, Duration::from_secs(1), 200));
+    let out = Command::new(env!("CARGO_BIN_EXE_etl-pipe"))
+        .arg("score")
+        .envs(env_for(&cfg))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("topics.score_baseline") && err.contains("topics apply"),
+        "{err}"
+    );
 }

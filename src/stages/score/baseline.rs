@@ -332,6 +332,14 @@ impl Baselines {
                     BaselineBuilder::new(self.specs.clone(), &self.quality),
                 );
                 let baseline = builder.build();
+                let value = match serde_json::to_value(&baseline) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(target: "etl_pipe::score", error = %e, "the built baseline cannot be serialised; going on without PSI");
+                        self.state = State::None;
+                        return;
+                    }
+                };
                 let mut coverage: Vec<Coverage> = b
                     .fed
                     .iter()
@@ -350,7 +358,7 @@ impl Baselines {
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     instance: self.instance.clone(),
                     coverage,
-                    baseline: serde_json::to_value(&baseline).unwrap_or_default(),
+                    baseline: value,
                 };
                 (stored, baseline)
             }

@@ -25,6 +25,10 @@
 //! in the transaction that also moves the offset past it: each input message ends up in
 //! exactly one of scored ∪ quarantine ∪ dead-letter, once.
 //!
+//! **Small windows.** A window closed by age may hold few rows; below
+//! `score.drift_min_rows` its PSI and VIF are reported but not judged (their sampling noise
+//! alone reaches the lines); missing and type-error ratios are judged in every window.
+//!
 //! The baseline is described in [`baseline`].
 pub mod baseline;
 pub mod config;
