@@ -840,6 +840,39 @@ pub async fn stored_offsets(
     Ok(rows.into_iter().collect())
 }
 
+/// Sets the stored next offsets of a topic's partitions (what `replay` does for sink-mysql);
+/// the sink must not be running.
+pub async fn store_offsets(
+    pool: &MySqlPool,
+    offsets_table: &str,
+    group: &str,
+    topic: &str,
+    offsets: &HashMap<i32, i64>,
+) -> Result<(), SinkError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| sink_error("beginning a transaction", &e))?;
+    for (p, o) in offsets {
+        sqlx::query(&format!(
+            "INSERT INTO {} (consumer_group, topic, partition_id, next_offset, updated_at) \
+             VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3)) \
+             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = VALUES(updated_at)",
+            ident(offsets_table)
+        ))
+        .bind(group)
+        .bind(topic)
+        .bind(p)
+        .bind(o)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sink_error("storing offsets", &e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| sink_error("committing offsets", &e))
+}
+
 /// A batch made ready for the database: rows rendered, bad records already rejected.
 pub struct Prepared {
     pub rows: Vec<RowText>,
