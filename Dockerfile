@@ -25,7 +25,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin etl
 COPY --from=build /src/target/release/etl-pipe /usr/local/bin/etl-pipe
 COPY schemas /etc/etl-pipe/schemas
-COPY config/docker.toml /etc/etl-pipe/config.toml
+COPY baselines /etc/etl-pipe/baselines
+COPY config/demo.toml /etc/etl-pipe/config.toml
+# Relative paths in the config (schemas/, baselines/) resolve from here.
+WORKDIR /etc/etl-pipe
 ENV ETL_CONFIG=/etc/etl-pipe/config.toml
 USER 10001:10001
 EXPOSE 9898

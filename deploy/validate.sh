@@ -2,6 +2,7 @@
 # Validates the deployment files that cannot run here (no Docker engine, no cluster):
 #   Dockerfile          parsed by the official BuildKit parser (PyPI `dockerfile`), stages checked
 #   docker-compose.yml  against the Compose Specification JSON schema (check-jsonschema, vendored)
+#                       and loaded by compose-go, the library Docker Compose uses (deploy/compose-check)
 #   k8s/*.yaml          core objects against the Kubernetes 1.37 OpenAPI schemas (kubernetes-validate, strict)
 # The tools are installed once into a virtualenv under $ETL_STACK_HOME/cache.
 set -euo pipefail
@@ -26,5 +27,12 @@ PY
 compose_files=(deploy/docker-compose.yml)
 [[ -f kafdrop/docker-compose.yml ]] && compose_files+=(kafdrop/docker-compose.yml)
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "${compose_files[@]}"
+# The same files loaded the way Docker Compose loads them (compose-go: interpolation, env_file,
+# merge keys), when Go is available.
+if command -v go >/dev/null; then
+  abs=(); for f in "${compose_files[@]}"; do abs+=("$PWD/$f"); done
+  (cd deploy/compose-check && go run . "${abs[@]}" >/dev/null) || { echo "[validate] compose-go rejected a compose file" >&2; exit 1; }
+  echo "[validate] compose files load with compose-go"
+fi
 "$VENV/bin/kubernetes-validate" --strict --quiet deploy/k8s/etl-pipe.yaml
 echo "[validate] deploy/k8s/etl-pipe.yaml ok (keda-scaledobjects.yaml is a CRD: not validated)"

@@ -9,4 +9,4 @@ bash deploy/local/stack.sh up
 cargo fmt --check
 bash deploy/validate.sh
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets "$@"
+cargo test "$@"

@@ -15,6 +15,10 @@ pub struct Cli {
     /// Config file (TOML). Every key can also be set with ETL__SECTION__KEY environment variables.
     #[arg(long, short, global = true, env = "ETL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Port of this stage's /metrics, /healthz and /readyz server (0 = none); overrides
+    /// `observability.http_port`.
+    #[arg(long, global = true, env = "ETL_HTTP_PORT")]
+    pub http_port: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,10 +50,31 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Topic sizes and each stage's members and lag.
     Status,
+    /// Run the whole pipeline here, end to end: the sample API with faults and every stage as a
+    /// separate process against the local stack, until every record has landed; then a summary.
+    Demo(crate::local::cli::DemoArgs),
+    /// End-to-end benchmark: records/s per stage, latency percentiles, CPU and peak memory.
+    BenchE2e(crate::local::cli::BenchE2eArgs),
     /// Data-quality profile of a JSONL or CSV file: missing and type-error ratios, PSI
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
     Profile(crate::quality::profile::ProfileArgs),
+    /// Run the clean stage: raw JSON → typed Avro records (raw → cleaned) by the `[clean]`
+    /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
+    /// Stops on SIGINT/SIGTERM after committing the batch in hand.
+    Clean,
+    /// Run the score stage: cleaned → scored, per-partition windows judged PASS / WARN / FAIL
+    /// by `[score]` and `[quality]`; FAIL windows go to quarantine, one report per window to
+    /// the quality topic, exactly once. Stops on SIGINT/SIGTERM after committing the batch in
+    /// hand (records of open windows are read again by the next run).
+    Score,
+    /// Pull records from the HTTP API (`[extract]`) into the raw topic: a pass every
+    /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
+    Extract(crate::stages::extract::ExtractArgs),
+    /// Serve the demo league-entries API (deterministic data, token, rate limit, faults, drift).
+    SampleApi(crate::sample_api::SampleApiArgs),
+    /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
+    BenchExtract(crate::stages::extract::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,7 +154,11 @@ pub enum TopicsCommand {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
-    Ok(Config::load(cli.config.as_deref())?)
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if cli.http_port.is_some() {
+        cfg.observability.http_port = cli.http_port;
+    }
+    Ok(cfg)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -191,26 +220,52 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::SinkMysql => {
             let cfg = load(&cli)?;
-            let _guard = crate::observability::init(crate::stages::sinks::mysql::STAGE);
-            runtime()?.block_on(async {
-                let shutdown = crate::shutdown::on_signals();
-                crate::stages::sinks::mysql::run(&cfg, shutdown).await
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let c = &cfg;
+            run_stage(
+                c,
+                crate::stages::sinks::mysql::STAGE,
+                |shutdown| async move {
+                    crate::stages::sinks::mysql::run(c, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
         }
         Command::SinkMongo => {
             let cfg = load(&cli)?;
-            let _guard = crate::observability::init(crate::stages::sinks::mongo::STAGE);
-            runtime()?.block_on(async {
-                let shutdown = crate::shutdown::on_signals();
-                crate::stages::sinks::mongo::run(&cfg, shutdown).await
-            })?;
-            Ok(ExitCode::SUCCESS)
+            let c = &cfg;
+            run_stage(
+                c,
+                crate::stages::sinks::mongo::STAGE,
+                |shutdown| async move {
+                    crate::stages::sinks::mongo::run(c, shutdown).await?;
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
         }
         Command::BenchSink(args) => {
             let cfg = load(&cli)?;
-            let _guard = crate::observability::init("bench-sink");
+            let _guard = crate::observability::init(None, "bench-sink")?;
             runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let _obs = crate::observability::init(None, "demo")?;
+            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+            let base = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            runtime()?.block_on(crate::local::cli::demo(&exe, &base, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchE2e(args) => {
+            let _obs = crate::observability::init(None, "bench-e2e")?;
+            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+            let base = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            runtime()?.block_on(crate::local::cli::bench(&exe, &base, args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
@@ -249,7 +304,69 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             Ok(crate::quality::profile::run(args, &cfg.quality)?)
         }
+        Command::Clean => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "clean", |shutdown| async move {
+                Ok(crate::stages::clean::run(c, shutdown).await?)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "score", |shutdown| async move {
+                Ok(crate::stages::score::run(c, shutdown).await?)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Extract(args) => {
+            let cfg = load(&cli)?;
+            let c = &cfg;
+            run_stage(c, "extract", |shutdown| async move {
+                Ok(crate::stages::extract::cli_run(c, args, shutdown).await?)
+            })
+        }
+        Command::SampleApi(args) => {
+            let _obs = crate::observability::init(None, "sample-api")?;
+            runtime()?
+                .block_on(async {
+                    crate::sample_api::serve(args, crate::shutdown::on_signals()).await
+                })
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchExtract(args) => {
+            let cfg = load(&cli)?;
+            let _obs = crate::observability::init(None, "bench-extract")?;
+            runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Runs a stage: logging to stderr and the logs topic, the `/metrics` `/healthz` `/readyz`
+/// server, and the shutdown signal; the guard flushes the logs topic on the way out.
+fn run_stage<T, Fut>(
+    cfg: &Config,
+    stage: &str,
+    f: impl FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let guard = crate::observability::init(Some(cfg), stage)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let shutdown = crate::shutdown::on_signals();
+        guard.serve(shutdown.clone()).await?;
+        let result = f(shutdown.clone()).await;
+        // Stops the health server too.
+        shutdown.cancel();
+        result
+    });
+    guard.shutdown();
+    result
 }
 
 fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -270,12 +387,22 @@ fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     };
     r::preflight(cfg, args.stage)?;
-    let plan = r::plan(cfg, args.stage, &target, args.partition.as_deref(), None)?;
+    let rt = runtime()?;
+    // sink-mysql resumes from its offsets table, not from the Kafka group.
+    let stored = rt.block_on(crate::stages::replay_mysql::current(cfg, args.stage))?;
+    let plan = r::plan(
+        cfg,
+        args.stage,
+        &target,
+        args.partition.as_deref(),
+        stored.as_ref(),
+    )?;
     print!("{}", r::render(&plan));
     if !args.execute {
         println!("dry run: nothing changed (add --execute to apply)");
         return Ok(ExitCode::SUCCESS);
     }
+    rt.block_on(crate::stages::replay_mysql::apply(cfg, &plan))?;
     r::execute_kafka(cfg, &plan)?;
     println!(
         "done: group {} moved on {} partition(s)",

@@ -72,6 +72,20 @@ pub struct Config {
     /// Batching, target table/collection and schema of `sink-mysql` and `sink-mongo`.
     #[serde(default)]
     pub sink: crate::stages::sinks::SinkConfig,
+    /// The clean stage: schema, raw → schema field mapping, batching. When present it is
+    /// checked against its schema file at load; `etl-pipe clean` without it uses the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean: Option<crate::stages::clean::CleanConfig>,
+    /// The score stage: windows, schemas, profiled fields, baseline. When present it is
+    /// checked against its schema files at load; `etl-pipe score` without it uses the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<crate::stages::score::ScoreConfig>,
+    /// Logs, the logs topic, metrics and the health server (`crate::observability`).
+    #[serde(default)]
+    pub observability: crate::observability::ObservabilityConfig,
+    /// The HTTP source of `extract`.
+    #[serde(default)]
+    pub extract: crate::stages::extract::config::ExtractConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,10 +214,12 @@ pub enum TopicRole {
     Quality,
     Logs,
     ExtractState,
+    /// Compacted store of the score stage's baseline (one record per pipeline).
+    ScoreBaseline,
 }
 
 impl TopicRole {
-    pub const ALL: [TopicRole; 8] = [
+    pub const ALL: [TopicRole; 9] = [
         TopicRole::Raw,
         TopicRole::Cleaned,
         TopicRole::Scored,
@@ -212,6 +228,7 @@ impl TopicRole {
         TopicRole::Quality,
         TopicRole::Logs,
         TopicRole::ExtractState,
+        TopicRole::ScoreBaseline,
     ];
 
     /// The config key of the role under `[topics]`.
@@ -225,6 +242,7 @@ impl TopicRole {
             TopicRole::Quality => "quality",
             TopicRole::Logs => "logs",
             TopicRole::ExtractState => "extract_state",
+            TopicRole::ScoreBaseline => "score_baseline",
         }
     }
 
@@ -238,6 +256,7 @@ impl TopicRole {
             TopicRole::Quality => "etl.quality",
             TopicRole::Logs => "etl.logs",
             TopicRole::ExtractState => "etl.extract-state",
+            TopicRole::ScoreBaseline => "etl.score-baseline",
         }
     }
 }
@@ -289,6 +308,9 @@ pub struct TopicsConfig {
     /// Compacted topic holding the extractor's checkpoints.
     #[serde(default)]
     pub extract_state: TopicOverride,
+    /// Compacted topic holding the score stage's baseline (built from the first records).
+    #[serde(default)]
+    pub score_baseline: TopicOverride,
 }
 
 fn default_partitions() -> i32 {
@@ -315,6 +337,7 @@ impl Default for TopicsConfig {
             quality: Default::default(),
             logs: Default::default(),
             extract_state: Default::default(),
+            score_baseline: Default::default(),
         }
     }
 }
@@ -342,6 +365,7 @@ impl TopicsConfig {
             TopicRole::Quality => &self.quality,
             TopicRole::Logs => &self.logs,
             TopicRole::ExtractState => &self.extract_state,
+            TopicRole::ScoreBaseline => &self.score_baseline,
         }
     }
 
@@ -365,7 +389,7 @@ impl TopicsConfig {
                 self.partitions,
             ),
             // Checkpoints: the latest value per key, kept forever.
-            TopicRole::ExtractState => (None, CleanupPolicy::Compact, 1),
+            TopicRole::ExtractState | TopicRole::ScoreBaseline => (None, CleanupPolicy::Compact, 1),
             _ => (
                 parse_retention("topics.retention", &self.retention)?,
                 CleanupPolicy::Delete,
@@ -719,6 +743,7 @@ impl Config {
         }
         self.topics.validate()?;
         self.quality.validate()?;
+        self.observability.validate()?;
         self.mysql.password.validate("mysql.password")?;
         if self.mysql.database.is_empty()
             || !self
@@ -756,6 +781,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(clean) = &self.clean {
+            clean.validate(self.kafka.transaction_timeout)?;
+        }
+        if let Some(score) = &self.score {
+            score.validate(self)?;
+        }
+        self.extract.validate()?;
         Ok(())
     }
 
@@ -770,6 +802,7 @@ impl Config {
         if let Some(p) = &self.mongo.password {
             v.push(p.describe("mongo.password"));
         }
+        v.extend(self.extract.secret_status());
         v
     }
 }
@@ -836,7 +869,7 @@ mod tests {
                 .cleanup_policy,
             CleanupPolicy::Compact
         );
-        assert_eq!(c.topics.all().unwrap().len(), 8);
+        assert_eq!(c.topics.all().unwrap().len(), 9);
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! - [`cli`]: the clap subcommands.
 //! - [`kafka`]: client setup, headers, the dead-letter envelope, topic management.
 //! - [`shutdown`]: the one cancellation signal every loop selects on.
+//! - [`sample_api`]: the demo HTTP API the extract stage pulls from (`etl-pipe sample-api`).
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod kafka;
+pub mod local;
 pub mod observability;
 pub mod quality;
 pub mod record;
+pub mod sample_api;
 pub mod shutdown;
 pub mod stages;

@@ -67,6 +67,7 @@ fn topics_apply_creates_then_reports_differences_without_changing() {
         "quality",
         "logs",
         "extract_state",
+        "score_baseline",
     ]
     .iter()
     .map(|r| {
@@ -92,12 +93,12 @@ fn topics_apply_creates_then_reports_differences_without_changing() {
         "{s}{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert_eq!(s.matches("created").count(), 8, "{s}");
+    assert_eq!(s.matches("created").count(), 9, "{s}");
 
     let second = run(&[]);
     let s = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{s}");
-    assert_eq!(s.matches("ok ").count(), 8, "{s}");
+    assert_eq!(s.matches("ok ").count(), 9, "{s}");
 
     let third = run(&[("ETL__TOPICS__RAW__PARTITIONS", "6")]);
     let s = String::from_utf8_lossy(&third.stdout);

@@ -234,7 +234,7 @@ start_ferretdb() {
   mkdir -p "$DATA/ferretdb"
   say "starting ferretdb on 127.0.0.1:$MONGO_PORT"
   nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" --listen-addr="127.0.0.1:$MONGO_PORT" \
-    --debug-addr=- --telemetry=disable --log-level=warn >"$RUN/ferretdb.log" 2>&1 &
+    --state-dir="$DATA/ferretdb" --debug-addr=- --telemetry=disable --log-level=warn >"$RUN/ferretdb.log" 2>&1 &
   echo $! >"$RUN/ferretdb.pid"
 }
 

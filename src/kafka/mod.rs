@@ -1,6 +1,8 @@
 //! Kafka plumbing shared by every stage: client configs (idempotent and transactional
 //! producers, read-committed consumers), the header names the pipeline uses, the
-//! dead-letter envelope, and topic management (`topics apply`).
+//! dead-letter envelope, topic management (`topics apply`), and the exactly-once
+//! consume–transform–produce loop ([`eos`]).
+pub mod eos;
 pub mod headers;
 pub mod topics;
 

@@ -96,9 +96,9 @@ pub async fn run(
     let topic = cfg.topics.name(from.role());
     let group = format!("{}.redrive", cfg.pipeline.name);
     let mut cc = crate::kafka::consumer_config(&cfg.kafka, &group);
-    // Committed data only; no group offsets are used or committed. EOF events tell when a
-    // partition is read to its end (the last offsets may be transaction markers, never seen).
-    cc.set("enable.partition.eof", "true");
+    // Committed data only; no group offsets are used or committed. The consumer position tells
+    // when a partition is read to its end (the last offsets may be transaction markers).
+    cc.set("enable.partition.eof", "false");
     let consumer: BaseConsumer = cc.create()?;
     let md = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
     let t = md
@@ -154,9 +154,16 @@ pub async fn run(
     let mut in_flight = FuturesUnordered::new();
     while !ends.is_empty() {
         let msg = match consumer.poll(Duration::from_millis(500)) {
-            None => continue,
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                ends.remove(&p);
+            None => {
+                if let Ok(pos) = consumer.position() {
+                    for e in pos.elements_for_topic(&topic) {
+                        if let Offset::Offset(o) = e.offset() {
+                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                                ends.remove(&e.partition());
+                            }
+                        }
+                    }
+                }
                 continue;
             }
             Some(Err(e)) => return Err(e.into()),

@@ -56,6 +56,7 @@ pub fn test_config(test: &str) -> Config {
     cfg.topics.quality.name = Some(format!("{p}.quality"));
     cfg.topics.logs.name = Some(format!("{p}.logs"));
     cfg.topics.extract_state.name = Some(format!("{p}.extract-state"));
+    cfg.topics.score_baseline.name = Some(format!("{p}.score-baseline"));
     cfg
 }
 

@@ -1,0 +1,76 @@
+"""Writes the configuration reference into README.md (between the CONFIG-REFERENCE markers)
+from the config structs' doc comments and the demo config's effective values.
+tests/readme.rs fails when a key is missing from the README, so run this after adding one:
+    ETL_MYSQL_PASSWORD=x ETL_API_TOKEN=y python3 scripts/config_reference.py
+"""
+import re, subprocess, tomllib
+
+SECTIONS = [  # (key prefix, file, struct)
+    ("pipeline", "src/config.rs", "PipelineConfig"),
+    ("kafka", "src/config.rs", "KafkaConfig"),
+    ("topics", "src/config.rs", "TopicsConfig"),
+    ("topics.<role>", "src/config.rs", "TopicOverride"),
+    ("mysql", "src/config.rs", "MysqlConfig"),
+    ("mongo", "src/config.rs", "MongoConfig"),
+    ("extract", "src/stages/extract/config.rs", "ExtractConfig"),
+    ("extract.pagination", "src/stages/extract/config.rs", "PaginationConfig"),
+    ("extract.auth", "src/stages/extract/config.rs", "AuthConfig"),
+    ("extract.retry", "src/stages/extract/config.rs", "RetryConfig"),
+    ("extract.probe", "src/stages/extract/config.rs", "ProbeConfig"),
+    ("clean", "src/stages/clean/config.rs", "CleanConfig"),
+    ("clean.fields.<field>", "src/stages/clean/config.rs", "FieldMapping"),
+    ("score", "src/stages/score/config.rs", "ScoreConfig"),
+    ("quality", "src/quality/decision.rs", "QualityConfig"),
+    ("quality.fields.<field>", "src/quality/decision.rs", "FieldThresholds"),
+    ("sink", "src/stages/sinks/mod.rs", "SinkConfig"),
+    ("sink.mysql", "src/stages/sinks/mod.rs", "SinkMysqlConfig"),
+    ("sink.mongo", "src/stages/sinks/mod.rs", "SinkMongoConfig"),
+    ("observability", "src/observability/mod.rs", "ObservabilityConfig"),
+]
+
+def fields(path, struct):
+    src = open(path).read()
+    m = re.search(r"pub struct " + struct + r"\s*\{(.*?)\n\}", src, re.S)
+    out, doc = [], []
+    for line in m.group(1).splitlines():
+        s = line.strip()
+        if s.startswith("///"):
+            doc.append(s[3:].strip())
+        elif s.startswith("#["):
+            continue
+        else:
+            f = re.match(r"pub (r#)?(\w+)\s*:", s)
+            if f:
+                out.append((f.group(2), " ".join(doc)))
+            doc = []
+    return out
+
+eff = tomllib.loads(subprocess.run(
+    ["./target/debug/etl-pipe", "config", "check", "--config", "config/demo.toml"],
+    capture_output=True, text=True, check=True).stdout)
+
+def value(key):
+    v = eff
+    for part in key.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return ""
+        v = v[part]
+    if isinstance(v, dict):
+        return ""
+    s = repr(v) if not isinstance(v, str) else f'"{v}"'
+    s = s.replace("True", "true").replace("False", "false").replace("|", "\\|")
+    return s if len(s) < 60 else s[:57] + "…"
+
+lines = ["| key | demo value | meaning |", "|---|---|---|"]
+for prefix, path, struct in SECTIONS:
+    for name, doc in fields(path, struct):
+        key = f"{prefix}.{name}"
+        sub = key if "<" not in key else ""
+        doc = doc.replace("|", "\\|")
+        lines.append(f"| `{key}` | {value(sub) if sub else ''} | {doc} |")
+table = "\n".join(lines)
+readme = open("README.md").read()
+start, end = "<!-- CONFIG-REFERENCE:START -->", "<!-- CONFIG-REFERENCE:END -->"
+i, j = readme.index(start) + len(start), readme.index(end)
+open("README.md", "w").write(readme[:i] + "\n" + table + "\n" + readme[j:])
+print(f"{len(lines) - 2} keys")

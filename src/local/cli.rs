@@ -1,0 +1,189 @@
+//! `etl-pipe demo` and `etl-pipe bench-e2e`: the whole pipeline on this machine.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::run::{self, Outcome};
+use super::{LocalError, LocalPipeline, SourceOptions};
+
+/// Options of `etl-pipe demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// How many league entries the sample API serves.
+    #[arg(long, default_value_t = 20_000)]
+    pub records: u64,
+    /// Serve clean data: no 429s, 5xx, malformed records, missing fields or drift.
+    #[arg(long)]
+    pub no_faults: bool,
+    /// Give up when not every record has landed after this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Where each run keeps its effective config and process logs.
+    #[arg(long, default_value = ".runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// Options of `etl-pipe bench-e2e`.
+#[derive(Debug, clap::Args)]
+pub struct BenchE2eArgs {
+    /// Records for the peak-rate run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Records for the run at half the peak rate (0 = skip it).
+    #[arg(long, default_value_t = 200_000)]
+    pub half_rate_records: u64,
+    /// Page size of the sample API in the peak run.
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: u64,
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[arg(long, default_value = ".runs")]
+    pub runs_dir: PathBuf,
+}
+
+fn run_id(prefix: &str) -> String {
+    format!("{prefix}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+}
+
+/// Runs the demo and prints its summary.
+pub async fn demo(exe: &Path, base_config: &Path, args: &DemoArgs) -> Result<(), LocalError> {
+    let source = if args.no_faults {
+        SourceOptions::plain(args.records)
+    } else {
+        SourceOptions::with_faults(args.records)
+    };
+    let id = run_id("demo");
+    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
+    eprintln!(
+        "run {id}: sample API on 127.0.0.1:{} serving {} entries{}; every stage is its own process (logs in {})",
+        p.api_port,
+        args.records,
+        if args.no_faults { "" } else { " with faults (429s, 5xx, malformed, missing fields, drift)" },
+        p.dir.display()
+    );
+    let o = run::run(&mut p, &[], args.timeout, true).await?;
+    print!("{}", run::render(&p, &o));
+    Ok(())
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
+    let mut s = String::new();
+    let rate = |r: Option<f64>| {
+        r.map(|x| format!("{x:>10.0}/s"))
+            .unwrap_or_else(|| format!("{:>12}", "-"))
+    };
+    let _ = writeln!(
+        s,
+        "  {:<11} {:>12} {:>9} {:>9} {:>10}",
+        "stage", "records/s", "CPU s", "CPU %", "peak RSS"
+    );
+    let secs = o.elapsed.as_secs_f64().max(0.001);
+    let res = |name: &str| o.resources.get(name).copied();
+    let mut line = |name: &str, r: Option<f64>| {
+        let (cpu, rss) = res(name)
+            .map(|(c, m)| (format!("{c:.1}"), format!("{:.1} MiB", mib(m))))
+            .unwrap_or(("-".into(), "-".into()));
+        let pct = res(name)
+            .map(|(c, _)| format!("{:.0}", 100.0 * c / secs))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(s, "  {name:<11} {} {cpu:>9} {pct:>9} {rss:>10}", rate(r));
+    };
+    line("extract", o.topics.get("raw").and_then(|c| c.rate()));
+    line("clean", o.topics.get("cleaned").and_then(|c| c.rate()));
+    line("score", o.topics.get("scored").and_then(|c| c.rate()));
+    let mysql_rate = o
+        .mysql_span_ms
+        .and_then(|(a, b)| (b > a).then(|| o.mysql_rows as f64 / ((b - a) as f64 / 1000.0)));
+    line("sink-mysql", mysql_rate);
+    line("sink-mongo", None);
+    line("sample-api", None);
+    let _ = p;
+    s
+}
+
+fn latency_line(o: &Outcome) -> String {
+    let l = &o.latencies_ms;
+    let q = |x| {
+        super::tally::quantile(l, x)
+            .map(|v| format!("{v:.0} ms"))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "p50 {}  p95 {}  p99 {}  (n = {})",
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        l.len()
+    )
+}
+
+/// The end-to-end benchmark: peak rate, then the latency at half of it.
+pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result<(), LocalError> {
+    let mut source = SourceOptions::plain(args.records);
+    source.page_size = args.page_size;
+    source.tiers = [
+        "DIAMOND", "EMERALD", "PLATINUM", "GOLD", "SILVER", "BRONZE", "IRON",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    source.divisions = ["I", "II", "III", "IV"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let id = run_id("bench");
+    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
+    eprintln!("peak run {id}: {} records, unlimited rate", args.records);
+    let o = run::run(&mut p, &[], args.timeout, true).await?;
+    let peak = o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══"
+    );
+    println!(
+        "peak run: {} records in {:.1} s = {:.0} records/s end to end (API → MySQL and MongoDB)",
+        o.source_records,
+        o.elapsed.as_secs_f64(),
+        peak
+    );
+    print!("{}", stage_rates(&p, &o));
+    println!(
+        "  API fetch → MySQL commit latency at peak: {}",
+        latency_line(&o)
+    );
+    drop(p);
+
+    if args.half_rate_records > 0 {
+        let mut half = SourceOptions::plain(args.half_rate_records);
+        half.page_size = 100;
+        let req_per_s = ((peak / 2.0) / half.page_size as f64).floor().max(1.0);
+        half.api_rate_limit = Some(req_per_s as u32 + 1);
+        half.extract_rate_limit = req_per_s;
+        let id = run_id("bench-half");
+        let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, half, &[])?;
+        eprintln!(
+            "half-rate run {id}: {} records at ≈ {:.0} records/s",
+            args.half_rate_records,
+            req_per_s * 100.0
+        );
+        let o = run::run(&mut p, &[], args.timeout, true).await?;
+        println!(
+            "\nhalf-rate run: {} records at ≈ {:.0} records/s offered ({:.0}/s achieved)",
+            o.source_records,
+            req_per_s * 100.0,
+            o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001)
+        );
+        print!("{}", stage_rates(&p, &o));
+        println!(
+            "  API fetch → MySQL commit latency at half rate: {}",
+            latency_line(&o)
+        );
+    }
+    Ok(())
+}

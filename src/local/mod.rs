@@ -1,0 +1,393 @@
+//! Runs the whole pipeline on this machine as separate processes — the sample API and every
+//! stage — against the local stack, and tallies where every source record ended up. Used by
+//! `etl-pipe demo` (the README's first command), the end-to-end test and `etl-pipe bench-e2e`.
+//!
+//! Each run gets its own pipeline name, topics, MySQL table and Mongo collection (`<run id>`),
+//! so runs never see each other's data and their counts are exact.
+pub mod cli;
+pub mod run;
+pub mod tally;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, TopicRole};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Topics(#[from] crate::kafka::topics::TopicsError),
+    #[error("mysql: {0}")]
+    Mysql(String),
+    #[error("mongo: {0}")]
+    Mongo(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
+    let what = what.into();
+    move |source| LocalError::Io { what, source }
+}
+
+/// The sample API's data and faults for a run.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub records: u64,
+    pub page_size: u64,
+    pub tiers: Vec<String>,
+    pub divisions: Vec<String>,
+    /// Requests/s the API answers before it sends 429 (`None` = unlimited).
+    pub api_rate_limit: Option<u32>,
+    /// Requests/s the extractor allows itself (0 = unlimited).
+    pub extract_rate_limit: f64,
+    pub fail_rate: f64,
+    pub malformed_rate: f64,
+    pub missing_rate: f64,
+    pub drift_after_pages: Option<u64>,
+    pub seed: u64,
+}
+
+impl SourceOptions {
+    /// A clean source of `records` entries.
+    pub fn plain(records: u64) -> Self {
+        SourceOptions {
+            records,
+            page_size: 200,
+            tiers: vec!["DIAMOND".into(), "EMERALD".into()],
+            divisions: vec!["I".into()],
+            api_rate_limit: None,
+            extract_rate_limit: 0.0,
+            fail_rate: 0.0,
+            malformed_rate: 0.0,
+            missing_rate: 0.0,
+            drift_after_pages: None,
+            seed: 42,
+        }
+    }
+
+    /// The demo's faults: 429s, 5xx, malformed records, missing fields, and a drift in the
+    /// last third of every stream.
+    pub fn with_faults(records: u64) -> Self {
+        let mut s = Self::plain(records);
+        let pages_per_stream = records
+            .div_ceil(s.tiers.len() as u64 * s.divisions.len() as u64)
+            .div_ceil(s.page_size);
+        s.api_rate_limit = Some(40);
+        s.extract_rate_limit = 50.0;
+        s.fail_rate = 0.05;
+        s.malformed_rate = 0.005;
+        s.missing_rate = 0.02;
+        s.drift_after_pages = Some((pages_per_stream * 2 / 3).max(1));
+        s
+    }
+}
+
+/// A running local pipeline.
+pub struct LocalPipeline {
+    exe: PathBuf,
+    /// The config file every process reads (`ETL_CONFIG`), overridden by `env`.
+    pub base_config: PathBuf,
+    /// Run directory: effective config, one log file per process.
+    pub dir: PathBuf,
+    pub run_id: String,
+    /// The `ETL__*` overrides every process of the run gets.
+    pub env: Vec<(String, String)>,
+    /// The effective config (base file + overrides).
+    pub cfg: Config,
+    pub source: SourceOptions,
+    pub api_port: u16,
+    children: BTreeMap<String, Child>,
+    restarts: BTreeMap<String, u32>,
+}
+
+/// Stages in start order (sinks first so they are ready when data arrives).
+pub const STAGES: [&str; 4] = ["sink-mysql", "sink-mongo", "score", "clean"];
+
+fn free_port() -> Result<u16, LocalError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
+    Ok(l.local_addr().map_err(io("reading a bound port"))?.port())
+}
+
+impl LocalPipeline {
+    /// Prepares a run: names, ports, config. `base_config` is the TOML file the stages read.
+    pub fn prepare(
+        exe: &Path,
+        base_config: &Path,
+        runs_dir: &Path,
+        run_id: &str,
+        source: SourceOptions,
+        extra_env: &[(String, String)],
+    ) -> Result<LocalPipeline, LocalError> {
+        let dir = runs_dir.join(run_id);
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let api_port = free_port()?;
+        let table = run_id.replace(['-', '.'], "_");
+        let mut env: Vec<(String, String)> = vec![
+            ("ETL__PIPELINE__NAME".into(), run_id.into()),
+            ("ETL__SINK__MYSQL__TABLE".into(), format!("league_entry_{table}")),
+            ("ETL__SINK__MONGO__COLLECTION".into(), format!("league_entry_{table}")),
+            (
+                "ETL__EXTRACT__URL".into(),
+                format!("http://127.0.0.1:{api_port}/lol/league-exp/v4/entries/{{queue}}/{{tier}}/{{division}}"),
+            ),
+            (
+                "ETL__EXTRACT__PROBE__URL".into(),
+                format!("http://127.0.0.1:{api_port}/lol/status/v4/platform-data"),
+            ),
+            ("ETL__EXTRACT__VARS__QUEUE".into(), "[\"RANKED_SOLO_5x5\"]".into()),
+            ("ETL__EXTRACT__VARS__TIER".into(), toml_list(&source.tiers)),
+            ("ETL__EXTRACT__VARS__DIVISION".into(), toml_list(&source.divisions)),
+            ("ETL__EXTRACT__RATE_LIMIT".into(), format!("{:.1}", source.extract_rate_limit)),
+            ("ETL__OBSERVABILITY__LOG_FORMAT".into(), "json".into()),
+        ];
+        for role in TopicRole::ALL {
+            env.push((
+                format!("ETL__TOPICS__{}__NAME", role.key().to_uppercase()),
+                format!("{run_id}.{}", role.key().replace('_', "-")),
+            ));
+        }
+        env.extend(extra_env.iter().cloned());
+        let text = std::fs::read_to_string(base_config)
+            .map_err(io(format!("reading {}", base_config.display())))?;
+        let mut all_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
+            .collect();
+        all_env.extend(
+            env.iter()
+                .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
+                .cloned(),
+        );
+        let cfg = Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
+        std::fs::write(dir.join("config.toml"), cfg.to_toml())
+            .map_err(io("writing the run's config"))?;
+        let base_config = std::fs::canonicalize(base_config)
+            .map_err(io(format!("resolving {}", base_config.display())))?;
+        Ok(LocalPipeline {
+            exe: exe.to_path_buf(),
+            base_config,
+            dir,
+            run_id: run_id.into(),
+            env,
+            cfg,
+            source,
+            api_port,
+            children: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+        })
+    }
+
+    /// Path of a process's log file.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// Starts `etl-pipe <args>` as process `name`, its output appended to `<name>.log`.
+    pub fn spawn(&mut self, name: &str, args: &[String]) -> Result<(), LocalError> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .map_err(io(format!("opening {name}.log")))?;
+        let err = log.try_clone().map_err(io("cloning a log handle"))?;
+        let port = free_port()?;
+        let child = Command::new(&self.exe)
+            .args(args)
+            .envs(self.env.iter().map(|(a, b)| (a, b)))
+            .env("ETL_CONFIG", &self.base_config)
+            .env("ETL__OBSERVABILITY__HTTP_PORT", port.to_string())
+            .env("ETL_API_TOKEN", "demo-token")
+            .env("SAMPLE_API_TOKEN", "demo-token")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(io(format!("starting {name}")))?;
+        self.children.insert(name.into(), child);
+        Ok(())
+    }
+
+    /// Creates the run's topics.
+    pub async fn apply_topics(&self) -> Result<(), LocalError> {
+        let specs = self.cfg.topics.all()?;
+        crate::kafka::topics::apply(&self.cfg.kafka, &specs).await?;
+        Ok(())
+    }
+
+    /// Starts the sample API and waits until it answers.
+    pub async fn start_sample_api(&mut self) -> Result<(), LocalError> {
+        let s = &self.source;
+        let mut args: Vec<String> = vec![
+            "sample-api".into(),
+            "--port".into(),
+            self.api_port.to_string(),
+            "--records".into(),
+            s.records.to_string(),
+            "--page-size".into(),
+            s.page_size.to_string(),
+            "--seed".into(),
+            s.seed.to_string(),
+            "--queues".into(),
+            "RANKED_SOLO_5x5".into(),
+            "--tiers".into(),
+            s.tiers.join(","),
+            "--divisions".into(),
+            s.divisions.join(","),
+            "--fail-rate".into(),
+            s.fail_rate.to_string(),
+            "--malformed-rate".into(),
+            s.malformed_rate.to_string(),
+            "--missing-rate".into(),
+            s.missing_rate.to_string(),
+        ];
+        if let Some(r) = s.api_rate_limit {
+            args.extend(["--rate-limit".into(), r.to_string()]);
+        }
+        if let Some(d) = s.drift_after_pages {
+            args.extend(["--drift-after-pages".into(), d.to_string()]);
+        }
+        self.spawn("sample-api", &args)?;
+        let url = format!("http://127.0.0.1:{}/healthz", self.api_port);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            self.check_alive("sample-api")?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(LocalError::Other(format!(
+            "the sample API did not answer within 20s (log: {})",
+            self.log_path("sample-api").display()
+        )))
+    }
+
+    /// Starts a stage (`clean`, `score`, `sink-mysql`, `sink-mongo`, or `extract` with args).
+    pub fn start(&mut self, stage: &str, extra: &[&str]) -> Result<(), LocalError> {
+        let mut args: Vec<String> = vec![stage.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(stage, &args)
+    }
+
+    /// Fails when a process exited (names its log).
+    pub fn check_alive(&mut self, name: &str) -> Result<(), LocalError> {
+        if let Some(c) = self.children.get_mut(name) {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(LocalError::Other(format!(
+                    "{name} exited ({status}); last lines of {}:\n{}",
+                    self.log_path(name).display(),
+                    tail(&self.log_path(name), 15)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The exit status of a process if it has exited.
+    pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        self.children
+            .get_mut(name)
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The pid of a running process.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name).map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self, name: &str) -> Result<(), LocalError> {
+        if let Some(mut c) = self.children.remove(name) {
+            c.kill().map_err(io(format!("killing {name}")))?;
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Starts a stage again after a kill (its log continues in the same file).
+    pub fn restart(&mut self, stage: &str, extra: &[&str]) -> Result<(), LocalError> {
+        *self.restarts.entry(stage.into()).or_default() += 1;
+        self.start(stage, extra)
+    }
+
+    /// Resource use of a live process: (CPU seconds, peak RSS bytes) from /proc.
+    pub fn resources(&self, name: &str) -> Option<(f64, u64)> {
+        let pid = self.pid(name)?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = 100.0; // USER_HZ on Linux
+        let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse::<u64>().ok())?;
+        Some((cpu, hwm * 1024))
+    }
+
+    /// SIGTERM to every process (graceful: stages commit the batch in hand), then SIGKILL
+    /// whatever is still running after `grace`.
+    pub fn stop_all(&mut self, grace: Duration) {
+        for (_, c) in self.children.iter_mut() {
+            if let Ok(None) = c.try_wait() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(c.id().to_string())
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for (_, c) in self.children.iter_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.children.clear();
+    }
+
+    pub fn restarts(&self) -> &BTreeMap<String, u32> {
+        &self.restarts
+    }
+}
+
+impl Drop for LocalPipeline {
+    fn drop(&mut self) {
+        self.stop_all(Duration::from_secs(10));
+    }
+}
+
+fn toml_list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The last `n` lines of a file (for error messages).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,290 @@
+//! One local run from start to finish: topics, sample API, every stage, `extract --once`,
+//! wait until every record is accounted for, then the summary.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use super::tally::{self, Failed, TopicCount, Window};
+use super::{LocalError, LocalPipeline, STAGES};
+use crate::config::TopicRole;
+
+/// A crash to inject: SIGKILL `stage` once `after` records have reached MySQL, then restart it.
+#[derive(Debug, Clone)]
+pub struct Crash {
+    pub stage: String,
+    pub after_rows: u64,
+}
+
+/// Where everything ended up.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub source_records: u64,
+    pub topics: BTreeMap<&'static str, TopicCount>,
+    pub dead_letters: Failed,
+    pub quarantine: Failed,
+    pub windows: Vec<Window>,
+    pub mysql_rows: u64,
+    pub mongo_docs: u64,
+    pub latencies_ms: Vec<f64>,
+    pub elapsed: Duration,
+    pub mysql_span_ms: Option<(i64, i64)>,
+    /// Per process: (CPU seconds, peak RSS bytes), read just before the stop.
+    pub resources: BTreeMap<String, (f64, u64)>,
+    pub crashes: Vec<String>,
+    pub table: String,
+}
+
+/// Runs the pipeline until all records are accounted for (or `timeout`).
+pub async fn run(
+    p: &mut LocalPipeline,
+    crashes: &[Crash],
+    timeout: Duration,
+    progress: bool,
+) -> Result<Outcome, LocalError> {
+    p.apply_topics().await?;
+    p.start_sample_api().await?;
+    for s in STAGES {
+        p.start(s, &[])?;
+    }
+    let cfg = p.cfg.clone();
+    let table = tally::mysql_table(&cfg)?;
+    let pool = tally::mysql_pool(&cfg).await?;
+    let coll = tally::mongo_collection(&cfg).await?;
+
+    let started = Instant::now();
+    p.start("extract", &["--once"])?;
+    let mut pending: Vec<Crash> = crashes.to_vec();
+    let mut crashed = Vec::new();
+    let mut raw_total: Option<u64> = None;
+    let mut last_print = Instant::now();
+    loop {
+        for s in STAGES {
+            p.check_alive(s)?;
+        }
+        if raw_total.is_none() {
+            if let Some(status) = p.exited("extract") {
+                if !status.success() {
+                    return Err(LocalError::Other(format!(
+                        "extract exited with {status}; last lines of {}:\n{}",
+                        p.log_path("extract").display(),
+                        super::tail(&p.log_path("extract"), 20)
+                    )));
+                }
+                raw_total = Some(tally::count_topic(&cfg, TopicRole::Raw)?.records);
+            }
+        }
+        let rows = tally::mysql_rows(&pool, &table).await?;
+        let docs = tally::mongo_docs(&coll).await?;
+        if let Some(i) = pending.iter().position(|c| rows >= c.after_rows) {
+            let c = pending.remove(i);
+            p.kill9(&c.stage)?;
+            crashed.push(format!(
+                "{} killed with SIGKILL at {rows} rows, restarted",
+                c.stage
+            ));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            p.restart(&c.stage, &[])?;
+        }
+        let dl = tally::failed(&cfg, TopicRole::DeadLetter)?;
+        let q = tally::failed(&cfg, TopicRole::Quarantine)?.total();
+        let upstream = dl.count_stage("clean") + dl.count_stage("score");
+        if progress && last_print.elapsed() > Duration::from_secs(2) {
+            last_print = Instant::now();
+            eprintln!(
+                "  … {:>5.1}s  raw {}  mysql rows {rows}  mongo docs {docs}  dead letters {}  quarantined {q}",
+                started.elapsed().as_secs_f64(),
+                raw_total.map(|r| r.to_string()).unwrap_or_else(|| "(extracting)".into()),
+                dl.total()
+            );
+        }
+        if let Some(raw) = raw_total {
+            let mysql_done = rows + upstream + q + dl.count_stage("sink-mysql") >= raw;
+            let mongo_done = docs + upstream + q + dl.count_stage("sink-mongo") >= raw;
+            if mysql_done && mongo_done && pending.is_empty() {
+                break;
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(LocalError::Other(format!(
+                "not every record landed within {timeout:?}: raw {raw_total:?}, mysql rows {rows}, mongo docs {docs}, \
+                 dead letters {}, quarantined {q}; logs in {}",
+                dl.total(),
+                p.dir.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let elapsed = started.elapsed();
+    let mut resources = BTreeMap::new();
+    for s in STAGES.iter().chain(["sample-api"].iter()) {
+        if let Some(r) = p.resources(s) {
+            resources.insert(s.to_string(), r);
+        }
+    }
+    // Graceful stop: stages finish and commit what they hold.
+    p.stop_all(Duration::from_secs(30));
+
+    let mut topics = BTreeMap::new();
+    for role in [
+        TopicRole::Raw,
+        TopicRole::Cleaned,
+        TopicRole::Scored,
+        TopicRole::Quality,
+        TopicRole::Logs,
+    ] {
+        topics.insert(role.key(), tally::count_topic(&cfg, role)?);
+    }
+    let source_records = p.source.records;
+    Ok(Outcome {
+        source_records,
+        topics,
+        dead_letters: tally::failed(&cfg, TopicRole::DeadLetter)?,
+        quarantine: tally::failed(&cfg, TopicRole::Quarantine)?,
+        windows: tally::windows(&cfg)?,
+        mysql_rows: tally::mysql_rows(&pool, &table).await?,
+        mongo_docs: tally::mongo_docs(&coll).await?,
+        latencies_ms: tally::latencies_ms(&pool, &table).await?,
+        elapsed,
+        mysql_span_ms: tally::load_span_ms(&pool, &table).await?,
+        resources,
+        crashes: crashed,
+        table,
+    })
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.0} ms"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The summary a person reads at a glance.
+pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
+    let mut s = String::new();
+    let cfg = &p.cfg;
+    let _ = writeln!(s, "\n═══ etl-pipe run {} ═══", p.run_id);
+    let _ = writeln!(
+        s,
+        "source: sample API, {} league entries ({} streams, page size {})",
+        o.source_records,
+        p.source.tiers.len() * p.source.divisions.len(),
+        p.source.page_size
+    );
+    let _ = writeln!(s, "\nRecords per topic (committed)");
+    for (k, c) in &o.topics {
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>9}   {}",
+            k,
+            c.records,
+            cfg.topics.name(role_of(k))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  {:<10} {:>9}   {}",
+        "dead-letter",
+        o.dead_letters.total(),
+        cfg.topics.name(TopicRole::DeadLetter)
+    );
+    let _ = writeln!(
+        s,
+        "  {:<10} {:>9}   {}",
+        "quarantine",
+        o.quarantine.total(),
+        cfg.topics.name(TopicRole::Quarantine)
+    );
+    let _ = writeln!(s, "\nLanded");
+    let _ = writeln!(
+        s,
+        "  MySQL   {:>9} rows       {}.{}",
+        o.mysql_rows, cfg.mysql.database, o.table
+    );
+    let _ = writeln!(
+        s,
+        "  MongoDB {:>9} documents  {}.{}",
+        o.mongo_docs,
+        cfg.mongo.database,
+        cfg.sink.mongo.collection.clone().unwrap_or_default()
+    );
+    let _ = writeln!(s, "\nDead letters by reason");
+    if o.dead_letters.by_reason.is_empty() {
+        let _ = writeln!(s, "  none");
+    }
+    for ((stage, kind), n) in &o.dead_letters.by_reason {
+        let _ = writeln!(s, "  {stage:<11} {kind:<22} {n:>7}");
+    }
+    let _ = writeln!(s, "\nQuality windows (score)");
+    let mut by: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for w in &o.windows {
+        let e = by.entry(w.decision.as_str()).or_default();
+        e.0 += 1;
+        e.1 += w.rows;
+    }
+    for (d, (n, rows)) in &by {
+        let dest = if *d == "FAIL" {
+            "→ quarantine"
+        } else {
+            "→ scored"
+        };
+        let _ = writeln!(s, "  {d:<5} {n:>4} windows  {rows:>8} records  {dest}");
+    }
+    if let Some(w) = o.windows.iter().find(|w| w.decision == "FAIL") {
+        let _ = writeln!(
+            s,
+            "  e.g. {} FAIL: {}",
+            w.id,
+            w.reasons.first().cloned().unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "\nSpeed");
+    let secs = o.elapsed.as_secs_f64();
+    let _ = writeln!(
+        s,
+        "  {:.1} s from the first API request until every record had landed: {:.0} records/s end to end",
+        secs,
+        o.source_records as f64 / secs.max(0.001)
+    );
+    let l = &o.latencies_ms;
+    let _ = writeln!(
+        s,
+        "  API fetch → MySQL commit latency: p50 {}  p95 {}  p99 {}  max {}",
+        fmt_ms(tally::quantile(l, 0.50)),
+        fmt_ms(tally::quantile(l, 0.95)),
+        fmt_ms(tally::quantile(l, 0.99)),
+        fmt_ms(l.last().copied())
+    );
+    for c in &o.crashes {
+        let _ = writeln!(s, "  crash test: {c}");
+    }
+    let _ = writeln!(s, "\nWhere to look next");
+    let cfgp = p.dir.join("config.toml");
+    let _ = writeln!(s, "  etl-pipe status --config {}", cfgp.display());
+    let _ = writeln!(
+        s,
+        "  logs topic {} (JSON, one event per line; Kafdrop: see kafdrop/README.md)",
+        cfg.topics.name(TopicRole::Logs)
+    );
+    let _ = writeln!(s, "  process logs: {}", p.dir.display());
+    let _ = writeln!(
+        s,
+        "  mysql -h127.0.0.1 -uetl -p {} -e 'SELECT * FROM `{}` LIMIT 5'",
+        cfg.mysql.database, o.table
+    );
+    let _ = writeln!(
+        s,
+        "  etl-pipe redrive --config {} --from quarantine --dry-run",
+        cfgp.display()
+    );
+    let _ = writeln!(
+        s,
+        "\nThe local stack keeps running. Stop it with: bash deploy/local/stack.sh down"
+    );
+    s
+}
+
+fn role_of(key: &str) -> TopicRole {
+    TopicRole::ALL
+        .into_iter()
+        .find(|r| r.key() == key)
+        .unwrap_or(TopicRole::Raw)
+}

@@ -1,0 +1,101 @@
+//! The metric names every stage records, in one place, so dashboards and alerts can rely on
+//! them. Record with the `metrics` macros and these constants:
+//!
+//! ```
+//! use etl_pipe::observability::names;
+//! metrics::counter!(names::RECORDS_IN, "topic" => "etl.raw").increment(500);
+//! metrics::histogram!(names::BATCH_SECONDS).record(0.042);
+//! ```
+//!
+//! Labels stay low-cardinality: a topic, a partition, an error kind, an HTTP status, a
+//! decision. Never a record key, a trace id, an offset or a message. The exporter adds
+//! `stage="<stage>"` to every series (a global label set by `observability::init`), so stage
+//! code does not pass it.
+//!
+//! In a hot loop, look the handle up once (`let c = metrics::counter!(...)`) and call
+//! `c.increment(n)` per batch; each macro call hashes its name and labels.
+
+/// Counter, labels `topic`: records read from Kafka (or, for extract, received from the API
+/// with `topic="api"`).
+pub const RECORDS_IN: &str = "etl_records_in_total";
+/// Counter, labels `topic`: records written (to a topic, or `topic="mysql"` / `"mongo"` for
+/// the sinks), counted after the write is durable (delivery report, commit).
+pub const RECORDS_OUT: &str = "etl_records_out_total";
+/// Counter, labels `kind`: records sent to the dead-letter topic, by `etl.error.kind`.
+pub const DEAD_LETTERS: &str = "etl_dead_letters_total";
+/// Counter, labels `decision` (`pass`/`warn`/`fail`): quality windows decided by score.
+pub const WINDOWS: &str = "etl_quality_windows_total";
+/// Counter: records held in quarantine (windows that failed the quality check).
+pub const QUARANTINED: &str = "etl_quarantined_records_total";
+/// Histogram (records): size of each batch a stage processes or writes.
+pub const BATCH_SIZE: &str = "etl_batch_size";
+/// Histogram (seconds): wall time of each batch, from its first record to its commit.
+pub const BATCH_SECONDS: &str = "etl_batch_seconds";
+/// Histogram (seconds): a Kafka or database transaction from begin to commit/abort.
+pub const TRANSACTION_SECONDS: &str = "etl_transaction_seconds";
+/// Counter: transactions aborted (Kafka or database); the batch is then retried.
+pub const TRANSACTION_ABORTS: &str = "etl_transaction_aborts_total";
+/// Counter, labels `kind`: retriable failures that were backed off and retried
+/// (`broker`, `database`, `http_5xx`, `http_429`, `timeout`, ...).
+pub const RETRIES: &str = "etl_retries_total";
+/// Counter, labels `status` (the numeric code, or `error` when no response came): HTTP
+/// requests made by extract to the source API.
+pub const HTTP_REQUESTS: &str = "etl_http_requests_total";
+/// Histogram (seconds), labels `status`: duration of each HTTP request to the source API.
+pub const HTTP_REQUEST_SECONDS: &str = "etl_http_request_seconds";
+/// Gauge, labels `topic`, `partition`: records between this consumer's position and the
+/// partition's end (last stable offset under read_committed). Set by
+/// [`crate::observability::lag`].
+pub const CONSUMER_LAG: &str = "etl_consumer_lag";
+/// Gauge: partitions currently assigned to this instance.
+pub const ASSIGNED_PARTITIONS: &str = "etl_assigned_partitions";
+/// Counter, labels `reason` (`queue_full`, `produce_error`, `delivery_failed`): log events
+/// that did not reach the logs topic.
+pub const LOG_EVENTS_DROPPED: &str = "etl_log_events_dropped_total";
+/// Counter: log events delivered to the logs topic.
+pub const LOG_EVENTS_SENT: &str = "etl_log_events_sent_total";
+
+/// Histogram buckets for every `*_seconds` metric: 1 ms to 2 min.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Histogram buckets for `etl_batch_size`: 1 record to 100 000.
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 50000.0,
+    100000.0,
+];
+
+/// Registers the HELP text of every metric above (shown on `/metrics` once a series exists).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(RECORDS_IN, "Records read from the stage's input");
+    describe_counter!(RECORDS_OUT, "Records durably written by the stage");
+    describe_counter!(DEAD_LETTERS, "Records sent to the dead-letter topic");
+    describe_counter!(WINDOWS, "Quality windows by decision");
+    describe_counter!(QUARANTINED, "Records sent to quarantine");
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Records per batch");
+    describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Batch wall time");
+    describe_histogram!(
+        TRANSACTION_SECONDS,
+        Unit::Seconds,
+        "Transaction time, begin to commit or abort"
+    );
+    describe_counter!(TRANSACTION_ABORTS, "Aborted transactions");
+    describe_counter!(RETRIES, "Retriable failures that were retried");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests to the source API by status");
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "HTTP request duration to the source API"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records between the consumer position and the partition end"
+    );
+    describe_gauge!(ASSIGNED_PARTITIONS, "Partitions assigned to this instance");
+    describe_counter!(
+        LOG_EVENTS_DROPPED,
+        "Log events that did not reach the logs topic"
+    );
+    describe_counter!(LOG_EVENTS_SENT, "Log events delivered to the logs topic");
+}

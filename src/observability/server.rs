@@ -1,0 +1,307 @@
+//! The per-stage HTTP server (`/metrics`, `/healthz`, `/readyz`), the Prometheus recorder
+//! behind `/metrics`, and the [`Health`] handle a stage updates to say whether it is ready.
+//!
+//! - `/healthz`: 200 while the process runs (liveness).
+//! - `/readyz`: 200 when every check the stage requires is met (Kafka reachable, database
+//!   connected, partitions assigned), else 503; the JSON body says what is missing.
+//! - `/metrics`: Prometheus text format, rendered from the global `metrics` recorder.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::observability::names;
+
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+static HEALTH: OnceLock<Health> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the global `metrics` recorder (once per process; later
+/// calls return the first handle). `stage`, when given, becomes a `stage` label on every
+/// series. If another recorder was installed first, the returned handle renders nothing and a
+/// line says so on stderr.
+pub fn install_metrics(stage: Option<&str>) -> PrometheusHandle {
+    RECORDER
+        .get_or_init(|| {
+            let b = builder(stage).unwrap_or_else(|e| {
+                eprintln!("etl-pipe: default histogram buckets used ({e})");
+                let b = PrometheusBuilder::new();
+                match stage {
+                    Some(s) => b.add_global_label("stage", s),
+                    None => b,
+                }
+            });
+            let recorder = b.build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                eprintln!("etl-pipe: metrics recorder not installed ({e}); /metrics will be empty");
+            }
+            names::describe();
+            // Upkeep drains histogram samples even when nobody scrapes /metrics.
+            let h = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("etl-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    h.run_upkeep();
+                });
+            handle
+        })
+        .clone()
+}
+
+fn builder(stage: Option<&str>) -> Result<PrometheusBuilder, BuildError> {
+    let mut b = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), names::LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(names::BATCH_SIZE.into()),
+            names::BATCH_SIZE_BUCKETS,
+        )?;
+    if let Some(s) = stage {
+        b = b.add_global_label("stage", s);
+    }
+    Ok(b)
+}
+
+/// A readiness check a stage can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The stage's Kafka clients reach the cluster.
+    Kafka,
+    /// The stage's consumer has at least one partition assigned.
+    Partitions,
+    /// The stage's database (MySQL or MongoDB) is connected.
+    Database,
+}
+
+impl Check {
+    fn bit(self) -> u8 {
+        match self {
+            Check::Kafka => 1,
+            Check::Partitions => 2,
+            Check::Database => 4,
+        }
+    }
+
+    /// The checks a stage requires by default, by stage name.
+    pub fn defaults_for(stage: &str) -> &'static [Check] {
+        match stage {
+            "clean" | "score" => &[Check::Kafka, Check::Partitions],
+            "sink-mysql" | "sink-mongo" => &[Check::Kafka, Check::Partitions, Check::Database],
+            _ => &[Check::Kafka],
+        }
+    }
+}
+
+/// What a stage reports about itself; cheap to clone (one `Arc`), safe from any thread.
+#[derive(Clone, Debug)]
+pub struct Health {
+    inner: Arc<HealthInner>,
+}
+
+#[derive(Debug)]
+struct HealthInner {
+    required: AtomicU8,
+    kafka: AtomicBool,
+    db: AtomicBool,
+    partitions: AtomicUsize,
+}
+
+/// The `/readyz` body.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// The required checks that are not met: `kafka`, `partitions`, `database`.
+    pub missing: Vec<&'static str>,
+    pub kafka_connected: bool,
+    pub db_connected: bool,
+    pub assigned_partitions: usize,
+    pub required: Vec<&'static str>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new(&[Check::Kafka])
+    }
+}
+
+impl Health {
+    /// A new handle requiring `checks`; nothing is met yet.
+    pub fn new(checks: &[Check]) -> Self {
+        let h = Health {
+            inner: Arc::new(HealthInner {
+                required: AtomicU8::new(0),
+                kafka: AtomicBool::new(false),
+                db: AtomicBool::new(false),
+                partitions: AtomicUsize::new(0),
+            }),
+        };
+        h.require(checks);
+        h
+    }
+
+    /// Replaces the set of required checks.
+    pub fn require(&self, checks: &[Check]) {
+        let bits = checks.iter().fold(0, |a, c| a | c.bit());
+        self.inner.required.store(bits, Ordering::Relaxed);
+    }
+
+    pub fn set_kafka_connected(&self, ok: bool) {
+        self.inner.kafka.store(ok, Ordering::Relaxed);
+    }
+
+    /// Feed a Kafka client's global errors here (from `ClientContext::error`): "all brokers
+    /// down" clears the Kafka check; anything else is left to the stage's own handling.
+    pub fn kafka_error(&self, error: &rdkafka::error::KafkaError) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.set_kafka_connected(false);
+        }
+    }
+
+    pub fn set_db_connected(&self, ok: bool) {
+        self.inner.db.store(ok, Ordering::Relaxed);
+    }
+
+    /// The number of partitions assigned to this instance (call from the rebalance callback
+    /// or let [`crate::observability::lag::LagReporter`] do it).
+    pub fn set_assigned_partitions(&self, n: usize) {
+        self.inner.partitions.store(n, Ordering::Relaxed);
+        metrics::gauge!(names::ASSIGNED_PARTITIONS).set(n as f64);
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let req = self.inner.required.load(Ordering::Relaxed);
+        let kafka = self.inner.kafka.load(Ordering::Relaxed);
+        let db = self.inner.db.load(Ordering::Relaxed);
+        let partitions = self.inner.partitions.load(Ordering::Relaxed);
+        let checks = [
+            (Check::Kafka, "kafka", kafka),
+            (Check::Partitions, "partitions", partitions > 0),
+            (Check::Database, "database", db),
+        ];
+        let required: Vec<&'static str> = checks
+            .iter()
+            .filter(|(c, _, _)| req & c.bit() != 0)
+            .map(|(_, n, _)| *n)
+            .collect();
+        let missing: Vec<&'static str> = checks
+            .iter()
+            .filter(|(c, _, ok)| req & c.bit() != 0 && !ok)
+            .map(|(_, n, _)| *n)
+            .collect();
+        Readiness {
+            ready: missing.is_empty(),
+            missing,
+            kafka_connected: kafka,
+            db_connected: db,
+            assigned_partitions: partitions,
+            required,
+        }
+    }
+}
+
+/// The process-wide [`Health`] that `observability::init` configures for its stage and the
+/// server started by the guard serves. Stage code reports through it:
+/// `observability::health().set_db_connected(true)`.
+pub fn health() -> Health {
+    HEALTH.get_or_init(Health::default).clone()
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Health,
+    metrics: PrometheusHandle,
+}
+
+/// The router, for embedding or testing.
+pub fn router(health: Health, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { health, metrics })
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let r = s.health.readiness();
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(r)).into_response()
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The bound address (useful with port 0 in tests).
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz` and `/readyz` until `shutdown` is
+/// cancelled. Call inside a Tokio runtime. Installs the recorder if nobody did.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<ServerHandle> {
+    let metrics = install_metrics(None);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let app = router(health, metrics);
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "metrics/health server stopped");
+        }
+    });
+    Ok(ServerHandle { addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_what_is_missing() {
+        let h = Health::new(Check::defaults_for("sink-mysql"));
+        let r = h.readiness();
+        assert!(!r.ready);
+        assert_eq!(r.missing, vec!["kafka", "partitions", "database"]);
+        h.set_kafka_connected(true);
+        h.set_assigned_partitions(2);
+        assert_eq!(h.readiness().missing, vec!["database"]);
+        h.set_db_connected(true);
+        assert!(h.readiness().ready);
+        let extract = Health::new(Check::defaults_for("extract"));
+        extract.set_kafka_connected(true);
+        assert!(extract.readiness().ready);
+    }
+}

@@ -1,0 +1,953 @@
+//! The score stage against the real local Kafka: windows routed by their decision, one report
+//! per window, dead letters for undecodable input, every input message in exactly one of
+//! scored ∪ quarantine ∪ dead-letter — also across a SIGKILL and a rebalance.
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+use etl_pipe::codec::{load_schema, Codec, Framing};
+use etl_pipe::config::{Config, TopicRole};
+use etl_pipe::kafka::{self, headers as h};
+use etl_pipe::quality::{BaselineBuilder, FieldKind, FieldSpec};
+use etl_pipe::record::{Record, Value};
+use etl_pipe::stages::score::{self, ScoreConfig};
+
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
+const FIELDS: [&str; 7] = [
+    "summoner_name",
+    "tier",
+    "rank",
+    "league_points",
+    "wins",
+    "losses",
+    "veteran",
+];
+const TIERS: [&str; 6] = ["IRON", "BRONZE", "SILVER", "GOLD", "PLATINUM", "DIAMOND"];
+const TIER_WEIGHTS: [u32; 6] = [5, 20, 35, 25, 10, 5];
+
+/// A league entry. Stable: league points uniform 0..100, names always present. Drifted:
+/// league points +60 and 30 % of the names missing (nullable: missing ratio ≥ 0.20 → FAIL).
+fn entry(id: &str, drifted: bool, rng: &mut StdRng) -> Record {
+    let mut r = Record::new();
+    let wins = rng.gen_range(0..400);
+    let losses = rng.gen_range(0..400);
+    let mut pick = rng.gen_range(0..100);
+    let mut tier = TIERS[0];
+    for (t, w) in TIERS.iter().zip(TIER_WEIGHTS) {
+        if pick < w {
+            tier = t;
+            break;
+        }
+        pick -= w;
+    }
+    let name = if drifted && rng.gen_bool(0.3) {
+        Value::Null
+    } else {
+        Value::String(format!("player {}", rng.gen_range(0..50)))
+    };
+    let lp = rng.gen_range(0..100) + if drifted { 60 } else { 0 };
+    r.set("summoner_id", Value::String(id.into()));
+    r.set("summoner_name", name);
+    r.set("queue_type", Value::String("RANKED_SOLO_5x5".into()));
+    r.set("tier", Value::String(tier.into()));
+    r.set(
+        "rank",
+        Value::String(["I", "II", "III", "IV"][rng.gen_range(0..4)].into()),
+    );
+    r.set("league_points", Value::Int(lp));
+    r.set("wins", Value::Int(wins));
+    r.set("losses", Value::Int(losses));
+    r.set("veteran", Value::Boolean(rng.gen_bool(0.2)));
+    r.set("inactive", Value::Boolean(false));
+    r.set("fresh_blood", Value::Null);
+    r.set("hot_streak", Value::Boolean(rng.gen_bool(0.1)));
+    r.set("games", Value::Int(wins + losses));
+    r.set(
+        "win_rate",
+        if wins + losses == 0 {
+            Value::Null
+        } else {
+            Value::Double(wins as f64 / (wins + losses) as f64)
+        },
+    );
+    r.set("source", Value::String("league-v4".into()));
+    r.set("trace_id", Value::Null);
+    r.set("source_topic", Value::String("etl.raw".into()));
+    r.set("source_partition", Value::Int(0));
+    r.set("source_offset", Value::Long(0));
+    r.set("fetched_at", Value::TimestampMillis(1_735_689_600_000));
+    r
+}
+
+fn cleaned_codec() -> Codec {
+    Codec::new(
+        load_schema(format!("{SCHEMAS}/league_entry.cleaned.avsc")).unwrap(),
+        Framing::SingleObject,
+    )
+}
+
+fn scored_codec() -> Codec {
+    Codec::new(
+        load_schema(format!("{SCHEMAS}/league_entry.scored.avsc")).unwrap(),
+        Framing::SingleObject,
+    )
+}
+
+/// What the test produced: per key, its partition, offset, payload and traceparent.
+#[derive(Default)]
+struct Produced {
+    by_key: BTreeMap<String, Sent>,
+}
+
+#[derive(Clone)]
+struct Sent {
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+    traceparent: String,
+    drifted: bool,
+}
+
+fn traceparent(n: u64) -> String {
+    format!("00-{n:032x}-{:016x}-01", n + 1)
+}
+
+/// Produces `n` records (or one garbage message when `garbage`) to one partition.
+async fn produce(
+    cfg: &Config,
+    produced: &mut Produced,
+    partition: i32,
+    n: usize,
+    drifted: bool,
+    seed: u64,
+) {
+    produce_with(cfg, produced, partition, n, drifted, seed, false).await
+}
+
+/// [`produce`]; with `atomic` the records are one transaction, so a running stage
+/// (read_committed) sees them all at once, however slowly they are written.
+async fn produce_with(
+    cfg: &Config,
+    produced: &mut Produced,
+    partition: i32,
+    n: usize,
+    drifted: bool,
+    seed: u64,
+    atomic: bool,
+) {
+    let topic = cfg.topics.name(TopicRole::Cleaned);
+    let codec = cleaned_codec();
+    let producer: FutureProducer = if atomic {
+        let p: FutureProducer = kafka::transactional_producer_config(
+            &cfg.kafka,
+            &common::unique("score-test-producer"),
+        )
+        .create()
+        .unwrap();
+        p.init_transactions(Duration::from_secs(30)).unwrap();
+        p.begin_transaction().unwrap();
+        p
+    } else {
+        kafka::producer_config(&cfg.kafka).create().unwrap()
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut futures = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("p{partition}-{}-{i}", if drifted { "d" } else { "s" });
+        let id = format!("{id}-{seed}");
+        let payload = codec.encode(&entry(&id, drifted, &mut rng)).unwrap();
+        let tp = traceparent(seed * 1_000_000 + i as u64);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: h::TRACEPARENT,
+            value: Some(&tp),
+        });
+        let f = producer.send_result(
+            FutureRecord::to(&topic)
+                .partition(partition)
+                .key(&id)
+                .payload(&payload)
+                .headers(headers),
+        );
+        let fut = f.map_err(|(e, _)| e).unwrap();
+        futures.push((id, payload, tp, fut));
+    }
+    for (id, payload, tp, f) in futures {
+        let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+        produced.by_key.insert(
+            id,
+            Sent {
+                partition: d.partition,
+                offset: d.offset,
+                payload,
+                traceparent: tp,
+                drifted,
+            },
+        );
+    }
+    if atomic {
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
+    }
+}
+
+/// One undecodable message; returns its key.
+async fn produce_garbage(cfg: &Config, produced: &mut Produced, partition: i32) -> String {
+    let topic = cfg.topics.name(TopicRole::Cleaned);
+    let producer: FutureProducer = kafka::producer_config(&cfg.kafka).create().unwrap();
+    let key = format!("garbage-{partition}");
+    let payload = b"{\"not\": \"avro\"}".to_vec();
+    let tp = traceparent(999);
+    let d = producer
+        .send(
+            FutureRecord::to(&topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&payload)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: h::TRACEPARENT,
+                    value: Some(&tp),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    produced.by_key.insert(
+        key.clone(),
+        Sent {
+            partition: d.partition,
+            offset: d.offset,
+            payload,
+            traceparent: tp,
+            drifted: false,
+        },
+    );
+    key
+}
+
+/// A message read back.
+#[derive(Debug, Clone)]
+struct Got {
+    key: String,
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+}
+
+/// Everything committed in `topic` (read_committed, from the beginning to the end).
+fn read_committed(cfg: &Config, topic: &str) -> Vec<Got> {
+    let mut c = kafka::base_config(&cfg.kafka);
+    c.set("enable.auto.commit", "false")
+        .set("group.id", "score-test-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = c.create().unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!parts.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = HashSet::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < parts.len() {
+        assert!(Instant::now() < deadline, "reading {topic} took over 60s");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|hd| {
+                                (
+                                    hd.key.to_string(),
+                                    String::from_utf8_lossy(hd.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Got {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+        }
+    }
+    out
+}
+
+fn reports(cfg: &Config) -> Vec<Json> {
+    read_committed(cfg, &cfg.topics.name(TopicRole::Quality))
+        .into_iter()
+        .map(|g| {
+            let j: Json = serde_json::from_slice(&g.payload).unwrap();
+            assert_eq!(j["window"].as_str(), Some(g.key.as_str()), "report key");
+            j
+        })
+        .collect()
+}
+
+/// Waits until the committed reports cover offsets `0..ends[p]` of every partition.
+async fn wait_for_reports(cfg: &Config, ends: &[i64], timeout: Duration) -> Vec<Json> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rs = reports(cfg);
+        let covered: Vec<i64> = (0..ends.len() as i64)
+            .map(|p| {
+                rs.iter()
+                    .filter(|r| r["partition"].as_i64() == Some(p))
+                    .map(|r| r["last_offset"].as_i64().unwrap() + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        if covered.iter().zip(ends).all(|(c, e)| c >= e) {
+            return rs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reports cover {covered:?}, expected {ends:?} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A config for a fresh pipeline with the score section, topics created.
+async fn setup(test: &str, partitions: i32, score: ScoreConfig) -> Config {
+    common::require_kafka();
+    let mut cfg = common::test_config(test);
+    cfg.topics.partitions = partitions;
+    cfg.score = Some(score);
+    // The names are high-cardinality: their PSI means nothing; their missing ratio matters.
+    cfg.quality.fields.insert(
+        "summoner_name".into(),
+        etl_pipe::quality::FieldThresholds {
+            psi_warn: Some(f64::INFINITY),
+            psi_fail: Some(f64::INFINITY),
+            ..Default::default()
+        },
+    );
+    cfg.validate().unwrap();
+    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
+        .await
+        .unwrap();
+    cfg
+}
+
+fn score_config(window_records: usize, window_max_age: Duration, baseline_n: u64) -> ScoreConfig {
+    ScoreConfig {
+        window_records,
+        window_max_age,
+        drift_min_rows: 100.min(window_records as u64),
+        batch_size: 2000,
+        batch_max_age: Duration::from_millis(100),
+        schema_in: format!("{SCHEMAS}/league_entry.cleaned.avsc").into(),
+        schema_out: format!("{SCHEMAS}/league_entry.scored.avsc").into(),
+        fields: Some(FIELDS.iter().map(|s| s.to_string()).collect()),
+        baseline: None,
+        baseline_from_first_records: baseline_n,
+    }
+}
+
+/// Window `<topic>/<p>/<a>-<b>` → (p, a, b).
+fn parse_window(id: &str) -> (i32, i64, i64) {
+    let mut parts = id.rsplitn(3, '/');
+    let range = parts.next().unwrap();
+    let p = parts.next().unwrap().parse().unwrap();
+    let (a, b) = range.split_once('-').unwrap();
+    (p, a.parse().unwrap(), b.parse().unwrap())
+}
+
+/// The checks every test makes once the stage has processed everything:
+/// - each produced key is in exactly one of scored ∪ quarantine ∪ dead-letter, once;
+/// - one report per window; the windows of a partition tile its offsets without overlap;
+/// - a scored record's window and decision are its report's (PASS/WARN); a quarantined
+///   record's report is FAIL; its bytes, key and headers are the original's plus the envelope.
+///
+/// Returns the reports by window id.
+fn check_exactly_once(cfg: &Config, produced: &Produced) -> BTreeMap<String, Json> {
+    let cleaned = cfg.topics.name(TopicRole::Cleaned);
+    let scored = read_committed(cfg, &cfg.topics.name(TopicRole::Scored));
+    let quarantine = read_committed(cfg, &cfg.topics.name(TopicRole::Quarantine));
+    let dead = read_committed(cfg, &cfg.topics.name(TopicRole::DeadLetter));
+    let all_reports = reports(cfg);
+
+    let mut by_window = BTreeMap::new();
+    for r in &all_reports {
+        let id = r["window"].as_str().unwrap().to_string();
+        assert!(
+            by_window.insert(id.clone(), r.clone()).is_none(),
+            "two reports for window {id}"
+        );
+    }
+    // Windows tile each partition's offsets.
+    let mut per_partition: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
+    for id in by_window.keys() {
+        let (p, a, b) = parse_window(id);
+        assert!(id.starts_with(&format!("{cleaned}/")), "{id}");
+        per_partition.entry(p).or_default().push((a, b));
+    }
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for s in produced.by_key.values() {
+        let e = ends.entry(s.partition).or_default();
+        *e = (*e).max(s.offset + 1);
+    }
+    for (p, end) in &ends {
+        let mut ws = per_partition.remove(p).unwrap_or_default();
+        ws.sort();
+        let mut next = 0;
+        for (a, b) in ws {
+            assert_eq!(
+                a, next,
+                "partition {p}: window {a}-{b} should start at {next}"
+            );
+            assert!(b >= a);
+            next = b + 1;
+        }
+        assert_eq!(
+            next, *end,
+            "partition {p}: windows end at {next}, data at {end}"
+        );
+    }
+
+    let mut seen: HashMap<String, &'static str> = HashMap::new();
+    let mut see = |key: &str, where_: &'static str| {
+        if let Some(before) = seen.insert(key.to_string(), where_) {
+            panic!("{key} is in {before} and in {where_}");
+        }
+    };
+    let sc = scored_codec();
+    for g in &scored {
+        see(&g.key, "scored");
+        let sent = &produced.by_key[&g.key];
+        let rec = sc.decode(&g.payload).unwrap();
+        let window = rec.get("quality_window").unwrap().as_str().unwrap();
+        let decision = rec.get("quality_decision").unwrap().as_str().unwrap();
+        let (p, a, b) = parse_window(window);
+        assert_eq!(p, sent.partition);
+        assert!(
+            (a..=b).contains(&sent.offset),
+            "{window} vs {}",
+            sent.offset
+        );
+        assert_eq!(
+            g.headers.get(score::WINDOW_HEADER).map(String::as_str),
+            Some(window)
+        );
+        assert_eq!(g.headers.get(h::TRACEPARENT), Some(&sent.traceparent));
+        assert!(decision == "PASS" || decision == "WARN", "{decision}");
+        assert_eq!(by_window[window]["decision"].as_str(), Some(decision));
+        assert_eq!(
+            rec.get("summoner_id").unwrap().as_str(),
+            Some(g.key.as_str())
+        );
+    }
+    for g in &quarantine {
+        see(&g.key, "quarantine");
+        let sent = &produced.by_key[&g.key];
+        assert_eq!(
+            g.payload, sent.payload,
+            "quarantine keeps the original bytes"
+        );
+        let hd = |n: &str| g.headers.get(n).map(String::as_str);
+        assert_eq!(hd(h::ERROR_STAGE), Some("score"));
+        assert_eq!(hd(h::ERROR_KIND), Some(score::QUALITY_FAIL));
+        assert_eq!(hd(h::SOURCE_TOPIC), Some(cleaned.as_str()));
+        assert_eq!(hd(h::SOURCE_PARTITION), Some(&*sent.partition.to_string()));
+        assert_eq!(hd(h::SOURCE_OFFSET), Some(&*sent.offset.to_string()));
+        assert_eq!(hd(h::ATTEMPTS), Some("1"));
+        assert_eq!(hd(h::TRACEPARENT), Some(sent.traceparent.as_str()));
+        let window = hd(score::WINDOW_HEADER).unwrap();
+        assert_eq!(by_window[window]["decision"].as_str(), Some("FAIL"));
+        let msg = hd(h::ERROR_MESSAGE).unwrap();
+        assert!(msg.contains(window) && msg.contains("FAIL"), "{msg}");
+    }
+    for g in &dead {
+        see(&g.key, "dead-letter");
+        let sent = &produced.by_key[&g.key];
+        assert_eq!(g.payload, sent.payload);
+        assert_eq!(
+            g.headers.get(h::ERROR_KIND).map(String::as_str),
+            Some("avro-malformed")
+        );
+        assert_eq!(
+            g.headers.get(h::SOURCE_OFFSET),
+            Some(&sent.offset.to_string())
+        );
+    }
+    let missing: Vec<&String> = produced
+        .by_key
+        .keys()
+        .filter(|k| !seen.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} records are nowhere, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(seen.len(), produced.by_key.len());
+    // Every message of a window is accounted for in its report.
+    let messages: u64 = by_window
+        .values()
+        .map(|r| r["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(messages as usize, produced.by_key.len());
+    by_window
+}
+
+#[tokio::test]
+async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_each() {
+    let cfg = setup(
+        "score_drift",
+        2,
+        score_config(200, Duration::from_secs(2), 300),
+    )
+    .await;
+    let mut produced = Produced::default();
+    // Phase 1, stable: 500 records per partition and one garbage message in partition 0.
+    produce(&cfg, &mut produced, 0, 250, false, 1).await;
+    let garbage = produce_garbage(&cfg, &mut produced, 0).await;
+    produce(&cfg, &mut produced, 0, 250, false, 2).await;
+    produce(&cfg, &mut produced, 1, 500, false, 3).await;
+
+    let shutdown = CancellationToken::new();
+    let stage = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        tokio::spawn(async move { score::run_with_stats(&cfg, shutdown).await })
+    };
+    // Windows of 200; the trailing 101 / 100 records close by age (2 s).
+    wait_for_reports(&cfg, &[501, 500], Duration::from_secs(180)).await;
+
+    // Phase 2, drifted: league points shifted, 30 % of the names missing. Each partition's
+    // 400 in one transaction, so the running stage gets them at once (windows by count,
+    // however loaded the machine).
+    produce_with(&cfg, &mut produced, 0, 400, true, 4, true).await;
+    produce_with(&cfg, &mut produced, 1, 400, true, 5, true).await;
+    wait_for_reports(&cfg, &[901, 900], Duration::from_secs(180)).await;
+    shutdown.cancel();
+    let stats = stage.await.unwrap().unwrap();
+    assert_eq!(stats.aborts, 0);
+
+    let by_window = check_exactly_once(&cfg, &produced);
+    let ids: Vec<&String> = by_window.keys().collect();
+    assert_eq!(by_window.len(), 10, "{ids:?}");
+    let mut fails = 0;
+    for (id, r) in &by_window {
+        let (p, a, b) = parse_window(id);
+        let decision = r["decision"].as_str().unwrap();
+        let drifted = produced
+            .by_key
+            .values()
+            .any(|s| s.partition == p && (a..=b).contains(&s.offset) && s.drifted);
+        assert_eq!(r["stage"], "score");
+        assert_eq!(r["topic"], cfg.topics.name(TopicRole::Cleaned));
+        assert_eq!(r["first_offset"].as_i64(), Some(a));
+        assert_eq!(r["last_offset"].as_i64(), Some(b));
+        assert!(r["closed_at"].is_string() && r["first_timestamp"].is_string());
+        let expect_by = if b - a + 1 == 200 { "records" } else { "age" };
+        assert_eq!(r["closed_by"], expect_by, "{id}");
+        if drifted {
+            fails += 1;
+            assert_eq!(decision, "FAIL", "{id}: {r}");
+            assert_eq!(r["routed_to"], cfg.topics.name(TopicRole::Quarantine));
+            assert_eq!(r["psi_measured"], true, "{id}");
+            let reasons = r["reasons"].as_array().unwrap();
+            let has = |field: &str, metric: &str| {
+                reasons
+                    .iter()
+                    .any(|x| x["field"] == field && x["metric"] == metric && x["level"] == "FAIL")
+            };
+            assert!(has("summoner_name", "missing_ratio"), "{id}: {reasons:?}");
+            assert!(has("league_points", "psi"), "{id}: {reasons:?}");
+        } else {
+            assert!(decision == "PASS" || decision == "WARN", "{id}: {r}");
+            assert_eq!(r["routed_to"], cfg.topics.name(TopicRole::Scored));
+            if r["psi_measured"] == false {
+                // Built from these records (or before the baseline was ready): said so.
+                let notes = r["notes"].to_string();
+                assert!(notes.contains("PSI not measured"), "{id}: {notes}");
+            } else {
+                assert_eq!(r["baseline"]["source"], "store");
+                assert_eq!(r["baseline"]["rows"], 300);
+            }
+        }
+        let fields: Vec<&str> = r["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, FIELDS);
+    }
+    assert_eq!(fails, 4);
+    // The first window of each partition went into the 300-record baseline: no PSI.
+    for p in 0..2 {
+        let first = by_window
+            .iter()
+            .find(|(id, _)| parse_window(id).0 == p && parse_window(id).1 == 0)
+            .unwrap()
+            .1;
+        assert_eq!(first["psi_measured"], false, "{first}");
+    }
+    // The garbage message is a dead letter, counted in its window's report.
+    let gw = by_window
+        .values()
+        .find(|r| r["partition"] == 0 && r["first_offset"] == 200)
+        .unwrap();
+    assert_eq!(gw["dead_letters"], 1);
+    assert_eq!(gw["rows"], 199);
+    assert!(produced.by_key.contains_key(&garbage));
+    // The baseline was stored for restarts and other instances.
+    let stored = read_committed(&cfg, &cfg.topics.name(TopicRole::ScoreBaseline));
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].key, cfg.pipeline.group_id("score"));
+    let s: Json = serde_json::from_slice(&stored[0].payload).unwrap();
+    assert_eq!(s["baseline"]["rows"], 300);
+}
+
+#[tokio::test]
+async fn a_baseline_file_measures_psi_in_every_window() {
+    let mut score = score_config(100, Duration::from_secs(1), 300);
+    // A baseline from the same stable distribution, saved as `profile --save-baseline` does.
+    let specs: Vec<FieldSpec> = FIELDS
+        .iter()
+        .map(|f| {
+            let kind = if ["league_points", "wins", "losses"].contains(f) {
+                FieldKind::Numeric
+            } else {
+                FieldKind::Categorical
+            };
+            FieldSpec::new(*f, kind)
+        })
+        .collect();
+    let mut b = BaselineBuilder::new(specs, &Default::default());
+    let mut rng = StdRng::seed_from_u64(42);
+    for i in 0..2000 {
+        b.push(&entry(&format!("b{i}"), false, &mut rng));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baseline.json");
+    std::fs::write(&path, b.build().to_json()).unwrap();
+    score.baseline = Some(path.clone());
+    let cfg = setup("score_file", 1, score).await;
+    let mut produced = Produced::default();
+    produce(&cfg, &mut produced, 0, 300, false, 7).await;
+    produce(&cfg, &mut produced, 0, 100, true, 8).await;
+
+    let shutdown = CancellationToken::new();
+    let stage = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        tokio::spawn(async move { score::run(&cfg, shutdown).await })
+    };
+    wait_for_reports(&cfg, &[400], Duration::from_secs(180)).await;
+    shutdown.cancel();
+    stage.await.unwrap().unwrap();
+    let by_window = check_exactly_once(&cfg, &produced);
+    assert_eq!(by_window.len(), 4);
+    for (id, r) in &by_window {
+        assert_eq!(r["psi_measured"], true, "{id}");
+        assert_eq!(r["baseline"]["source"], "file");
+        assert_eq!(r["baseline_rows"], 2000);
+        if parse_window(id).1 >= 300 {
+            assert_eq!(r["decision"], "FAIL", "{id}: {r}");
+        } else {
+            assert_ne!(r["decision"], "FAIL", "{id}: {r}");
+        }
+    }
+    // Nothing was stored: the file is the baseline.
+    assert!(read_committed(&cfg, &cfg.topics.name(TopicRole::ScoreBaseline)).is_empty());
+}
+
+fn env_for(cfg: &Config) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("ETL__PIPELINE__NAME".to_string(), cfg.pipeline.name.clone()),
+        ("ETL__KAFKA__BROKERS".to_string(), cfg.kafka.brokers.clone()),
+        (
+            "ETL__TOPICS__PARTITIONS".to_string(),
+            cfg.topics.partitions.to_string(),
+        ),
+        // Tests run stages side by side: no /metrics server (its port would clash).
+        ("ETL__OBSERVABILITY__HTTP_PORT".to_string(), "0".to_string()),
+        (
+            "ETL__QUALITY__FIELDS__SUMMONER_NAME__PSI_WARN".to_string(),
+            "inf".to_string(),
+        ),
+        (
+            "ETL__QUALITY__FIELDS__SUMMONER_NAME__PSI_FAIL".to_string(),
+            "inf".to_string(),
+        ),
+    ];
+    for role in TopicRole::ALL {
+        v.push((
+            format!("ETL__TOPICS__{}__NAME", role.key().to_uppercase()),
+            cfg.topics.name(role),
+        ));
+    }
+    let s = cfg.score.as_ref().unwrap();
+    v.push((
+        "ETL__SCORE__WINDOW_RECORDS".into(),
+        s.window_records.to_string(),
+    ));
+    v.push((
+        "ETL__SCORE__BASELINE_FROM_FIRST_RECORDS".into(),
+        s.baseline_from_first_records.to_string(),
+    ));
+    v.push((
+        "ETL__SCORE__FIELDS".into(),
+        format!(
+            "[{}]",
+            FIELDS
+                .iter()
+                .map(|f| format!("\"{f}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    ));
+    v
+}
+
+fn spawn_stage(cfg: &Config, window_max_age: &str, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_etl-pipe"))
+        .arg("score")
+        .envs(env_for(cfg))
+        .env("ETL__SCORE__WINDOW_MAX_AGE", window_max_age)
+        .env("ETL__PIPELINE__INSTANCE", "crash-test")
+        .env("RUST_LOG", "info")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sigkill_mid_window_and_restart_keep_exactly_once() {
+    let cfg = setup(
+        "score_crash",
+        3,
+        score_config(500, Duration::from_secs(600), 1000),
+    )
+    .await;
+    let mut produced = Produced::default();
+    // 4 full windows and a partial one (250 records) per partition; one partition drifts.
+    for p in 0..3 {
+        produce(&cfg, &mut produced, p, 1500, false, 10 + p as u64).await;
+        produce(&cfg, &mut produced, p, 750, p == 2, 20 + p as u64).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The partial windows stay open (window_max_age 10 min): their records are held in
+    // memory, not emitted, when the process is killed.
+    let mut child = spawn_stage(&cfg, "10m", &dir.path().join("first.log"));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done = reports(&cfg).len();
+        if done >= 12 {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the stage exited early ({status}): {}",
+                std::fs::read_to_string(dir.path().join("first.log")).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "only {done} windows within 180s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SIGKILL: no shutdown, no final commit; a transaction may be open.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = reports(&cfg);
+    assert_eq!(before.len(), 12, "only the full windows were emitted");
+
+    // More input while it is down, then restart with a short window age (5 s).
+    for p in 0..3 {
+        produce(&cfg, &mut produced, p, 100, false, 30 + p as u64).await;
+    }
+    let mut child = spawn_stage(&cfg, "5s", &dir.path().join("second.log"));
+    let ends: Vec<i64> = (0..3).map(|_| 2350).collect();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(180),
+        wait_for_reports(&cfg, &ends, Duration::from_secs(180)),
+    )
+    .await;
+    // SIGTERM: graceful stop.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    waited.unwrap_or_else(|_| panic!("timed out; log:\n{log}"));
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("baseline read from the store"), "{log}");
+
+    let by_window = check_exactly_once(&cfg, &produced);
+    // Per partition: 4 windows before the kill, then 2000-2349 after the restart (500 max).
+    assert_eq!(by_window.len(), 15, "{:?}", by_window.keys());
+    for (id, r) in &by_window {
+        let (p, a, _) = parse_window(id);
+        if a >= 1500 && p == 2 {
+            assert_eq!(r["decision"], "FAIL", "{id}");
+        }
+        if a == 2000 {
+            assert_eq!(r["closed_by"], "age", "{id}");
+            assert_eq!(r["messages"], 350, "{id}");
+        }
+    }
+    // One baseline, built before the kill, used after the restart.
+    let origins: HashSet<String> = by_window
+        .values()
+        .filter(|r| r["psi_measured"] == true)
+        .map(|r| r["baseline"]["origin"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(origins.len(), 1, "{origins:?}");
+    assert_eq!(
+        read_committed(&cfg, &cfg.topics.name(TopicRole::ScoreBaseline)).len(),
+        1
+    );
+}
+
+/// Waits until the stage's consumer group has `n` members with partitions.
+async fn wait_for_members(cfg: &Config, n: usize) {
+    let group = cfg.pipeline.group_id("score");
+    let c: BaseConsumer = kafka::base_config(&cfg.kafka).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let groups = c
+            .fetch_group_list(Some(&group), Duration::from_secs(10))
+            .unwrap();
+        let members = groups
+            .groups()
+            .iter()
+            .filter(|g| g.state() == "Stable")
+            .map(|g| {
+                g.members()
+                    .iter()
+                    .filter(|m| m.assignment().is_some_and(|a| !a.is_empty()))
+                    .count()
+            })
+            .sum::<usize>();
+        if members >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group}: {members} members with partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_instance_joining_mid_run_keeps_exactly_once() {
+    let cfg = setup(
+        "score_rebalance",
+        4,
+        score_config(300, Duration::from_secs(5), 500),
+    )
+    .await;
+    let mut produced = Produced::default();
+    for p in 0..4 {
+        produce(&cfg, &mut produced, p, 1000, false, 40 + p as u64).await;
+    }
+    let start = |instance: &str| {
+        let mut c = cfg.clone();
+        c.pipeline.instance = Some(instance.into());
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move { score::run_with_stats(&c, s).await });
+        (shutdown, task)
+    };
+    let (stop_a, a) = start("a");
+    // Let A hold windows in every partition, then B joins: A's partitions are revoked
+    // with windows open.
+    wait_for_reports(&cfg, &[1, 1, 1, 1], Duration::from_secs(180)).await;
+    let (stop_b, b) = start("b");
+    wait_for_members(&cfg, 2).await;
+    for p in 0..4 {
+        produce(&cfg, &mut produced, p, 500, false, 50 + p as u64).await;
+    }
+    wait_for_reports(&cfg, &[1500, 1500, 1500, 1500], Duration::from_secs(180)).await;
+    stop_a.cancel();
+    stop_b.cancel();
+    let (sa, sb) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert!(sb.records_in > 0, "B got partitions: {sb:?} (A: {sa:?})");
+    check_exactly_once(&cfg, &produced);
+}
+
+#[test]
+fn a_bad_score_section_fails_naming_the_key() {
+    let run = |envs: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_etl-pipe"))
+            .args(["config", "check"])
+            .envs(envs.iter().copied())
+            .env("ETL_MYSQL_PASSWORD", "x")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&[("ETL__SCORE__WINDOW_RECORDS", "0")]);
+    assert!(!ok && err.contains("score.window_records"), "{err}");
+    let (ok, err) = run(&[("ETL__SCORE__FIELDS", "[\"league_points\", \"nope\"]")]);
+    assert!(
+        !ok && err.contains("score.fields") && err.contains("nope"),
+        "{err}"
+    );
+    let (ok, err) = run(&[("ETL__SCORE__WINDOW_MAX_AGE", "\"later\"")]);
+    assert!(!ok && err.contains("score.window_max_age"), "{err}");
+    let (ok, err) = run(&[("ETL__SCORE__BASELINE", "/nonexistent/baseline.json")]);
+    assert!(!ok && err.contains("score.baseline"), "{err}");
+    let (ok, err) = run(&[("ETL__SCORE__WINDOW_RECORDS", "1000")]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_missing_baseline_store_topic_stops_the_stage_naming_it() {
+    common::require_kafka();
+    // Topics of a fresh pipeline that nobody created.
+    let mut cfg = common::test_config("score_no_store");
+    cfg.score = Some(score_config(100, Duration::from_secs(1), 200));
+    let out = Command::new(env!("CARGO_BIN_EXE_etl-pipe"))
+        .arg("score")
+        .envs(env_for(&cfg))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("topics.score_baseline") && err.contains("topics apply"),
+        "{err}"
+    );
+}
