@@ -244,6 +244,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::BenchSink(args) => {
             let cfg = load(&cli)?;
+            // The benchmark reads the sinks' metrics itself: its recorder goes in first.
+            crate::stages::sinks::bench::install_recorder();
             let _guard = crate::observability::init(None, "bench-sink")?;
             runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
             Ok(ExitCode::SUCCESS)

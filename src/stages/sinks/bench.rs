@@ -94,6 +94,11 @@ impl Recorder for CaptureRecorder {
     }
 }
 
+/// Installs the benchmark's metrics recorder (before any other: the first one wins).
+pub fn install_recorder() {
+    let _ = capture();
+}
+
 fn capture() -> &'static Capture {
     static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
