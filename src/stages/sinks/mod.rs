@@ -27,18 +27,8 @@ use crate::kafka::headers::{self, DeadLetter};
 use crate::observability::trace;
 use crate::record::{Record, RecordSchema, Value};
 
-/// Metric names (the shared names of `observability::names`).
-pub(crate) mod metric {
-    pub const RECORDS_IN: &str = "etl_records_in_total";
-    pub const RECORDS_OUT: &str = "etl_records_out_total";
-    pub const DEAD_LETTERS: &str = "etl_dead_letters_total";
-    pub const BATCH_SIZE: &str = "etl_batch_size";
-    pub const BATCH_SECONDS: &str = "etl_batch_seconds";
-    pub const TRANSACTION_SECONDS: &str = "etl_transaction_seconds";
-    pub const TRANSACTION_ABORTS: &str = "etl_transaction_aborts_total";
-    pub const RETRIES: &str = "etl_retries_total";
-    pub const ASSIGNED_PARTITIONS: &str = "etl_assigned_partitions";
-}
+/// Metric names: the shared ones of `observability::names`.
+pub(crate) use crate::observability::names as metric;
 
 /// Names of the lineage columns / document fields every sink writes next to the record's own
 /// fields. The leading underscore keeps them apart from schema fields.
