@@ -941,6 +941,7 @@ fn main_loop<T: Transform>(
         };
         drop(eng);
 
+        crate::observability::server::report_consumer(consumer);
         // The rebalance callback may run inside poll; it takes the engine lock itself.
         let Some(polled) = consumer.poll(timeout) else {
             continue;

@@ -285,6 +285,28 @@ pub async fn serve(
     Ok(ServerHandle { addr, task })
 }
 
+/// Readiness from a consumer's own state, for poll loops to call (cheap; throttled to once a
+/// second): an assignment means the group coordinator answered, so Kafka is reachable.
+pub fn report_consumer<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        return;
+    }
+    let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+    let h = health();
+    h.set_assigned_partitions(n);
+    if n > 0 {
+        h.set_kafka_connected(true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

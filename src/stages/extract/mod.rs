@@ -555,6 +555,8 @@ pub async fn run(
                     "init_transactions for `{txn_id}` (is the broker up, with transaction.state.log settings?): {e}"
                 ))
             })?;
+        // The transaction coordinator answered: Kafka is reachable (extract needs nothing else).
+        crate::observability::health().set_kafka_connected(true);
     }
     let state = {
         let kafka = cfg.kafka.clone();

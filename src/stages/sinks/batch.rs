@@ -550,6 +550,9 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
             }
         };
         let mut idle = true;
+        // The writer connected to its database before the loop started.
+        crate::observability::health().set_db_connected(true);
+        crate::observability::server::report_consumer(&consumer);
         match consumer.poll(timeout) {
             Some(Ok(m)) => {
                 idle = false;
