@@ -8,7 +8,8 @@ use super::tally::{self, Failed, TopicCount, Window};
 use super::{LocalError, LocalPipeline, STAGES};
 use crate::config::TopicRole;
 
-/// A crash to inject: SIGKILL `stage` once `after` records have reached MySQL, then restart it.
+/// A crash to inject: SIGKILL `stage` once `after_rows` records are accounted for downstream
+/// (MySQL rows + dead letters of clean/score + quarantine), then restart it.
 #[derive(Debug, Clone)]
 pub struct Crash {
     pub stage: String,
@@ -75,19 +76,22 @@ pub async fn run(
         }
         let rows = tally::mysql_rows(&pool, &table).await?;
         let docs = tally::mongo_docs(&coll).await?;
-        if let Some(i) = pending.iter().position(|c| rows >= c.after_rows) {
+        let dl = tally::failed(&cfg, TopicRole::DeadLetter)?;
+        let q = tally::failed(&cfg, TopicRole::Quarantine)?.total();
+        let upstream = dl.count_stage("clean") + dl.count_stage("score");
+        // Crash points count every record accounted for downstream (rows, dead letters,
+        // quarantine): how many windows fail on drift varies with timing.
+        let accounted = rows + upstream + q;
+        if let Some(i) = pending.iter().position(|c| accounted >= c.after_rows) {
             let c = pending.remove(i);
             p.kill9(&c.stage)?;
             crashed.push(format!(
-                "{} killed with SIGKILL at {rows} rows, restarted",
+                "{} killed with SIGKILL at {accounted} records accounted for ({rows} rows), restarted",
                 c.stage
             ));
             tokio::time::sleep(Duration::from_millis(500)).await;
             p.restart(&c.stage, &[])?;
         }
-        let dl = tally::failed(&cfg, TopicRole::DeadLetter)?;
-        let q = tally::failed(&cfg, TopicRole::Quarantine)?.total();
-        let upstream = dl.count_stage("clean") + dl.count_stage("score");
         if progress && last_print.elapsed() > Duration::from_secs(2) {
             last_print = Instant::now();
             eprintln!(
