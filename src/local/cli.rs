@@ -105,20 +105,19 @@ fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
     s
 }
 
-fn latency_line(o: &Outcome) -> String {
-    let l = &o.latencies_ms;
-    let q = |x| {
-        super::tally::quantile(l, x)
-            .map(|v| format!("{v:.0} ms"))
-            .unwrap_or_else(|| "-".into())
-    };
-    format!(
-        "p50 {}  p95 {}  p99 {}  (n = {})",
-        q(0.5),
-        q(0.95),
-        q(0.99),
-        l.len()
-    )
+fn latency_lines(o: &Outcome, when: &str) -> String {
+    let mut s = String::new();
+    for (sink, db) in [
+        ("sink-mysql", "MySQL commit"),
+        ("sink-mongo", "MongoDB write"),
+    ] {
+        let _ = writeln!(
+            s,
+            "  API fetch → {db} latency {when}: {}",
+            run::latency_summary(o.commit_latency.get(sink))
+        );
+    }
+    s
 }
 
 /// The end-to-end benchmark: peak rate, then the latency at half of it.
@@ -153,10 +152,7 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         peak
     );
     print!("{}", stage_rates(&p, &o));
-    println!(
-        "  API fetch → MySQL commit latency at peak: {}",
-        latency_line(&o)
-    );
+    print!("{}", latency_lines(&o, "at peak"));
     drop(p);
 
     if args.half_rate_records > 0 {
@@ -180,10 +176,7 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
             o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001)
         );
         print!("{}", stage_rates(&p, &o));
-        println!(
-            "  API fetch → MySQL commit latency at half rate: {}",
-            latency_line(&o)
-        );
+        print!("{}", latency_lines(&o, "at half rate"));
     }
     Ok(())
 }

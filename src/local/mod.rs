@@ -111,6 +111,8 @@ pub struct LocalPipeline {
     pub api_port: u16,
     children: BTreeMap<String, Child>,
     restarts: BTreeMap<String, u32>,
+    /// Each process's `/metrics` port.
+    ports: BTreeMap<String, u16>,
 }
 
 /// Stages in start order (sinks first so they are ready when data arrives).
@@ -186,6 +188,7 @@ impl LocalPipeline {
             api_port,
             children: BTreeMap::new(),
             restarts: BTreeMap::new(),
+            ports: BTreeMap::new(),
         })
     }
 
@@ -216,7 +219,23 @@ impl LocalPipeline {
             .spawn()
             .map_err(io(format!("starting {name}")))?;
         self.children.insert(name.into(), child);
+        self.ports.insert(name.into(), port);
         Ok(())
+    }
+
+    /// The `/metrics` text of a running process (`None` when it does not answer).
+    pub async fn metrics(&self, name: &str) -> Option<String> {
+        let port = self.ports.get(name)?;
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let r = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
     }
 
     /// Creates the run's topics.

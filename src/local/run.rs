@@ -26,7 +26,8 @@ pub struct Outcome {
     pub windows: Vec<Window>,
     pub mysql_rows: u64,
     pub mongo_docs: u64,
-    pub latencies_ms: Vec<f64>,
+    /// `etl_sink_fetch_to_commit_seconds` of sink-mysql and sink-mongo, read just before the stop.
+    pub commit_latency: BTreeMap<String, tally::Histogram>,
     pub elapsed: Duration,
     pub mysql_span_ms: Option<(i64, i64)>,
     /// Per process: (CPU seconds, peak RSS bytes), read just before the stop.
@@ -52,6 +53,17 @@ pub async fn run(
     let pool = tally::mysql_pool(&cfg).await?;
     let coll = tally::mongo_collection(&cfg).await?;
 
+    // Followed incrementally: each poll reads only what is new (a full scan per poll, or a
+    // Mongo count, costs seconds at 1 M records and competes with the stages for the CPU).
+    let mut dl_follow = tally::Follower::new(&cfg, TopicRole::DeadLetter)?;
+    let mut q_follow = tally::Follower::new(&cfg, TopicRole::Quarantine)?;
+    let mut scored_follow = tally::Follower::new(&cfg, TopicRole::Scored)?;
+    let scored_topic = cfg.topics.name(TopicRole::Scored);
+    let mongo_progress =
+        tally::GroupProgress::new(&cfg, "sink-mongo", &scored_topic, &scored_follow.partitions)?;
+    let mut dl = Failed::default();
+    let mut q = Failed::default();
+
     let started = Instant::now();
     p.start("extract", &["--once"])?;
     let mut pending: Vec<Crash> = crashes.to_vec();
@@ -74,19 +86,26 @@ pub async fn run(
                 raw_total = Some(tally::count_topic(&cfg, TopicRole::Raw)?.records);
             }
         }
-        let rows = tally::mysql_rows(&pool, &table).await?;
-        let docs = tally::mongo_docs(&coll).await?;
-        let dl = tally::failed(&cfg, TopicRole::DeadLetter)?;
-        let q = tally::failed(&cfg, TopicRole::Quarantine)?.total();
+        dl_follow.drain(|m| dl.add(m))?;
+        q_follow.drain(|m| q.add(m))?;
+        scored_follow.drain(|_| ())?;
+        let mysql_at = tally::mysql_progress(&cfg, &pool, &scored_topic).await?;
+        let mongo_at = mongo_progress.committed()?;
+        let written = |at: &std::collections::HashMap<i32, i64>| -> u64 {
+            // Records below the stored offsets (transaction markers make this a slight over-count).
+            at.values().map(|o| (*o).max(0) as u64).sum::<u64>()
+        };
         let upstream = dl.count_stage("clean") + dl.count_stage("score");
-        // Crash points count every record accounted for downstream (rows, dead letters,
-        // quarantine): how many windows fail on drift varies with timing.
-        let accounted = rows + upstream + q;
+        let quarantined = q.total();
+        // Crash points count every record accounted for downstream (written by sink-mysql,
+        // dead letters, quarantine): how many windows fail on drift varies with timing.
+        let mysql_written = written(&mysql_at).min(scored_follow.records);
+        let accounted = mysql_written + upstream + quarantined;
         if let Some(i) = pending.iter().position(|c| accounted >= c.after_rows) {
             let c = pending.remove(i);
             p.kill9(&c.stage)?;
             crashed.push(format!(
-                "{} killed with SIGKILL at {accounted} records accounted for ({rows} rows), restarted",
+                "{} killed with SIGKILL at {accounted} records accounted for ({mysql_written} written to MySQL), restarted",
                 c.stage
             ));
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -95,23 +114,33 @@ pub async fn run(
         if progress && last_print.elapsed() > Duration::from_secs(2) {
             last_print = Instant::now();
             eprintln!(
-                "  … {:>5.1}s  raw {}  mysql rows {rows}  mongo docs {docs}  dead letters {}  quarantined {q}",
+                "  … {:>5.1}s  raw {}  scored {}  written: mysql {}  mongo {}  dead letters {}  quarantined {quarantined}",
                 started.elapsed().as_secs_f64(),
                 raw_total.map(|r| r.to_string()).unwrap_or_else(|| "(extracting)".into()),
+                scored_follow.records,
+                mysql_written,
+                written(&mongo_at).min(scored_follow.records),
                 dl.total()
             );
         }
         if let Some(raw) = raw_total {
-            let mysql_done = rows + upstream + q + dl.count_stage("sink-mysql") >= raw;
-            let mongo_done = docs + upstream + q + dl.count_stage("sink-mongo") >= raw;
-            if mysql_done && mongo_done && pending.is_empty() {
+            // Every raw record is scored, quarantined or a dead letter of clean/score, and
+            // both sinks stored offsets past the last scored record.
+            let scored_all = scored_follow.records + upstream + quarantined >= raw;
+            if scored_all
+                && scored_follow.reached_by(&mysql_at)
+                && scored_follow.reached_by(&mongo_at)
+                && pending.is_empty()
+            {
                 break;
             }
         }
         if started.elapsed() > timeout {
             return Err(LocalError::Other(format!(
-                "not every record landed within {timeout:?}: raw {raw_total:?}, mysql rows {rows}, mongo docs {docs}, \
-                 dead letters {}, quarantined {q}; logs in {}",
+                "not every record landed within {timeout:?}: raw {raw_total:?}, scored {}, \
+                 written to mysql {mysql_written}, mongo {}, dead letters {}, quarantined {quarantined}; logs in {}",
+                scored_follow.records,
+                written(&mongo_at),
                 dl.total(),
                 p.dir.display()
             )));
@@ -119,6 +148,16 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let elapsed = started.elapsed();
+    let mut commit_latency = BTreeMap::new();
+    for s in ["sink-mysql", "sink-mongo"] {
+        if let Some(text) = p.metrics(s).await {
+            let h = tally::Histogram::parse(
+                &text,
+                crate::observability::names::FETCH_TO_COMMIT_SECONDS,
+            );
+            commit_latency.insert(s.to_string(), h);
+        }
+    }
     let mut resources = BTreeMap::new();
     for s in STAGES.iter().chain(["sample-api"].iter()) {
         if let Some(r) = p.resources(s) {
@@ -147,7 +186,7 @@ pub async fn run(
         windows: tally::windows(&cfg)?,
         mysql_rows: tally::mysql_rows(&pool, &table).await?,
         mongo_docs: tally::mongo_docs(&coll).await?,
-        latencies_ms: tally::latencies_ms(&pool, &table).await?,
+        commit_latency,
         elapsed,
         mysql_span_ms: tally::load_span_ms(&pool, &table).await?,
         resources,
@@ -156,9 +195,24 @@ pub async fn run(
     })
 }
 
-fn fmt_ms(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.0} ms"))
-        .unwrap_or_else(|| "-".into())
+/// "p50 … p95 … p99 … (n = …)" of a fetch → commit histogram; its buckets are 50 ms wide
+/// up to 2 s, so the figures are interpolated within 50 ms.
+pub fn latency_summary(h: Option<&tally::Histogram>) -> String {
+    let Some(h) = h.filter(|h| h.count() > 0) else {
+        return "- (no samples: the sink's /metrics did not answer)".into();
+    };
+    let q = |x: f64| {
+        h.quantile(x)
+            .map(|v| format!("{:.0} ms", v * 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "p50 {}  p95 {}  p99 {}  (n = {})",
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        h.count()
+    )
 }
 
 /// The summary a person reads at a glance.
@@ -248,15 +302,16 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         secs,
         o.source_records as f64 / secs.max(0.001)
     );
-    let l = &o.latencies_ms;
-    let _ = writeln!(
-        s,
-        "  API fetch → MySQL commit latency: p50 {}  p95 {}  p99 {}  max {}",
-        fmt_ms(tally::quantile(l, 0.50)),
-        fmt_ms(tally::quantile(l, 0.95)),
-        fmt_ms(tally::quantile(l, 0.99)),
-        fmt_ms(l.last().copied())
-    );
+    for (sink, db) in [
+        ("sink-mysql", "MySQL commit"),
+        ("sink-mongo", "MongoDB write"),
+    ] {
+        let _ = writeln!(
+            s,
+            "  API fetch → {db:<13} latency: {}",
+            latency_summary(o.commit_latency.get(sink))
+        );
+    }
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
     }

@@ -1,6 +1,6 @@
 //! Where every record of a run ended up: exact counts per topic (read_committed), dead
 //! letters by stage and reason, quality windows, MySQL rows, Mongo documents, latency.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -127,20 +127,162 @@ impl Failed {
 
 pub fn failed(cfg: &Config, role: TopicRole) -> Result<Failed, LocalError> {
     let mut out = Failed::default();
-    scan(cfg, &cfg.topics.name(role), |m| {
+    scan(cfg, &cfg.topics.name(role), |m| out.add(m))?;
+    Ok(out)
+}
+
+impl Failed {
+    /// Counts one dead letter (or quarantined record) by its error headers.
+    pub fn add(&mut self, m: &BorrowedMessage<'_>) {
         let get = |k: &str| {
             m.headers()
                 .and_then(|hs| h::get_str(hs, k))
                 .unwrap_or("unknown")
                 .to_string()
         };
-        *out.by_reason
+        *self
+            .by_reason
             .entry((get(h::ERROR_STAGE), get(h::ERROR_KIND)))
             .or_default() += 1;
-        out.keys
+        self.keys
             .push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
-    })?;
-    Ok(out)
+    }
+}
+
+/// Follows a topic from its start while a run goes on: every [`Follower::drain`] reads only
+/// what was committed since the previous one, so watching a 1 M-record run costs one read
+/// of each record instead of a full scan per poll.
+pub struct Follower {
+    consumer: BaseConsumer,
+    /// Per partition: the offset after the last record read.
+    pub ends: BTreeMap<i32, i64>,
+    /// Records read so far.
+    pub records: u64,
+    /// The topic's partitions.
+    pub partitions: Vec<i32>,
+}
+
+impl Follower {
+    pub fn new(cfg: &Config, role: TopicRole) -> Result<Self, LocalError> {
+        let topic = cfg.topics.name(role);
+        let cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
+        let consumer: BaseConsumer = cc.create()?;
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            if let Some(e) = t.error() {
+                return Err(LocalError::Other(format!("topic {topic}: {e:?}")));
+            }
+            for p in t.partitions() {
+                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Err(LocalError::Other(format!(
+                "topic {topic} has no partitions"
+            )));
+        }
+        consumer.assign(&tpl)?;
+        let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+        Ok(Follower {
+            consumer,
+            ends: BTreeMap::new(),
+            records: 0,
+            partitions,
+        })
+    }
+
+    /// Reads every record fetched so far (never waits for more), calling `f` per record.
+    pub fn drain(&mut self, mut f: impl FnMut(&BorrowedMessage<'_>)) -> Result<u64, LocalError> {
+        let mut n = 0;
+        let mut empty = 0;
+        // A few short waits so that a fetch in flight is not mistaken for the end.
+        while empty < 3 {
+            match self.consumer.poll(Duration::from_millis(5)) {
+                Some(Ok(m)) => {
+                    empty = 0;
+                    n += 1;
+                    self.ends.insert(m.partition(), m.offset() + 1);
+                    f(&m);
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => empty += 1,
+            }
+        }
+        self.records += n;
+        Ok(n)
+    }
+
+    /// True when `stored` (a sink's next offset per partition) has reached every record read.
+    pub fn reached_by(&self, stored: &HashMap<i32, i64>) -> bool {
+        self.ends
+            .iter()
+            .all(|(p, end)| stored.get(p).is_some_and(|s| s >= end))
+    }
+}
+
+/// The sink-mysql instance's stored next offsets on `topic` (its offsets table; empty before
+/// the sink created it).
+pub async fn mysql_progress(
+    cfg: &Config,
+    pool: &sqlx::MySqlPool,
+    topic: &str,
+) -> Result<HashMap<i32, i64>, LocalError> {
+    let t = &cfg.sink.mysql.offsets_table;
+    let exists: Option<(String,)> = sqlx::query_as(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
+    )
+    .bind(t)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| LocalError::Mysql(e.to_string()))?;
+    if exists.is_none() {
+        return Ok(HashMap::new());
+    }
+    crate::stages::sinks::mysql::stored_offsets(
+        pool,
+        t,
+        &cfg.pipeline.group_id("sink-mysql"),
+        topic,
+    )
+    .await
+    .map_err(|e| LocalError::Mysql(e.to_string()))
+}
+
+/// The sink-mongo consumer group's committed offsets on `topic` (it commits after each write).
+pub struct GroupProgress {
+    consumer: BaseConsumer,
+    tpl: TopicPartitionList,
+}
+
+impl GroupProgress {
+    pub fn new(
+        cfg: &Config,
+        stage: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Self, LocalError> {
+        let cc = crate::kafka::consumer_config(&cfg.kafka, &cfg.pipeline.group_id(stage));
+        let consumer: BaseConsumer = cc.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(topic, *p);
+        }
+        Ok(GroupProgress { consumer, tpl })
+    }
+
+    pub fn committed(&self) -> Result<HashMap<i32, i64>, LocalError> {
+        let c = self
+            .consumer
+            .committed_offsets(self.tpl.clone(), Duration::from_secs(10))?;
+        Ok(c.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 /// One quality report.
@@ -244,23 +386,6 @@ pub async fn mysql_rows(pool: &sqlx::MySqlPool, table: &str) -> Result<u64, Loca
     Ok(n as u64)
 }
 
-/// API fetch → MySQL commit latencies in milliseconds (`_loaded_at − fetched_at`), sorted.
-pub async fn latencies_ms(pool: &sqlx::MySqlPool, table: &str) -> Result<Vec<f64>, LocalError> {
-    let rows: Vec<(Option<i64>,)> = sqlx::query_as(&format!(
-        "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, fetched_at, `_loaded_at`) AS SIGNED) FROM `{table}`"
-    ))
-    .fetch_all(pool)
-    .await
-    .map_err(|e| LocalError::Mysql(e.to_string()))?;
-    let mut v: Vec<f64> = rows
-        .into_iter()
-        .filter_map(|(x,)| x)
-        .map(|us| us as f64 / 1000.0)
-        .collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    Ok(v)
-}
-
 /// First and last `_loaded_at` (ms since epoch) in the table.
 pub async fn load_span_ms(
     pool: &sqlx::MySqlPool,
@@ -277,6 +402,81 @@ pub async fn load_span_ms(
         (Some(a), Some(b)) => Some((a, b)),
         _ => None,
     })
+}
+
+/// A Prometheus histogram read from `/metrics` text: cumulative counts per upper bound.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// (upper bound `le`, cumulative count), ascending; the last bound is `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Histogram {
+    /// Sums the `<name>_bucket` series of `text` over their other labels.
+    pub fn parse(text: &str, name: &str) -> Histogram {
+        let prefix = format!("{name}_bucket{{");
+        let mut by: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with(&prefix)) {
+            let Some((labels, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some(le) = labels
+                .split("le=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            let le: f64 = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                match le.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                }
+            };
+            let Ok(n) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let e = by.entry(le.to_bits()).or_insert((le, 0));
+            e.1 += n as u64;
+        }
+        let mut buckets: Vec<(f64, u64)> = by.into_values().collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Histogram { buckets }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.last().map_or(0, |b| b.1)
+    }
+
+    /// The value at quantile `q`, interpolated linearly inside its bucket (as Prometheus'
+    /// `histogram_quantile` does); `None` without samples. Above the last finite bound the
+    /// answer is that bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut prev = (0.0, 0u64);
+        for &(le, n) in &self.buckets {
+            if n as f64 >= rank {
+                if le.is_infinite() {
+                    return Some(prev.0);
+                }
+                let inside = (n - prev.1) as f64;
+                let frac = if inside > 0.0 {
+                    (rank - prev.1 as f64) / inside
+                } else {
+                    1.0
+                };
+                return Some(prev.0 + (le - prev.0) * frac);
+            }
+            prev = (le, n);
+        }
+        Some(prev.0)
+    }
 }
 
 /// The value at quantile `q` of sorted values.
@@ -322,4 +522,38 @@ pub async fn mongo_docs(
     coll.count_documents(mongodb::bson::doc! {})
         .await
         .map_err(|e| LocalError::Mongo(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_sums_label_sets_and_interpolates() {
+        let text = "\
+# TYPE etl_sink_fetch_to_commit_seconds histogram
+etl_sink_fetch_to_commit_seconds_bucket{stage=\"sink-mysql\",le=\"0.5\"} 50
+etl_sink_fetch_to_commit_seconds_bucket{stage=\"sink-mysql\",le=\"1\"} 90
+etl_sink_fetch_to_commit_seconds_bucket{stage=\"sink-mysql\",le=\"+Inf\"} 100
+etl_sink_fetch_to_commit_seconds_bucket{stage=\"other\",le=\"0.5\"} 50
+etl_sink_fetch_to_commit_seconds_bucket{stage=\"other\",le=\"1\"} 90
+etl_sink_fetch_to_commit_seconds_bucket{stage=\"other\",le=\"+Inf\"} 100
+etl_sink_fetch_to_commit_seconds_sum 70
+";
+        let h = Histogram::parse(text, FETCH);
+        assert_eq!(
+            h.buckets,
+            vec![(0.5, 100), (1.0, 180), (f64::INFINITY, 200)]
+        );
+        assert_eq!(h.count(), 200);
+        // Rank 50 of 200 lies halfway into the first bucket [0, 0.5].
+        assert_eq!(h.quantile(0.25), Some(0.25));
+        // Rank 140: 40 of the 80 samples in (0.5, 1].
+        assert_eq!(h.quantile(0.7), Some(0.75));
+        // Beyond the last finite bound: that bound.
+        assert_eq!(h.quantile(0.99), Some(1.0));
+        assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    const FETCH: &str = crate::observability::names::FETCH_TO_COMMIT_SECONDS;
 }

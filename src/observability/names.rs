@@ -54,10 +54,22 @@ pub const ASSIGNED_PARTITIONS: &str = "etl_assigned_partitions";
 pub const LOG_EVENTS_DROPPED: &str = "etl_log_events_dropped_total";
 /// Counter: log events delivered to the logs topic.
 pub const LOG_EVENTS_SENT: &str = "etl_log_events_sent_total";
+/// Histogram: seconds from the API fetch of a record (`etl.fetched_at`) until a sink's write
+/// of it is durable (MySQL: committed with its offsets; Mongo: acknowledged). The pipeline's
+/// freshness: what `bench-e2e` reports as the end-to-end latency.
+pub const FETCH_TO_COMMIT_SECONDS: &str = "etl_sink_fetch_to_commit_seconds";
 
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 2 min.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Histogram buckets for [`FETCH_TO_COMMIT_SECONDS`]: 50 ms steps up to 2 s (so that the
+/// percentiles read from it are within 50 ms), then coarser up to 10 minutes.
+pub const FRESHNESS_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
+    0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5, 1.55, 1.6, 1.65, 1.7,
+    1.75, 1.8, 1.85, 1.9, 1.95, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+    90.0, 120.0, 180.0, 300.0, 600.0,
 ];
 /// Histogram buckets for `etl_batch_size`: 1 record to 100 000.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[
@@ -98,4 +110,9 @@ pub fn describe() {
         "Log events that did not reach the logs topic"
     );
     describe_counter!(LOG_EVENTS_SENT, "Log events delivered to the logs topic");
+    describe_histogram!(
+        FETCH_TO_COMMIT_SECONDS,
+        Unit::Seconds,
+        "API fetch of a record until the sink's write of it is durable"
+    );
 }

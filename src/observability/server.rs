@@ -59,7 +59,12 @@ pub fn install_metrics(stage: Option<&str>) -> PrometheusHandle {
 }
 
 fn builder(stage: Option<&str>) -> Result<PrometheusBuilder, BuildError> {
+    // Full-name matchers win over suffix matchers.
     let mut b = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(names::FETCH_TO_COMMIT_SECONDS.into()),
+            names::FRESHNESS_BUCKETS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), names::LATENCY_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(names::BATCH_SIZE.into()),

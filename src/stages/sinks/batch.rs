@@ -430,7 +430,19 @@ impl<W: BatchWriter> SinkContext<W> {
         let tx = self.tx.clone();
         let stop = self.stop.clone();
         self.handle.spawn(async move {
+            let fetched: Vec<i64> = batch
+                .messages
+                .iter()
+                .filter_map(SinkMessage::fetched_at_ms)
+                .collect();
             let result = writer.write(batch, stop).await;
+            if let Ok(Outcome::Written { .. }) = &result {
+                let now = chrono::Utc::now().timestamp_millis();
+                let h = metrics::histogram!(metric::FETCH_TO_COMMIT_SECONDS);
+                for f in fetched {
+                    h.record((now - f).max(0) as f64 / 1000.0);
+                }
+            }
             let _ = tx.send(Completion {
                 partition: p,
                 epoch,

@@ -85,7 +85,7 @@ fn default_schema() -> PathBuf {
     PathBuf::from("schemas/league_entry.scored.avsc")
 }
 fn default_batch_size() -> usize {
-    5000
+    2000
 }
 fn default_batch_max_age() -> Duration {
     Duration::from_millis(200)
@@ -336,6 +336,14 @@ pub struct SinkMessage {
 impl SinkMessage {
     /// The trace id of the message: from its `traceparent` header, else the record's
     /// `trace_id` field when it holds a valid 32-hex id.
+    /// When extract fetched the record from the API (`etl.fetched_at`, ms since the epoch).
+    pub fn fetched_at_ms(&self) -> Option<i64> {
+        let v = headers::get_str(self.headers.as_ref()?, headers::FETCHED_AT)?;
+        chrono::DateTime::parse_from_rfc3339(v)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
     pub fn trace_id(&self, record: Option<&Record>) -> Option<String> {
         if let Some(h) = &self.headers {
             if let Some(id) = headers::get_str(h, headers::TRACEPARENT).and_then(trace::trace_id) {
@@ -407,42 +415,52 @@ impl Decode for Codec {
 /// The decoder a sink holds.
 pub type RecordDecoder = dyn Decode;
 
-/// Decodes every message of a batch: records, or (index, reason) for the poison ones.
-/// A retriable failure fails the whole call (the batch is retried).
-pub(crate) async fn decode_all(
+/// Decodes every message of a batch in turn, handing `f` the message's index, the message
+/// and its record (or the reason it is poison). Records are handed over one at a time, never
+/// collected: a decoded record takes several times the memory of its Avro bytes. A
+/// retriable failure fails the whole call (the batch is retried).
+pub(crate) async fn decode_each(
     decoder: &RecordDecoder,
     msgs: &[SinkMessage],
-) -> Result<Vec<Result<Record, Rejected>>, SinkError> {
-    let mut out = Vec::with_capacity(msgs.len());
+    mut f: impl FnMut(usize, &SinkMessage, Result<Record, Rejected>),
+) -> Result<(), SinkError> {
     for (index, m) in msgs.iter().enumerate() {
         let Some(payload) = m.payload.as_deref() else {
-            out.push(Err(Rejected {
+            f(
                 index,
-                kind: "decode",
-                message: "the message has no value".into(),
-            }));
+                m,
+                Err(Rejected {
+                    index,
+                    kind: "decode",
+                    message: "the message has no value".into(),
+                }),
+            );
             continue;
         };
         let decoded = match decoder.decode(payload) {
-            Err(f) if f.retriable => decoder.decode_slow(payload).await,
+            Err(e) if e.retriable => decoder.decode_slow(payload).await,
             other => other,
         };
         match decoded {
-            Ok(r) => out.push(Ok(r)),
-            Err(f) if f.retriable => {
+            Ok(r) => f(index, m, Ok(r)),
+            Err(e) if e.retriable => {
                 return Err(SinkError::Retriable {
                     what: "decoding",
-                    message: f.message,
+                    message: e.message,
                 })
             }
-            Err(f) => out.push(Err(Rejected {
+            Err(e) => f(
                 index,
-                kind: "decode",
-                message: f.message,
-            })),
+                m,
+                Err(Rejected {
+                    index,
+                    kind: "decode",
+                    message: e.message,
+                }),
+            ),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A record the sink gives up on, with the reason (goes to the dead-letter topic).

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::bson::{self, doc, Bson, Document, RawArrayBuf, RawDocumentBuf};
 use mongodb::options::{ClientOptions, Credential};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,10 @@ pub const STAGE: &str = "sink-mongo";
 const MAX_STATEMENTS: usize = 100_000;
 /// Bytes of statements per command: the 16 MiB BSON limit less room for the command itself.
 const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+/// Bytes of documents per command as sent: a command is copied a few times on its way out
+/// (array, command, wire message), so 16 MiB commands cost ~50 MiB per partition in flight.
+/// 1 MiB (~1 500 league documents) keeps that small; a bigger document still goes alone.
+const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Server error codes that say "try again" rather than "this document is bad".
 fn transient_code(code: i32) -> bool {
@@ -129,10 +133,12 @@ pub struct MongoSink {
 }
 
 /// One upsert to send: the message's index in its batch, `_id`, the document and its size.
+/// The document is kept as encoded BSON: a `Document` (one heap string and enum per field)
+/// takes several times the memory, and a batch holds thousands of them.
 struct Upsert {
     index: usize,
     id: Bson,
-    doc: Document,
+    doc: RawDocumentBuf,
     bytes: usize,
 }
 
@@ -202,6 +208,42 @@ impl MongoSink {
         self.db.collection(&self.collection)
     }
 
+    /// The upsert of one decoded record: its document encoded as BSON.
+    fn upsert(
+        &self,
+        topic: &str,
+        loaded_at: bson::DateTime,
+        index: usize,
+        m: &SinkMessage,
+        decoded: Result<Record, Rejected>,
+    ) -> Result<Upsert, Rejected> {
+        let reject = |message: String| Rejected {
+            index,
+            kind: "mongo_write",
+            message,
+        };
+        let (id, doc) = decoded.and_then(|r| {
+            document(self.key_field.as_deref(), topic, loaded_at, m, &r).map_err(|mut e| {
+                e.index = index;
+                e
+            })
+        })?;
+        let doc = RawDocumentBuf::from_document(&doc)
+            .map_err(|e| reject(format!("the document cannot be encoded as BSON: {e}")))?;
+        let bytes = doc.as_bytes().len();
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(reject(format!(
+                "the document is {bytes} bytes, above the 16 MiB limit"
+            )));
+        }
+        Ok(Upsert {
+            index,
+            id,
+            doc,
+            bytes,
+        })
+    }
+
     /// Decodes a batch into upserts (the last record per key), and the rejected records.
     async fn prepare(
         &self,
@@ -209,47 +251,22 @@ impl MongoSink {
         msgs: &[SinkMessage],
     ) -> Result<(Vec<Upsert>, Vec<Rejected>), SinkError> {
         let loaded_at = bson::DateTime::now();
-        let decoded = super::decode_all(&*self.codec, msgs).await?;
         let mut rejected = Vec::new();
         let mut upserts: Vec<Upsert> = Vec::with_capacity(msgs.len());
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
-        for (index, (m, d)) in msgs.iter().zip(decoded).enumerate() {
-            let made = d.and_then(|r| {
-                document(self.key_field.as_deref(), topic, loaded_at, m, &r).map_err(|mut e| {
-                    e.index = index;
-                    e
-                })
-            });
-            let (id, doc) = match made {
-                Ok(x) => x,
-                Err(r) => {
-                    rejected.push(r);
-                    continue;
-                }
-            };
-            let bytes = bson::to_vec(&doc).map(|v| v.len()).unwrap_or(usize::MAX);
-            if bytes > MAX_COMMAND_BYTES {
-                rejected.push(Rejected {
-                    index,
-                    kind: "mongo_write",
-                    message: format!("the document is {bytes} bytes, above the 16 MiB limit"),
-                });
-                continue;
+        super::decode_each(&*self.codec, msgs, |index, m, d| {
+            match self.upsert(topic, loaded_at, index, m, d) {
+                Ok(u) => match by_key.get(&u.id.to_string()) {
+                    Some(&at) => upserts[at] = u,
+                    None => {
+                        by_key.insert(u.id.to_string(), upserts.len());
+                        upserts.push(u);
+                    }
+                },
+                Err(r) => rejected.push(r),
             }
-            let u = Upsert {
-                index,
-                id,
-                doc,
-                bytes,
-            };
-            match by_key.get(&u.id.to_string()) {
-                Some(&at) => upserts[at] = u,
-                None => {
-                    by_key.insert(u.id.to_string(), upserts.len());
-                    upserts.push(u);
-                }
-            }
-        }
+        })
+        .await?;
         Ok((upserts, rejected))
     }
 
@@ -263,7 +280,7 @@ impl MongoSink {
             let mut bytes = 0;
             while end < upserts.len()
                 && end - start < MAX_STATEMENTS
-                && (end == start || bytes + upserts[end].bytes + 64 <= MAX_COMMAND_BYTES)
+                && (end == start || bytes + upserts[end].bytes + 64 <= CHUNK_BYTES)
             {
                 bytes += upserts[end].bytes + 64;
                 end += 1;
@@ -323,25 +340,18 @@ impl MongoSink {
     /// One unordered `insert` of the documents; returns those not inserted (every one when
     /// the reply does not account for each document).
     async fn insert_new<'a>(&self, todo: &[&'a Upsert]) -> Result<Vec<&'a Upsert>, SinkError> {
-        let docs: Vec<Bson> = todo
-            .iter()
-            .map(|u| {
-                let mut d = doc! {"_id": u.id.clone()};
-                for (k, v) in u.doc.iter() {
-                    if k != "_id" {
-                        d.insert(k.clone(), v.clone());
-                    }
-                }
-                Bson::Document(d)
-            })
-            .collect();
+        // `document` puts `_id` first.
+        let mut docs = RawArrayBuf::new();
+        for u in todo {
+            docs.push(u.doc.clone());
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("insert", self.collection.as_str());
+        cmd.append("ordered", false);
+        cmd.append("documents", docs);
         let reply = self
             .db
-            .run_command(doc! {
-                "insert": &self.collection,
-                "ordered": false,
-                "documents": docs,
-            })
+            .run_raw_command(cmd)
             .await
             .map_err(|e| classify(&e, "the insert command"))?;
         if reply.get_document("writeConcernError").is_ok() {
@@ -379,24 +389,26 @@ impl MongoSink {
         &self,
         todo: &[&Upsert],
     ) -> Result<(Option<usize>, Vec<(usize, String)>), SinkError> {
-        let updates: Vec<Bson> = todo
-            .iter()
-            .map(|u| {
-                Bson::Document(doc! {
-                    "q": {"_id": u.id.clone()},
-                    "u": u.doc.clone(),
-                    "upsert": true,
-                    "multi": false,
-                })
-            })
-            .collect();
+        let mut updates = RawArrayBuf::new();
+        for u in todo {
+            let mut q = RawDocumentBuf::new();
+            if let Ok(Some(id)) = u.doc.get("_id") {
+                q.append_ref("_id", id);
+            }
+            let mut st = RawDocumentBuf::new();
+            st.append("q", q);
+            st.append("u", u.doc.clone());
+            st.append("upsert", true);
+            st.append("multi", false);
+            updates.push(st);
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("update", self.collection.as_str());
+        cmd.append("ordered", false);
+        cmd.append("updates", updates);
         let reply = self
             .db
-            .run_command(doc! {
-                "update": &self.collection,
-                "ordered": false,
-                "updates": updates,
-            })
+            .run_raw_command(cmd)
             .await
             .map_err(|e| classify(&e, "the update command"))?;
         if let Ok(wce) = reply.get_document("writeConcernError") {

@@ -991,15 +991,15 @@ impl MysqlSink {
             topic,
             loaded_at_millis: chrono::Utc::now().timestamp_millis(),
         };
-        let decoded = super::decode_all(&*self.codec, msgs).await?;
         let mut rows = Vec::with_capacity(msgs.len());
         let mut rejected = Vec::new();
-        for (index, (m, d)) in msgs.iter().zip(decoded).enumerate() {
+        super::decode_each(&*self.codec, msgs, |index, m, d| {
             match d.and_then(|record| self.render(&ctx, index, m, &record)) {
                 Ok(row) => rows.push(row),
                 Err(r) => rejected.push(r),
             }
-        }
+        })
+        .await?;
         Ok(Prepared { rows, rejected })
     }
 
