@@ -142,9 +142,39 @@ pub struct KafkaConfig {
     /// Transaction timeout of the exactly-once stages.
     #[serde(default = "default_txn_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
-    /// Raw librdkafka options applied to every client (e.g. `security.protocol`).
-    #[serde(default)]
+    /// Raw librdkafka options applied to every client (e.g. `security.protocol`). Numbers and
+    /// booleans are taken as their text (`ETL__KAFKA__CLIENT_OPTIONS__fetch.wait.max.ms=50`).
+    #[serde(default, deserialize_with = "scalar_strings")]
     pub client_options: BTreeMap<String, String>,
+}
+
+/// A map of strings that also takes numbers and booleans, as their text: librdkafka options
+/// are strings, but `fetch.wait.max.ms = 50` in TOML (or an env override) is a number.
+fn scalar_strings<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::B(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 fn default_brokers() -> String {
@@ -870,6 +900,19 @@ mod tests {
             CleanupPolicy::Compact
         );
         assert_eq!(c.topics.all().unwrap().len(), 9);
+    }
+
+    #[test]
+    fn client_options_take_numbers_as_text() {
+        let c = load(
+            "[kafka.client_options]\n\"fetch.wait.max.ms\" = 50\n\"enable.sasl\" = true\n",
+            &[("ETL__KAFKA__CLIENT_OPTIONS__queued.min.messages", "10000")],
+        )
+        .unwrap();
+        let o = &c.kafka.client_options;
+        assert_eq!(o["fetch.wait.max.ms"], "50");
+        assert_eq!(o["enable.sasl"], "true");
+        assert_eq!(o["queued.min.messages"], "10000");
     }
 
     #[test]
