@@ -11,13 +11,25 @@ use super::LocalError;
 use crate::config::{Config, TopicRole};
 use crate::kafka::headers as h;
 
+/// The tally's reader: a read_committed consumer with librdkafka's own (large) pre-fetch
+/// limits. The stages' memory caps would make it fetch a few thousand records per round trip
+/// and, between the watcher's polls, stop fetching altogether.
+fn reader_config(cfg: &Config) -> rdkafka::ClientConfig {
+    let mut cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
+    cc.set("queued.min.messages", "100000")
+        .set("queued.max.messages.kbytes", "65536")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760");
+    cc
+}
+
 /// Reads a topic from its start to its current end (committed data only), calling `f` per record.
 pub fn scan(
     cfg: &Config,
     topic: &str,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, LocalError> {
-    let cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
+    let cc = reader_config(cfg);
     let consumer: BaseConsumer = cc.create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let Some(t) = md
@@ -165,7 +177,7 @@ pub struct Follower {
 impl Follower {
     pub fn new(cfg: &Config, role: TopicRole) -> Result<Self, LocalError> {
         let topic = cfg.topics.name(role);
-        let cc = crate::kafka::consumer_config(&cfg.kafka, &format!("{}.tally", cfg.pipeline.name));
+        let cc = reader_config(cfg);
         let consumer: BaseConsumer = cc.create()?;
         let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         let mut tpl = TopicPartitionList::new();
@@ -229,24 +241,21 @@ pub async fn mysql_progress(
     topic: &str,
 ) -> Result<HashMap<i32, i64>, LocalError> {
     let t = &cfg.sink.mysql.offsets_table;
-    let exists: Option<(String,)> = sqlx::query_as(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
-    )
-    .bind(t)
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| LocalError::Mysql(e.to_string()))?;
-    if exists.is_none() {
-        return Ok(HashMap::new());
-    }
-    crate::stages::sinks::mysql::stored_offsets(
+    let r = crate::stages::sinks::mysql::stored_offsets(
         pool,
         t,
         &cfg.pipeline.group_id("sink-mysql"),
         topic,
     )
-    .await
-    .map_err(|e| LocalError::Mysql(e.to_string()))
+    .await;
+    match r {
+        Ok(m) => Ok(m),
+        // Before the sink created it (MySQL error 1146: the table doesn't exist).
+        Err(e) if e.to_string().contains("1146") || e.to_string().contains("doesn't exist") => {
+            Ok(HashMap::new())
+        }
+        Err(e) => Err(LocalError::Mysql(e.to_string())),
+    }
 }
 
 /// The sink-mongo consumer group's committed offsets on `topic` (it commits after each write).
