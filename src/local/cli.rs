@@ -32,6 +32,10 @@ pub struct BenchE2eArgs {
     /// Records for the run at half the peak rate (0 = skip it).
     #[arg(long, default_value_t = 200_000)]
     pub half_rate_records: u64,
+    /// Offered rate (records/s) of the second run, instead of half the measured peak. With
+    /// `--records 0` the peak run is skipped: a latency run at this rate alone.
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
     /// Page size of the sample API in the peak run.
     #[arg(long, default_value_t = 1000)]
     pub page_size: u64,
@@ -99,7 +103,12 @@ fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
         .mysql_span_ms
         .and_then(|(a, b)| (b > a).then(|| o.mysql_rows as f64 / ((b - a) as f64 / 1000.0)));
     line("sink-mysql", mysql_rate);
-    line("sink-mongo", None);
+    let mongo_rate = o
+        .sink_spans
+        .get("sink-mongo")
+        .filter(|d| d.as_secs_f64() > 0.5)
+        .map(|d| o.mongo_docs as f64 / d.as_secs_f64());
+    line("sink-mongo", mongo_rate);
     line("sample-api", None);
     let _ = p;
     s
@@ -134,49 +143,76 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let id = run_id("bench");
-    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
-    eprintln!("peak run {id}: {} records, unlimited rate", args.records);
-    let o = run::run(&mut p, &[], args.timeout, true).await?;
-    let peak = o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001);
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     println!(
         "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══"
     );
-    println!(
-        "peak run: {} records in {:.1} s = {:.0} records/s end to end (API → MySQL and MongoDB)",
-        o.source_records,
-        o.elapsed.as_secs_f64(),
-        peak
-    );
-    print!("{}", stage_rates(&p, &o));
-    print!("{}", latency_lines(&o, "at peak"));
-    drop(p);
+    let mut peak = None;
+    if args.records > 0 {
+        let id = run_id("bench");
+        let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
+        eprintln!("peak run {id}: {} records, unlimited rate", args.records);
+        let o = run::run(&mut p, &[], args.timeout, true).await?;
+        let rate = o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001);
+        println!(
+            "peak run: {} records in {:.1} s = {:.0} records/s end to end (API → MySQL and MongoDB)",
+            o.source_records,
+            o.elapsed.as_secs_f64(),
+            rate
+        );
+        print!("{}", stage_rates(&p, &o));
+        print!("{}", latency_lines(&o, "at peak"));
+        peak = Some(rate);
+    }
+    let offered =
+        match (args.latency_rate, peak) {
+            (Some(r), _) => r,
+            (None, Some(p)) => p / 2.0,
+            (None, None) => return Err(LocalError::Other(
+                "--records 0 skips the peak run: give the latency run's rate with --latency-rate"
+                    .into(),
+            )),
+        };
+    let what = if args.latency_rate.is_some() {
+        "latency run"
+    } else {
+        "half-rate run"
+    };
 
     if args.half_rate_records > 0 {
         let mut half = SourceOptions::plain(args.half_rate_records);
         half.page_size = 100;
-        let req_per_s = ((peak / 2.0) / half.page_size as f64).floor().max(1.0);
+        let req_per_s = (offered / half.page_size as f64).floor().max(1.0);
         half.api_rate_limit = Some(req_per_s as u32 + 1);
         half.extract_rate_limit = req_per_s;
         let id = run_id("bench-half");
         let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, half, &[])?;
         eprintln!(
-            "half-rate run {id}: {} records at ≈ {:.0} records/s",
+            "{what} {id}: {} records at ≈ {:.0} records/s",
             args.half_rate_records,
             req_per_s * 100.0
         );
         let o = run::run(&mut p, &[], args.timeout, true).await?;
         println!(
-            "\nhalf-rate run: {} records at ≈ {:.0} records/s offered ({:.0}/s achieved)",
+            "\n{what}: {} records at ≈ {:.0} records/s offered ({:.0}/s achieved)",
             o.source_records,
             req_per_s * 100.0,
             o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001)
         );
         print!("{}", stage_rates(&p, &o));
-        print!("{}", latency_lines(&o, "at half rate"));
+        print!(
+            "{}",
+            latency_lines(
+                &o,
+                if peak.is_some() && args.latency_rate.is_none() {
+                    "at half rate"
+                } else {
+                    "at the offered rate"
+                }
+            )
+        );
     }
     Ok(())
 }

@@ -113,6 +113,8 @@ pub struct LocalPipeline {
     restarts: BTreeMap<String, u32>,
     /// Each process's `/metrics` port.
     ports: BTreeMap<String, u16>,
+    /// Processes that exited by themselves (extract `--once`): status, CPU seconds, peak RSS.
+    finished: BTreeMap<String, (std::process::ExitStatus, f64, u64)>,
 }
 
 /// Stages in start order (sinks first so they are ready when data arrives).
@@ -189,6 +191,7 @@ impl LocalPipeline {
             children: BTreeMap::new(),
             restarts: BTreeMap::new(),
             ports: BTreeMap::new(),
+            finished: BTreeMap::new(),
         })
     }
 
@@ -220,6 +223,7 @@ impl LocalPipeline {
             .map_err(io(format!("starting {name}")))?;
         self.children.insert(name.into(), child);
         self.ports.insert(name.into(), port);
+        self.finished.remove(name);
         Ok(())
     }
 
@@ -317,11 +321,30 @@ impl LocalPipeline {
         Ok(())
     }
 
-    /// The exit status of a process if it has exited.
+    /// The exit status of a process if it has exited. Reaps it with `wait4`, which also gives
+    /// its CPU time and peak RSS (its `/proc` entry is gone once it exited).
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
-        self.children
-            .get_mut(name)
-            .and_then(|c| c.try_wait().ok().flatten())
+        if let Some(f) = self.finished.get(name) {
+            return Some(f.0);
+        }
+        let pid = self.children.get(name)?.id() as libc::pid_t;
+        let mut status: libc::c_int = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 only writes into the two out-params.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: pid is our own child, not yet reaped (it is still in `children`).
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r != pid {
+            return None;
+        }
+        // Reaped: forget the handle, so nothing signals a pid that may be reused.
+        self.children.remove(name);
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
+        let st = std::os::unix::process::ExitStatusExt::from_raw(status);
+        // ru_maxrss is in KiB on Linux.
+        self.finished
+            .insert(name.to_string(), (st, cpu, usage.ru_maxrss as u64 * 1024));
+        Some(st)
     }
 
     /// The pid of a running process.
@@ -346,6 +369,9 @@ impl LocalPipeline {
 
     /// Resource use of a live process: (CPU seconds, peak RSS bytes) from /proc.
     pub fn resources(&self, name: &str) -> Option<(f64, u64)> {
+        if let Some((_, cpu, rss)) = self.finished.get(name) {
+            return Some((*cpu, *rss));
+        }
         let pid = self.pid(name)?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let after = stat.rsplit_once(')')?.1;

@@ -28,6 +28,9 @@ pub struct Outcome {
     pub mongo_docs: u64,
     /// `etl_sink_fetch_to_commit_seconds` of sink-mysql and sink-mongo, read just before the stop.
     pub commit_latency: BTreeMap<String, tally::Histogram>,
+    /// Per sink: from the first offsets it stored to the last time it was still behind, as the
+    /// watcher saw them (± its 300 ms poll).
+    pub sink_spans: BTreeMap<String, Duration>,
     pub elapsed: Duration,
     pub mysql_span_ms: Option<(i64, i64)>,
     /// Per process: (CPU seconds, peak RSS bytes), read just before the stop.
@@ -63,6 +66,7 @@ pub async fn run(
         tally::GroupProgress::new(&cfg, "sink-mongo", &scored_topic, &scored_follow.partitions)?;
     let mut dl = Failed::default();
     let mut q = Failed::default();
+    let mut spans: BTreeMap<&str, (Instant, Instant)> = BTreeMap::new();
 
     let started = Instant::now();
     p.start("extract", &["--once"])?;
@@ -91,6 +95,17 @@ pub async fn run(
         scored_follow.drain(|_| ())?;
         let mysql_at = tally::mysql_progress(&cfg, &pool, &scored_topic).await?;
         let mongo_at = mongo_progress.committed()?;
+        // When each sink was first seen writing, and when it had written everything so far.
+        for (sink, at) in [("sink-mysql", &mysql_at), ("sink-mongo", &mongo_at)] {
+            if at.values().any(|o| *o > 0) {
+                let e = spans
+                    .entry(sink)
+                    .or_insert((Instant::now(), Instant::now()));
+                if !scored_follow.reached_by(at) || e.0 == e.1 {
+                    e.1 = Instant::now();
+                }
+            }
+        }
         let written = |at: &std::collections::HashMap<i32, i64>| -> u64 {
             // Records below the stored offsets (transaction markers make this a slight over-count).
             at.values().map(|o| (*o).max(0) as u64).sum::<u64>()
@@ -148,6 +163,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let elapsed = started.elapsed();
+    let sink_spans = spans
+        .into_iter()
+        .map(|(k, (a, b))| (k.to_string(), b.duration_since(a)))
+        .collect();
     let mut commit_latency = BTreeMap::new();
     for s in ["sink-mysql", "sink-mongo"] {
         if let Some(text) = p.metrics(s).await {
@@ -159,7 +178,7 @@ pub async fn run(
         }
     }
     let mut resources = BTreeMap::new();
-    for s in STAGES.iter().chain(["sample-api"].iter()) {
+    for s in STAGES.iter().chain(["extract", "sample-api"].iter()) {
         if let Some(r) = p.resources(s) {
             resources.insert(s.to_string(), r);
         }
@@ -187,6 +206,7 @@ pub async fn run(
         mysql_rows: tally::mysql_rows(&pool, &table).await?,
         mongo_docs: tally::mongo_docs(&coll).await?,
         commit_latency,
+        sink_spans,
         elapsed,
         mysql_span_ms: tally::load_span_ms(&pool, &table).await?,
         resources,

@@ -525,9 +525,26 @@ pub async fn mongo_collection(
     Ok(client.database(&cfg.mongo.database).collection(&coll))
 }
 
+/// Documents in the collection: the `count` of `collStats` (FerretDB answers it with an SQL
+/// count: 2.4 s for 1 M documents, where `count_documents` took 81 s and 8 GiB in FerretDB),
+/// else `count_documents`.
 pub async fn mongo_docs(
     coll: &mongodb::Collection<mongodb::bson::Document>,
 ) -> Result<u64, LocalError> {
+    use mongodb::bson::Bson;
+    let stats = coll
+        .client()
+        .database(coll.namespace().db.as_str())
+        .run_command(mongodb::bson::doc! {"collStats": coll.name()})
+        .await;
+    if let Ok(d) = stats {
+        match d.get("count") {
+            Some(Bson::Int32(n)) => return Ok(*n as u64),
+            Some(Bson::Int64(n)) => return Ok(*n as u64),
+            Some(Bson::Double(n)) => return Ok(*n as u64),
+            _ => {}
+        }
+    }
     coll.count_documents(mongodb::bson::doc! {})
         .await
         .map_err(|e| LocalError::Mongo(e.to_string()))
