@@ -129,6 +129,39 @@ fn latency_lines(o: &Outcome, when: &str) -> String {
     s
 }
 
+/// Idle and total CPU jiffies since boot, from `/proc/stat`.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((idle, v.iter().sum()))
+}
+
+/// Waits until the machine's CPU was at least `idle` idle over 3 s (or `max` passed); returns
+/// how long it waited.
+async fn settle(idle: f64, max: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < max {
+        let Some((i0, t0)) = cpu_jiffies() else {
+            break;
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let Some((i1, t1)) = cpu_jiffies() else {
+            break;
+        };
+        if t1 > t0 && (i1 - i0) as f64 / (t1 - t0) as f64 >= idle {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
 /// The end-to-end benchmark: peak rate, then the latency at half of it.
 pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result<(), LocalError> {
     let mut source = SourceOptions::plain(args.records);
@@ -182,6 +215,15 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
     };
 
     if args.half_rate_records > 0 {
+        if peak.is_some() {
+            // After a big run the databases keep flushing and compacting for a while; a
+            // latency run on a busy machine measures that, not the pipeline.
+            let waited = settle(0.85, Duration::from_secs(180)).await;
+            eprintln!(
+                "waited {:.0} s for the machine to settle (≥ 85 % idle CPU over 3 s)",
+                waited.as_secs_f64()
+            );
+        }
         let mut half = SourceOptions::plain(args.half_rate_records);
         half.page_size = 100;
         let req_per_s = (offered / half.page_size as f64).floor().max(1.0);

@@ -115,6 +115,8 @@ pub struct LocalPipeline {
     ports: BTreeMap<String, u16>,
     /// Processes that exited by themselves (extract `--once`): status, CPU seconds, peak RSS.
     finished: BTreeMap<String, (std::process::ExitStatus, f64, u64)>,
+    /// The last `/proc` reading of each process ([`LocalPipeline::sample`]).
+    seen: BTreeMap<String, (f64, u64)>,
 }
 
 /// Stages in start order (sinks first so they are ready when data arrives).
@@ -192,6 +194,7 @@ impl LocalPipeline {
             restarts: BTreeMap::new(),
             ports: BTreeMap::new(),
             finished: BTreeMap::new(),
+            seen: BTreeMap::new(),
         })
     }
 
@@ -341,9 +344,11 @@ impl LocalPipeline {
         let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
         let st = std::os::unix::process::ExitStatusExt::from_raw(status);
-        // ru_maxrss is in KiB on Linux.
-        self.finished
-            .insert(name.to_string(), (st, cpu, usage.ru_maxrss as u64 * 1024));
+        // Not ru_maxrss: a child started with vfork/posix_spawn inherits the parent's
+        // high-water mark at exec. The peak is the last `/proc` VmHWM the watcher sampled
+        // (a high-water mark only grows; the last sample is at most one poll old).
+        let rss = self.seen.get(name).map_or(0, |s| s.1);
+        self.finished.insert(name.to_string(), (st, cpu, rss));
         Some(st)
     }
 
@@ -365,6 +370,13 @@ impl LocalPipeline {
     pub fn restart(&mut self, stage: &str, extra: &[&str]) -> Result<(), LocalError> {
         *self.restarts.entry(stage.into()).or_default() += 1;
         self.start(stage, extra)
+    }
+
+    /// Reads a live process's resource use now and keeps it for after its exit.
+    pub fn sample(&mut self, name: &str) {
+        if let Some(r) = self.resources(name) {
+            self.seen.insert(name.to_string(), r);
+        }
     }
 
     /// Resource use of a live process: (CPU seconds, peak RSS bytes) from /proc.

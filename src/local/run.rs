@@ -79,6 +79,7 @@ pub async fn run(
             p.check_alive(s)?;
         }
         if raw_total.is_none() {
+            p.sample("extract");
             if let Some(status) = p.exited("extract") {
                 if !status.success() {
                     return Err(LocalError::Other(format!(
