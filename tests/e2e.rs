@@ -138,6 +138,12 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         "one row per scored record"
     );
     assert_eq!(o.mongo_docs, o.mysql_rows, "one document per row");
+    // Every stage's /readyz answered 200 while records flowed (Kafka, partitions, database).
+    assert!(
+        o.ready.values().all(|ok| *ok) && o.ready.len() == 4,
+        "readiness per stage: {:?}",
+        o.ready
+    );
     assert_eq!(
         o.dead_letters.count_stage("sink-mysql") + o.dead_letters.count_stage("sink-mongo"),
         0

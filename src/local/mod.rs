@@ -230,19 +230,31 @@ impl LocalPipeline {
         Ok(())
     }
 
-    /// The `/metrics` text of a running process (`None` when it does not answer).
-    pub async fn metrics(&self, name: &str) -> Option<String> {
+    /// GET `path` from a running process's HTTP server: (status, body), `None` when it does
+    /// not answer.
+    async fn get(&self, name: &str, path: &str) -> Option<(u16, String)> {
         let port = self.ports.get(name)?;
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
             .build()
             .ok()?;
         let r = client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .get(format!("http://127.0.0.1:{port}{path}"))
             .send()
             .await
             .ok()?;
-        r.text().await.ok()
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
+    /// The `/metrics` text of a running process (`None` when it does not answer).
+    pub async fn metrics(&self, name: &str) -> Option<String> {
+        self.get(name, "/metrics").await.map(|(_, body)| body)
+    }
+
+    /// Whether a running process's `/readyz` answers 200.
+    pub async fn ready(&self, name: &str) -> bool {
+        matches!(self.get(name, "/readyz").await, Some((200, _)))
     }
 
     /// Creates the run's topics.

@@ -28,6 +28,8 @@ pub struct Outcome {
     pub mongo_docs: u64,
     /// `etl_sink_fetch_to_commit_seconds` of sink-mysql and sink-mongo, read just before the stop.
     pub commit_latency: BTreeMap<String, tally::Histogram>,
+    /// Per stage: whether its `/readyz` answered 200 while records flowed.
+    pub ready: BTreeMap<String, bool>,
     /// Per sink: from the first offsets it stored to the last time it was still behind, as the
     /// watcher saw them (± its 300 ms poll).
     pub sink_spans: BTreeMap<String, Duration>,
@@ -67,6 +69,7 @@ pub async fn run(
     let mut dl = Failed::default();
     let mut q = Failed::default();
     let mut spans: BTreeMap<&str, (Instant, Instant)> = BTreeMap::new();
+    let mut ready: BTreeMap<String, bool> = STAGES.iter().map(|s| (s.to_string(), false)).collect();
 
     let started = Instant::now();
     p.start("extract", &["--once"])?;
@@ -90,6 +93,9 @@ pub async fn run(
                 }
                 raw_total = Some(tally::count_topic(&cfg, TopicRole::Raw)?.records);
             }
+        }
+        for (stage, ok) in ready.iter_mut().filter(|(_, ok)| !**ok) {
+            *ok = p.ready(stage).await;
         }
         dl_follow.drain(|m| dl.add(m))?;
         q_follow.drain(|m| q.add(m))?;
@@ -208,6 +214,7 @@ pub async fn run(
         mongo_docs: tally::mongo_docs(&coll).await?,
         commit_latency,
         sink_spans,
+        ready,
         elapsed,
         mysql_span_ms: tally::load_span_ms(&pool, &table).await?,
         resources,
@@ -335,6 +342,21 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
     }
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
+    }
+    let not_ready: Vec<&str> = o
+        .ready
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(s, _)| s.as_str())
+        .collect();
+    if not_ready.is_empty() {
+        let _ = writeln!(s, "  /readyz: every stage answered ready during the run");
+    } else {
+        let _ = writeln!(
+            s,
+            "  /readyz: never ready during the run: {}",
+            not_ready.join(", ")
+        );
     }
     let _ = writeln!(s, "\nWhere to look next");
     let cfgp = p.dir.join("config.toml");

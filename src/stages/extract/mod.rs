@@ -754,8 +754,10 @@ async fn run_pass(
     shutdown: &CancellationToken,
 ) -> PassOutcome {
     let cancel = shutdown.child_token();
-    // Enough pages in flight to fill a transaction while the previous one commits.
-    let (tx, rx) = mpsc::channel::<Msg>((cfg.concurrency * 8).max(256));
+    // Enough pages in flight to fill a transaction while the previous one commits, and no
+    // more: each queued page holds its whole response body (at 256 pages of 1 000 records the
+    // extractor peaked at 144 MiB, 45 MiB of it response buffers; heaptrack).
+    let (tx, rx) = mpsc::channel::<Msg>((cfg.concurrency * 4).max(16));
     if plan.new_pass && tx.send(Msg::PassStart(plan.pass.clone())).await.is_err() {
         return PassOutcome {
             result: Err(ExtractError::Kafka("sink is gone".into())),
