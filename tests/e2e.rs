@@ -334,4 +334,6 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         before == after,
         "a replay over written records leaves the same rows"
     );
+    // Passed: remove the run's topics, table and collection (a failed run keeps them).
+    p.cleanup().await.unwrap();
 }

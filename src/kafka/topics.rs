@@ -14,6 +14,8 @@ pub enum TopicsError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("creating topic {topic}: {message}")]
     Create { topic: String, message: String },
+    #[error("{0}")]
+    Other(String),
 }
 
 /// What `apply` found or did for one topic.
@@ -27,6 +29,23 @@ pub enum TopicOutcome {
 
 fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, TopicsError> {
     Ok(super::base_config(cfg).create()?)
+}
+
+/// Deletes topics (those that do not exist are skipped). For throwaway runs (`bench-e2e`, the
+/// end-to-end test): nothing in the pipeline deletes a topic by itself.
+pub async fn delete(cfg: &KafkaConfig, names: &[String]) -> Result<(), TopicsError> {
+    let admin = admin(cfg)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for r in admin.delete_topics(&refs, &opts).await? {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                return Err(TopicsError::Other(format!("deleting topic {name}: {code}")))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates missing topics and checks existing ones. Returns one outcome per spec, in order.

@@ -257,6 +257,40 @@ impl LocalPipeline {
         matches!(self.get(name, "/readyz").await, Some((200, _)))
     }
 
+    /// Removes what the run left behind: its topics, its MySQL table and the sink-mysql offsets
+    /// rows of its consumer group, its Mongo collection. For throwaway runs (`bench-e2e`, the
+    /// end-to-end test); every stage must be stopped first.
+    pub async fn cleanup(&self) -> Result<(), LocalError> {
+        let cfg = &self.cfg;
+        let names: Vec<String> = cfg.topics.all()?.into_iter().map(|t| t.name).collect();
+        crate::kafka::topics::delete(&cfg.kafka, &names).await?;
+        let table = tally::mysql_table(cfg)?;
+        let pool = tally::mysql_pool(cfg).await?;
+        let mysql = |e: sqlx::Error| LocalError::Mysql(e.to_string());
+        sqlx::query(&format!("DROP TABLE IF EXISTS `{table}`"))
+            .execute(&pool)
+            .await
+            .map_err(mysql)?;
+        let offsets = &cfg.sink.mysql.offsets_table;
+        let r = sqlx::query(&format!("DELETE FROM `{offsets}` WHERE consumer_group = ?"))
+            .bind(cfg.pipeline.group_id("sink-mysql"))
+            .execute(&pool)
+            .await;
+        if let Err(e) = r {
+            // 1146: no offsets table (the sink never started).
+            if !e.to_string().contains("1146") {
+                return Err(mysql(e));
+            }
+        }
+        pool.close().await;
+        tally::mongo_collection(cfg)
+            .await?
+            .drop()
+            .await
+            .map_err(|e| LocalError::Mongo(e.to_string()))?;
+        Ok(())
+    }
+
     /// Creates the run's topics.
     pub async fn apply_topics(&self) -> Result<(), LocalError> {
         let specs = self.cfg.topics.all()?;

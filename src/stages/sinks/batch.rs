@@ -486,6 +486,28 @@ fn commit_written<W: BatchWriter>(
     }
 }
 
+/// Connects a writer (retrying while its database is away; `what` names the attempt in the
+/// logs), then [`drive`]s it until `shutdown`. `connect` gets the stage's dead-letter producer.
+pub async fn connect_and_drive<W, F, Fut>(
+    cfg: &Config,
+    what: &'static str,
+    shutdown: CancellationToken,
+    connect: F,
+) -> Result<(), SinkError>
+where
+    W: BatchWriter,
+    F: Fn(super::DeadLetters) -> Fut,
+    Fut: Future<Output = Result<W, SinkError>>,
+{
+    let dead_letters = super::DeadLetters::new(cfg, W::STAGE)?;
+    let stop = hard_stop(&shutdown, cfg.sink.shutdown_timeout);
+    let writer = super::retry(what, cfg.sink.retry_max_backoff, &stop, || {
+        connect(dead_letters.clone())
+    })
+    .await?;
+    drive(cfg, Arc::new(writer), shutdown).await
+}
+
 /// Consumes the scored topic and feeds `writer` until `shutdown`; see the module docs.
 pub async fn drive<W: BatchWriter>(
     cfg: &Config,

@@ -522,16 +522,10 @@ pub async fn run_with(
     codec: Arc<super::RecordDecoder>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    let dead_letters = DeadLetters::new(cfg, STAGE)?;
-    let stop = batch::hard_stop(&shutdown, cfg.sink.shutdown_timeout);
-    let sink = super::retry(
-        "connecting to MongoDB",
-        cfg.sink.retry_max_backoff,
-        &stop,
-        || MongoSink::new(cfg, &schema, codec.clone(), Some(dead_letters.clone())),
-    )
-    .await?;
-    batch::drive(cfg, Arc::new(sink), shutdown).await
+    batch::connect_and_drive(cfg, "connecting to MongoDB", shutdown, |dl| {
+        MongoSink::new(cfg, &schema, codec.clone(), Some(dl))
+    })
+    .await
 }
 
 #[cfg(test)]

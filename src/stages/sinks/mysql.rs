@@ -1259,16 +1259,10 @@ pub async fn run_with(
     codec: Arc<super::RecordDecoder>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    let dead_letters = DeadLetters::new(cfg, STAGE)?;
-    let stop = batch::hard_stop(&shutdown, cfg.sink.shutdown_timeout);
-    let sink = super::retry(
-        "connecting to MySQL",
-        cfg.sink.retry_max_backoff,
-        &stop,
-        || MysqlSink::new(cfg, &schema, codec.clone(), Some(dead_letters.clone())),
-    )
-    .await?;
-    batch::drive(cfg, Arc::new(sink), shutdown).await
+    batch::connect_and_drive(cfg, "connecting to MySQL", shutdown, |dl| {
+        MysqlSink::new(cfg, &schema, codec.clone(), Some(dl))
+    })
+    .await
 }
 
 #[cfg(test)]
