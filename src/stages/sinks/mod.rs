@@ -185,12 +185,30 @@ impl Default for SinkMysqlConfig {
 }
 
 /// `[sink.mongo]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkMongoConfig {
     /// Target collection; default: the schema's record name in snake_case (`league_entry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<String>,
+    /// Batches (one per partition) prepared and written at the same time. FerretDB on SQLite
+    /// runs one write at a time anyway, so 1 costs no throughput there and keeps one prepared
+    /// batch in memory instead of one per partition; raise it for a MongoDB cluster.
+    #[serde(default = "default_mongo_write_concurrency")]
+    pub write_concurrency: usize,
+}
+
+fn default_mongo_write_concurrency() -> usize {
+    1
+}
+
+impl Default for SinkMongoConfig {
+    fn default() -> Self {
+        SinkMongoConfig {
+            collection: None,
+            write_concurrency: default_mongo_write_concurrency(),
+        }
+    }
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -207,6 +225,12 @@ impl SinkConfig {
             return Err(ConfigError::key(
                 "sink.batch_size",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if self.mongo.write_concurrency == 0 || self.mongo.write_concurrency > 64 {
+            return Err(ConfigError::key(
+                "sink.mongo.write_concurrency",
+                "must be between 1 and 64",
             ));
         }
         if self.batch_max_age.is_zero() {

@@ -130,6 +130,8 @@ pub struct MongoSink {
     codec: Arc<super::RecordDecoder>,
     dead_letters: Option<DeadLetters>,
     sink: SinkConfig,
+    /// `sink.mongo.write_concurrency` permits: a batch is decoded and written holding one.
+    writes: tokio::sync::Semaphore,
 }
 
 /// One upsert to send: the message's index in its batch, `_id`, the document and its size.
@@ -201,6 +203,7 @@ impl MongoSink {
             codec,
             dead_letters,
             sink: cfg.sink.clone(),
+            writes: tokio::sync::Semaphore::new(cfg.sink.mongo.write_concurrency),
         })
     }
 
@@ -472,6 +475,11 @@ impl BatchWriter for MongoSink {
             });
         };
         let next_offset = last.offset + 1;
+        // Never closed, so acquiring only waits.
+        let _permit = self.writes.acquire().await.map_err(|e| SinkError::Fatal {
+            what: "the write permit",
+            message: e.to_string(),
+        })?;
         let (upserts, mut rejected) = super::retry(
             "decoding a batch",
             self.sink.retry_max_backoff,
