@@ -142,6 +142,12 @@ pub struct KafkaConfig {
     /// Transaction timeout of the exactly-once stages.
     #[serde(default = "default_txn_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// How long a consumer that stopped heartbeating (a killed instance) keeps its partitions
+    /// before the group hands them to the others: the failover time after a crash (a clean
+    /// shutdown leaves at once). Brokers refuse values under `group.min.session.timeout.ms`
+    /// (6 s by default).
+    #[serde(default = "default_session_timeout", with = "humantime_serde")]
+    pub session_timeout: Duration,
     /// Raw librdkafka options applied to every client (e.g. `security.protocol`). Numbers and
     /// booleans are taken as their text (`ETL__KAFKA__CLIENT_OPTIONS__fetch.wait.max.ms=50`).
     #[serde(default, deserialize_with = "scalar_strings")]
@@ -180,6 +186,9 @@ where
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
 }
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(45)
+}
 fn default_txn_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -190,6 +199,7 @@ impl Default for KafkaConfig {
             brokers: default_brokers(),
             schema_registry_url: None,
             transaction_timeout: default_txn_timeout(),
+            session_timeout: default_session_timeout(),
             client_options: BTreeMap::new(),
         }
     }
@@ -750,6 +760,14 @@ impl Config {
             return Err(ConfigError::key(
                 "kafka.transaction_timeout",
                 "must be at least 1s",
+            ));
+        }
+        if self.kafka.session_timeout < Duration::from_secs(1)
+            || self.kafka.session_timeout > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::key(
+                "kafka.session_timeout",
+                "must be between 1s and 1h (brokers refuse less than group.min.session.timeout.ms, 6s by default)",
             ));
         }
         if let Some(url) = &self.kafka.schema_registry_url {

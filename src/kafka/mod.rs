@@ -82,6 +82,17 @@ pub fn transactional_producer_config(cfg: &KafkaConfig, transactional_id: &str) 
 pub fn consumer_config(cfg: &KafkaConfig, group_id: &str) -> ClientConfig {
     let mut c = base_config(cfg);
     set_defaults(&mut c, cfg, CONSUMER_MEMORY_DEFAULTS);
+    // Heartbeats well inside the session (librdkafka's default is 3 s for a 45 s session).
+    let session_ms = cfg.session_timeout.as_millis();
+    let heartbeat_ms = (session_ms / 3).clamp(100, 3000);
+    set_defaults(
+        &mut c,
+        cfg,
+        &[
+            ("session.timeout.ms", &session_ms.to_string()),
+            ("heartbeat.interval.ms", &heartbeat_ms.to_string()),
+        ],
+    );
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -217,6 +217,13 @@ impl LocalPipeline {
             .envs(self.env.iter().map(|(a, b)| (a, b)))
             .env("ETL_CONFIG", &self.base_config)
             .env("ETL__OBSERVABILITY__HTTP_PORT", port.to_string())
+            // One replica per stage: a stable instance id (as a StatefulSet ordinal would give)
+            // makes a restarted stage fence its killed predecessor's open transaction at once
+            // (with the default `<host>-<pid>` it stays open up to `kafka.transaction_timeout`).
+            .env("ETL__PIPELINE__INSTANCE", format!("{name}-0"))
+            // A killed stage's partitions move to its restarted self after 6 s (the brokers'
+            // minimum) instead of 45 s: the crash test's restarted clean sat idle that long.
+            .env("ETL__KAFKA__SESSION_TIMEOUT", "6s")
             .env("ETL_API_TOKEN", "demo-token")
             .env("SAMPLE_API_TOKEN", "demo-token")
             .stdin(Stdio::null())

@@ -692,6 +692,29 @@ mod tests {
     }
 
     #[test]
+    fn fetched_at_comes_from_the_extract_header() {
+        let with = |v: Option<&str>| SinkMessage {
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: None,
+            headers: v.map(|v| {
+                OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: headers::FETCHED_AT,
+                    value: Some(v),
+                })
+            }),
+        };
+        // What extract writes: RFC 3339 with milliseconds, UTC.
+        assert_eq!(
+            with(Some("2026-11-28T21:12:40.123Z")).fetched_at_ms(),
+            Some(1_795_900_360_123)
+        );
+        assert_eq!(with(Some("not a time")).fetched_at_ms(), None);
+        assert_eq!(with(None).fetched_at_ms(), None);
+    }
+
+    #[test]
     fn validate_names_keys() {
         let c = SinkConfig {
             batch_size: 0,
