@@ -394,12 +394,7 @@ async fn exactly_once_across_sigkill_and_restart() {
     )
     .into();
     // A killed member holds its partitions until its session times out: keep that short.
-    cfg.kafka
-        .client_options
-        .insert("session.timeout.ms".into(), "6000".into());
-    cfg.kafka
-        .client_options
-        .insert("heartbeat.interval.ms".into(), "1000".into());
+    cfg.kafka.session_timeout = Duration::from_secs(6);
     topics(&cfg, 3).await;
     let s = schema();
     let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);

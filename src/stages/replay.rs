@@ -15,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ReplayError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("consumer group `{group}` has {members} live member(s) ({clients}); stop every instance of the stage, then replay (an instance killed without a clean shutdown stays a member until its session times out: `session.timeout.ms`, 45 s by default)")]
+    #[error("consumer group `{group}` has {members} live member(s) ({clients}); stop every instance of the stage, then replay (an instance killed without a clean shutdown stays a member until its session times out: `kafka.session_timeout`, 45 s by default)")]
     LiveMembers {
         group: String,
         members: usize,
