@@ -30,8 +30,8 @@ pub const PRODUCER_MEMORY_DEFAULTS: &[(&str, &str)] = &[("queue.buffering.max.kb
 /// messages per partition, whichever comes first (each message keeps its whole decompressed
 /// batch alive: at 10 000 per partition heaptrack showed 12.6 MiB of lz4 buffers in sink-mongo);
 /// a few thousand league records per partition still keep every stage busy (same throughput
-/// measured with 10 000). `fetch.wait.max.ms`
-/// bounds how long an idle fetch waits on the broker. `kafka.client_options` overrides each.
+/// measured with 10 000). `fetch.wait.max.ms` bounds how long an idle fetch waits on the
+/// broker. `kafka.client_options` overrides each.
 pub const CONSUMER_MEMORY_DEFAULTS: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "4096"),
     ("queued.min.messages", "2000"),

@@ -118,21 +118,6 @@ fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
     s
 }
 
-fn latency_lines(o: &Outcome, when: &str) -> String {
-    let mut s = String::new();
-    for (sink, db) in [
-        ("sink-mysql", "MySQL commit"),
-        ("sink-mongo", "MongoDB write"),
-    ] {
-        let _ = writeln!(
-            s,
-            "  API fetch → {db} latency {when}: {}",
-            run::latency_summary(o.commit_latency.get(sink))
-        );
-    }
-    s
-}
-
 /// Idle and total CPU jiffies since boot, from `/proc/stat`.
 fn cpu_jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -201,7 +186,7 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
             rate
         );
         print!("{}", stage_rates(&p, &o));
-        print!("{}", latency_lines(&o, "at peak"));
+        print!("{}", run::latency_lines(&o, " at peak"));
         peak = Some(rate);
         if !args.keep {
             p.cleanup().await?;
@@ -254,12 +239,12 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         print!("{}", stage_rates(&p, &o));
         print!(
             "{}",
-            latency_lines(
+            run::latency_lines(
                 &o,
                 if peak.is_some() && args.latency_rate.is_none() {
-                    "at half rate"
+                    " at half rate"
                 } else {
-                    "at the offered rate"
+                    " at the offered rate"
                 }
             )
         );

@@ -284,8 +284,8 @@ impl LocalPipeline {
             .execute(&pool)
             .await;
         if let Err(e) = r {
-            // 1146: no offsets table (the sink never started).
-            if !e.to_string().contains("1146") {
+            // No offsets table: the sink never started.
+            if !tally::no_such_table(&e.to_string()) {
                 return Err(mysql(e));
             }
         }

@@ -225,7 +225,7 @@ pub async fn run(
 
 /// "p50 … p95 … p99 … (n = …)" of a fetch → commit histogram; its buckets are 50 ms wide
 /// up to 2 s, so the figures are interpolated within 50 ms.
-pub fn latency_summary(h: Option<&tally::Histogram>) -> String {
+fn latency_summary(h: Option<&tally::Histogram>) -> String {
     let Some(h) = h.filter(|h| h.count() > 0) else {
         return "- (no samples: the sink's /metrics did not answer)".into();
     };
@@ -241,6 +241,22 @@ pub fn latency_summary(h: Option<&tally::Histogram>) -> String {
         q(0.99),
         h.count()
     )
+}
+
+/// One line per sink: "API fetch → <db> latency<when>: p50 … p95 … p99 … (n = …)".
+pub fn latency_lines(o: &Outcome, when: &str) -> String {
+    let mut s = String::new();
+    for (sink, db) in [
+        ("sink-mysql", "MySQL commit"),
+        ("sink-mongo", "MongoDB write"),
+    ] {
+        let _ = writeln!(
+            s,
+            "  API fetch → {db:<13} latency{when}: {}",
+            latency_summary(o.commit_latency.get(sink))
+        );
+    }
+    s
 }
 
 /// The summary a person reads at a glance.
@@ -330,16 +346,7 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         secs,
         o.source_records as f64 / secs.max(0.001)
     );
-    for (sink, db) in [
-        ("sink-mysql", "MySQL commit"),
-        ("sink-mongo", "MongoDB write"),
-    ] {
-        let _ = writeln!(
-            s,
-            "  API fetch → {db:<13} latency: {}",
-            latency_summary(o.commit_latency.get(sink))
-        );
-    }
+    s.push_str(&latency_lines(o, ""));
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
     }

@@ -250,12 +250,15 @@ pub async fn mysql_progress(
     .await;
     match r {
         Ok(m) => Ok(m),
-        // Before the sink created it (MySQL error 1146: the table doesn't exist).
-        Err(e) if e.to_string().contains("1146") || e.to_string().contains("doesn't exist") => {
-            Ok(HashMap::new())
-        }
+        // Before the sink created it.
+        Err(e) if no_such_table(&e.to_string()) => Ok(HashMap::new()),
         Err(e) => Err(LocalError::Mysql(e.to_string())),
     }
+}
+
+/// Whether a MySQL error message says the table does not exist (error 1146).
+pub fn no_such_table(message: &str) -> bool {
+    message.contains("1146") || message.contains("doesn't exist")
 }
 
 /// The sink-mongo consumer group's committed offsets on `topic` (it commits after each write).
@@ -486,15 +489,6 @@ impl Histogram {
         }
         Some(prev.0)
     }
-}
-
-/// The value at quantile `q` of sorted values.
-pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted.get(i).copied()
 }
 
 pub async fn mongo_collection(
