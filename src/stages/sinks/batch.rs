@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -64,8 +65,8 @@ pub enum Outcome {
 pub trait BatchWriter: Send + Sync + 'static {
     /// Stage name: consumer group `<pipeline>.<stage>`, dead-letter `etl.error.stage`.
     const STAGE: &'static str;
-    /// True when Kafka's committed offset is the sink's position (Mongo: committed
-    /// synchronously after each write); false when the writer stores it (MySQL: Kafka commits
+    /// True when Kafka's committed offset is the sink's position (Mongo: committed after
+    /// each write); false when the writer stores it (MySQL: Kafka commits
     /// are only for lag visibility).
     const OFFSETS_IN_KAFKA: bool;
 
@@ -119,6 +120,8 @@ struct PartState {
     expected: Option<i64>,
     /// The last next_offset written, not yet committed to Kafka.
     to_commit: Option<i64>,
+    /// The last next_offset written (committed or not): what a failed commit retries with.
+    written: Option<i64>,
 }
 
 #[derive(Default)]
@@ -150,6 +153,34 @@ type Driver<W> = BaseConsumer<SinkContext<W>>;
 impl<W: BatchWriter> ClientContext for SinkContext<W> {}
 
 impl<W: BatchWriter> ConsumerContext for SinkContext<W> {
+    /// Runs on the poll thread (inside `poll`) when an asynchronous commit is answered.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let failed: Vec<i32> = offsets
+            .elements_for_topic(&self.topic)
+            .iter()
+            .filter(|e| result.is_err() || e.error().is_err())
+            .map(|e| e.partition())
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            partitions = ?failed,
+            error = ?result.err(),
+            "committing offsets to Kafka failed; retrying with the latest written offsets"
+        );
+        // Retry with the newest offset written, never an older one (an older commit's failure
+        // can arrive after a newer commit was sent).
+        let mut st = self.lock();
+        for p in failed {
+            if let Some(ps) = st.parts.get_mut(&p) {
+                if ps.to_commit.is_none() {
+                    ps.to_commit = ps.written;
+                }
+            }
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -339,6 +370,7 @@ impl<W: BatchWriter> SinkContext<W> {
             }) => {
                 ps.expected = Some(next_offset);
                 ps.to_commit = Some(next_offset);
+                ps.written = Some(next_offset);
                 let target = if W::OFFSETS_IN_KAFKA {
                     "mongo"
                 } else {
@@ -355,12 +387,13 @@ impl<W: BatchWriter> SinkContext<W> {
                     seconds = elapsed,
                     "batch written"
                 );
-                let mode = if W::OFFSETS_IN_KAFKA {
-                    CommitMode::Sync
-                } else {
-                    CommitMode::Async
-                };
-                commit_written(consumer, &self.topic, st, &[c.partition], mode);
+                // Asynchronous even where Kafka holds the position (Mongo): the write is
+                // already acknowledged, so a commit that never lands only means the batch is
+                // written again after a restart (same documents). A synchronous commit stalled
+                // this thread behind the consumer's pending fetch (one connection to the
+                // coordinator, answered in order: up to `fetch.wait.max.ms` per batch).
+                // A failed commit is retried with the latest offset (`commit_callback`).
+                commit_written(consumer, &self.topic, st, &[c.partition], CommitMode::Async);
             }
             Ok(Outcome::Fenced { stored }) => {
                 tracing::warn!(
@@ -560,6 +593,7 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
     let ctx = consumer.context();
     let topic = ctx.topic.clone();
     let mut last_house = Instant::now();
+    let mut last_recommit = Instant::now();
     let result = loop {
         let timeout = {
             let mut st = ctx.lock();
@@ -656,6 +690,19 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
                 .collect();
             for p in due {
                 ctx.dispatch(&consumer, &mut st, p);
+            }
+            // Commits that failed (re-armed by `commit_callback`), at most once a second.
+            if last_recommit.elapsed() >= Duration::from_secs(1) {
+                let retry: Vec<i32> = st
+                    .parts
+                    .iter()
+                    .filter(|(_, ps)| ps.to_commit.is_some() && !ps.inflight)
+                    .map(|(p, _)| *p)
+                    .collect();
+                if !retry.is_empty() {
+                    last_recommit = Instant::now();
+                    commit_written(&consumer, &topic, &mut st, &retry, CommitMode::Async);
+                }
             }
             if st.stopping {
                 let pending = st.inflight > 0 || st.parts.values().any(|ps| !ps.buf.is_empty());

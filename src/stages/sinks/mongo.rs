@@ -3,8 +3,8 @@
 //! Each batch is one unordered `update` command (cut under 100 000 statements and 16 MiB),
 //! one replacement upsert per record, `_id` from the record key: writing a batch again writes
 //! the same documents. Per-document `writeErrors` go to the dead-letter topic; the Kafka
-//! offsets are committed (synchronously) only after the command answered and the dead
-//! letters were acknowledged. The MongoDB 8 `bulkWrite` command is not used: FerretDB does not
+//! offsets are committed only after the command answered and the dead letters were
+//! acknowledged. The MongoDB 8 `bulkWrite` command is not used: FerretDB does not
 //! have it.
 //!
 //! Unordered statements may be applied in any order, so a batch keeps only the last record of
