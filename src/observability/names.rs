@@ -64,12 +64,13 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 /// Histogram buckets for [`FETCH_TO_COMMIT_SECONDS`]: 50 ms steps up to 2 s (so that the
-/// percentiles read from it are within 50 ms), then coarser up to 10 minutes.
+/// percentiles read from it are within 50 ms), then ≤ 25 % wide up to 10 minutes (a backlog).
 pub const FRESHNESS_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
     0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5, 1.55, 1.6, 1.65, 1.7,
-    1.75, 1.8, 1.85, 1.9, 1.95, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
-    90.0, 120.0, 180.0, 300.0, 600.0,
+    1.75, 1.8, 1.85, 1.9, 1.95, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0,
+    30.0, 40.0, 50.0, 60.0, 75.0, 90.0, 105.0, 120.0, 140.0, 160.0, 180.0, 240.0, 300.0, 450.0,
+    600.0,
 ];
 /// Histogram buckets for `etl_batch_size`: 1 record to 100 000.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[
