@@ -389,9 +389,9 @@ impl<W: BatchWriter> SinkContext<W> {
                 );
                 // Asynchronous even where Kafka holds the position (Mongo): the write is
                 // already acknowledged, so a commit that never lands only means the batch is
-                // written again after a restart (same documents). A synchronous commit stalled
-                // this thread behind the consumer's pending fetch (one connection to the
-                // coordinator, answered in order: up to `fetch.wait.max.ms` per batch).
+                // written again after a restart (same documents). A synchronous commit (≈ 6 ms)
+                // kept this thread from draining the consumer's queue, which then passed
+                // `queued.min.messages` and paused fetching (see `CONSUMER_MEMORY_DEFAULTS`).
                 // A failed commit is retried with the latest offset (`commit_callback`).
                 commit_written(consumer, &self.topic, st, &[c.partition], CommitMode::Async);
             }
