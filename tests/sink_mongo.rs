@@ -159,3 +159,51 @@ async fn graceful_shutdown_writes_and_commits_the_batch_in_hand() {
     stop(task).await.unwrap();
     assert_eq!(count(&db).await, 30);
 }
+
+/// Batches are cut at `sink.batch_max_bytes` too: with a one-hour age and a record count far
+/// above the input, only the byte bound writes anything before shutdown, and no batch holds
+/// more records than fit in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_at_the_byte_bound() {
+    let db = common::mongo_db("sink_mbytes").await;
+    let mut cfg = config("sink_mbytes", db.name(), 100_000);
+    cfg.sink.batch_max_age = Duration::from_secs(3600);
+    let s = schema();
+    let msgs = spread(&s, 600, 1);
+    let size = |(_, k, v): &(i32, String, Vec<u8>)| k.len() + v.len();
+    let smallest = msgs.iter().map(size).min().unwrap();
+    cfg.sink.batch_max_bytes = smallest * 40;
+    // A batch is cut once its bytes reach the bound: at most this many records.
+    let most = cfg.sink.batch_max_bytes.div_ceil(smallest);
+    topics(&cfg, 1).await;
+    produce(&cfg, &msgs).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    // Everything but the last, partial batch is written while the sink runs.
+    let written = wait_for(600 - most as i64, || async {
+        let n = count(&db).await;
+        if n >= 600 - most as i64 {
+            600 - most as i64
+        } else {
+            n
+        }
+    })
+    .await;
+    assert_eq!(written, 600 - most as i64, "batches were not cut by bytes");
+    stop(task).await.unwrap();
+    assert_eq!(count(&db).await, 600);
+    // One batch, one `_loaded_at` (set when the batch is prepared; batches of a partition are
+    // written one after another, each taking milliseconds).
+    let mut per_batch: std::collections::HashMap<i64, usize> = Default::default();
+    let mut cursor = db.collection::<Document>(COLL).find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        let d = cursor.deserialize_current().unwrap();
+        let at = d.get_datetime("_loaded_at").unwrap().timestamp_millis();
+        *per_batch.entry(at).or_default() += 1;
+    }
+    let biggest = per_batch.values().copied().max().unwrap();
+    assert!(
+        biggest <= most,
+        "a batch of {biggest} records; the byte bound allows {most}: {per_batch:?}"
+    );
+    assert!(per_batch.len() >= 600 / most, "{per_batch:?}");
+}

@@ -3,8 +3,8 @@
 //! One blocking thread owns a `BaseConsumer` (measured several times faster than
 //! `StreamConsumer` on small messages) and does nothing but poll, copy messages into
 //! per-partition buffers and hand finished batches to tokio tasks. A partition's batch is cut
-//! at `sink.batch_size` records or when its oldest record is `sink.batch_max_age` old,
-//! whichever comes first. Each partition has at most one batch in flight, so its rows are
+//! at `sink.batch_size` records, at `sink.batch_max_bytes` of keys and payloads, or when its
+//! oldest record is `sink.batch_max_age` old, whichever comes first. Each partition has at most one batch in flight, so its rows are
 //! written in offset order; different partitions are written in parallel. While a partition's
 //! next batch is full and its previous one is still being written, the partition is paused
 //! (the thread keeps polling, so the consumer stays in its group).
@@ -112,6 +112,8 @@ struct Completion {
 struct PartState {
     epoch: u64,
     buf: Vec<SinkMessage>,
+    /// Key and payload bytes in `buf`.
+    bytes: usize,
     first_at: Option<Instant>,
     inflight: bool,
     paused: bool,
@@ -122,6 +124,13 @@ struct PartState {
     to_commit: Option<i64>,
     /// The last next_offset written (committed or not): what a failed commit retries with.
     written: Option<i64>,
+}
+
+impl PartState {
+    /// The buffer holds a whole batch (by records or by bytes).
+    fn full(&self, batch_size: usize, batch_max_bytes: usize) -> bool {
+        self.buf.len() >= batch_size || self.bytes >= batch_max_bytes
+    }
 }
 
 #[derive(Default)]
@@ -141,6 +150,7 @@ pub struct SinkContext<W: BatchWriter> {
     shutdown: CancellationToken,
     stop: CancellationToken,
     batch_size: usize,
+    batch_max_bytes: usize,
     max_age: Duration,
     retry_max_backoff: Duration,
     state: Mutex<State>,
@@ -403,6 +413,7 @@ impl<W: BatchWriter> SinkContext<W> {
                     "the stored offset moved under this instance (another owner, or a commit whose answer was lost); continuing from the stored offset"
                 );
                 ps.buf.clear();
+                ps.bytes = 0;
                 ps.first_at = None;
                 ps.expected = stored;
                 let off = stored.map(Offset::Offset).unwrap_or(Offset::Beginning);
@@ -442,6 +453,7 @@ impl<W: BatchWriter> SinkContext<W> {
             return;
         }
         let messages = std::mem::take(&mut ps.buf);
+        ps.bytes = 0;
         let started = ps.first_at.take().unwrap_or_else(Instant::now);
         ps.inflight = true;
         if ps.paused && !st.stopping {
@@ -558,6 +570,7 @@ pub async fn drive<W: BatchWriter>(
         shutdown: shutdown.clone(),
         stop: stop.clone(),
         batch_size: cfg.sink.batch_size,
+        batch_max_bytes: cfg.sink.batch_max_bytes,
         max_age: cfg.sink.batch_max_age,
         retry_max_backoff: cfg.sink.retry_max_backoff,
         state: Mutex::new(State::default()),
@@ -638,7 +651,9 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
                             headers: m.headers().map(|h| h.detach()),
                         });
                         ps.first_at.get_or_insert_with(Instant::now);
-                        if ps.buf.len() >= ctx.batch_size {
+                        ps.bytes +=
+                            m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+                        if ps.full(ctx.batch_size, ctx.batch_max_bytes) {
                             if ps.inflight {
                                 if !ps.paused {
                                     let _ = consumer.pause(&one(&topic, p));
@@ -683,7 +698,7 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
                     !ps.inflight
                         && !ps.buf.is_empty()
                         && (st.stopping
-                            || ps.buf.len() >= ctx.batch_size
+                            || ps.full(ctx.batch_size, ctx.batch_max_bytes)
                             || ps.first_at.is_some_and(|t| now >= t + ctx.max_age))
                 })
                 .map(|(p, _)| *p)

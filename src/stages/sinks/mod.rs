@@ -65,6 +65,10 @@ pub struct SinkConfig {
     /// A partition's batch is written when it holds this many records...
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// ...or when its records' keys and payloads reach this many bytes (bounds memory when
+    /// records are large; one record above it is a batch of its own)...
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// ...or when its oldest record has waited this long, whichever comes first.
     #[serde(default = "default_batch_max_age", with = "humantime_serde")]
     pub batch_max_age: Duration,
@@ -87,6 +91,9 @@ fn default_schema() -> PathBuf {
 fn default_batch_size() -> usize {
     2000
 }
+fn default_batch_max_bytes() -> usize {
+    4 * 1024 * 1024
+}
 fn default_batch_max_age() -> Duration {
     Duration::from_millis(200)
 }
@@ -103,6 +110,7 @@ impl Default for SinkConfig {
             schema: default_schema(),
             key_field: None,
             batch_size: default_batch_size(),
+            batch_max_bytes: default_batch_max_bytes(),
             batch_max_age: default_batch_max_age(),
             retry_max_backoff: default_retry_max_backoff(),
             shutdown_timeout: default_shutdown_timeout(),
@@ -225,6 +233,12 @@ impl SinkConfig {
             return Err(ConfigError::key(
                 "sink.batch_size",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.batch_max_bytes) {
+            return Err(ConfigError::key(
+                "sink.batch_max_bytes",
+                "must be between 1024 and 1073741824",
             ));
         }
         if self.mongo.write_concurrency == 0 || self.mongo.write_concurrency > 64 {
@@ -725,6 +739,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("sink.batch_size"));
+        let c = SinkConfig {
+            batch_max_bytes: 10,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.batch_max_bytes"));
         let mut c = SinkConfig::default();
         c.mysql.table = Some("bad name".into());
         assert!(c
