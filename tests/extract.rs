@@ -132,6 +132,12 @@ async fn setup(name: &str, opts: SampleApiOptions) -> Setup {
 }
 
 /// A small dataset: 1 queue × 2 tiers × 2 divisions = 4 streams.
+/// One pass (`extract --once`, `--fresh` when `fresh`), not stopped from outside.
+async fn run_once(cfg: &Config, fresh: bool) -> Result<extract::RunReport, ExtractError> {
+    let opts = RunOptions { once: true, fresh };
+    extract::run(cfg, opts, CancellationToken::new()).await
+}
+
 fn small(records: u64, page_size: u64, seed: u64) -> Dataset {
     let mut d = Dataset::new(records, page_size, seed);
     d.tiers = vec!["GOLD".into(), "IRON".into()];
@@ -197,16 +203,7 @@ fn assert_raw_exactly_once(cfg: &Config, d: &Dataset) {
 #[tokio::test]
 async fn full_pass_lands_exactly_the_expected_records_with_keys_and_headers() {
     let s = setup("x_full", with_token(small(2_000, 50, 11))).await;
-    let report = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = run_once(&s.cfg, false).await.unwrap();
     assert_eq!(report.records, 2_000, "{report}");
     assert_eq!(report.dead_letters, 0);
     assert_eq!(report.completed, 1);
@@ -233,16 +230,7 @@ async fn rate_limits_5xx_and_truncated_bodies_are_survived_without_loss_or_dupli
     s.cfg.extract.concurrency = 4;
     s.cfg.extract.retry.max_attempts = 20;
     s.cfg.extract.retry.max_rate_limited = 1000;
-    let report = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = run_once(&s.cfg, false).await.unwrap();
     assert!(report.failed.is_empty(), "{report}");
     assert_eq!(report.records, 3_000, "{report}");
     let st = &s.api.stats;
@@ -264,16 +252,7 @@ async fn a_rejected_token_fails_fast_with_a_clear_message_and_is_not_retried() {
     std::fs::write(&s.token_file, "wrong-secret-value-4242").unwrap();
     s.cfg.extract.probe.attempts = 5;
     let t = Instant::now();
-    let err = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = run_once(&s.cfg, false).await.unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(err, ExtractError::Rejected { status: 403, .. }),
@@ -299,16 +278,7 @@ async fn malformed_records_reach_dead_letter_with_reasons_and_the_rest_reach_raw
     d.malformed_rate = 0.05;
     d.missing_rate = 0.2;
     let s = setup("x_malformed", with_token(d)).await;
-    let report = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = run_once(&s.cfg, false).await.unwrap();
     let mut want: BTreeMap<&str, usize> = BTreeMap::new();
     for i in 0..s.dataset.records {
         if let Expected::Poison { kind } = s.dataset.expected(i) {
@@ -370,16 +340,7 @@ async fn a_down_api_is_retried_with_backoff_then_reported() {
     s.cfg.extract.probe.attempts = 4;
     s.cfg.extract.retry.initial_backoff = Duration::from_millis(100);
     let t = Instant::now();
-    let err = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = run_once(&s.cfg, false).await.unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(err, ExtractError::Unavailable { attempts: 4, .. }),
@@ -404,16 +365,7 @@ async fn failed_requests_are_reported_and_their_streams_resume_on_the_next_run()
     o.fail_rate = 0.3;
     let mut s = setup("x_resume_failed", o).await;
     s.cfg.extract.retry.max_attempts = 1;
-    let first = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let first = run_once(&s.cfg, false).await.unwrap();
     assert!(!first.failed.is_empty(), "{first}");
     assert_eq!(first.completed, 0);
     for f in &first.failed {
@@ -428,16 +380,7 @@ async fn failed_requests_are_reported_and_their_streams_resume_on_the_next_run()
     .await
     .unwrap();
     s.cfg.extract.url = healthy.entries_template();
-    let second = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let second = run_once(&s.cfg, false).await.unwrap();
     assert!(second.resumed, "{second}");
     assert!(
         second.failed.is_empty() && second.completed == 1,
@@ -479,16 +422,7 @@ async fn a_graceful_stop_mid_pass_resumes_without_refetching_or_duplicates() {
     // Let the server finish answers the stopped extractor no longer waits for.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let served_before = sample_api::ServerStats::get(&s.api.stats.pages);
-    let second = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let second = run_once(&s.cfg, false).await.unwrap();
     assert!(second.resumed && second.completed == 1, "{second}");
     assert_eq!(first.records + second.records, 4_000);
     // Resumed at the checkpoints: no page committed by the first run was fetched again.
@@ -499,16 +433,7 @@ async fn a_graceful_stop_mid_pass_resumes_without_refetching_or_duplicates() {
 
     // A further --once run after a completed pass is a new pass (the daily run), and
     // --fresh ignores checkpoints; both fetch everything again.
-    let third = extract::run(
-        &s.cfg,
-        RunOptions {
-            once: true,
-            fresh: true,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let third = run_once(&s.cfg, true).await.unwrap();
     assert!(!third.resumed && third.records == 4_000, "{third}");
     s.api.stop().await;
 }
@@ -620,16 +545,7 @@ async fn next_link_pagination_with_a_records_path_and_a_query_token_never_stores
     x.rate_limit = 0.0;
     // A transaction per page, so checkpoints holding next links are written.
     x.commit_records = 1;
-    let r = extract::run(
-        &cfg,
-        RunOptions {
-            once: true,
-            fresh: false,
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let r = run_once(&cfg, false).await.unwrap();
     assert_eq!((r.records, r.pages, r.completed), (50, 8, 1), "{r}");
     assert!(r.transactions >= 8, "{r}");
     let raw = read_all(&cfg.topics.name(TopicRole::Raw));
