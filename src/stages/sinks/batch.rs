@@ -757,3 +757,112 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
     tracing::info!(stage = W::STAGE, ok = result.is_ok(), "sink stopped");
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    /// Never called: these tests exercise the driver's bookkeeping only.
+    struct NoWriter;
+
+    impl BatchWriter for NoWriter {
+        const STAGE: &'static str = "test";
+        const OFFSETS_IN_KAFKA: bool = true;
+        async fn start_offsets(
+            &self,
+            _: &str,
+            _: &[i32],
+        ) -> Result<Option<HashMap<i32, i64>>, SinkError> {
+            Ok(None)
+        }
+        async fn write(&self, _: Batch, _: CancellationToken) -> Result<Outcome, SinkError> {
+            unreachable!("not driven")
+        }
+    }
+
+    fn context() -> SinkContext<NoWriter> {
+        let (tx, rx) = mpsc::channel();
+        SinkContext {
+            writer: Arc::new(NoWriter),
+            handle: Handle::current(),
+            topic: "t".into(),
+            shutdown: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            batch_size: 10,
+            batch_max_bytes: 100,
+            max_age: Duration::from_secs(1),
+            retry_max_backoff: Duration::from_secs(1),
+            state: Mutex::new(State::default()),
+            tx,
+            rx: Mutex::new(rx),
+        }
+    }
+
+    fn offsets(parts: &[(i32, i64)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in parts {
+            tpl.add_partition_offset("t", *p, Offset::Offset(*o))
+                .unwrap();
+        }
+        tpl
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_retried_with_the_latest_written_offset() {
+        let ctx = context();
+        {
+            let mut st = ctx.lock();
+            for (p, written, pending) in [(0, 50, None), (1, 80, Some(80)), (2, 30, None)] {
+                st.parts.insert(
+                    p,
+                    PartState {
+                        written: Some(written),
+                        to_commit: pending,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        // Partition 0's commit of 40 failed after 50 was written: retry with 50. Partition 1
+        // already has a newer commit pending: unchanged. Partition 2 was not in the commit.
+        let err = KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress);
+        ctx.commit_callback(Err(err), &offsets(&[(0, 40), (1, 60)]));
+        let st = ctx.lock();
+        assert_eq!(st.parts[&0].to_commit, Some(50));
+        assert_eq!(st.parts[&1].to_commit, Some(80));
+        assert_eq!(st.parts[&2].to_commit, None);
+        drop(st);
+        // A successful commit re-arms nothing.
+        let ctx = context();
+        ctx.lock().parts.insert(
+            0,
+            PartState {
+                written: Some(50),
+                ..Default::default()
+            },
+        );
+        ctx.commit_callback(Ok(()), &offsets(&[(0, 50)]));
+        assert_eq!(ctx.lock().parts[&0].to_commit, None);
+    }
+
+    #[test]
+    fn a_batch_is_full_by_records_or_by_bytes() {
+        let mut ps = PartState::default();
+        assert!(!ps.full(2, 100));
+        ps.bytes = 100;
+        assert!(ps.full(2, 100));
+        ps.bytes = 0;
+        ps.buf = (0..2)
+            .map(|i| SinkMessage {
+                partition: 0,
+                offset: i,
+                key: None,
+                payload: None,
+                headers: None,
+            })
+            .collect();
+        assert!(ps.full(2, 100));
+    }
+}
