@@ -4,10 +4,11 @@
 //! `StreamConsumer` on small messages) and does nothing but poll, copy messages into
 //! per-partition buffers and hand finished batches to tokio tasks. A partition's batch is cut
 //! at `sink.batch_size` records, at `sink.batch_max_bytes` of keys and payloads, or when its
-//! oldest record is `sink.batch_max_age` old, whichever comes first. Each partition has at most one batch in flight, so its rows are
-//! written in offset order; different partitions are written in parallel. While a partition's
-//! next batch is full and its previous one is still being written, the partition is paused
-//! (the thread keeps polling, so the consumer stays in its group).
+//! oldest record is `sink.batch_max_age` old, whichever comes first. Each partition has at
+//! most one batch in flight, so its rows are written in offset order; different partitions are
+//! written in parallel. While a partition's next batch is full and its previous one is still
+//! being written, the partition is paused (the thread keeps polling, so the consumer stays in
+//! its group).
 //!
 //! Assignment: the rebalance callback asks the writer where each new partition starts (the
 //! MySQL sink reads its offsets table) and assigns the partitions at those offsets, before any
