@@ -1,16 +1,19 @@
 //! Removes what earlier test runs left in the local stack: topics, MySQL databases and tables,
 //! offsets rows, MongoDB databases and collections named by the tests' `unique()` helper
-//! (`<name>_<pid>_<n>_<random>`, or with `-`) whose test process is gone. Passing tests clean up
-//! after themselves where they can (e2e, bench-e2e); failed, killed and many smaller tests do
-//! not, and the stack is shared by every run on the machine, so without this each CI run adds
-//! ~60 topics and a few databases for good.
+//! (`etltest_<prefix>_<start>_<pid>_<n>_<random>`, or with `-`) more than two hours after that
+//! test process started (the CI limit is 90 minutes). Passing tests clean up after themselves
+//! where they can (e2e, bench-e2e); failed, killed and many smaller tests do not, and the stack
+//! is shared by every run on the machine, so without this each CI run adds ~60 topics and a
+//! few databases for good.
 //!
 //! Run by the test command (`scripts/test.sh`) before the tests; by hand:
 //! `cargo run --example prune_test_artefacts`. Addresses: `ETL_TEST_KAFKA`, `ETL_TEST_MYSQL`,
-//! `ETL_TEST_MONGO` (as the tests). Names of a still-running process are kept; anything else
-//! (demo and bench runs, the `etl` table of a user) never matches. A store that cannot be
-//! reached is reported and skipped: the tests themselves fail clearly on that.
-use std::time::Duration;
+//! `ETL_TEST_MONGO` (as the tests). Only names with an `etltest` part followed by the four
+//! numbers are touched: demo and bench runs, a user's tables and topics are not. Age, not pid
+//! liveness, decides: a test run in another container sharing the stack has pids this one
+//! cannot see. A store that cannot be reached is reported and skipped: the tests themselves
+//! fail clearly on that.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etl_pipe::config::KafkaConfig;
 use mongodb::bson::doc;
@@ -18,29 +21,40 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-/// Highest pid Linux hands out (`/proc/sys/kernel/pid_max` at most 2^22).
-const PID_MAX: u64 = 1 << 22;
+/// The tests' marker (tests/common `unique()`).
+const MARK: &str = "etltest";
+/// Older than this, a test's artefact is left over (no test run lasts this long).
+const MAX_AGE_SECS: u64 = 2 * 3600;
 
-/// The pid in a test-generated name, if the name is one: the part before the first `.`, split
-/// at `_` and `-`, ends with three numbers (pid, counter, random) after a non-numeric part.
-fn test_pid(name: &str) -> Option<u64> {
+/// The start time (Unix seconds) in a test-made name, if it is one: the part before the first
+/// `.`, split at `_` and `-`, has an `etltest` part, a prefix, then four numbers (start, pid,
+/// counter, random) at the end.
+fn test_start(name: &str) -> Option<u64> {
     let stem = name.split('.').next()?;
     let parts: Vec<&str> = stem.split(['_', '-']).collect();
-    if parts.len() < 4 {
+    let mark = parts.iter().position(|p| *p == MARK)?;
+    let after = &parts[mark + 1..];
+    if after.len() < 5 {
         return None;
     }
-    let tail = &parts[parts.len() - 3..];
-    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !tail.iter().all(|s| numeric(s)) || numeric(parts[parts.len() - 4]) {
+    let numbers = &after[after.len() - 4..];
+    let numeric = |s: &&str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !numbers.iter().all(numeric) {
         return None;
     }
-    let pid: u64 = tail[0].parse().ok()?;
-    (pid > 0 && pid <= PID_MAX).then_some(pid)
+    numbers[0].parse().ok()
 }
 
-/// A test artefact whose process is gone.
-fn stale(name: &str) -> bool {
-    test_pid(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+/// A test artefact older than [`MAX_AGE_SECS`].
+fn stale(name: &str, now: u64) -> bool {
+    test_start(name).is_some_and(|start| now.saturating_sub(start) > MAX_AGE_SECS)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn env(key: &str, default: &str) -> String {
@@ -62,7 +76,7 @@ async fn kafka() -> anyhow::Result<usize> {
         .topics()
         .iter()
         .map(|t| t.name().to_string())
-        .filter(|n| stale(n))
+        .filter(|n| stale(n, now()))
         .collect();
     for chunk in names.chunks(200) {
         etl_pipe::kafka::topics::delete(&cfg, chunk).await?;
@@ -78,7 +92,7 @@ async fn mysql() -> anyhow::Result<usize> {
         sqlx::query_scalar("SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata")
             .fetch_all(&pool)
             .await?;
-    for db in dbs.iter().filter(|d| stale(d)) {
+    for db in dbs.iter().filter(|d| stale(d, now())) {
         sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`"))
             .execute(&pool)
             .await?;
@@ -94,7 +108,7 @@ async fn mysql() -> anyhow::Result<usize> {
     .fetch_all(&pool)
     .await?;
     for (schema, table) in &tables {
-        if stale(table) {
+        if stale(table, now()) {
             sqlx::query(&format!("DROP TABLE IF EXISTS `{schema}`.`{table}`"))
                 .execute(&pool)
                 .await?;
@@ -105,7 +119,7 @@ async fn mysql() -> anyhow::Result<usize> {
             ))
             .fetch_all(&pool)
             .await?;
-            for g in groups.iter().filter(|g| stale(g)) {
+            for g in groups.iter().filter(|g| stale(g, now())) {
                 sqlx::query(&format!(
                     "DELETE FROM `{schema}`.`{table}` WHERE consumer_group = ?"
                 ))
@@ -128,14 +142,14 @@ async fn mongo() -> anyhow::Result<usize> {
         .await?;
     let mut n = 0;
     for db in client.list_database_names().await? {
-        if stale(&db) {
+        if stale(&db, now()) {
             client.database(&db).drop().await?;
             n += 1;
             continue;
         }
         let d = client.database(&db);
         for c in d.list_collection_names().await? {
-            if stale(&c) {
+            if stale(&c, now()) {
                 d.collection::<mongodb::bson::Document>(&c).drop().await?;
                 n += 1;
             }
@@ -160,18 +174,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_test_names_match() {
-        assert_eq!(test_pid("x_malformed_24135_21_8044.raw"), Some(24135));
-        assert_eq!(test_pid("e2e-28460-0-24527.scored"), Some(28460));
-        assert_eq!(test_pid("league_entry_e2e_28460_0_24527"), Some(28460));
-        assert_eq!(test_pid("sink_docerr_11914_1_94788"), Some(11914));
-        assert_eq!(test_pid("bench-half-20261128-233839.raw"), None);
-        assert_eq!(test_pid("league_entry_demo_20261128_231641"), None);
-        assert_eq!(test_pid("etl"), None);
-        assert_eq!(test_pid("a_1_2"), None);
-        // Four numbers: the first is not a pid position.
-        assert_eq!(test_pid("run_1_2_3_4"), None);
-        // Not a pid (above pid_max).
-        assert_eq!(test_pid("x_99999999_1_2"), None);
+    fn only_old_test_names_match() {
+        let t = 1_764_375_000;
+        assert_eq!(
+            test_start("etltest_x_malformed_1764375000_24135_21_804.raw"),
+            Some(t)
+        );
+        assert_eq!(
+            test_start("etltest-e2e-1764375000-28460-0-245.scored"),
+            Some(t)
+        );
+        assert_eq!(
+            test_start("league_entry_etltest_e2e_1764375000_28460_0_245"),
+            Some(t)
+        );
+        assert_eq!(
+            test_start("etltest_sink_docs_1764375000_11914_1_94"),
+            Some(t)
+        );
+        // Not made by the tests.
+        assert_eq!(test_start("bench-half-20261128-233839.raw"), None);
+        assert_eq!(test_start("league_entry_demo_20261128_231641"), None);
+        assert_eq!(test_start("orders_2026_11_28_01"), None);
+        assert_eq!(test_start("sink_docerr_11914_1_94788"), None);
+        assert_eq!(test_start("etl"), None);
+        // The marker needs a prefix and all four numbers.
+        assert_eq!(test_start("etltest_1764375000_1_2_3"), None);
+        assert_eq!(test_start("etltest_x_1764375000_1_2"), None);
+        let name = "etltest_x_1764375000_24135_21_804";
+        assert!(!stale(name, t + 60));
+        assert!(!stale(name, t + MAX_AGE_SECS));
+        assert!(stale(name, t + MAX_AGE_SECS + 1));
     }
 }

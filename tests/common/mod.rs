@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -25,12 +26,22 @@ pub fn mongo_uri() -> String {
 const HINT: &str =
     "start the local stack with `deploy/local/stack.sh up` (the README's test command does this)";
 
-/// A name unique to this test run: `<prefix>_<pid>_<counter>_<random>`.
+/// A name unique to this test run:
+/// `etltest_<prefix>_<start>_<pid>_<counter>_<random>`, `<start>` the test process's start in
+/// Unix seconds. `examples/prune_test_artefacts.rs` (run by the test command) removes topics,
+/// databases, tables and collections so named once they are older than the longest test run.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u64> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+    });
     let n = N.fetch_add(1, Ordering::SeqCst);
-    let r: u32 = rand::random::<u32>() % 100_000;
-    format!("{prefix}_{}_{n}_{r}", std::process::id())
+    let r: u32 = rand::random::<u32>() % 1000;
+    format!("etltest_{prefix}_{start}_{}_{n}_{r}", std::process::id())
 }
 
 pub fn kafka_config() -> KafkaConfig {

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -128,6 +127,14 @@ struct PartState {
 }
 
 impl PartState {
+    /// A commit of this partition failed: commit the latest written offset again later
+    /// (never an older one: a newer commit may be pending already).
+    fn rearm(&mut self) {
+        if self.to_commit.is_none() {
+            self.to_commit = self.written;
+        }
+    }
+
     /// The buffer holds a whole batch (by records or by bytes).
     fn full(&self, batch_size: usize, batch_max_bytes: usize) -> bool {
         self.buf.len() >= batch_size || self.bytes >= batch_max_bytes
@@ -164,34 +171,6 @@ type Driver<W> = BaseConsumer<SinkContext<W>>;
 impl<W: BatchWriter> ClientContext for SinkContext<W> {}
 
 impl<W: BatchWriter> ConsumerContext for SinkContext<W> {
-    /// Runs on the poll thread (inside `poll`) when an asynchronous commit is answered.
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let failed: Vec<i32> = offsets
-            .elements_for_topic(&self.topic)
-            .iter()
-            .filter(|e| result.is_err() || e.error().is_err())
-            .map(|e| e.partition())
-            .collect();
-        if failed.is_empty() {
-            return;
-        }
-        tracing::warn!(
-            partitions = ?failed,
-            error = ?result.err(),
-            "committing offsets to Kafka failed; retrying with the latest written offsets"
-        );
-        // Retry with the newest offset written, never an older one (an older commit's failure
-        // can arrive after a newer commit was sent).
-        let mut st = self.lock();
-        for p in failed {
-            if let Some(ps) = st.parts.get_mut(&p) {
-                if ps.to_commit.is_none() {
-                    ps.to_commit = ps.written;
-                }
-            }
-        }
-    }
-
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -343,7 +322,7 @@ impl<W: BatchWriter> SinkContext<W> {
         }
         let mut st = self.lock();
         if !consumer.assignment_lost() {
-            commit_written(consumer, &self.topic, &mut st, parts, CommitMode::Sync);
+            commit_written(consumer, &self.topic, &mut st, parts, Commit::Latest);
         }
         for p in parts {
             st.parts.remove(p);
@@ -398,13 +377,18 @@ impl<W: BatchWriter> SinkContext<W> {
                     seconds = elapsed,
                     "batch written"
                 );
-                // Asynchronous even where Kafka holds the position (Mongo): the write is
-                // already acknowledged, so a commit that never lands only means the batch is
-                // written again after a restart (same documents). A synchronous commit (≈ 6 ms)
-                // kept this thread from draining the consumer's queue, which then passed
-                // `queued.min.messages` and paused fetching (see `CONSUMER_MEMORY_DEFAULTS`).
-                // A failed commit is retried with the latest offset (`commit_callback`).
-                commit_written(consumer, &self.topic, st, &[c.partition], CommitMode::Async);
+                // Where Kafka holds the position (Mongo) the commit is synchronous (≈ 6 ms on
+                // this thread): its failure is then known, and the offset is committed again
+                // (`rearm`, retried by the poll loop) instead of lingering uncommitted. The
+                // write is acknowledged either way: a commit that never lands only means the
+                // batch is written again after a restart (the same documents). MySQL stores
+                // its position itself; the Kafka commit is only for lag, asynchronous.
+                let how = if W::OFFSETS_IN_KAFKA {
+                    Commit::Pending(CommitMode::Sync)
+                } else {
+                    Commit::Pending(CommitMode::Async)
+                };
+                commit_written(consumer, &self.topic, st, &[c.partition], how);
             }
             Ok(Outcome::Fenced { stored }) => {
                 tracing::warn!(
@@ -506,29 +490,58 @@ fn one(topic: &str, p: i32) -> TopicPartitionList {
     tpl
 }
 
-/// Commits the written offsets of `parts` to Kafka.
+/// Which offsets [`commit_written`] commits, and how.
+#[derive(Clone, Copy)]
+enum Commit {
+    /// The offsets written since the last commit.
+    Pending(CommitMode),
+    /// The latest written offset of each partition, synchronously, whether it was committed
+    /// before or not (revocation, shutdown: also covers an asynchronous commit that was lost).
+    Latest,
+}
+
+/// Commits the written offsets of `parts` to Kafka. A synchronous commit that fails is
+/// re-armed: the poll loop tries again with the latest offset.
 fn commit_written<W: BatchWriter>(
     consumer: &Driver<W>,
     topic: &str,
     st: &mut State,
     parts: &[i32],
-    mode: CommitMode,
+    how: Commit,
 ) {
     let mut tpl = TopicPartitionList::new();
+    let mut sent = Vec::new();
     for p in parts {
         if let Some(ps) = st.parts.get_mut(p) {
-            if let Some(o) = ps.to_commit.take() {
+            let offset = match how {
+                Commit::Pending(_) => ps.to_commit.take(),
+                Commit::Latest => {
+                    ps.to_commit = None;
+                    ps.written
+                }
+            };
+            if let Some(o) = offset {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(o));
+                sent.push(*p);
             }
         }
     }
     if tpl.count() == 0 {
         return;
     }
+    let mode = match how {
+        Commit::Pending(m) => m,
+        Commit::Latest => CommitMode::Sync,
+    };
     if let Err(e) = consumer.commit(&tpl, mode) {
-        // MySQL: only lag visibility suffers. Mongo: the records are written; a restart before
-        // the next successful commit writes them again, the same documents (upserts by key).
-        tracing::warn!(error = %e, "committing offsets to Kafka failed");
+        // MySQL: only lag visibility suffers. Mongo: the records are written; until a commit
+        // lands, a restart writes them again, the same documents (upserts by key).
+        tracing::warn!(error = %e, partitions = ?sent, "committing offsets to Kafka failed; will retry");
+        for p in sent {
+            if let Some(ps) = st.parts.get_mut(&p) {
+                ps.rearm();
+            }
+        }
     }
 }
 
@@ -707,7 +720,7 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
             for p in due {
                 ctx.dispatch(&consumer, &mut st, p);
             }
-            // Commits that failed (re-armed by `commit_callback`), at most once a second.
+            // Synchronous commits that failed (re-armed), again at most once a second.
             if last_recommit.elapsed() >= Duration::from_secs(1) {
                 let retry: Vec<i32> = st
                     .parts
@@ -717,7 +730,8 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
                     .collect();
                 if !retry.is_empty() {
                     last_recommit = Instant::now();
-                    commit_written(&consumer, &topic, &mut st, &retry, CommitMode::Async);
+                    let how = Commit::Pending(CommitMode::Sync);
+                    commit_written(&consumer, &topic, &mut st, &retry, how);
                 }
             }
             if st.stopping {
@@ -750,7 +764,7 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
     {
         let mut st = ctx.lock();
         let parts: Vec<i32> = st.parts.keys().copied().collect();
-        commit_written(&consumer, &topic, &mut st, &parts, CommitMode::Sync);
+        commit_written(&consumer, &topic, &mut st, &parts, Commit::Latest);
     }
     consumer.unsubscribe();
     // Serve the revocation so the group hands the partitions over at once.
@@ -762,90 +776,24 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::error::KafkaError;
-    use rdkafka::types::RDKafkaErrorCode;
 
-    /// Never called: these tests exercise the driver's bookkeeping only.
-    struct NoWriter;
-
-    impl BatchWriter for NoWriter {
-        const STAGE: &'static str = "test";
-        const OFFSETS_IN_KAFKA: bool = true;
-        async fn start_offsets(
-            &self,
-            _: &str,
-            _: &[i32],
-        ) -> Result<Option<HashMap<i32, i64>>, SinkError> {
-            Ok(None)
-        }
-        async fn write(&self, _: Batch, _: CancellationToken) -> Result<Outcome, SinkError> {
-            unreachable!("not driven")
-        }
-    }
-
-    fn context() -> SinkContext<NoWriter> {
-        let (tx, rx) = mpsc::channel();
-        SinkContext {
-            writer: Arc::new(NoWriter),
-            handle: Handle::current(),
-            topic: "t".into(),
-            shutdown: CancellationToken::new(),
-            stop: CancellationToken::new(),
-            batch_size: 10,
-            batch_max_bytes: 100,
-            max_age: Duration::from_secs(1),
-            retry_max_backoff: Duration::from_secs(1),
-            state: Mutex::new(State::default()),
-            tx,
-            rx: Mutex::new(rx),
-        }
-    }
-
-    fn offsets(parts: &[(i32, i64)]) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in parts {
-            tpl.add_partition_offset("t", *p, Offset::Offset(*o))
-                .unwrap();
-        }
-        tpl
-    }
-
-    #[tokio::test]
-    async fn a_failed_commit_is_retried_with_the_latest_written_offset() {
-        let ctx = context();
-        {
-            let mut st = ctx.lock();
-            for (p, written, pending) in [(0, 50, None), (1, 80, Some(80)), (2, 30, None)] {
-                st.parts.insert(
-                    p,
-                    PartState {
-                        written: Some(written),
-                        to_commit: pending,
-                        ..Default::default()
-                    },
-                );
-            }
-        }
-        // Partition 0's commit of 40 failed after 50 was written: retry with 50. Partition 1
-        // already has a newer commit pending: unchanged. Partition 2 was not in the commit.
-        let err = KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress);
-        ctx.commit_callback(Err(err), &offsets(&[(0, 40), (1, 60)]));
-        let st = ctx.lock();
-        assert_eq!(st.parts[&0].to_commit, Some(50));
-        assert_eq!(st.parts[&1].to_commit, Some(80));
-        assert_eq!(st.parts[&2].to_commit, None);
-        drop(st);
-        // A successful commit re-arms nothing.
-        let ctx = context();
-        ctx.lock().parts.insert(
-            0,
-            PartState {
-                written: Some(50),
-                ..Default::default()
-            },
-        );
-        ctx.commit_callback(Ok(()), &offsets(&[(0, 50)]));
-        assert_eq!(ctx.lock().parts[&0].to_commit, None);
+    #[test]
+    fn a_failed_commit_is_rearmed_with_the_latest_written_offset() {
+        // Nothing pending: the latest written offset is committed again.
+        let mut ps = PartState {
+            written: Some(50),
+            ..Default::default()
+        };
+        ps.rearm();
+        assert_eq!(ps.to_commit, Some(50));
+        // A newer offset is pending already: kept.
+        let mut ps = PartState {
+            written: Some(80),
+            to_commit: Some(80),
+            ..Default::default()
+        };
+        ps.rearm();
+        assert_eq!(ps.to_commit, Some(80));
     }
 
     #[test]
