@@ -131,13 +131,13 @@ async fn setup(name: &str, opts: SampleApiOptions) -> Setup {
     }
 }
 
-/// A small dataset: 1 queue × 2 tiers × 2 divisions = 4 streams.
 /// One pass (`extract --once`, `--fresh` when `fresh`), not stopped from outside.
 async fn run_once(cfg: &Config, fresh: bool) -> Result<extract::RunReport, ExtractError> {
     let opts = RunOptions { once: true, fresh };
     extract::run(cfg, opts, CancellationToken::new()).await
 }
 
+/// A small dataset: 1 queue × 2 tiers × 2 divisions = 4 streams.
 fn small(records: u64, page_size: u64, seed: u64) -> Dataset {
     let mut d = Dataset::new(records, page_size, seed);
     d.tiers = vec!["GOLD".into(), "IRON".into()];
