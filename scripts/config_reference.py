@@ -1,9 +1,10 @@
 """Writes the configuration reference into README.md (between the CONFIG-REFERENCE markers)
-from the config structs' doc comments and the demo config's effective values.
+from the config structs' doc comments, the defaults (an empty config's effective values) and
+the demo config's values where they differ.
 tests/readme.rs fails when a key is missing from the README, so run this after adding one:
     ETL_MYSQL_PASSWORD=x ETL_API_TOKEN=y python3 scripts/config_reference.py
 """
-import re, subprocess, tomllib
+import re, subprocess, tempfile, tomllib
 
 SECTIONS = [  # (key prefix, file, struct)
     ("pipeline", "src/config.rs", "PipelineConfig"),
@@ -45,11 +46,19 @@ def fields(path, struct):
             doc = []
     return out
 
-eff = tomllib.loads(subprocess.run(
-    ["./target/debug/etl-pipe", "config", "check", "--config", "config/demo.toml"],
-    capture_output=True, text=True, check=True).stdout)
+def effective(path):
+    return tomllib.loads(subprocess.run(
+        ["./target/debug/etl-pipe", "config", "check", "--config", path],
+        capture_output=True, text=True, check=True).stdout)
 
-def value(key):
+eff = effective("config/demo.toml")
+with tempfile.NamedTemporaryFile("w", suffix=".toml") as empty:
+    # Nothing set but the optional stage sections: the code's defaults.
+    empty.write("[extract]\n[clean]\n[score]\n")
+    empty.flush()
+    defaults = effective(empty.name)
+
+def value(key, eff):
     v = eff
     for part in key.split("."):
         if not isinstance(v, dict) or part not in v:
@@ -61,13 +70,15 @@ def value(key):
     s = s.replace("True", "true").replace("False", "false").replace("|", "\\|")
     return s if len(s) < 60 else s[:57] + "…"
 
-lines = ["| key | demo value | meaning |", "|---|---|---|"]
+lines = ["| key | default | config/demo.toml | meaning |", "|---|---|---|---|"]
 for prefix, path, struct in SECTIONS:
     for name, doc in fields(path, struct):
         key = f"{prefix}.{name}"
         sub = key if "<" not in key else ""
         doc = doc.replace("|", "\\|")
-        lines.append(f"| `{key}` | {value(sub) if sub else ''} | {doc} |")
+        d, v = (value(sub, defaults), value(sub, eff)) if sub else ("", "")
+        # The demo column only where the demo config differs from the default.
+        lines.append(f"| `{key}` | {d} | {v if v != d else ''} | {doc} |")
 table = "\n".join(lines)
 readme = open("README.md").read()
 start, end = "<!-- CONFIG-REFERENCE:START -->", "<!-- CONFIG-REFERENCE:END -->"
