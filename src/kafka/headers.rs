@@ -39,6 +39,14 @@ pub fn get_str<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a str> {
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
+/// When extract fetched the record from the API (`etl.fetched_at`, RFC 3339), ms since the
+/// epoch.
+pub fn fetched_at_ms<H: Headers>(headers: &H) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(get_str(headers, FETCHED_AT)?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 /// Copies headers into an owned set (for re-producing them).
 pub fn to_owned(headers: Option<&BorrowedHeaders>) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();

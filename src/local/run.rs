@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use rdkafka::message::Message as _;
+
 use super::tally::{self, Failed, TopicCount, Window};
 use super::{LocalError, LocalPipeline, STAGES};
 use crate::config::TopicRole;
@@ -28,6 +30,9 @@ pub struct Outcome {
     pub mongo_docs: u64,
     /// `etl_sink_fetch_to_commit_seconds` of sink-mysql and sink-mongo, read just before the stop.
     pub commit_latency: BTreeMap<String, tally::Histogram>,
+    /// API fetch → produced to `scored` (the record's CreateTime), ms, sorted: the part of the
+    /// latency before the sinks (extract, clean, score and its window).
+    pub fetch_to_scored_ms: Vec<u32>,
     /// Per stage: whether its `/readyz` answered 200 while records flowed.
     pub ready: BTreeMap<String, bool>,
     /// Per sink: from the first offsets it stored to the last time it was still behind, as the
@@ -63,6 +68,7 @@ pub async fn run(
     let mut dl_follow = tally::Follower::new(&cfg, TopicRole::DeadLetter)?;
     let mut q_follow = tally::Follower::new(&cfg, TopicRole::Quarantine)?;
     let mut scored_follow = tally::Follower::new(&cfg, TopicRole::Scored)?;
+    let mut fetch_to_scored_ms: Vec<u32> = Vec::new();
     let scored_topic = cfg.topics.name(TopicRole::Scored);
     let mongo_progress =
         tally::GroupProgress::new(&cfg, "sink-mongo", &scored_topic, &scored_follow.partitions)?;
@@ -99,7 +105,12 @@ pub async fn run(
         }
         dl_follow.drain(|m| dl.add(m))?;
         q_follow.drain(|m| q.add(m))?;
-        scored_follow.drain(|_| ())?;
+        scored_follow.drain(|m| {
+            let fetched = m.headers().and_then(crate::kafka::headers::fetched_at_ms);
+            if let (Some(f), Some(ts)) = (fetched, m.timestamp().to_millis()) {
+                fetch_to_scored_ms.push((ts - f).clamp(0, u32::MAX as i64) as u32);
+            }
+        })?;
         let mysql_at = tally::mysql_progress(&cfg, &pool, &scored_topic).await?;
         let mongo_at = mongo_progress.committed()?;
         // When each sink was first seen writing, and when it had written everything so far.
@@ -170,6 +181,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let elapsed = started.elapsed();
+    fetch_to_scored_ms.sort_unstable();
     let sink_spans = spans
         .into_iter()
         .map(|(k, (a, b))| (k.to_string(), b.duration_since(a)))
@@ -213,6 +225,7 @@ pub async fn run(
         mysql_rows: tally::mysql_rows(&pool, &table).await?,
         mongo_docs: tally::mongo_docs(&coll).await?,
         commit_latency,
+        fetch_to_scored_ms,
         sink_spans,
         ready,
         elapsed,
@@ -243,16 +256,38 @@ fn latency_summary(h: Option<&tally::Histogram>) -> String {
     )
 }
 
-/// One line per sink: "API fetch → <db> latency<when>: p50 … p95 … p99 … (n = …)".
+/// "p50 … p95 … p99 … (n = …)" of sorted millisecond samples (nearest rank).
+fn sorted_summary(ms: &[u32]) -> String {
+    if ms.is_empty() {
+        return "- (no samples)".into();
+    }
+    let q = |x: f64| ms[((x * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    format!(
+        "p50 {} ms  p95 {} ms  p99 {} ms  (n = {})",
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        ms.len()
+    )
+}
+
+/// One line for the way to `scored`, then one per sink: "API fetch → <db> latency<when>: p50 …
+/// p95 … p99 … (n = …)".
 pub fn latency_lines(o: &Outcome, when: &str) -> String {
     let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  API fetch → {:<15} latency{when}: {}",
+        "scored produced",
+        sorted_summary(&o.fetch_to_scored_ms)
+    );
     for (sink, db) in [
         ("sink-mysql", "MySQL commit"),
         ("sink-mongo", "MongoDB write"),
     ] {
         let _ = writeln!(
             s,
-            "  API fetch → {db:<13} latency{when}: {}",
+            "  API fetch → {db:<15} latency{when}: {}",
             latency_summary(o.commit_latency.get(sink))
         );
     }
@@ -396,4 +431,23 @@ fn role_of(key: &str) -> TopicRole {
         .into_iter()
         .find(|r| r.key() == key)
         .unwrap_or(TopicRole::Raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_use_the_nearest_rank() {
+        let ms: Vec<u32> = (1..=100).collect();
+        assert_eq!(
+            sorted_summary(&ms),
+            "p50 50 ms  p95 95 ms  p99 99 ms  (n = 100)"
+        );
+        assert_eq!(
+            sorted_summary(&[7]),
+            "p50 7 ms  p95 7 ms  p99 7 ms  (n = 1)"
+        );
+        assert_eq!(sorted_summary(&[]), "- (no samples)");
+    }
 }

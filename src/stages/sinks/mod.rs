@@ -372,16 +372,13 @@ pub struct SinkMessage {
 }
 
 impl SinkMessage {
-    /// The trace id of the message: from its `traceparent` header, else the record's
-    /// `trace_id` field when it holds a valid 32-hex id.
     /// When extract fetched the record from the API (`etl.fetched_at`, ms since the epoch).
     pub fn fetched_at_ms(&self) -> Option<i64> {
-        let v = headers::get_str(self.headers.as_ref()?, headers::FETCHED_AT)?;
-        chrono::DateTime::parse_from_rfc3339(v)
-            .ok()
-            .map(|t| t.timestamp_millis())
+        headers::fetched_at_ms(self.headers.as_ref()?)
     }
 
+    /// The trace id of the message: from its `traceparent` header, else the record's
+    /// `trace_id` field when it holds a valid 32-hex id.
     pub fn trace_id(&self, record: Option<&Record>) -> Option<String> {
         if let Some(h) = &self.headers {
             if let Some(id) = headers::get_str(h, headers::TRACEPARENT).and_then(trace::trace_id) {
