@@ -61,7 +61,7 @@ fn env(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.into())
 }
 
-async fn kafka() -> anyhow::Result<usize> {
+async fn kafka(now: u64) -> anyhow::Result<usize> {
     let cfg = KafkaConfig {
         brokers: env("ETL_TEST_KAFKA", "127.0.0.1:9092"),
         ..Default::default()
@@ -76,7 +76,7 @@ async fn kafka() -> anyhow::Result<usize> {
         .topics()
         .iter()
         .map(|t| t.name().to_string())
-        .filter(|n| stale(n, now()))
+        .filter(|n| stale(n, now))
         .collect();
     for chunk in names.chunks(200) {
         etl_pipe::kafka::topics::delete(&cfg, chunk).await?;
@@ -84,7 +84,7 @@ async fn kafka() -> anyhow::Result<usize> {
     Ok(names.len())
 }
 
-async fn mysql() -> anyhow::Result<usize> {
+async fn mysql(now: u64) -> anyhow::Result<usize> {
     let base = env("ETL_TEST_MYSQL", "mysql://etl:etl@127.0.0.1:3306");
     let pool = sqlx::MySqlPool::connect(&format!("{base}/mysql")).await?;
     let mut n = 0;
@@ -92,7 +92,7 @@ async fn mysql() -> anyhow::Result<usize> {
         sqlx::query_scalar("SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata")
             .fetch_all(&pool)
             .await?;
-    for db in dbs.iter().filter(|d| stale(d, now())) {
+    for db in dbs.iter().filter(|d| stale(d, now)) {
         sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`"))
             .execute(&pool)
             .await?;
@@ -108,7 +108,7 @@ async fn mysql() -> anyhow::Result<usize> {
     .fetch_all(&pool)
     .await?;
     for (schema, table) in &tables {
-        if stale(table, now()) {
+        if stale(table, now) {
             sqlx::query(&format!("DROP TABLE IF EXISTS `{schema}`.`{table}`"))
                 .execute(&pool)
                 .await?;
@@ -119,7 +119,7 @@ async fn mysql() -> anyhow::Result<usize> {
             ))
             .fetch_all(&pool)
             .await?;
-            for g in groups.iter().filter(|g| stale(g, now())) {
+            for g in groups.iter().filter(|g| stale(g, now)) {
                 sqlx::query(&format!(
                     "DELETE FROM `{schema}`.`{table}` WHERE consumer_group = ?"
                 ))
@@ -133,7 +133,7 @@ async fn mysql() -> anyhow::Result<usize> {
     Ok(n)
 }
 
-async fn mongo() -> anyhow::Result<usize> {
+async fn mongo(now: u64) -> anyhow::Result<usize> {
     let client =
         mongodb::Client::with_uri_str(env("ETL_TEST_MONGO", "mongodb://127.0.0.1:27017")).await?;
     client
@@ -142,14 +142,14 @@ async fn mongo() -> anyhow::Result<usize> {
         .await?;
     let mut n = 0;
     for db in client.list_database_names().await? {
-        if stale(&db, now()) {
+        if stale(&db, now) {
             client.database(&db).drop().await?;
             n += 1;
             continue;
         }
         let d = client.database(&db);
         for c in d.list_collection_names().await? {
-            if stale(&c, now()) {
+            if stale(&c, now) {
                 d.collection::<mongodb::bson::Document>(&c).drop().await?;
                 n += 1;
             }
@@ -164,9 +164,10 @@ async fn main() {
         Ok(n) => println!("[prune] {store}: removed {n} left over by earlier test runs"),
         Err(e) => eprintln!("[prune] {store}: skipped ({e:#})"),
     };
-    report("kafka topics", kafka().await);
-    report("mysql databases and tables", mysql().await);
-    report("mongodb databases and collections", mongo().await);
+    let now = now();
+    report("kafka topics", kafka(now).await);
+    report("mysql databases and tables", mysql(now).await);
+    report("mongodb databases and collections", mongo(now).await);
 }
 
 #[cfg(test)]

@@ -120,19 +120,18 @@ struct PartState {
     /// Start offsets could not be read (shutdown came first): its records are ignored.
     blocked: bool,
     expected: Option<i64>,
-    /// The last next_offset written, not yet committed to Kafka.
-    to_commit: Option<i64>,
-    /// The last next_offset written (committed or not): what a failed commit retries with.
+    /// The last next_offset written.
     written: Option<i64>,
+    /// The last offset committed to Kafka (a synchronous commit that succeeded, an
+    /// asynchronous one that was sent).
+    committed: Option<i64>,
 }
 
 impl PartState {
-    /// A commit of this partition failed: commit the latest written offset again later
-    /// (never an older one: a newer commit may be pending already).
-    fn rearm(&mut self) {
-        if self.to_commit.is_none() {
-            self.to_commit = self.written;
-        }
+    /// The latest written offset when Kafka does not have it yet (a new batch, or a commit
+    /// that failed: retried with the newest offset, never an older one).
+    fn uncommitted(&self) -> Option<i64> {
+        self.written.filter(|w| self.committed != Some(*w))
     }
 
     /// The buffer holds a whole batch (by records or by bytes).
@@ -359,7 +358,6 @@ impl<W: BatchWriter> SinkContext<W> {
                 dead_letters,
             }) => {
                 ps.expected = Some(next_offset);
-                ps.to_commit = Some(next_offset);
                 ps.written = Some(next_offset);
                 let target = if W::OFFSETS_IN_KAFKA {
                     "mongo"
@@ -379,7 +377,7 @@ impl<W: BatchWriter> SinkContext<W> {
                 );
                 // Where Kafka holds the position (Mongo) the commit is synchronous (≈ 6 ms on
                 // this thread): its failure is then known, and the offset is committed again
-                // (`rearm`, retried by the poll loop) instead of lingering uncommitted. The
+                // (retried by the poll loop) instead of lingering uncommitted. The
                 // write is acknowledged either way: a commit that never lands only means the
                 // batch is written again after a restart (the same documents). MySQL stores
                 // its position itself; the Kafka commit is only for lag, asynchronous.
@@ -401,6 +399,8 @@ impl<W: BatchWriter> SinkContext<W> {
                 ps.bytes = 0;
                 ps.first_at = None;
                 ps.expected = stored;
+                // The store's position is the partition's: what a later commit reports to Kafka.
+                ps.written = stored;
                 let off = stored.map(Offset::Offset).unwrap_or(Offset::Beginning);
                 if let Err(e) =
                     consumer.seek(&self.topic, c.partition, off, Duration::from_secs(10))
@@ -493,15 +493,15 @@ fn one(topic: &str, p: i32) -> TopicPartitionList {
 /// Which offsets [`commit_written`] commits, and how.
 #[derive(Clone, Copy)]
 enum Commit {
-    /// The offsets written since the last commit.
+    /// The offsets written since the last commit ([`PartState::uncommitted`]).
     Pending(CommitMode),
     /// The latest written offset of each partition, synchronously, whether it was committed
     /// before or not (revocation, shutdown: also covers an asynchronous commit that was lost).
     Latest,
 }
 
-/// Commits the written offsets of `parts` to Kafka. A synchronous commit that fails is
-/// re-armed: the poll loop tries again with the latest offset.
+/// Commits the written offsets of `parts` to Kafka. After a synchronous commit that fails the
+/// offsets stay uncommitted: the poll loop tries again with the latest ones.
 fn commit_written<W: BatchWriter>(
     consumer: &Driver<W>,
     topic: &str,
@@ -512,17 +512,14 @@ fn commit_written<W: BatchWriter>(
     let mut tpl = TopicPartitionList::new();
     let mut sent = Vec::new();
     for p in parts {
-        if let Some(ps) = st.parts.get_mut(p) {
+        if let Some(ps) = st.parts.get(p) {
             let offset = match how {
-                Commit::Pending(_) => ps.to_commit.take(),
-                Commit::Latest => {
-                    ps.to_commit = None;
-                    ps.written
-                }
+                Commit::Pending(_) => ps.uncommitted(),
+                Commit::Latest => ps.written,
             };
             if let Some(o) = offset {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(o));
-                sent.push(*p);
+                sent.push((*p, o));
             }
         }
     }
@@ -533,14 +530,18 @@ fn commit_written<W: BatchWriter>(
         Commit::Pending(m) => m,
         Commit::Latest => CommitMode::Sync,
     };
-    if let Err(e) = consumer.commit(&tpl, mode) {
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {
+            for (p, o) in sent {
+                if let Some(ps) = st.parts.get_mut(&p) {
+                    ps.committed = Some(o);
+                }
+            }
+        }
         // MySQL: only lag visibility suffers. Mongo: the records are written; until a commit
         // lands, a restart writes them again, the same documents (upserts by key).
-        tracing::warn!(error = %e, partitions = ?sent, "committing offsets to Kafka failed; will retry");
-        for p in sent {
-            if let Some(ps) = st.parts.get_mut(&p) {
-                ps.rearm();
-            }
+        Err(e) => {
+            tracing::warn!(error = %e, partitions = ?sent, "committing offsets to Kafka failed; will retry")
         }
     }
 }
@@ -720,12 +721,12 @@ fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
             for p in due {
                 ctx.dispatch(&consumer, &mut st, p);
             }
-            // Synchronous commits that failed (re-armed), again at most once a second.
+            // Synchronous commits that failed, again at most once a second.
             if last_recommit.elapsed() >= Duration::from_secs(1) {
                 let retry: Vec<i32> = st
                     .parts
                     .iter()
-                    .filter(|(_, ps)| ps.to_commit.is_some() && !ps.inflight)
+                    .filter(|(_, ps)| ps.uncommitted().is_some() && !ps.inflight)
                     .map(|(p, _)| *p)
                     .collect();
                 if !retry.is_empty() {
@@ -778,22 +779,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_commit_is_rearmed_with_the_latest_written_offset() {
-        // Nothing pending: the latest written offset is committed again.
+    fn a_failed_commit_is_retried_with_the_latest_written_offset() {
+        // Written, never committed (or its commit failed): the latest written offset is due.
         let mut ps = PartState {
             written: Some(50),
             ..Default::default()
         };
-        ps.rearm();
-        assert_eq!(ps.to_commit, Some(50));
-        // A newer offset is pending already: kept.
-        let mut ps = PartState {
-            written: Some(80),
-            to_commit: Some(80),
-            ..Default::default()
-        };
-        ps.rearm();
-        assert_eq!(ps.to_commit, Some(80));
+        assert_eq!(ps.uncommitted(), Some(50));
+        // Committed: nothing due.
+        ps.committed = Some(50);
+        assert_eq!(ps.uncommitted(), None);
+        // A newer batch written after a commit failed for an older one: the newer offset.
+        ps.written = Some(80);
+        assert_eq!(ps.uncommitted(), Some(80));
     }
 
     #[test]
