@@ -172,7 +172,9 @@ fn main() {
     let stage = {
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
-        rt.spawn(async move { clean::run_with_stats(&cfg, shutdown).await })
+        rt.spawn(async move {
+            clean::run_with_stats(&cfg.common(), &cfg.clean_or_default(), shutdown).await
+        })
     };
     let group = cfg.pipeline.group_id("clean");
     let watcher: BaseConsumer = kafka::consumer_config(&cfg.kafka, &group)

@@ -119,7 +119,7 @@ fn main() {
     cfg.topics.logs.name = Some(topic.clone());
     cfg.pipeline.instance = Some("bench-1".into());
     let settings = |capacity: usize| {
-        let mut s = KafkaLogSettings::from_config(&cfg, "bench");
+        let mut s = KafkaLogSettings::from_config(&cfg.common(), &cfg.observability, "bench");
         s.queue_capacity = capacity;
         s
     };

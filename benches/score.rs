@@ -226,7 +226,16 @@ async fn main() {
     let t = Instant::now();
     let stage = {
         let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move { score::run_with_stats(&cfg, shutdown).await })
+        tokio::spawn(async move {
+            score::run_with_stats(
+                &cfg.common(),
+                &cfg.score.clone().unwrap_or_default(),
+                &cfg.quality,
+                &cfg.clean_or_default(),
+                shutdown,
+            )
+            .await
+        })
     };
     let mut first_commit = None;
     loop {

@@ -42,7 +42,7 @@ pub enum Command {
     /// upserts by key; offsets commit after the write (`[sink]`, `[sink.mongo]`, `[mongo]`).
     SinkMongo,
     /// Benchmark the sinks against row-by-row writes (local stack; not a test).
-    BenchSink(crate::stages::sinks::bench::BenchArgs),
+    BenchSink(crate::tooling::bench_sink::BenchArgs),
     /// Move a stage's position (consumer group; for sink-mysql also its offsets table) so it
     /// reprocesses or skips records. Dry run unless --execute; refuses while the stage runs.
     Replay(ReplayArgs),
@@ -52,9 +52,9 @@ pub enum Command {
     Status,
     /// Run the whole pipeline here, end to end: the sample API with faults and every stage as a
     /// separate process against the local stack, until every record has landed; then a summary.
-    Demo(crate::local::cli::DemoArgs),
+    Demo(crate::tooling::local::cli::DemoArgs),
     /// End-to-end benchmark: records/s per stage, latency percentiles, CPU and peak memory.
-    BenchE2e(crate::local::cli::BenchE2eArgs),
+    BenchE2e(crate::tooling::local::cli::BenchE2eArgs),
     /// Data-quality profile of a JSONL or CSV file: missing and type-error ratios, PSI
     /// against a baseline, VIF, and the PASS/WARN/FAIL decision of `[quality]`.
     /// Exits 0 on PASS or WARN, 3 on FAIL (WARN too with --strict), 1 on an error.
@@ -72,16 +72,16 @@ pub enum Command {
     /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
     Extract(crate::stages::extract::ExtractArgs),
     /// Serve the demo league-entries API (deterministic data, token, rate limit, faults, drift).
-    SampleApi(crate::sample_api::SampleApiArgs),
+    SampleApi(crate::tooling::sample_api::SampleApiArgs),
     /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
-    BenchExtract(crate::stages::extract::BenchArgs),
+    BenchExtract(crate::tooling::bench_extract::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RedriveArgs {
     /// Which topic to redrive from.
     #[arg(long, value_enum)]
-    pub from: crate::stages::redrive::From,
+    pub from: crate::ops::redrive::From,
     /// Only these error kinds (`etl.error.kind`), comma separated.
     #[arg(long, value_delimiter = ',')]
     pub kind: Vec<String>,
@@ -112,7 +112,7 @@ pub struct RedriveArgs {
 pub struct ReplayArgs {
     /// The stage whose position moves.
     #[arg(long, value_enum)]
-    pub stage: crate::stages::replay::Stage,
+    pub stage: crate::ops::replay::Stage,
     /// Go back to the first retained record.
     #[arg(long)]
     pub to_earliest: bool,
@@ -225,7 +225,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c,
                 crate::stages::sinks::mysql::STAGE,
                 |shutdown| async move {
-                    crate::stages::sinks::mysql::run(c, shutdown).await?;
+                    crate::stages::sinks::mysql::run(&c.common(), &c.sink, &c.mysql, shutdown)
+                        .await?;
                     Ok(ExitCode::SUCCESS)
                 },
             )
@@ -237,7 +238,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 c,
                 crate::stages::sinks::mongo::STAGE,
                 |shutdown| async move {
-                    crate::stages::sinks::mongo::run(c, shutdown).await?;
+                    crate::stages::sinks::mongo::run(&c.common(), &c.sink, &c.mongo, shutdown)
+                        .await?;
                     Ok(ExitCode::SUCCESS)
                 },
             )
@@ -245,9 +247,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::BenchSink(args) => {
             let cfg = load(&cli)?;
             // The benchmark reads the sinks' metrics itself: its recorder goes in first.
-            crate::stages::sinks::bench::install_recorder();
+            crate::tooling::bench_sink::install_recorder();
             let _guard = crate::observability::init(None, "bench-sink")?;
-            runtime()?.block_on(crate::stages::sinks::bench::run(&cfg, args))?;
+            runtime()?.block_on(crate::tooling::bench_sink::run(&cfg, args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
@@ -257,7 +259,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .config
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-            runtime()?.block_on(crate::local::cli::demo(&exe, &base, args))?;
+            runtime()?.block_on(crate::tooling::local::cli::demo(&exe, &base, args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchE2e(args) => {
@@ -267,13 +269,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .config
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-            runtime()?.block_on(crate::local::cli::bench(&exe, &base, args))?;
+            runtime()?.block_on(crate::tooling::local::cli::bench(&exe, &base, args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
             let cfg = load(&cli)?;
-            let status = crate::stages::status::collect(&cfg)?;
-            print!("{}", crate::stages::status::render(&status));
+            let status = crate::ops::status::collect(&cfg)?;
+            print!("{}", crate::ops::status::render(&status));
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => {
@@ -281,7 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replay(&cfg, args)
         }
         Command::Redrive(args) => {
-            use crate::stages::{redrive, replay::parse_datetime};
+            use crate::ops::{redrive, replay::parse_datetime};
             let cfg = load(&cli)?;
             let filter = redrive::Filter {
                 kinds: args.kind.clone(),
@@ -310,7 +312,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let c = &cfg;
             run_stage(c, "clean", |shutdown| async move {
-                Ok(crate::stages::clean::run(c, shutdown).await?)
+                Ok(crate::stages::clean::run(&c.common(), &c.clean_or_default(), shutdown).await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -318,7 +320,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let c = &cfg;
             run_stage(c, "score", |shutdown| async move {
-                Ok(crate::stages::score::run(c, shutdown).await?)
+                Ok(crate::stages::score::run(
+                    &c.common(),
+                    &c.score.clone().unwrap_or_default(),
+                    &c.quality,
+                    &c.clean_or_default(),
+                    shutdown,
+                )
+                .await?)
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -326,14 +335,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load(&cli)?;
             let c = &cfg;
             run_stage(c, "extract", |shutdown| async move {
-                Ok(crate::stages::extract::cli_run(c, args, shutdown).await?)
+                Ok(
+                    crate::stages::extract::cli_run(&c.common(), &c.extract, args, shutdown)
+                        .await?,
+                )
             })
         }
         Command::SampleApi(args) => {
             let _obs = crate::observability::init(None, "sample-api")?;
             runtime()?
                 .block_on(async {
-                    crate::sample_api::serve(args, crate::shutdown::on_signals()).await
+                    crate::tooling::sample_api::serve(args, crate::shutdown::on_signals()).await
                 })
                 .map_err(anyhow::Error::msg)?;
             Ok(ExitCode::SUCCESS)
@@ -341,7 +353,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::BenchExtract(args) => {
             let cfg = load(&cli)?;
             let _obs = crate::observability::init(None, "bench-extract")?;
-            runtime()?.block_on(crate::stages::extract::cli_bench(&cfg, args))?;
+            runtime()?.block_on(crate::tooling::bench_extract::cli_bench(&cfg, args))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -357,7 +369,7 @@ fn run_stage<T, Fut>(
 where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let guard = crate::observability::init(Some(cfg), stage)?;
+    let guard = crate::observability::init(Some((&cfg.common(), &cfg.observability)), stage)?;
     let rt = runtime()?;
     let result = rt.block_on(async {
         let shutdown = crate::shutdown::on_signals();
@@ -372,7 +384,7 @@ where
 }
 
 fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    use crate::stages::replay::{self as r, Target};
+    use crate::ops::replay::{self as r, Target};
     let target = if args.to_earliest {
         Target::Earliest
     } else if args.to_latest {
@@ -391,7 +403,7 @@ fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     r::preflight(cfg, args.stage)?;
     let rt = runtime()?;
     // sink-mysql resumes from its offsets table, not from the Kafka group.
-    let stored = rt.block_on(crate::stages::replay_mysql::current(cfg, args.stage))?;
+    let stored = rt.block_on(crate::ops::replay_mysql::current(cfg, args.stage))?;
     let plan = r::plan(
         cfg,
         args.stage,
@@ -404,7 +416,7 @@ fn replay(cfg: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         println!("dry run: nothing changed (add --execute to apply)");
         return Ok(ExitCode::SUCCESS);
     }
-    rt.block_on(crate::stages::replay_mysql::apply(cfg, &plan))?;
+    rt.block_on(crate::ops::replay_mysql::apply(cfg, &plan))?;
     r::execute_kafka(cfg, &plan)?;
     println!(
         "done: group {} moved on {} partition(s)",

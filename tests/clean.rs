@@ -259,7 +259,9 @@ async fn good_records_are_cleaned_and_bad_ones_dead_lettered_with_the_reason() {
     let stage = {
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { clean::run_with_stats(&cfg, shutdown).await })
+        tokio::spawn(async move {
+            clean::run_with_stats(&cfg.common(), &cfg.clean_or_default(), shutdown).await
+        })
     };
     let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
     let dl_topic = cfg.topics.name(TopicRole::DeadLetter);
@@ -694,7 +696,7 @@ async fn a_failed_transaction_is_aborted_rewound_and_retried_without_duplicates(
     let out_topic = cfg.topics.name(TopicRole::Cleaned);
     tokio::task::block_in_place(|| produce_numbered(&raw, 0, 100));
 
-    let mut settings = Settings::for_stage(&cfg, "eos-test", TopicRole::Raw);
+    let mut settings = Settings::for_stage(&cfg.common(), "eos-test", TopicRole::Raw);
     settings.batch_size = 30;
     settings.batch_max_age = Duration::from_secs(5);
     let failures = Arc::new(AtomicUsize::new(0));

@@ -12,10 +12,10 @@ use mongodb::bson::{doc, Document};
 use rdkafka::Message;
 
 use etl_pipe::config::TopicRole;
-use etl_pipe::local::run::{self, Crash};
-use etl_pipe::local::tally;
-use etl_pipe::local::{LocalPipeline, SourceOptions};
-use etl_pipe::sample_api::data::{Dataset, Expected};
+use etl_pipe::tooling::local::run::{self, Crash};
+use etl_pipe::tooling::local::tally;
+use etl_pipe::tooling::local::{LocalPipeline, SourceOptions};
+use etl_pipe::tooling::sample_api::data::{Dataset, Expected};
 
 /// key, name, wins, losses, trace id, source topic, sink source topic, quality decision
 type RowCheck = (
@@ -279,8 +279,8 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         }
     };
     let before = snapshot().await;
-    let stage = etl_pipe::stages::replay::Stage::SinkMysql;
-    let stored_before = etl_pipe::stages::replay_mysql::current(&cfg, stage)
+    let stage = etl_pipe::ops::replay::Stage::SinkMysql;
+    let stored_before = etl_pipe::ops::replay_mysql::current(&cfg, stage)
         .await
         .unwrap()
         .unwrap();
@@ -314,7 +314,7 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     assert!(replay.status.success(), "{out}");
-    let moved = etl_pipe::stages::replay_mysql::current(&cfg, stage)
+    let moved = etl_pipe::ops::replay_mysql::current(&cfg, stage)
         .await
         .unwrap()
         .unwrap();
@@ -325,7 +325,7 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
     p.start("sink-mysql", &[]).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let now = etl_pipe::stages::replay_mysql::current(&cfg, stage)
+        let now = etl_pipe::ops::replay_mysql::current(&cfg, stage)
             .await
             .unwrap()
             .unwrap();

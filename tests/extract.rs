@@ -15,8 +15,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use etl_pipe::config::{Config, SecretRef, TopicRole};
-use etl_pipe::sample_api::{self, Dataset, Expected, SampleApi, SampleApiOptions};
 use etl_pipe::stages::extract::{self, ExtractError, RunOptions};
+use etl_pipe::tooling::sample_api::{self, Dataset, Expected, SampleApi, SampleApiOptions};
 
 const TOKEN: &str = "RGAPI-test-7f3e9c-token";
 
@@ -134,7 +134,7 @@ async fn setup(name: &str, opts: SampleApiOptions) -> Setup {
 /// One pass (`extract --once`, `--fresh` when `fresh`), not stopped from outside.
 async fn run_once(cfg: &Config, fresh: bool) -> Result<extract::RunReport, ExtractError> {
     let opts = RunOptions { once: true, fresh };
-    extract::run(cfg, opts, CancellationToken::new()).await
+    extract::run(&cfg.common(), &cfg.extract, opts, CancellationToken::new()).await
 }
 
 /// A small dataset: 1 queue × 2 tiers × 2 divisions = 4 streams.
@@ -403,7 +403,8 @@ async fn a_graceful_stop_mid_pass_resumes_without_refetching_or_duplicates() {
     let (cfg, token) = (s.cfg.clone(), stop.clone());
     let run = tokio::spawn(async move {
         extract::run(
-            &cfg,
+            &cfg.common(),
+            &cfg.extract,
             RunOptions {
                 once: true,
                 fresh: false,
@@ -445,7 +446,9 @@ async fn continuous_mode_runs_a_pass_every_interval() {
     let stop = CancellationToken::new();
     let (cfg, token) = (s.cfg.clone(), stop.clone());
     let t = Instant::now();
-    let run = tokio::spawn(async move { extract::run(&cfg, RunOptions::default(), token).await });
+    let run = tokio::spawn(async move {
+        extract::run(&cfg.common(), &cfg.extract, RunOptions::default(), token).await
+    });
     // Two full passes: 2 × (8 pages + 4 end markers).
     while sample_api::ServerStats::get(&s.api.stats.pages) < 24 {
         assert!(
@@ -728,10 +731,15 @@ async fn missing_topics_fail_fast_naming_the_command_that_creates_them() {
     let mut cfg = common::test_config("x_notopics");
     cfg.extract.auth.kind = etl_pipe::stages::extract::config::AuthKind::None;
     let t = Instant::now();
-    let err = extract::run(&cfg, RunOptions::default(), CancellationToken::new())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = extract::run(
+        &cfg.common(),
+        &cfg.extract,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains(&cfg.topics.name(TopicRole::Raw)), "{err}");
     assert!(err.contains("etl-pipe topics apply"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20));

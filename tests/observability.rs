@@ -46,7 +46,7 @@ fn read_logs(topic: &str, want: usize, wait: Duration) -> Vec<(String, Value)> {
 fn settings(test: &str) -> (KafkaLogSettings, String) {
     let mut cfg = common::test_config(test);
     cfg.pipeline.instance = Some(common::unique("inst"));
-    let s = KafkaLogSettings::from_config(&cfg, "test-stage");
+    let s = KafkaLogSettings::from_config(&cfg.common(), &cfg.observability, "test-stage");
     (s, cfg.topics.name(TopicRole::Logs))
 }
 
@@ -174,7 +174,7 @@ fn child_init_log_and_exit() {
     cfg.topics.logs.name = Some(topic);
     cfg.pipeline.instance = Some("child-1".into());
     cfg.observability.http_port = Some(0);
-    let guard = observability::init(Some(&cfg), "child").unwrap();
+    let guard = observability::init(Some((&cfg.common(), &cfg.observability)), "child").unwrap();
     for i in 0..500 {
         tracing::info!(i, "child event");
     }

@@ -541,7 +541,16 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
     let shutdown = CancellationToken::new();
     let stage = {
         let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move { score::run_with_stats(&cfg, shutdown).await })
+        tokio::spawn(async move {
+            score::run_with_stats(
+                &cfg.common(),
+                &cfg.score.clone().unwrap_or_default(),
+                &cfg.quality,
+                &cfg.clean_or_default(),
+                shutdown,
+            )
+            .await
+        })
     };
     // Windows of 200; the trailing 101 / 100 records close by age (2 s).
     wait_for_reports(&cfg, &[501, 500], Duration::from_secs(180)).await;
@@ -665,7 +674,16 @@ async fn a_baseline_file_measures_psi_in_every_window() {
     let shutdown = CancellationToken::new();
     let stage = {
         let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move { score::run(&cfg, shutdown).await })
+        tokio::spawn(async move {
+            score::run(
+                &cfg.common(),
+                &cfg.score.clone().unwrap_or_default(),
+                &cfg.quality,
+                &cfg.clean_or_default(),
+                shutdown,
+            )
+            .await
+        })
     };
     wait_for_reports(&cfg, &[400], Duration::from_secs(180)).await;
     shutdown.cancel();
@@ -882,7 +900,16 @@ async fn a_second_instance_joining_mid_run_keeps_exactly_once() {
         c.pipeline.instance = Some(instance.into());
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
-        let task = tokio::spawn(async move { score::run_with_stats(&c, s).await });
+        let task = tokio::spawn(async move {
+            score::run_with_stats(
+                &c.common(),
+                &c.score.clone().unwrap_or_default(),
+                &c.quality,
+                &c.clean_or_default(),
+                s,
+            )
+            .await
+        });
         (shutdown, task)
     };
     let (stop_a, a) = start("a");

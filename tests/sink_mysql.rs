@@ -183,9 +183,16 @@ async fn a_mismatching_table_fails_at_start_with_a_clear_error() {
     .execute(&pool)
     .await
     .unwrap();
-    let err = mysql::run_with(&cfg, s.clone(), codec(&s), Default::default())
-        .await
-        .unwrap_err();
+    let err = mysql::run_with(
+        &cfg.common(),
+        &cfg.sink,
+        &cfg.mysql,
+        s.clone(),
+        codec(&s),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, SinkError::Schema(_)), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("column `wins` is varchar(10)"), "{msg}");

@@ -17,11 +17,11 @@
 //! [`Value::TimestampMillis`](crate::record::Value::TimestampMillis).
 //!
 //! ```no_run
-//! # async fn demo(config: &etl_pipe::config::Config) -> Result<(), etl_pipe::codec::CodecError> {
+//! # async fn demo(kafka: &etl_pipe::settings::KafkaConfig) -> Result<(), etl_pipe::codec::CodecError> {
 //! use etl_pipe::codec::{load_schema, Codec};
 //! let schema = load_schema("schemas/league_entry.cleaned.avsc")?;
 //! // Registers `etl.cleaned-value` when a registry is configured.
-//! let codec = Codec::from_config(config, schema, "etl.cleaned").await?;
+//! let codec = Codec::from_config(kafka, schema, "etl.cleaned").await?;
 //! # let record = etl_pipe::record::Record::new();
 //! let bytes = codec.encode(&record)?;
 //! let back = codec.decode_async(&bytes).await?; // fetches unknown registry ids
@@ -45,8 +45,8 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::config::Config;
 use crate::record::{Record, RecordSchema};
+use crate::settings::KafkaConfig;
 
 pub use schema::{check_can_read, load_schema, load_schema_dir};
 
@@ -221,11 +221,11 @@ impl Codec {
     /// call needs the registry up: retriable error otherwise), single-object encoding
     /// otherwise.
     pub async fn from_config(
-        config: &Config,
+        kafka: &KafkaConfig,
         schema: RecordSchema,
         topic: &str,
     ) -> Result<Codec, CodecError> {
-        let Some(url) = &config.kafka.schema_registry_url else {
+        let Some(url) = &kafka.schema_registry_url else {
             return Ok(Codec::new(schema, Framing::SingleObject));
         };
         let registry = registry::Registry::new(url)?;

@@ -44,7 +44,7 @@
 //!         Ok(())
 //!     }
 //! }
-//! # async fn demo(cfg: &etl_pipe::config::Config, shutdown: tokio_util::sync::CancellationToken) {
+//! # async fn demo(cfg: &etl_pipe::settings::Common, shutdown: tokio_util::sync::CancellationToken) {
 //! // group <pipeline>.upper, transactional id <pipeline>.upper.<instance>, reads etl.cleaned
 //! let mut settings = Settings::for_stage(cfg, "upper", TopicRole::Cleaned);
 //! settings.batch_size = 500;
@@ -63,7 +63,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::headers::DeadLetter;
-use crate::config::{Config, KafkaConfig, TopicRole};
+use crate::retry::Backoff;
+use crate::settings::{Common, KafkaConfig, TopicRole};
 
 /// How long a single broker call (commit, offsets, seek) may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -212,7 +213,7 @@ impl Settings {
     /// The settings of `stage` reading the topic of `input`: group `<pipeline>.<stage>`,
     /// transactional id `<pipeline>.<stage>.<instance>`, the pipeline's dead-letter topic,
     /// and the default batching (2000 messages / 100 ms; set the fields to change it).
-    pub fn for_stage(cfg: &Config, stage: &'static str, input: TopicRole) -> Settings {
+    pub fn for_stage(cfg: &Common, stage: &'static str, input: TopicRole) -> Settings {
         Settings {
             stage,
             input_topics: vec![cfg.topics.name(input)],
@@ -688,14 +689,14 @@ impl<T: Transform> Engine<T> {
 
 /// Repeats a transactional call that librdkafka calls retriable (e.g. a timeout), a few times.
 fn retry_call(what: &str, mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Failure> {
-    let mut attempt = 0;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MIN * 4);
     loop {
         match f() {
             Ok(()) => return Ok(()),
-            Err(e) if is_retriable(&e) && attempt < 3 => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
-                std::thread::sleep(BACKOFF_MIN * attempt);
+            Err(e) if is_retriable(&e) && backoff.failures() < 3 => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, attempt = backoff.failures(), "{what} failed; retrying");
+                std::thread::sleep(wait);
             }
             Err(e) => return Err(classify(what, &e)),
         }
@@ -718,28 +719,6 @@ impl TransactionAborted<'_> {
             "transaction aborted; rewinding to the committed offsets"
         );
         metrics::counter!("etl_transaction_aborts_total", "stage" => self.stage).increment(1);
-    }
-}
-
-/// Exponential backoff that the loop spends polling (so the consumer stays in the group and
-/// callbacks run) while discarding messages, which the pending rewind will read again.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff { next: BACKOFF_MIN }
-    }
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        // ±20 % jitter so that instances do not retry in step.
-        let jitter = 0.8 + rand::random::<f64>() * 0.4;
-        d.mul_f64(jitter)
     }
 }
 
@@ -768,7 +747,7 @@ pub fn run_blocking<T: Transform>(
 
     // init_transactions fences an older process with the same transactional id and aborts
     // its open transaction. Retried while the broker is away.
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         if shutdown.is_cancelled() {
             return Ok(Stats::default());
@@ -778,7 +757,7 @@ pub fn run_blocking<T: Transform>(
             Err(e) => match classify("init_transactions", &e) {
                 Failure::Fatal(m) => return Err(EosError::Fatal(m)),
                 Failure::Abort(m) => {
-                    let wait = backoff.step();
+                    let wait = backoff.next_delay();
                     tracing::warn!(stage, error = %m, retry_in = ?wait, "cannot initialise transactions; retrying");
                     std::thread::sleep(wait);
                 }
@@ -879,7 +858,7 @@ fn main_loop<T: Transform>(
                         Ok(()) => {
                             retry_at = None;
                             // Back off once before reading again, without discarding anything.
-                            let wait = backoff.step();
+                            let wait = backoff.next_delay();
                             drop(eng);
                             sleep_polling_nothing(wait, shutdown);
                             continue;
@@ -887,7 +866,7 @@ fn main_loop<T: Transform>(
                         Err(m) => tracing::warn!(stage, error = %m, "rewind failed; will retry"),
                     }
                 }
-                retry_at = Some(Instant::now() + backoff.step());
+                retry_at = Some(Instant::now() + backoff.next_delay());
             }
             drop(eng);
             // Keep polling (group membership, callbacks) and discard: the rewind reads it again.

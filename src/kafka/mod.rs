@@ -8,7 +8,7 @@ pub mod topics;
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::settings::KafkaConfig;
 
 /// Base client config: bootstrap servers plus the raw `client_options` pass-through.
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {

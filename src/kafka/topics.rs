@@ -6,7 +6,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use crate::config::{KafkaConfig, TopicSpec};
+use crate::settings::{KafkaConfig, TopicSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicsError {

@@ -38,8 +38,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::config::{Config, KafkaConfig, TopicRole};
+use super::ObservabilityConfig;
 use crate::observability::names;
+use crate::settings::{Common, KafkaConfig, TopicRole};
 
 /// Targets never shipped: the Kafka client's own logs (they would describe the log producer's
 /// trouble through the log producer) and this module.
@@ -78,8 +79,7 @@ pub struct KafkaLogSettings {
 }
 
 impl KafkaLogSettings {
-    pub fn from_config(cfg: &Config, stage: &str) -> Self {
-        let o = &cfg.observability;
+    pub fn from_config(cfg: &Common, o: &ObservabilityConfig, stage: &str) -> Self {
         KafkaLogSettings {
             kafka: cfg.kafka.clone(),
             topic: cfg.topics.name(TopicRole::Logs),

@@ -24,7 +24,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Config, ConfigError};
+use crate::settings::{Common, ConfigError};
 pub use kafka_layer::{KafkaLogHandle, KafkaLogLayer, KafkaLogSettings};
 pub use lag::LagReporter;
 pub use server::{health, Check, Health};
@@ -266,9 +266,12 @@ impl Drop for ObservabilityGuard {
 /// `stage` label, and [`health()`] requiring the stage's default checks
 /// ([`Check::defaults_for`]). Without one (commands that run before or without a config):
 /// stderr only, `info`.
-pub fn init(cfg: Option<&Config>, stage: &str) -> Result<ObservabilityGuard, ObservabilityError> {
+pub fn init(
+    cfg: Option<(&Common, &ObservabilityConfig)>,
+    stage: &str,
+) -> Result<ObservabilityGuard, ObservabilityError> {
     let defaults = ObservabilityConfig::default();
-    let obs = cfg.map(|c| &c.observability).unwrap_or(&defaults);
+    let obs = cfg.map(|(_, o)| o).unwrap_or(&defaults);
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.trim().is_empty() => parse_filter(&s)?,
         _ => parse_filter(&obs.log_level)?,
@@ -298,8 +301,9 @@ pub fn init(cfg: Option<&Config>, stage: &str) -> Result<ObservabilityGuard, Obs
             .boxed()
     };
     let (kafka, shipper) = match cfg {
-        Some(c) if obs.kafka_logs => {
-            let (layer, handle) = KafkaLogLayer::new(KafkaLogSettings::from_config(c, stage))?;
+        Some((common, _)) if obs.kafka_logs => {
+            let (layer, handle) =
+                KafkaLogLayer::new(KafkaLogSettings::from_config(common, obs, stage))?;
             (Some(layer), Some(handle))
         }
         _ => (None, None),
@@ -319,7 +323,7 @@ pub fn init(cfg: Option<&Config>, stage: &str) -> Result<ObservabilityGuard, Obs
     );
     Ok(ObservabilityGuard {
         stage: stage.to_string(),
-        http: cfg.and_then(|c| c.observability.http_socket(stage)),
+        http: cfg.and_then(|(_, o)| o.http_socket(stage)),
         shipper,
         flush_timeout: obs.flush_timeout,
     })
@@ -337,6 +341,7 @@ fn parse_filter(s: &str) -> Result<EnvFilter, ObservabilityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn config_defaults_and_validation() {

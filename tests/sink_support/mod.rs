@@ -186,7 +186,15 @@ pub fn spawn_mysql(cfg: &Config, schema: &RecordSchema, decoder: Arc<dyn Decode>
     let token = CancellationToken::new();
     let (cfg, schema, t) = (cfg.clone(), schema.clone(), token.clone());
     let h = tokio::spawn(async move {
-        etl_pipe::stages::sinks::mysql::run_with(&cfg, schema, decoder, t).await
+        etl_pipe::stages::sinks::mysql::run_with(
+            &cfg.common(),
+            &cfg.sink,
+            &cfg.mysql,
+            schema,
+            decoder,
+            t,
+        )
+        .await
     });
     (h, token)
 }
@@ -195,7 +203,15 @@ pub fn spawn_mongo(cfg: &Config, schema: &RecordSchema, decoder: Arc<dyn Decode>
     let token = CancellationToken::new();
     let (cfg, schema, t) = (cfg.clone(), schema.clone(), token.clone());
     let h = tokio::spawn(async move {
-        etl_pipe::stages::sinks::mongo::run_with(&cfg, schema, decoder, t).await
+        etl_pipe::stages::sinks::mongo::run_with(
+            &cfg.common(),
+            &cfg.sink,
+            &cfg.mongo,
+            schema,
+            decoder,
+            t,
+        )
+        .await
     });
     (h, token)
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::mapping::Mapper;
 use crate::codec::load_schema;
-use crate::config::ConfigError;
 use crate::record::RecordSchema;
+use crate::settings::ConfigError;
 
 /// `[clean]`: the clean stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@
 use serde_json::Value as Json;
 
 use super::config::{CleanConfig, Derive, FieldMapping, Scalar};
-use crate::config::ConfigError;
 use crate::record::{FieldType, Record, RecordSchema, Value};
+use crate::settings::ConfigError;
 
 /// Schema fields the stage fills itself from headers and the message position.
 pub const LINEAGE_FIELDS: [&str; 6] = [

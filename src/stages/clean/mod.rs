@@ -23,10 +23,11 @@ pub use config::{CleanConfig, Derive, FieldMapping, Scalar};
 pub use mapping::{ErrorKind, Lineage, Mapped, Mapper, MappingError, LINEAGE_FIELDS};
 
 use crate::codec::{Codec, CodecError};
-use crate::config::{Config, ConfigError, TopicRole};
 use crate::kafka::eos::{self, EosError, Output, Settings, Stats, Transform, TransformError};
 use crate::kafka::headers::{self as h, get_str};
 use crate::observability::trace::trace_id;
+use crate::retry::{retry, Backoff, Stopped};
+use crate::settings::{Common, ConfigError, TopicRole};
 
 /// The stage name: consumer group `<pipeline>.clean`, metric label, `etl.error.stage`.
 pub const STAGE: &str = "clean";
@@ -55,7 +56,7 @@ pub struct CleanTransform {
 }
 
 impl CleanTransform {
-    pub fn new(cfg: &Config, clean: &CleanConfig, mapper: Mapper, codec: Arc<Codec>) -> Self {
+    pub fn new(cfg: &Common, clean: &CleanConfig, mapper: Mapper, codec: Arc<Codec>) -> Self {
         CleanTransform {
             mapper,
             codec,
@@ -136,36 +137,39 @@ impl Transform for CleanTransform {
 }
 
 /// Runs the clean stage until `shutdown` (then commits the batch in hand) or a fatal error.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), CleanError> {
-    run_with_stats(cfg, shutdown).await.map(|_| ())
+pub async fn run(
+    cfg: &Common,
+    clean: &CleanConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CleanError> {
+    run_with_stats(cfg, clean, shutdown).await.map(|_| ())
 }
 
 /// [`run`], returning what was committed (for benchmarks and tests).
 pub async fn run_with_stats(
-    cfg: &Config,
+    cfg: &Common,
+    clean: &CleanConfig,
     shutdown: CancellationToken,
 ) -> Result<Stats, CleanError> {
-    let clean = cfg.clean.clone().unwrap_or_default();
     clean.validate_settings(cfg.kafka.transaction_timeout)?;
     let schema = clean.load_schema()?;
-    let mapper = Mapper::new(&schema, &clean)?;
+    let mapper = Mapper::new(&schema, clean)?;
     let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
 
     // With a schema registry, registering the schema needs it up: retriable, so wait for it.
-    let mut wait = Duration::from_millis(500);
-    let codec = loop {
-        match Codec::from_config(cfg, schema.clone(), &cleaned_topic).await {
-            Ok(c) => break c,
-            Err(e) if e.is_retriable() => {
-                tracing::warn!(stage = STAGE, error = %e, retry_in = ?wait, "schema registry unavailable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(Stats::default()),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let codec = match retry(
+        "registering the cleaned schema",
+        wait,
+        &shutdown,
+        CodecError::is_retriable,
+        || Codec::from_config(&cfg.kafka, schema.clone(), &cleaned_topic),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(Stopped::Cancelled) => return Ok(Stats::default()),
+        Err(Stopped::Permanent(e)) => return Err(e.into()),
     };
 
     let mut settings = Settings::for_stage(cfg, STAGE, TopicRole::Raw);
@@ -180,7 +184,7 @@ pub async fn run_with_stats(
         batch_max_age = ?clean.batch_max_age,
         "clean stage starting"
     );
-    let transform = CleanTransform::new(cfg, &clean, mapper, Arc::new(codec));
+    let transform = CleanTransform::new(cfg, clean, mapper, Arc::new(codec));
     let stats = eos::run(cfg.kafka.clone(), settings, transform, shutdown).await?;
     tracing::info!(
         stage = STAGE,

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::source::Position;
-use crate::config::KafkaConfig;
+use crate::settings::KafkaConfig;
 
 /// The pass record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, SecretRef};
+use crate::settings::{ConfigError, SecretRef};
 
 /// The extract stage's source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +66,14 @@ pub struct ExtractConfig {
     pub probe: ProbeConfig,
 }
 
+/// The league API's queues, tiers and divisions: the default `{queue}`/`{tier}`/`{division}`
+/// values of [`ExtractConfig::vars`] (the sample API serves the same).
+pub const DEFAULT_QUEUES: &[&str] = &["RANKED_SOLO_5x5"];
+pub const DEFAULT_TIERS: &[&str] = &[
+    "DIAMOND", "EMERALD", "PLATINUM", "GOLD", "SILVER", "BRONZE", "IRON",
+];
+pub const DEFAULT_DIVISIONS: &[&str] = &["I", "II", "III", "IV"];
+
 fn default_source() -> String {
     "league-entries".into()
 }
@@ -75,12 +83,9 @@ fn default_url() -> String {
 fn default_vars() -> BTreeMap<String, Vec<String>> {
     let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     BTreeMap::from([
-        ("queue".to_string(), v(crate::sample_api::DEFAULT_QUEUES)),
-        ("tier".to_string(), v(crate::sample_api::DEFAULT_TIERS)),
-        (
-            "division".to_string(),
-            v(crate::sample_api::DEFAULT_DIVISIONS),
-        ),
+        ("queue".to_string(), v(DEFAULT_QUEUES)),
+        ("tier".to_string(), v(DEFAULT_TIERS)),
+        ("division".to_string(), v(DEFAULT_DIVISIONS)),
     ])
 }
 fn default_key_field() -> String {

@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng;
 use reqwest::Url;
 use tokio_util::sync::CancellationToken;
 
@@ -79,16 +78,9 @@ impl RateLimiter {
     }
 }
 
-/// Jittered exponential backoff for the `n`-th failure (1-based): half of the capped
-/// exponential delay is fixed, half random, so retries from many streams spread out.
-pub fn backoff(retry: &RetryConfig, n: u32) -> Duration {
-    let exp = retry
-        .initial_backoff
-        .saturating_mul(1u32 << n.saturating_sub(1).min(20));
-    let cap = exp.min(retry.max_backoff);
-    let half = cap / 2;
-    let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
+/// The delay after the `n`-th failure (1-based), by the one retry policy ([`crate::retry`]).
+fn backoff(retry: &RetryConfig, n: u32) -> Duration {
+    crate::retry::delay(retry.initial_backoff, retry.max_backoff, n)
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -520,23 +512,6 @@ fn error_chain(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_jittered_and_capped() {
-        let r = RetryConfig {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-            ..Default::default()
-        };
-        for _ in 0..50 {
-            let b1 = backoff(&r, 1);
-            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));
-            let b3 = backoff(&r, 3);
-            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
-            let b30 = backoff(&r, 30);
-            assert!(b30 >= Duration::from_millis(500) && b30 <= Duration::from_secs(1));
-        }
-    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

@@ -10,7 +10,6 @@
 //! `--once` runs one pass (resuming an unfinished one); otherwise a pass starts every
 //! `extract.interval`. Before each pass the API is probed: a rejected credential stops the
 //! stage, an API that is down is retried with backoff and then reported.
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod http;
@@ -30,7 +29,7 @@ use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, TopicRole};
+use crate::settings::{Common, ConfigError, TopicRole};
 use checkpoint::{PassState, State};
 use config::{AuthKind, ExtractConfig, PaginationMode};
 use http::{FetchError, HttpSource};
@@ -47,26 +46,6 @@ pub struct ExtractArgs {
     /// Ignore the checkpoints: the first pass starts over.
     #[arg(long)]
     pub fresh: bool,
-}
-
-/// `etl-pipe bench-extract` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Records in the sample dataset.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub records: u64,
-    /// Entries per page.
-    #[arg(long, default_value_t = 205)]
-    pub page_size: u64,
-    /// Streams fetched at once.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// Dataset seed.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Keep the bench's topics (by default they are deleted after the run).
-    #[arg(long)]
-    pub keep_topics: bool,
 }
 
 /// How to run.
@@ -220,12 +199,14 @@ impl fmt::Display for RunReport {
 
 /// The CLI entry: runs until done or a signal; prints the report.
 pub async fn cli_run(
-    cfg: &Config,
+    cfg: &Common,
+    x: &ExtractConfig,
     args: &ExtractArgs,
     shutdown: CancellationToken,
 ) -> Result<std::process::ExitCode, ExtractError> {
     let report = run(
         cfg,
+        x,
         RunOptions {
             once: args.once,
             fresh: args.fresh,
@@ -241,23 +222,6 @@ pub async fn cli_run(
     })
 }
 
-/// The bench entry: prints the figures.
-pub async fn cli_bench(cfg: &Config, args: &BenchArgs) -> Result<(), ExtractError> {
-    let r = bench::bench(
-        cfg,
-        bench::BenchOptions {
-            records: args.records,
-            page_size: args.page_size,
-            concurrency: args.concurrency,
-            seed: args.seed,
-            keep_topics: args.keep_topics,
-        },
-    )
-    .await?;
-    print!("{r}");
-    Ok(())
-}
-
 /// Where the token comes from, for messages (never the value).
 fn secret_source(x: &ExtractConfig) -> String {
     match (&x.auth.token.env, &x.auth.token.file) {
@@ -269,8 +233,8 @@ fn secret_source(x: &ExtractConfig) -> String {
 
 /// The transactional id of an extractor: stable per source, so a restarted extractor fences
 /// its predecessor and takes over its checkpoints.
-pub fn transactional_id(cfg: &Config) -> String {
-    format!("{}.extract.{}", cfg.pipeline.name, cfg.extract.source)
+pub fn transactional_id(cfg: &Common, x: &ExtractConfig) -> String {
+    format!("{}.extract.{}", cfg.pipeline.name, x.source)
 }
 
 struct Ctx {
@@ -480,12 +444,12 @@ fn plan(state: &State, streams: &[Stream], cfg: &ExtractConfig, fresh: bool) -> 
 
 /// Runs the extract stage until the pass is done (`--once`) or shutdown.
 pub async fn run(
-    cfg: &Config,
+    cfg: &Common,
+    x: &ExtractConfig,
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<RunReport, ExtractError> {
     let t0 = Instant::now();
-    let x = &cfg.extract;
     x.validate()?;
     let streams = source::expand(x).map_err(|m| ConfigError::key("extract.url", m))?;
     let token = match x.auth.kind {
@@ -503,7 +467,7 @@ pub async fn run(
     let raw_topic = cfg.topics.name(TopicRole::Raw);
     let dead_letter_topic = cfg.topics.name(TopicRole::DeadLetter);
     let state_topic = cfg.topics.name(TopicRole::ExtractState);
-    let txn_id = transactional_id(cfg);
+    let txn_id = transactional_id(cfg, x);
 
     let mut pc: ClientConfig = crate::kafka::transactional_producer_config(&cfg.kafka, &txn_id);
     // Key-hash partitioning compatible with the Java client (a record key lands where a

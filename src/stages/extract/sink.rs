@@ -21,6 +21,7 @@ use super::source::Position;
 use super::ExtractError;
 use crate::kafka::headers::{self, DeadLetter};
 use crate::observability::trace::new_traceparent;
+use crate::retry::Backoff;
 
 /// Header on extract dead letters: the page's URL, credential redacted.
 pub const SOURCE_URL: &str = "etl.source.url";
@@ -404,8 +405,9 @@ impl Sink {
     /// Sends a whole batch again in fresh transactions until one commits (a few tries). The
     /// checkpoints still point before the batch meanwhile, so nothing is lost if this fails.
     async fn retry_batch(&mut self, batch: &[Msg], mut last: String) -> Result<(), ExtractError> {
-        for attempt in 2..=5u64 {
-            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
+        for _attempt in 2..=5u32 {
+            tokio::time::sleep(backoff.next_delay()).await;
             let result = async {
                 let mut txn = self.begin()?;
                 for m in batch {

@@ -4,7 +4,7 @@
 use reqwest::Url;
 
 use super::config::{AuthKind, ExtractConfig, PaginationMode};
-use crate::config::Secret;
+use crate::settings::Secret;
 
 /// The variables of a URL template (`{name}`), in order of first appearance.
 pub fn template_vars(template: &str) -> Result<Vec<String>, String> {
@@ -254,7 +254,7 @@ pub fn link_header_next(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecretRef;
+    use crate::settings::SecretRef;
     use std::collections::BTreeMap;
 
     fn cfg(url: &str, vars: &[(&str, &[&str])]) -> ExtractConfig {

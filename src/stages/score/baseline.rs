@@ -38,9 +38,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, TopicRole};
 use crate::quality::{Baseline, BaselineBuilder, FieldSpec, QualityConfig};
 use crate::record::Record;
+use crate::settings::{Common, TopicRole};
 
 /// `format` of a stored baseline record.
 pub const STORED_FORMAT: &str = "etl-pipe-score-baseline";
@@ -193,7 +193,8 @@ impl Baselines {
     /// The store-backed manager: reads the store to its end (blocking); building starts
     /// when it holds no baseline.
     pub fn open_store(
-        cfg: &Config,
+        cfg: &Common,
+        quality: &QualityConfig,
         specs: Vec<FieldSpec>,
         target: u64,
         handle: tokio::runtime::Handle,
@@ -204,7 +205,7 @@ impl Baselines {
             state: State::None,
             store: None,
             specs,
-            quality: cfg.quality.clone(),
+            quality: quality.clone(),
             build_target: target,
             instance: cfg.pipeline.instance_id(),
         };
@@ -401,6 +402,14 @@ pub enum OpenError {
     Retriable(String),
 }
 
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Fatal(m) | OpenError::Retriable(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Reads and writes the store topic.
 struct Store {
     topic: String,
@@ -412,7 +421,7 @@ struct Store {
 }
 
 impl Store {
-    fn open(cfg: &Config, handle: tokio::runtime::Handle) -> Result<Self, OpenError> {
+    fn open(cfg: &Common, handle: tokio::runtime::Handle) -> Result<Self, OpenError> {
         let topic = cfg.topics.name(TopicRole::ScoreBaseline);
         let mut c = crate::kafka::base_config(&cfg.kafka);
         // assign() needs a group id; nothing is committed or subscribed under it.

@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::load_schema;
-use crate::config::{Config, ConfigError};
 use crate::quality::{Baseline, FieldSpec};
 use crate::record::{FieldType, RecordSchema};
-use crate::stages::clean::{Derive, LINEAGE_FIELDS};
+use crate::settings::ConfigError;
+use crate::stages::clean::{CleanConfig, Derive, LINEAGE_FIELDS};
 
 /// Field of the output schema that receives the window id.
 pub const WINDOW_FIELD: &str = "quality_window";
@@ -130,8 +130,12 @@ pub struct Resolved {
 
 impl ScoreConfig {
     /// Checks the section against its schema files and baseline file (reads them).
-    pub fn validate(&self, cfg: &Config) -> Result<(), ConfigError> {
-        self.resolve(cfg).map(|_| ())
+    pub fn validate(
+        &self,
+        transaction_timeout: Duration,
+        clean: &CleanConfig,
+    ) -> Result<(), ConfigError> {
+        self.resolve(transaction_timeout, clean).map(|_| ())
     }
 
     /// The checks that read no file. `transaction_timeout` is `kafka.transaction_timeout`,
@@ -208,12 +212,17 @@ impl ScoreConfig {
     }
 
     /// Validates everything and loads the schemas, the field specs and the baseline file.
-    pub fn resolve(&self, cfg: &Config) -> Result<Resolved, ConfigError> {
-        self.validate_settings(cfg.kafka.transaction_timeout)?;
+    /// `clean` is the clean stage's mapping: its key and linear derived fields are not profiled.
+    pub fn resolve(
+        &self,
+        transaction_timeout: Duration,
+        clean: &CleanConfig,
+    ) -> Result<Resolved, ConfigError> {
+        self.validate_settings(transaction_timeout)?;
         let schema_in = load_at("score.schema_in", &self.schema_in)?;
         let schema_out = load_at("score.schema_out", &self.schema_out)?;
         check_out_schema(&schema_in, &schema_out)?;
-        let specs = self.field_specs(cfg, &schema_in)?;
+        let specs = self.field_specs(clean, &schema_in)?;
         let baseline = match &self.baseline {
             Some(p) => Some(
                 Baseline::load(p).map_err(|e| ConfigError::key("score.baseline", e.to_string()))?,
@@ -247,7 +256,7 @@ impl ScoreConfig {
     /// The profiled fields: `fields`, or the default described on the key.
     fn field_specs(
         &self,
-        cfg: &Config,
+        clean: &CleanConfig,
         schema: &RecordSchema,
     ) -> Result<Vec<FieldSpec>, ConfigError> {
         match &self.fields {
@@ -282,7 +291,6 @@ impl ScoreConfig {
                 Ok(specs)
             }
             None => {
-                let clean = cfg.clean.clone().unwrap_or_default();
                 let linear: Vec<&str> = clean
                     .fields
                     .iter()
@@ -380,6 +388,14 @@ fn check_out_schema(input: &RecordSchema, out: &RecordSchema) -> Result<(), Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn resolve(cfg: &Config) -> Result<Resolved, ConfigError> {
+        cfg.score.clone().unwrap().resolve(
+            cfg.kafka.transaction_timeout,
+            &cfg.clean.clone().unwrap_or_default(),
+        )
+    }
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_with_env(text, "test.toml", &[])
@@ -402,7 +418,7 @@ mod tests {
         let cfg = load(&section("")).unwrap();
         let score = cfg.score.clone().unwrap();
         assert_eq!(score.window_records, 1000);
-        let r = score.resolve(&cfg).unwrap();
+        let r = resolve(&cfg).unwrap();
         let names: Vec<&str> = r.specs.iter().map(|s| s.name.as_str()).collect();
         assert!(names.contains(&"league_points"), "{names:?}");
         assert!(names.contains(&"summoner_name"), "{names:?}");
@@ -420,7 +436,7 @@ mod tests {
             root("schemas/league_entry.cleaned.avsc")
         );
         let cfg = load(&text).unwrap();
-        let r = cfg.score.clone().unwrap().resolve(&cfg).unwrap();
+        let r = resolve(&cfg).unwrap();
         let names: Vec<&str> = r.specs.iter().map(|s| s.name.as_str()).collect();
         assert!(!names.contains(&"summoner_id"), "{names:?}");
         assert!(!names.contains(&"games"), "{names:?}");

@@ -45,11 +45,13 @@ pub use config::ScoreConfig;
 use self::baseline::{Baselines, Source};
 use self::config::{DECISION_FIELD, WINDOW_FIELD};
 use crate::codec::{Codec, CodecError};
-use crate::config::{Config, ConfigError, TopicRole};
 use crate::kafka::eos::{self, EosError, Output, Settings, Stats, Transform, TransformError};
 use crate::kafka::headers::{self as h, DeadLetter};
 use crate::quality::{Decision, FieldSpec, Metric, QualityConfig, QualityReport, WindowStats};
 use crate::record::{Record, RecordSchema, Value};
+use crate::retry::{retry, Backoff, Stopped};
+use crate::settings::{Common, ConfigError, TopicRole};
+use crate::stages::clean::CleanConfig;
 
 /// The stage name: consumer group `<pipeline>.score`, metric label, `etl.error.stage`.
 pub const STAGE: &str = "score";
@@ -243,13 +245,13 @@ pub struct Parts {
 }
 
 impl ScoreTransform {
-    pub fn new(cfg: &Config, score: &ScoreConfig, parts: Parts) -> Self {
+    pub fn new(cfg: &Common, score: &ScoreConfig, quality: &QualityConfig, parts: Parts) -> Self {
         ScoreTransform {
             codec_in: parts.codec_in,
             codec_out: parts.codec_out,
             handle: parts.handle,
             specs: parts.specs,
-            quality: cfg.quality.clone(),
+            quality: quality.clone(),
             window_records: score.window_records,
             window_max_age: score.window_max_age,
             drift_min_rows: score.drift_min_rows,
@@ -657,42 +659,57 @@ impl Drop for ScoreTransform {
 }
 
 /// Runs the score stage until `shutdown` (then commits the batch in hand) or a fatal error.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), ScoreError> {
-    run_with_stats(cfg, shutdown).await.map(|_| ())
+/// `clean` is the clean stage's mapping: its key and linear derived fields are not profiled.
+pub async fn run(
+    cfg: &Common,
+    score: &ScoreConfig,
+    quality: &QualityConfig,
+    clean: &CleanConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ScoreError> {
+    run_with_stats(cfg, score, quality, clean, shutdown)
+        .await
+        .map(|_| ())
 }
 
 /// A codec for `topic`, waiting for the schema registry while it is unavailable.
 /// `None` when shutdown came first.
 async fn codec_for(
-    cfg: &Config,
+    cfg: &Common,
     schema: RecordSchema,
     topic: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<Codec>, CodecError> {
-    let mut wait = Duration::from_millis(500);
-    loop {
-        match Codec::from_config(cfg, schema.clone(), topic).await {
-            Ok(c) => return Ok(Some(c)),
-            Err(e) if e.is_retriable() => {
-                tracing::warn!(target: LOG_TARGET, stage = STAGE, error = %e, retry_in = ?wait, "schema registry unavailable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-            Err(e) => return Err(e),
-        }
+    let what = format!("registering the schema of {topic}");
+    match retry(
+        &what,
+        registry_backoff(),
+        shutdown,
+        CodecError::is_retriable,
+        || Codec::from_config(&cfg.kafka, schema.clone(), topic),
+    )
+    .await
+    {
+        Ok(c) => Ok(Some(c)),
+        Err(Stopped::Cancelled) => Ok(None),
+        Err(Stopped::Permanent(e)) => Err(e),
     }
+}
+
+/// Waiting for the schema registry or the baseline store: 0.5 s doubling to 30 s.
+fn registry_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
 }
 
 /// [`run`], returning what was committed (for benchmarks and tests).
 pub async fn run_with_stats(
-    cfg: &Config,
+    cfg: &Common,
+    score: &ScoreConfig,
+    quality: &QualityConfig,
+    clean: &CleanConfig,
     shutdown: CancellationToken,
 ) -> Result<Stats, ScoreError> {
-    let score = cfg.score.clone().unwrap_or_default();
-    let resolved = score.resolve(cfg)?;
+    let resolved = score.resolve(cfg.kafka.transaction_timeout, clean)?;
     let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
     let scored_topic = cfg.topics.name(TopicRole::Scored);
     let Some(codec_in) = codec_for(cfg, resolved.schema_in, &cleaned_topic, &shutdown).await?
@@ -709,27 +726,29 @@ pub async fn run_with_stats(
         (Some(b), Some(path)) => Baselines::from_file(b, &path.display().to_string()),
         _ if score.baseline_from_first_records == 0 => Baselines::none(),
         _ => {
-            let mut wait = Duration::from_millis(500);
-            loop {
-                let (c, specs, h) = (cfg.clone(), resolved.specs.clone(), handle.clone());
-                let target = score.baseline_from_first_records;
-                let opened = tokio::task::spawn_blocking(move || {
-                    Baselines::open_store(&c, specs, target, h)
-                })
-                .await
-                .map_err(|e| ScoreError::Baseline(e.to_string()))?;
-                match opened {
-                    Ok(b) => break b,
-                    Err(baseline::OpenError::Fatal(m)) => return Err(ScoreError::Baseline(m)),
-                    Err(baseline::OpenError::Retriable(m)) => {
-                        tracing::warn!(target: LOG_TARGET, stage = STAGE, error = %m, retry_in = ?wait, "cannot read the baseline store; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(Stats::default()),
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                        wait = (wait * 2).min(Duration::from_secs(30));
+            let target = score.baseline_from_first_records;
+            let opened = retry(
+                "reading the baseline store",
+                registry_backoff(),
+                &shutdown,
+                |e: &baseline::OpenError| matches!(e, baseline::OpenError::Retriable(_)),
+                || {
+                    let (c, q) = (cfg.clone(), quality.clone());
+                    let (specs, h) = (resolved.specs.clone(), handle.clone());
+                    async move {
+                        tokio::task::spawn_blocking(move || {
+                            Baselines::open_store(&c, &q, specs, target, h)
+                        })
+                        .await
+                        .map_err(|e| baseline::OpenError::Fatal(e.to_string()))?
                     }
-                }
+                },
+            )
+            .await;
+            match opened {
+                Ok(b) => b,
+                Err(Stopped::Cancelled) => return Ok(Stats::default()),
+                Err(Stopped::Permanent(e)) => return Err(ScoreError::Baseline(e.to_string())),
             }
         }
     };
@@ -752,7 +771,8 @@ pub async fn run_with_stats(
     );
     let transform = ScoreTransform::new(
         cfg,
-        &score,
+        score,
+        quality,
         Parts {
             codec_in: Arc::new(codec_in),
             codec_out: Arc::new(codec_out),

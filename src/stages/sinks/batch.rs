@@ -32,8 +32,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::{metric, SinkError, SinkMessage};
-use crate::config::{Config, TopicRole};
+use super::{metric, SinkConfig, SinkError, SinkMessage};
+use crate::settings::{Common, TopicRole};
 
 /// A partition's records to write, in offset order.
 #[derive(Debug)]
@@ -549,7 +549,8 @@ fn commit_written<W: BatchWriter>(
 /// Connects a writer (retrying while its database is away; `what` names the attempt in the
 /// logs), then [`drive`]s it until `shutdown`. `connect` gets the stage's dead-letter producer.
 pub async fn connect_and_drive<W, F, Fut>(
-    cfg: &Config,
+    cfg: &Common,
+    sink: &SinkConfig,
     what: &'static str,
     shutdown: CancellationToken,
     connect: F,
@@ -560,23 +561,24 @@ where
     Fut: Future<Output = Result<W, SinkError>>,
 {
     let dead_letters = super::DeadLetters::new(cfg, W::STAGE)?;
-    let stop = hard_stop(&shutdown, cfg.sink.shutdown_timeout);
-    let writer = super::retry(what, cfg.sink.retry_max_backoff, &stop, || {
+    let stop = hard_stop(&shutdown, sink.shutdown_timeout);
+    let writer = super::retry(what, sink.retry_max_backoff, &stop, || {
         connect(dead_letters.clone())
     })
     .await?;
-    drive(cfg, Arc::new(writer), shutdown).await
+    drive(cfg, sink, Arc::new(writer), shutdown).await
 }
 
 /// Consumes the scored topic and feeds `writer` until `shutdown`; see the module docs.
 pub async fn drive<W: BatchWriter>(
-    cfg: &Config,
+    cfg: &Common,
+    sink: &SinkConfig,
     writer: Arc<W>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
     let topic: Arc<str> = cfg.topics.name(TopicRole::Scored).into();
     let group = cfg.pipeline.group_id(W::STAGE);
-    let stop = hard_stop(&shutdown, cfg.sink.shutdown_timeout);
+    let stop = hard_stop(&shutdown, sink.shutdown_timeout);
     let (tx, rx) = mpsc::channel();
     let ctx = SinkContext {
         writer,
@@ -584,10 +586,10 @@ pub async fn drive<W: BatchWriter>(
         topic: topic.clone(),
         shutdown: shutdown.clone(),
         stop: stop.clone(),
-        batch_size: cfg.sink.batch_size,
-        batch_max_bytes: cfg.sink.batch_max_bytes,
-        max_age: cfg.sink.batch_max_age,
-        retry_max_backoff: cfg.sink.retry_max_backoff,
+        batch_size: sink.batch_size,
+        batch_max_bytes: sink.batch_max_bytes,
+        max_age: sink.batch_max_age,
+        retry_max_backoff: sink.retry_max_backoff,
         state: Mutex::new(State::default()),
         tx,
         rx: Mutex::new(rx),

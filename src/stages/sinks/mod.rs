@@ -8,7 +8,7 @@
 //! partition are written in order) and several partitions written in parallel.
 //! See `docs/notes/sinks.md` for the table layout, the type mapping and the guarantees.
 pub mod batch;
-pub mod bench;
+mod connections;
 pub mod mongo;
 pub mod mysql;
 
@@ -22,16 +22,18 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Codec, CodecError};
-use crate::config::ConfigError;
 use crate::kafka::headers::{self, DeadLetter};
 use crate::observability::trace;
 use crate::record::{Record, RecordSchema, Value};
+use crate::settings::{Common, ConfigError, TopicRole};
 
 /// Metric names: the shared ones of `observability::names`.
 pub(crate) use crate::observability::names as metric;
 
 /// Names of the lineage columns / document fields every sink writes next to the record's own
 /// fields. The leading underscore keeps them apart from schema fields.
+pub use connections::{MongoConfig, MysqlConfig};
+
 pub mod lineage {
     /// Primary key column when `sink.key_field` is unset: the Kafka message key (UTF-8).
     pub const KEY: &str = "_key";
@@ -518,7 +520,7 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(cfg: &crate::config::Config, stage: &'static str) -> Result<DeadLetters, SinkError> {
+    pub fn new(cfg: &Common, stage: &'static str) -> Result<DeadLetters, SinkError> {
         let producer = crate::kafka::producer_config(&cfg.kafka)
             .create()
             .map_err(|e| SinkError::Fatal {
@@ -527,7 +529,7 @@ impl DeadLetters {
             })?;
         Ok(DeadLetters {
             producer,
-            topic: cfg.topics.name(crate::config::TopicRole::DeadLetter),
+            topic: cfg.topics.name(TopicRole::DeadLetter),
             stage,
         })
     }
@@ -592,19 +594,20 @@ impl DeadLetters {
 /// The sink's schema (`sink.schema`) and its Avro codec, which also reads data written with
 /// the older schemas of `history/` beside it.
 pub async fn load_codec(
-    cfg: &crate::config::Config,
+    cfg: &Common,
+    sink: &SinkConfig,
 ) -> Result<(RecordSchema, std::sync::Arc<RecordDecoder>), SinkError> {
     let schema_err =
         |e: CodecError| SinkError::Config(ConfigError::key("sink.schema", e.to_string()));
-    let schema = crate::codec::load_schema(&cfg.sink.schema).map_err(schema_err)?;
-    let topic = cfg.topics.name(crate::config::TopicRole::Scored);
-    let codec = Codec::from_config(cfg, schema.clone(), &topic)
+    let schema = crate::codec::load_schema(&sink.schema).map_err(schema_err)?;
+    let topic = cfg.topics.name(TopicRole::Scored);
+    let codec = Codec::from_config(&cfg.kafka, schema.clone(), &topic)
         .await
         .map_err(|e| SinkError::Retriable {
             what: "setting up the codec",
             message: e.to_string(),
         })?;
-    if let Some(history) = cfg.sink.schema.parent().map(|d| d.join("history")) {
+    if let Some(history) = sink.schema.parent().map(|d| d.join("history")) {
         if history.is_dir() {
             for (file, writer) in crate::codec::load_schema_dir(&history).map_err(schema_err)? {
                 if writer.name != schema.name {
@@ -620,41 +623,32 @@ pub async fn load_codec(
 }
 
 /// Runs `attempt` until it succeeds or fails for good; retriable errors are backed off
-/// (100 ms doubling up to `max_backoff`, with jitter) and retried until `stop` is cancelled.
+/// ([`crate::retry`]: 100 ms doubling up to `max_backoff`, jittered) and retried until `stop`
+/// is cancelled.
 pub async fn retry<T, F, Fut>(
     what: &'static str,
     max_backoff: Duration,
     stop: &CancellationToken,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SinkError>>,
 {
-    let mut backoff = Duration::from_millis(100);
-    let mut failures: u32 = 0;
-    loop {
-        match attempt().await {
-            Ok(v) => {
-                if failures > 0 {
-                    tracing::info!(what, failures, "recovered after retries");
-                }
-                return Ok(v);
-            }
-            Err(e) if e.is_retriable() => {
-                failures += 1;
-                metrics::counter!(metric::RETRIES, "kind" => "database").increment(1);
-                tracing::warn!(what, error = %e, failures, retry_in_ms = backoff.as_millis() as u64, "retriable failure; backing off");
-                let jitter = Duration::from_millis(rand::random::<u64>() % 50);
-                tokio::select! {
-                    _ = stop.cancelled() => return Err(SinkError::Stopped),
-                    _ = tokio::time::sleep(backoff + jitter) => {}
-                }
-                backoff = (backoff * 2).min(max_backoff);
-            }
-            Err(e) => return Err(e),
+    let backoff = crate::retry::Backoff::new(Duration::from_millis(100), max_backoff);
+    let retriable = |e: &SinkError| {
+        let r = e.is_retriable();
+        if r {
+            metrics::counter!(metric::RETRIES, "kind" => "database").increment(1);
         }
-    }
+        r
+    };
+    crate::retry::retry(what, backoff, stop, retriable, attempt)
+        .await
+        .map_err(|e| match e {
+            crate::retry::Stopped::Cancelled => SinkError::Stopped,
+            crate::retry::Stopped::Permanent(e) => e,
+        })
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use mongodb::options::{ClientOptions, Credential};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, Batch, BatchWriter, Outcome};
-use super::{lineage, DeadLetters, Rejected, SinkConfig, SinkError, SinkMessage};
-use crate::config::Config;
+use super::{lineage, DeadLetters, MongoConfig, Rejected, SinkConfig, SinkError, SinkMessage};
 use crate::record::{Record, RecordSchema, Value};
+use crate::settings::Common;
 
 pub const STAGE: &str = "sink-mongo";
 
@@ -146,23 +146,24 @@ struct Upsert {
 
 impl MongoSink {
     pub async fn new(
-        cfg: &Config,
+        sink: &SinkConfig,
+        db: &MongoConfig,
         schema: &RecordSchema,
         codec: Arc<super::RecordDecoder>,
         dead_letters: Option<DeadLetters>,
     ) -> Result<MongoSink, SinkError> {
-        if let Some(k) = &cfg.sink.key_field {
+        if let Some(k) = &sink.key_field {
             match schema.field(k) {
                 Some(f) if !f.nullable => {}
                 Some(_) => {
-                    return Err(crate::config::ConfigError::key(
+                    return Err(crate::settings::ConfigError::key(
                         "sink.key_field",
                         format!("`{k}` is nullable; a key field must not be"),
                     )
                     .into())
                 }
                 None => {
-                    return Err(crate::config::ConfigError::key(
+                    return Err(crate::settings::ConfigError::key(
                         "sink.key_field",
                         format!("`{k}` is not a field of schema {}", schema.name),
                     )
@@ -170,40 +171,40 @@ impl MongoSink {
                 }
             }
         }
-        let mut opts = ClientOptions::parse(&cfg.mongo.uri)
+        let mut opts = ClientOptions::parse(&db.uri)
             .await
             .map_err(|e| classify(&e, "parsing mongo.uri"))?;
         opts.app_name = Some(format!("etl-pipe {STAGE}"));
         opts.server_selection_timeout = Some(Duration::from_secs(10));
-        if let Some(user) = &cfg.mongo.user {
+        if let Some(user) = &db.user {
             let mut cred = Credential::default();
             cred.username = Some(user.clone());
-            if let Some(p) = &cfg.mongo.password {
+            if let Some(p) = &db.password {
                 cred.password = Some(p.resolve("mongo.password")?.expose().to_string());
             }
             opts.credential = Some(cred);
         }
         let client =
             mongodb::Client::with_options(opts).map_err(|e| classify(&e, "creating the client"))?;
-        let db = client.database(&cfg.mongo.database);
-        db.run_command(doc! {"ping": 1})
+        let database = client.database(&db.database);
+        database
+            .run_command(doc! {"ping": 1})
             .await
             .map_err(|e| classify(&e, "reaching MongoDB"))?;
-        let collection = cfg
-            .sink
+        let collection = sink
             .mongo
             .collection
             .clone()
             .unwrap_or_else(|| super::default_target_name(schema));
-        tracing::info!(database = %cfg.mongo.database, %collection, "mongo sink ready");
+        tracing::info!(database = %db.database, %collection, "mongo sink ready");
         Ok(MongoSink {
-            db,
+            db: database,
             collection,
-            key_field: cfg.sink.key_field.clone(),
+            key_field: sink.key_field.clone(),
             codec,
             dead_letters,
-            sink: cfg.sink.clone(),
-            writes: tokio::sync::Semaphore::new(cfg.sink.mongo.write_concurrency),
+            sink: sink.clone(),
+            writes: tokio::sync::Semaphore::new(sink.mongo.write_concurrency),
         })
     }
 
@@ -518,20 +519,27 @@ impl BatchWriter for MongoSink {
 }
 
 /// `etl-pipe sink-mongo`: runs until `shutdown`, then finishes the batches in hand.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), SinkError> {
-    let (schema, codec) = super::load_codec(cfg).await?;
-    run_with(cfg, schema, codec, shutdown).await
+pub async fn run(
+    cfg: &Common,
+    sink: &SinkConfig,
+    db: &MongoConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let (schema, codec) = super::load_codec(cfg, sink).await?;
+    run_with(cfg, sink, db, schema, codec, shutdown).await
 }
 
 /// [`run`] with a given schema and decoder.
 pub async fn run_with(
-    cfg: &Config,
+    cfg: &Common,
+    sink: &SinkConfig,
+    db: &MongoConfig,
     schema: RecordSchema,
     codec: Arc<super::RecordDecoder>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    batch::connect_and_drive(cfg, "connecting to MongoDB", shutdown, |dl| {
-        MongoSink::new(cfg, &schema, codec.clone(), Some(dl))
+    batch::connect_and_drive(cfg, sink, "connecting to MongoDB", shutdown, |dl| {
+        MongoSink::new(sink, db, &schema, codec.clone(), Some(dl))
     })
     .await
 }

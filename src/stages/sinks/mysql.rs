@@ -22,11 +22,12 @@ use sqlx::{ConnectOptions, Connection, MySqlPool, Row as _};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, Batch, BatchWriter, Outcome};
+use super::MysqlConfig;
 use super::{
     lineage, metric, DeadLetters, Rejected, SinkConfig, SinkError, SinkMessage, UpsertSyntax,
 };
-use crate::config::{Config, MysqlConfig};
 use crate::record::{FieldType, Record, RecordSchema, Value};
+use crate::settings::Common;
 
 pub const STAGE: &str = "sink-mysql";
 
@@ -198,7 +199,7 @@ impl Layout {
             }),
             Some(k) => {
                 let f = schema.field(k).ok_or_else(|| {
-                    SinkError::Config(crate::config::ConfigError::key(
+                    SinkError::Config(crate::settings::ConfigError::key(
                         "sink.key_field",
                         format!("`{k}` is not a field of schema {}", schema.name),
                     ))
@@ -211,7 +212,7 @@ impl Layout {
                         sql_type(&f.ty, string_length)
                     }
                     _ => {
-                        return Err(SinkError::Config(crate::config::ConfigError::key(
+                        return Err(SinkError::Config(crate::settings::ConfigError::key(
                             "sink.key_field",
                             format!(
                                 "`{k}` is a {}; a key must be a string, int, long or timestamp",
@@ -221,7 +222,7 @@ impl Layout {
                     }
                 };
                 if f.nullable {
-                    return Err(SinkError::Config(crate::config::ConfigError::key(
+                    return Err(SinkError::Config(crate::settings::ConfigError::key(
                         "sink.key_field",
                         format!("`{k}` is nullable; a key field must not be"),
                     )));
@@ -887,13 +888,15 @@ pub struct Prepared {
 impl MysqlSink {
     /// Connects, creates or checks the tables and works out the statement limits.
     pub async fn new(
-        cfg: &Config,
+        cfg: &Common,
+        sink: &SinkConfig,
+        db: &MysqlConfig,
         schema: &RecordSchema,
         codec: Arc<super::RecordDecoder>,
         dead_letters: Option<DeadLetters>,
     ) -> Result<MysqlSink, SinkError> {
-        let sink = cfg.sink.clone();
-        let pool = connect(&cfg.mysql, sink.mysql.connections + 1).await?;
+        let sink = sink.clone();
+        let pool = connect(db, sink.mysql.connections + 1).await?;
         let version: String = sqlx::query_scalar("SELECT VERSION()")
             .fetch_one(&pool)
             .await
@@ -922,7 +925,7 @@ impl MysqlSink {
             UpsertSyntax::Values => false,
             UpsertSyntax::Alias => {
                 if !flavor.supports_row_alias() {
-                    return Err(SinkError::Config(crate::config::ConfigError::key(
+                    return Err(SinkError::Config(crate::settings::ConfigError::key(
                         "sink.mysql.upsert_syntax",
                         format!("`alias` needs MySQL >= 8.0.19; the server is {version}"),
                     )));
@@ -1247,20 +1250,27 @@ impl BatchWriter for MysqlSink {
 }
 
 /// `etl-pipe sink-mysql`: runs until `shutdown`, then finishes the batches in hand.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<(), SinkError> {
-    let (schema, codec) = super::load_codec(cfg).await?;
-    run_with(cfg, schema, codec, shutdown).await
+pub async fn run(
+    cfg: &Common,
+    sink: &SinkConfig,
+    db: &MysqlConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let (schema, codec) = super::load_codec(cfg, sink).await?;
+    run_with(cfg, sink, db, schema, codec, shutdown).await
 }
 
 /// [`run`] with a given schema and decoder.
 pub async fn run_with(
-    cfg: &Config,
+    cfg: &Common,
+    sink: &SinkConfig,
+    db: &MysqlConfig,
     schema: RecordSchema,
     codec: Arc<super::RecordDecoder>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    batch::connect_and_drive(cfg, "connecting to MySQL", shutdown, |dl| {
-        MysqlSink::new(cfg, &schema, codec.clone(), Some(dl))
+    batch::connect_and_drive(cfg, sink, "connecting to MySQL", shutdown, |dl| {
+        MysqlSink::new(cfg, sink, db, &schema, codec.clone(), Some(dl))
     })
     .await
 }

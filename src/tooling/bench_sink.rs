@@ -17,11 +17,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use super::mysql::{self, Flavor, Layout};
-use super::{metric, RecordDecoder, SinkError};
 use crate::codec::{Codec, Framing};
 use crate::config::{Config, TopicRole};
 use crate::record::{Record, RecordSchema, Value};
+use crate::stages::sinks::mysql::{self, Flavor, Layout};
+use crate::stages::sinks::{metric, RecordDecoder, SinkError};
 
 /// Options of `bench-sink`.
 #[derive(Debug, Clone, clap::Args)]
@@ -401,7 +401,9 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> Result<(), SinkError> {
         codec.clone() as Arc<RecordDecoder>,
         token.clone(),
     );
-    let task = tokio::spawn(async move { mysql::run_with(&c2, s2, d2, t2).await });
+    let task = tokio::spawn(async move {
+        mysql::run_with(&c2.common(), &c2.sink, &c2.mysql, s2, d2, t2).await
+    });
     let (steady, total) = wait_written(args.records, started, &task).await?;
     token.cancel();
     task.await.map_err(|e| fatal("the sink task", e))??;
@@ -515,7 +517,10 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> Result<(), SinkError> {
             codec.clone() as Arc<RecordDecoder>,
             token.clone(),
         );
-        let task = tokio::spawn(async move { super::mongo::run_with(&c2, s2, d2, t2).await });
+        let task = tokio::spawn(async move {
+            crate::stages::sinks::mongo::run_with(&c2.common(), &c2.sink, &c2.mongo, s2, d2, t2)
+                .await
+        });
         let (steady, total) = wait_written(args.mongo_records, started, &task).await?;
         token.cancel();
         task.await.map_err(|e| fatal("the sink task", e))??;
@@ -532,16 +537,21 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> Result<(), SinkError> {
         let t = Instant::now();
         for i in 0..args.mongo_one_by_one {
             let r = league_record(&schema, i);
-            let msg = super::SinkMessage {
+            let msg = crate::stages::sinks::SinkMessage {
                 partition: 0,
                 offset: i as i64,
                 key: Some(key_of(&r, i).into_bytes()),
                 payload: None,
                 headers: None,
             };
-            let (id, doc) =
-                super::mongo::document(None, "bench", mongodb::bson::DateTime::now(), &msg, &r)
-                    .map_err(|e| fatal("document", e.message))?;
+            let (id, doc) = crate::stages::sinks::mongo::document(
+                None,
+                "bench",
+                mongodb::bson::DateTime::now(),
+                &msg,
+                &r,
+            )
+            .map_err(|e| fatal("document", e.message))?;
             coll.replace_one(mongodb::bson::doc! {"_id": id}, doc)
                 .upsert(true)
                 .await

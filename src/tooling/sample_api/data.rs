@@ -8,11 +8,7 @@
 use std::fmt::Write;
 use std::ops::Range;
 
-pub const DEFAULT_QUEUES: &[&str] = &["RANKED_SOLO_5x5"];
-pub const DEFAULT_TIERS: &[&str] = &[
-    "DIAMOND", "EMERALD", "PLATINUM", "GOLD", "SILVER", "BRONZE", "IRON",
-];
-pub const DEFAULT_DIVISIONS: &[&str] = &["I", "II", "III", "IV"];
+pub use crate::stages::extract::config::{DEFAULT_DIVISIONS, DEFAULT_QUEUES, DEFAULT_TIERS};
 
 /// The splitmix64 finaliser: a bijection on u64 with good avalanche.
 fn mix(mut z: u64) -> u64 {

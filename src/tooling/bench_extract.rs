@@ -5,9 +5,29 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{run, ExtractError, RunOptions, RunReport};
 use crate::config::{Config, Secret, SecretRef, TopicRole};
-use crate::sample_api::{self, Dataset, SampleApiOptions};
+use crate::stages::extract::{run, ExtractError, RunOptions, RunReport};
+use crate::tooling::sample_api::{self, Dataset, SampleApiOptions};
+
+/// `etl-pipe bench-extract` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Records in the sample dataset.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Entries per page.
+    #[arg(long, default_value_t = 205)]
+    pub page_size: u64,
+    /// Streams fetched at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Dataset seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Keep the bench's topics (by default they are deleted after the run).
+    #[arg(long)]
+    pub keep_topics: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -147,7 +167,8 @@ pub async fn bench(base: &Config, opts: BenchOptions) -> Result<BenchReport, Ext
 
     let t = Instant::now();
     let result = run(
-        &cfg,
+        &cfg.common(),
+        &cfg.extract,
         RunOptions {
             once: true,
             fresh: true,
@@ -173,4 +194,21 @@ pub async fn bench(base: &Config, opts: BenchOptions) -> Result<BenchReport, Ext
         raw_topic: cfg.topics.name(TopicRole::Raw),
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// The CLI entry: runs the bench and prints the figures.
+pub async fn cli_bench(cfg: &Config, args: &BenchArgs) -> Result<(), ExtractError> {
+    let r = bench(
+        cfg,
+        BenchOptions {
+            records: args.records,
+            page_size: args.page_size,
+            concurrency: args.concurrency,
+            seed: args.seed,
+            keep_topics: args.keep_topics,
+        },
+    )
+    .await?;
+    print!("{r}");
+    Ok(())
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use data::{Dataset, Expected, DEFAULT_DIVISIONS, DEFAULT_QUEUES, DEFAULT_TIERS};
 
-use crate::config::Secret;
+use crate::settings::Secret;
 
 /// Everything the sample API can be told.
 #[derive(Debug, Clone)]
