@@ -106,3 +106,43 @@ pub fn consumer_config(cfg: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky");
     c
 }
+
+/// Why [`partitions`] found no partitions to read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The broker did not answer (retriable).
+    #[error("metadata of topic {topic}: {source}")]
+    Kafka {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+    /// The topic does not exist (or has no partitions): a person must create it.
+    #[error("topic {0} does not exist; create the pipeline's topics with `etl-pipe topics apply`")]
+    NoTopic(String),
+}
+
+/// The partition ids of `topic`, sorted: the one topic-metadata lookup every stage, operation
+/// and tool uses.
+pub fn partitions<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<i32>, MetadataError> {
+    let md = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| MetadataError::Kafka {
+            topic: topic.to_string(),
+            source,
+        })?;
+    let mut ids: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if ids.is_empty() {
+        return Err(MetadataError::NoTopic(topic.to_string()));
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
