@@ -173,163 +173,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Config {
             command: ConfigCommand::Check,
-        } => {
-            let cfg = load(&cli)?;
-            println!("{}", cfg.to_toml());
-            for line in cfg.secret_status() {
-                println!("# secret {line}");
-            }
-            eprintln!("config OK");
-            Ok(ExitCode::SUCCESS)
-        }
+        } => config_check(&load(&cli)?),
         Command::Topics {
             command: TopicsCommand::Apply,
-        } => {
-            let cfg = load(&cli)?;
-            let specs = cfg.topics.all()?;
-            let results = runtime()?.block_on(topics::apply(&cfg.kafka, &specs))?;
-            let mut differs = false;
-            for (spec, outcome) in results {
-                let what = format!(
-                    "{:<22} partitions={} rf={} retention.ms={} cleanup={}",
-                    spec.name,
-                    spec.partitions,
-                    spec.replication_factor,
-                    spec.retention_ms(),
-                    spec.cleanup_policy.as_kafka()
-                );
-                match outcome {
-                    TopicOutcome::Created => println!("created   {what}"),
-                    TopicOutcome::Unchanged => println!("ok        {what}"),
-                    TopicOutcome::Differs(d) => {
-                        differs = true;
-                        println!("DIFFERS   {what}");
-                        for line in d {
-                            println!(
-                                "            {line} (left as it is; change it by hand if intended)"
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(if differs {
-                ExitCode::from(3)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Command::SinkMysql => {
-            let cfg = load(&cli)?;
-            let c = &cfg;
-            run_stage(
-                c,
-                crate::stages::sinks::mysql::STAGE,
-                |shutdown| async move {
-                    crate::stages::sinks::mysql::run(&c.common(), &c.sink, &c.mysql, shutdown)
-                        .await?;
-                    Ok(ExitCode::SUCCESS)
-                },
-            )
-        }
-        Command::SinkMongo => {
-            let cfg = load(&cli)?;
-            let c = &cfg;
-            run_stage(
-                c,
-                crate::stages::sinks::mongo::STAGE,
-                |shutdown| async move {
-                    crate::stages::sinks::mongo::run(&c.common(), &c.sink, &c.mongo, shutdown)
-                        .await?;
-                    Ok(ExitCode::SUCCESS)
-                },
-            )
-        }
-        Command::BenchSink(args) => {
-            let cfg = load(&cli)?;
-            // The benchmark reads the sinks' metrics itself: its recorder goes in first.
-            crate::tooling::bench_sink::install_recorder();
-            let _guard = crate::observability::init(None, "bench-sink")?;
-            runtime()?.block_on(crate::tooling::bench_sink::run(&cfg, args))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Demo(args) => {
-            let _obs = crate::observability::init(None, "demo")?;
-            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
-            let base = cli
-                .config
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-            runtime()?.block_on(crate::tooling::local::cli::demo(&exe, &base, args))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchE2e(args) => {
-            let _obs = crate::observability::init(None, "bench-e2e")?;
-            let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
-            let base = cli
-                .config
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-            runtime()?.block_on(crate::tooling::local::cli::bench(&exe, &base, args))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status => {
-            let cfg = load(&cli)?;
-            let status = crate::ops::status::collect(&cfg)?;
-            print!("{}", crate::ops::status::render(&status));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Replay(args) => {
-            let cfg = load(&cli)?;
-            replay(&cfg, args)
-        }
-        Command::Redrive(args) => {
-            use crate::ops::{redrive, replay::parse_datetime};
-            let cfg = load(&cli)?;
-            let filter = redrive::Filter {
-                kinds: args.kind.clone(),
-                stage: args.stage.clone(),
-                since_ms: args.since.as_deref().map(parse_datetime).transpose()?,
-                until_ms: args.until.as_deref().map(parse_datetime).transpose()?,
-                max_attempts: args.max_attempts.max(1),
-                to_topic: args.to.clone(),
-            };
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let summary = runtime()?.block_on(redrive::run(
-                &cfg,
-                args.from,
-                &filter,
-                args.dry_run,
-                progress,
-            ))?;
-            print!("{}", redrive::render(&summary, args.dry_run));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Profile(args) => {
-            let cfg = load(&cli)?;
-            Ok(crate::quality::profile::run(args, &cfg.quality)?)
-        }
-        Command::Clean => {
-            let cfg = load(&cli)?;
-            let c = &cfg;
-            run_stage(c, "clean", |shutdown| async move {
-                Ok(crate::stages::clean::run(&c.common(), &c.clean_or_default(), shutdown).await?)
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Score => {
-            let cfg = load(&cli)?;
-            let c = &cfg;
-            run_stage(c, "score", |shutdown| async move {
-                Ok(crate::stages::score::run(
-                    &c.common(),
-                    &c.score.clone().unwrap_or_default(),
-                    &c.quality,
-                    &c.clean_or_default(),
-                    shutdown,
-                )
-                .await?)
-            })?;
-            Ok(ExitCode::SUCCESS)
+        } => topics_apply(&load(&cli)?),
+        Command::SinkMysql | Command::SinkMongo | Command::Clean | Command::Score => {
+            stage(&load(&cli)?, &cli.command)
         }
         Command::Extract(args) => {
             let cfg = load(&cli)?;
@@ -340,6 +189,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?,
                 )
             })
+        }
+        Command::Status => {
+            let status = crate::ops::status::collect(&load(&cli)?)?;
+            print!("{}", crate::ops::status::render(&status));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => replay(&load(&cli)?, args),
+        Command::Redrive(args) => redrive(&load(&cli)?, args),
+        Command::Profile(args) => Ok(crate::quality::profile::run(args, &load(&cli)?.quality)?),
+        Command::Demo(args) => {
+            let _obs = crate::observability::init(None, "demo")?;
+            let (exe, base) = local_runner(&cli)?;
+            runtime()?.block_on(crate::tooling::local::cli::demo(&exe, &base, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchE2e(args) => {
+            let _obs = crate::observability::init(None, "bench-e2e")?;
+            let (exe, base) = local_runner(&cli)?;
+            runtime()?.block_on(crate::tooling::local::cli::bench(&exe, &base, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchSink(args) => {
+            let cfg = load(&cli)?;
+            // The benchmark reads the sinks' metrics itself: its recorder goes in first.
+            crate::tooling::bench_sink::install_recorder();
+            let _guard = crate::observability::init(None, "bench-sink")?;
+            runtime()?.block_on(crate::tooling::bench_sink::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::SampleApi(args) => {
             let _obs = crate::observability::init(None, "sample-api")?;
@@ -357,6 +234,111 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `config check`: the effective config, where each secret comes from, and "config OK".
+fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
+    println!("{}", cfg.to_toml());
+    for line in cfg.secret_status() {
+        println!("# secret {line}");
+    }
+    eprintln!("config OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `topics apply`: creates what is missing, reports what differs (exit 3), changes nothing else.
+fn topics_apply(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let specs = cfg.topics.all()?;
+    let results = runtime()?.block_on(topics::apply(&cfg.kafka, &specs))?;
+    let mut differs = false;
+    for (spec, outcome) in results {
+        let what = format!(
+            "{:<22} partitions={} rf={} retention.ms={} cleanup={}",
+            spec.name,
+            spec.partitions,
+            spec.replication_factor,
+            spec.retention_ms(),
+            spec.cleanup_policy.as_kafka()
+        );
+        match outcome {
+            TopicOutcome::Created => println!("created   {what}"),
+            TopicOutcome::Unchanged => println!("ok        {what}"),
+            TopicOutcome::Differs(d) => {
+                differs = true;
+                println!("DIFFERS   {what}");
+                for line in d {
+                    println!("            {line} (left as it is; change it by hand if intended)");
+                }
+            }
+        }
+    }
+    Ok(if differs {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The four Kafka-to-Kafka/database stages: each gets the shared settings and its own config.
+fn stage(cfg: &Config, command: &Command) -> anyhow::Result<ExitCode> {
+    use crate::stages::{clean, score, sinks};
+    let common = &cfg.common();
+    let name = match command {
+        Command::SinkMysql => sinks::mysql::STAGE,
+        Command::SinkMongo => sinks::mongo::STAGE,
+        Command::Clean => "clean",
+        _ => "score",
+    };
+    run_stage(cfg, name, |shutdown| async move {
+        match command {
+            Command::SinkMysql => {
+                sinks::mysql::run(common, &cfg.sink, &cfg.mysql, shutdown).await?
+            }
+            Command::SinkMongo => {
+                sinks::mongo::run(common, &cfg.sink, &cfg.mongo, shutdown).await?
+            }
+            Command::Clean => clean::run(common, &cfg.clean_or_default(), shutdown).await?,
+            _ => {
+                let score_cfg = cfg.score.clone().unwrap_or_default();
+                let clean_cfg = cfg.clean_or_default();
+                score::run(common, &score_cfg, &cfg.quality, &clean_cfg, shutdown).await?
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `demo` and `bench-e2e`: the etl-pipe binary to start stages with, and the base config
+/// (`config/demo.toml` unless `--config`).
+fn local_runner(cli: &Cli) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe().context("locating the etl-pipe binary")?;
+    let base = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+    Ok((exe, base))
+}
+
+fn redrive(cfg: &Config, args: &RedriveArgs) -> anyhow::Result<ExitCode> {
+    use crate::ops::{redrive, replay::parse_datetime};
+    let filter = redrive::Filter {
+        kinds: args.kind.clone(),
+        stage: args.stage.clone(),
+        since_ms: args.since.as_deref().map(parse_datetime).transpose()?,
+        until_ms: args.until.as_deref().map(parse_datetime).transpose()?,
+        max_attempts: args.max_attempts.max(1),
+        to_topic: args.to.clone(),
+    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let summary = runtime()?.block_on(redrive::run(
+        cfg,
+        args.from,
+        &filter,
+        args.dry_run,
+        progress,
+    ))?;
+    print!("{}", redrive::render(&summary, args.dry_run));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a stage: logging to stderr and the logs topic, the `/metrics` `/healthz` `/readyz`

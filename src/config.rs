@@ -11,7 +11,6 @@
 //! `{ file = "/run/secrets/x" }` and is resolved at start-up; [`Secret`] never prints
 //! its value.
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,57 +113,8 @@ impl Config {
 
     /// Rejects contradictions, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.pipeline.name.is_empty()
-            || !self
-                .pipeline
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(ConfigError::key(
-                "pipeline.name",
-                "must be non-empty letters, digits, '.', '_' or '-'",
-            ));
-        }
-        if self.kafka.brokers.trim().is_empty() {
-            return Err(ConfigError::key(
-                "kafka.brokers",
-                "must name at least one broker",
-            ));
-        }
-        if self.kafka.transaction_timeout < Duration::from_secs(1) {
-            return Err(ConfigError::key(
-                "kafka.transaction_timeout",
-                "must be at least 1s",
-            ));
-        }
-        if self.kafka.session_timeout < Duration::from_secs(1)
-            || self.kafka.session_timeout > Duration::from_secs(3600)
-        {
-            return Err(ConfigError::key(
-                "kafka.session_timeout",
-                "must be between 1s and 1h (brokers refuse less than group.min.session.timeout.ms, 6s by default)",
-            ));
-        }
-        if let Some(url) = &self.kafka.schema_registry_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::key(
-                    "kafka.schema_registry_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
-        }
-        for k in self.kafka.client_options.keys() {
-            if matches!(
-                k.as_str(),
-                "bootstrap.servers" | "transactional.id" | "group.id" | "enable.auto.commit"
-            ) {
-                return Err(ConfigError::key(
-                    format!("kafka.client_options.{k}"),
-                    "is set by etl-pipe itself and cannot be overridden here",
-                ));
-            }
-        }
+        self.pipeline.validate()?;
+        self.kafka.validate()?;
         self.topics.validate()?;
         self.quality.validate()?;
         self.observability.validate()?;

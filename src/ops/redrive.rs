@@ -26,8 +26,8 @@ const MAX_IN_FLIGHT: usize = 10_000;
 pub enum RedriveError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("topic `{0}` does not exist")]
-    NoTopic(String),
+    #[error(transparent)]
+    Metadata(#[from] crate::kafka::MetadataError),
     #[error("delivery to {topic} failed: {message}")]
     Delivery { topic: String, message: String },
 }
@@ -100,176 +100,43 @@ pub async fn run(
     // when a partition is read to its end (the last offsets may be transaction markers).
     cc.set("enable.partition.eof", "false");
     let consumer: BaseConsumer = cc.create()?;
-    let md = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| RedriveError::NoTopic(topic.clone()))?;
-
-    // Snapshot: each partition from its start (or the first record at `since`) to its end now.
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    let mut total: u64 = 0;
-    for p in t.partitions() {
-        let (low, high) = consumer.fetch_watermarks(&topic, p.id(), TIMEOUT)?;
-        let mut start = low;
-        if let Some(since) = filter.since_ms {
-            let mut q = TopicPartitionList::new();
-            q.add_partition_offset(&topic, p.id(), Offset::Offset(since))?;
-            let r = consumer.offsets_for_times(q, TIMEOUT)?;
-            start = match r.find_partition(&topic, p.id()).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => high,
-            };
-        }
-        if start < high {
-            ends.insert(p.id(), high);
-            tpl.add_partition_offset(&topic, p.id(), Offset::Offset(start))?;
-            total += (high - start) as u64;
-        }
-    }
+    let (mut ends, total) = snapshot(&consumer, &topic, filter.since_ms)?;
     let mut summary = Summary::default();
     if ends.is_empty() {
         return Ok(summary);
     }
-    consumer.assign(&tpl)?;
-
-    let bar = if progress {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} redrive [{bar:40}] {pos}/{len} records  {per_sec}  ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-
+    let bar = progress_bar(progress, total);
     let producer: FutureProducer = crate::kafka::producer_config(&cfg.kafka).create()?;
     let mut in_flight = FuturesUnordered::new();
     while !ends.is_empty() {
         let msg = match consumer.poll(Duration::from_millis(500)) {
             None => {
-                if let Ok(pos) = consumer.position() {
-                    for e in pos.elements_for_topic(&topic) {
-                        if let Offset::Offset(o) = e.offset() {
-                            if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
-                                ends.remove(&e.partition());
-                            }
-                        }
-                    }
-                }
+                drop_finished(&consumer, &topic, &mut ends);
                 continue;
             }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => m,
         };
-        let partition = msg.partition();
-        let offset = msg.offset();
-        if let Some(end) = ends.get(&partition).copied() {
-            if offset + 1 >= end {
-                ends.remove(&partition);
-            }
-            if offset >= end {
-                continue;
-            }
-        } else {
+        if !within_snapshot(&mut ends, msg.partition(), msg.offset()) {
             continue;
         }
         summary.scanned += 1;
         bar.inc(1);
-
-        let headers = msg.headers();
-        let get = |name: &str| {
-            headers
-                .and_then(|hs| h::get_str(hs, name))
-                .map(str::to_string)
-        };
-        let kind = get(h::ERROR_KIND).unwrap_or_else(|| "unknown".into());
-        let stage = get(h::ERROR_STAGE);
-        let attempts: u32 = get(h::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(1);
-        let ts = msg.timestamp().to_millis();
-
-        let keep = (filter.kinds.is_empty() || filter.kinds.contains(&kind))
-            && filter
-                .stage
-                .as_ref()
-                .is_none_or(|s| stage.as_ref() == Some(s))
-            && filter.since_ms.is_none_or(|s| ts.is_none_or(|t| t >= s))
-            && filter.until_ms.is_none_or(|u| ts.is_none_or(|t| t < u));
-        if !keep {
-            summary.filtered_out += 1;
-            continue;
-        }
-        if attempts >= filter.max_attempts {
-            summary.exhausted += 1;
-            continue;
-        }
-        let Some(dest) = filter.to_topic.clone().or_else(|| get(h::SOURCE_TOPIC)) else {
-            summary.no_source += 1;
+        let Some((dest, attempts)) = judge(&msg, filter, &mut summary) else {
             continue;
         };
-        *summary.sent.entry(dest.clone()).or_default() += 1;
-        *summary.by_kind.entry(kind).or_default() += 1;
         if dry_run {
             continue;
         }
-
-        // Original headers minus the error envelope, plus the attempt count so far.
-        let mut out = OwnedHeaders::new();
-        if let Some(hs) = headers {
-            for hd in hs.iter() {
-                if hd.key.starts_with("etl.error.")
-                    || hd.key.starts_with("etl.source.")
-                    || hd.key == h::ATTEMPTS
-                {
-                    continue;
-                }
-                out = out.insert(Header {
-                    key: hd.key,
-                    value: hd.value,
-                });
-            }
-        }
-        let attempts_s = attempts.to_string();
-        out = out.insert(Header {
-            key: h::ATTEMPTS,
-            value: Some(&attempts_s),
-        });
-        let mut record = FutureRecord::to(&dest).headers(out);
+        let mut record = FutureRecord::to(&dest).headers(redriven_headers(msg.headers(), attempts));
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
         if let Some(p) = msg.payload() {
             record = record.payload(p);
         }
-        let delivery = loop {
-            match producer.send_result(record) {
-                Ok(d) => break d,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    // Local queue full: let deliveries complete, then try again.
-                    record = r;
-                    if in_flight.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    } else {
-                        drain_one(&mut in_flight).await?;
-                    }
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        };
-        let dest_owned = dest.clone();
-        in_flight.push(async move { (dest_owned, delivery.await) });
+        let delivery = send(&producer, record, &mut in_flight).await?;
+        in_flight.push(async move { (dest, delivery.await) });
         while in_flight.len() >= MAX_IN_FLIGHT {
             drain_one(&mut in_flight).await?;
         }
@@ -279,6 +146,178 @@ pub async fn run(
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Assigns each partition from its start (or the first record at `since`) and returns the
+/// end of each (its high watermark now: the snapshot) and the records to scan.
+fn snapshot(
+    consumer: &BaseConsumer,
+    topic: &str,
+    since_ms: Option<i64>,
+) -> Result<(BTreeMap<i32, i64>, u64), RedriveError> {
+    let partitions = crate::kafka::partitions(consumer.client(), topic, TIMEOUT)?;
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    let mut total: u64 = 0;
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+        let mut start = low;
+        if let Some(since) = since_ms {
+            let mut q = TopicPartitionList::new();
+            q.add_partition_offset(topic, p, Offset::Offset(since))?;
+            let r = consumer.offsets_for_times(q, TIMEOUT)?;
+            start = match r.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => high,
+            };
+        }
+        if start < high {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
+            total += (high - start) as u64;
+        }
+    }
+    if !ends.is_empty() {
+        consumer.assign(&tpl)?;
+    }
+    Ok((ends, total))
+}
+
+fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} redrive [{bar:40}] {pos}/{len} records  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b
+}
+
+/// Partitions whose position reached their snapshot end are done (the last offsets may be
+/// transaction markers, which are never delivered).
+fn drop_finished(consumer: &BaseConsumer, topic: &str, ends: &mut BTreeMap<i32, i64>) {
+    if let Ok(pos) = consumer.position() {
+        for e in pos.elements_for_topic(topic) {
+            if let Offset::Offset(o) = e.offset() {
+                if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                    ends.remove(&e.partition());
+                }
+            }
+        }
+    }
+}
+
+/// Whether a record is inside the snapshot; the partition is done after its last one.
+fn within_snapshot(ends: &mut BTreeMap<i32, i64>, partition: i32, offset: i64) -> bool {
+    let Some(end) = ends.get(&partition).copied() else {
+        return false;
+    };
+    if offset + 1 >= end {
+        ends.remove(&partition);
+    }
+    offset < end
+}
+
+/// Applies the filter and the attempt limit, counting the outcome in `summary`; returns the
+/// destination topic and the attempts so far when the record is to be sent.
+fn judge(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    filter: &Filter,
+    summary: &mut Summary,
+) -> Option<(String, u32)> {
+    let get = |name: &str| {
+        msg.headers()
+            .and_then(|hs| h::get_str(hs, name))
+            .map(str::to_string)
+    };
+    let kind = get(h::ERROR_KIND).unwrap_or_else(|| "unknown".into());
+    let stage = get(h::ERROR_STAGE);
+    let attempts: u32 = get(h::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let ts = msg.timestamp().to_millis();
+    let keep = (filter.kinds.is_empty() || filter.kinds.contains(&kind))
+        && filter
+            .stage
+            .as_ref()
+            .is_none_or(|s| stage.as_ref() == Some(s))
+        && filter.since_ms.is_none_or(|s| ts.is_none_or(|t| t >= s))
+        && filter.until_ms.is_none_or(|u| ts.is_none_or(|t| t < u));
+    if !keep {
+        summary.filtered_out += 1;
+        return None;
+    }
+    if attempts >= filter.max_attempts {
+        summary.exhausted += 1;
+        return None;
+    }
+    let Some(dest) = filter.to_topic.clone().or_else(|| get(h::SOURCE_TOPIC)) else {
+        summary.no_source += 1;
+        return None;
+    };
+    *summary.sent.entry(dest.clone()).or_default() += 1;
+    *summary.by_kind.entry(kind).or_default() += 1;
+    Some((dest, attempts))
+}
+
+/// The original headers minus the error envelope, plus the attempt count so far.
+fn redriven_headers(
+    headers: Option<&rdkafka::message::BorrowedHeaders>,
+    attempts: u32,
+) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    if let Some(hs) = headers {
+        for hd in hs.iter() {
+            if hd.key.starts_with("etl.error.")
+                || hd.key.starts_with("etl.source.")
+                || hd.key == h::ATTEMPTS
+            {
+                continue;
+            }
+            out = out.insert(Header {
+                key: hd.key,
+                value: hd.value,
+            });
+        }
+    }
+    let attempts_s = attempts.to_string();
+    out.insert(Header {
+        key: h::ATTEMPTS,
+        value: Some(&attempts_s),
+    })
+}
+
+/// Enqueues `record`; while the local queue is full, lets deliveries complete first.
+async fn send<'a, F>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, [u8], [u8]>,
+    in_flight: &mut FuturesUnordered<F>,
+) -> Result<rdkafka::producer::DeliveryFuture, RedriveError>
+where
+    F: std::future::Future<Output = Delivery>,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(d) => return Ok(d),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                if in_flight.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    drain_one(in_flight).await?;
+                }
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
 }
 
 type Delivery = (

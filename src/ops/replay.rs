@@ -21,8 +21,8 @@ pub enum ReplayError {
         members: usize,
         clients: String,
     },
-    #[error("topic `{0}` does not exist")]
-    NoTopic(String),
+    #[error(transparent)]
+    Metadata(#[from] crate::kafka::MetadataError),
     #[error("{0}")]
     Invalid(String),
     #[error("mysql offsets table: {0}")]
@@ -180,35 +180,8 @@ pub fn plan(
     let group = cfg.pipeline.group_id(stage.name());
     let topic = cfg.topics.name(stage.input());
     let consumer = consumer(cfg, &group)?;
-    let md = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| ReplayError::NoTopic(topic.clone()))?;
-    let mut partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-    partitions.sort_unstable();
-    if let Some(only) = only_partitions {
-        for p in only {
-            if !partitions.contains(p) {
-                return Err(ReplayError::Invalid(format!(
-                    "topic {topic} has no partition {p}"
-                )));
-            }
-        }
-        partitions.retain(|p| only.contains(p));
-    }
-    if let Target::Offsets(m) = target {
-        for p in m.keys() {
-            if !partitions.contains(p) {
-                return Err(ReplayError::Invalid(format!(
-                    "--to-offset names partition {p}, which is not replayed here"
-                )));
-            }
-        }
-        partitions.retain(|p| m.contains_key(p));
-    }
+    let all = crate::kafka::partitions(consumer.client(), &topic, TIMEOUT)?;
+    let partitions = select_partitions(&topic, all, only_partitions, target)?;
 
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
@@ -299,6 +272,36 @@ pub fn render(plan: &Plan) -> String {
         "total records the stage will process from the new position: {total}\n"
     ));
     s
+}
+
+/// The partitions a plan covers: all, or those of `--partition`, or those `--to-offset` names.
+fn select_partitions(
+    topic: &str,
+    mut partitions: Vec<i32>,
+    only_partitions: Option<&[i32]>,
+    target: &Target,
+) -> Result<Vec<i32>, ReplayError> {
+    if let Some(only) = only_partitions {
+        for p in only {
+            if !partitions.contains(p) {
+                return Err(ReplayError::Invalid(format!(
+                    "topic {topic} has no partition {p}"
+                )));
+            }
+        }
+        partitions.retain(|p| only.contains(p));
+    }
+    if let Target::Offsets(m) = target {
+        for p in m.keys() {
+            if !partitions.contains(p) {
+                return Err(ReplayError::Invalid(format!(
+                    "--to-offset names partition {p}, which is not replayed here"
+                )));
+            }
+        }
+        partitions.retain(|p| m.contains_key(p));
+    }
+    Ok(partitions)
 }
 
 /// Moves the Kafka group offsets to the plan's targets. Fails if the group came alive meanwhile.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
@@ -30,6 +32,22 @@ impl Default for PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// The name goes into group and transactional ids: letters, digits, '.', '_' or '-'.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(ConfigError::key(
+                "pipeline.name",
+                "must be non-empty letters, digits, '.', '_' or '-'",
+            ));
+        }
+        Ok(())
+    }
+
     /// The consumer group of a stage: `<pipeline>.<stage>`.
     pub fn group_id(&self, stage: &str) -> String {
         format!("{}.{}", self.name, stage)
@@ -107,6 +125,52 @@ fn default_session_timeout() -> Duration {
 }
 fn default_txn_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+impl KafkaConfig {
+    /// Rejects contradictions, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::key(
+                "kafka.brokers",
+                "must name at least one broker",
+            ));
+        }
+        if self.transaction_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::key(
+                "kafka.transaction_timeout",
+                "must be at least 1s",
+            ));
+        }
+        if self.session_timeout < Duration::from_secs(1)
+            || self.session_timeout > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::key(
+                "kafka.session_timeout",
+                "must be between 1s and 1h (brokers refuse less than group.min.session.timeout.ms, 6s by default)",
+            ));
+        }
+        if let Some(url) = &self.schema_registry_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::key(
+                    "kafka.schema_registry_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        for k in self.client_options.keys() {
+            if matches!(
+                k.as_str(),
+                "bootstrap.servers" | "transactional.id" | "group.id" | "enable.auto.commit"
+            ) {
+                return Err(ConfigError::key(
+                    format!("kafka.client_options.{k}"),
+                    "is set by etl-pipe itself and cannot be overridden here",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for KafkaConfig {
