@@ -4,13 +4,24 @@
 //! `extract` (HTTP API → raw), `clean` (raw → cleaned Avro, dead letters),
 //! `score` (cleaned → scored, quality windows, quarantine), `sink-mysql` and
 //! `sink-mongo` (scored → databases). Each stage is a module under [`stages`]
-//! with one entry point, `run(config, shutdown)`.
+//! with one entry point, `run(common, own config…, shutdown)`.
 //!
-//! - [`config`]: the typed TOML configuration, environment overrides, secrets, `validate()`.
-//! - [`cli`]: the clap subcommands.
-//! - [`kafka`]: client setup, headers, the dead-letter envelope, topic management.
-//! - [`shutdown`]: the one cancellation signal every loop selects on.
-//! - [`sample_api`]: the demo HTTP API the extract stage pulls from (`etl-pipe sample-api`).
+//! Layers, from the bottom (a module imports only those below it):
+//! - [`settings`]: what every part shares — pipeline name/instance, Kafka connection, topic
+//!   roles and names, secrets, `ConfigError`. Knows no stage.
+//! - [`record`], [`retry`], [`shutdown`]: the record model, the one backoff policy, the one
+//!   cancellation signal.
+//! - [`codec`] (Avro, framing, registry), [`kafka`] (client configs, headers, dead-letter
+//!   envelope, topics, the exactly-once loop), [`quality`] (missing ratio, PSI, VIF, windows,
+//!   decisions), [`observability`] (logs topic, metrics, health).
+//! - [`stages`]: extract, clean, score, sinks (a folder per sink). Each owns its config type.
+//! - [`config`]: the whole TOML file assembled above the stages (load, env overrides, validate).
+//! - [`ops`]: replay, redrive, status — operations a person runs against a pipeline.
+//! - [`tooling`]: sample API, local runner (demo, bench-e2e, tests), bench commands.
+//! - [`cli`]: the clap subcommands; `main.rs` only parses and exits.
+//!
+//! `tests/layout.rs` checks that the pipeline layers never import `config`, `ops`, `tooling`
+//! or `cli`.
 pub mod cli;
 pub mod codec;
 pub mod config;
