@@ -242,6 +242,7 @@ fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     for line in cfg.secret_status() {
         println!("# secret {line}");
     }
+    cfg.check_secrets()?;
     eprintln!("config OK");
     Ok(ExitCode::SUCCESS)
 }
@@ -351,6 +352,7 @@ fn run_stage<T, Fut>(
 where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
+    cfg.kafka.check_secrets()?;
     let guard = crate::observability::init(Some((&cfg.common(), &cfg.observability)), stage)?;
     let rt = runtime()?;
     let result = rt.block_on(async {

@@ -150,6 +150,17 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
 
+    /// Resolves every secret reference of the file (for `config check`); the error names the
+    /// first key whose variable or file is missing, never a value.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        self.mysql.password.resolve("mysql.password")?;
+        if let Some(p) = &self.mongo.password {
+            p.resolve("mongo.password")?;
+        }
+        self.extract.check_secrets()?;
+        self.kafka.check_secrets()
+    }
+
     /// One line per secret: where it comes from and whether it is set. Never the value.
     pub fn secret_status(&self) -> Vec<String> {
         let mut v = vec![self.mysql.password.describe("mysql.password")];
@@ -157,6 +168,7 @@ impl Config {
             v.push(p.describe("mongo.password"));
         }
         v.extend(self.extract.secret_status());
+        v.extend(self.kafka.secret_status());
         v
     }
 }
@@ -234,9 +246,9 @@ mod tests {
         )
         .unwrap();
         let o = &c.kafka.client_options;
-        assert_eq!(o["fetch.wait.max.ms"], "50");
-        assert_eq!(o["enable.sasl"], "true");
-        assert_eq!(o["queued.min.messages"], "10000");
+        assert_eq!(o["fetch.wait.max.ms"].value(), Some("50"));
+        assert_eq!(o["enable.sasl"].value(), Some("true"));
+        assert_eq!(o["queued.min.messages"].value(), Some("10000"));
     }
 
     #[test]

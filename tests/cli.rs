@@ -12,6 +12,7 @@ fn config_check_prints_effective_config_and_redacts_secrets() {
     let out = etl_pipe()
         .args(["config", "check", "--config", "config/demo.toml"])
         .env("ETL_MYSQL_PASSWORD", "very-secret-pw")
+        .env("ETL_API_TOKEN", "api-token-value")
         .env("ETL__TOPICS__PARTITIONS", "5")
         .output()
         .unwrap();

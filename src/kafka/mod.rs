@@ -10,12 +10,19 @@ use rdkafka::ClientConfig;
 
 use crate::settings::KafkaConfig;
 
-/// Base client config: bootstrap servers plus the raw `client_options` pass-through.
+/// Base client config: bootstrap servers plus the raw `client_options` pass-through (secret
+/// options resolved here; [`KafkaConfig::check_secrets`] at start-up makes a missing one fail
+/// early, naming the key).
 pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
     for (k, v) in &cfg.client_options {
-        c.set(k, v);
+        match v.resolve(k) {
+            Ok(v) => {
+                c.set(k, v);
+            }
+            Err(e) => tracing::error!(error = %e, "a Kafka client option is missing"),
+        }
     }
     c
 }
@@ -44,8 +51,8 @@ pub const CONSUMER_MEMORY_DEFAULTS: &[(&str, &str)] = &[
     ("fetch.wait.max.ms", "100"),
 ];
 
-/// Sets each default unless `kafka.client_options` names the key.
-fn set_defaults(c: &mut ClientConfig, cfg: &KafkaConfig, defaults: &[(&str, &str)]) {
+/// Sets each default unless `kafka.client_options` names the key: the user's setting wins.
+pub fn set_defaults(c: &mut ClientConfig, cfg: &KafkaConfig, defaults: &[(&str, &str)]) {
     for (k, v) in defaults {
         if !cfg.client_options.contains_key(*k) {
             c.set(*k, *v);
@@ -57,13 +64,18 @@ fn set_defaults(c: &mut ClientConfig, cfg: &KafkaConfig, defaults: &[(&str, &str
 pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = base_config(cfg);
     set_defaults(&mut c, cfg, PRODUCER_MEMORY_DEFAULTS);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        // Batching: a few ms of linger buys large batches at high rates; lz4 is cheap on CPU.
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        // Never give up on a record because the broker is away for a while.
-        .set("message.timeout.ms", "0");
+    // Batching: a few ms of linger buys large batches at high rates; lz4 is cheap on CPU.
+    // Never give up on a record because the broker is away for a while.
+    set_defaults(
+        &mut c,
+        cfg,
+        &[
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+            ("message.timeout.ms", "0"),
+        ],
+    );
+    c.set("enable.idempotence", "true").set("acks", "all");
     c
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, SecretRef};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,38 +84,100 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Raw librdkafka options applied to every client (e.g. `security.protocol`). Numbers and
     /// booleans are taken as their text (`ETL__KAFKA__CLIENT_OPTIONS__fetch.wait.max.ms=50`).
-    #[serde(default, deserialize_with = "scalar_strings")]
-    pub client_options: BTreeMap<String, String>,
+    /// Secrets (`sasl.password`, `ssl.key.password`, …) only as `{ env = "VAR" }` or
+    /// `{ file = "/path" }`. Options etl-pipe sets for its guarantees are refused here.
+    #[serde(default)]
+    pub client_options: BTreeMap<String, ClientOption>,
 }
 
-/// A map of strings that also takes numbers and booleans, as their text: librdkafka options
-/// are strings, but `fetch.wait.max.ms = 50` in TOML (or an env override) is a number.
-fn scalar_strings<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        I(i64),
-        F(f64),
-        B(bool),
-    }
-    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
-    Ok(raw
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Scalar::S(s) => s,
-                Scalar::I(i) => i.to_string(),
-                Scalar::F(f) => f.to_string(),
-                Scalar::B(b) => b.to_string(),
-            };
-            (k, v)
-        })
-        .collect())
+/// One librdkafka option: a plain value, or a secret read from the environment or a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ClientOption {
+    Value(String),
+    Secret(SecretRef),
 }
+
+impl<'de> Deserialize<'de> for ClientOption {
+    /// Strings, numbers and booleans are taken as their text (librdkafka options are strings,
+    /// but `fetch.wait.max.ms = 50` in TOML is a number); a table is a secret reference.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+            Secret(SecretRef),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::S(s) => ClientOption::Value(s),
+            Raw::I(i) => ClientOption::Value(i.to_string()),
+            Raw::F(f) => ClientOption::Value(f.to_string()),
+            Raw::B(b) => ClientOption::Value(b.to_string()),
+            Raw::Secret(r) => ClientOption::Secret(r),
+        })
+    }
+}
+
+impl ClientOption {
+    /// The value to hand to librdkafka (a secret resolved now). The error names the key only.
+    pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
+        match self {
+            ClientOption::Value(v) => Ok(v.clone()),
+            ClientOption::Secret(r) => r
+                .resolve(&format!("kafka.client_options.{key}"))
+                .map(|s| s.expose().to_string()),
+        }
+    }
+
+    /// The plain value, if this is not a secret.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            ClientOption::Value(v) => Some(v),
+            ClientOption::Secret(_) => None,
+        }
+    }
+}
+
+/// Whether a librdkafka option holds a credential (it must come from the environment or a file).
+pub fn is_sensitive_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || matches!(
+            k.as_str(),
+            "sasl.jaas.config" | "ssl.key.pem" | "sasl.oauthbearer.config" | "ssl_key.pem"
+        )
+}
+
+/// Options etl-pipe sets itself because its guarantees depend on them, with what to use instead.
+pub const RESERVED_CLIENT_OPTIONS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers"),
+    (
+        "transactional.id",
+        "derived from pipeline.name and the instance id",
+    ),
+    ("group.id", "derived from pipeline.name and the stage"),
+    (
+        "enable.auto.commit",
+        "offsets move only after the work is durable",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets move only after the work is durable",
+    ),
+    ("isolation.level", "stages read committed data only"),
+    (
+        "enable.idempotence",
+        "producers are idempotent for exactly-once",
+    ),
+    ("acks", "producers wait for all in-sync replicas"),
+    ("transaction.timeout.ms", "set kafka.transaction_timeout"),
+    ("session.timeout.ms", "set kafka.session_timeout"),
+    ("enable.partition.eof", "set per reader by etl-pipe"),
+];
 
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
@@ -128,6 +190,26 @@ fn default_txn_timeout() -> Duration {
 }
 
 impl KafkaConfig {
+    /// Resolves every secret option now, so a missing variable or file fails at start-up
+    /// naming the key (never the value).
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for (k, v) in &self.client_options {
+            v.resolve(k)?;
+        }
+        Ok(())
+    }
+
+    /// Where each secret option comes from and whether it is set (for `config check`).
+    pub fn secret_status(&self) -> Vec<String> {
+        self.client_options
+            .iter()
+            .filter_map(|(k, v)| match v {
+                ClientOption::Secret(r) => Some(r.describe(&format!("kafka.client_options.{k}"))),
+                ClientOption::Value(_) => None,
+            })
+            .collect()
+    }
+
     /// Rejects contradictions, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.brokers.trim().is_empty() {
@@ -158,15 +240,20 @@ impl KafkaConfig {
                 ));
             }
         }
-        for k in self.client_options.keys() {
-            if matches!(
-                k.as_str(),
-                "bootstrap.servers" | "transactional.id" | "group.id" | "enable.auto.commit"
-            ) {
+        for (k, v) in &self.client_options {
+            let key = format!("kafka.client_options.{k}");
+            if let Some((_, instead)) = RESERVED_CLIENT_OPTIONS.iter().find(|(r, _)| r == k) {
                 return Err(ConfigError::key(
-                    format!("kafka.client_options.{k}"),
-                    "is set by etl-pipe itself and cannot be overridden here",
+                    key,
+                    format!("is set by etl-pipe itself and cannot be overridden here ({instead})"),
                 ));
+            }
+            match v {
+                ClientOption::Value(_) if is_sensitive_option(k) => {
+                    return Err(ConfigError::key(key, super::secret::INLINE_SECRET))
+                }
+                ClientOption::Secret(r) => r.validate(&key)?,
+                ClientOption::Value(_) => {}
             }
         }
         Ok(())

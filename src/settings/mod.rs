@@ -12,7 +12,9 @@ mod kafka;
 mod secret;
 mod topics;
 
-pub use kafka::{KafkaConfig, PipelineConfig};
+pub use kafka::{
+    is_sensitive_option, ClientOption, KafkaConfig, PipelineConfig, RESERVED_CLIENT_OPTIONS,
+};
 pub use secret::{Secret, SecretRef};
 pub use topics::{CleanupPolicy, TopicOverride, TopicRole, TopicSpec, TopicsConfig};
 

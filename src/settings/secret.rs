@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-/// Where a secret comes from: an environment variable or a file. Never the config file itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where a secret comes from: an environment variable or a file. Never the config file itself:
+/// an inline value (`token = "abc"`, `ETL__EXTRACT__AUTH__TOKEN=abc`) is refused with a message
+/// that does not repeat it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SecretRef {
     /// Name of the environment variable holding the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -16,6 +17,56 @@ pub struct SecretRef {
     /// Path of a file holding the secret (trailing newline trimmed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+}
+
+/// What an inline secret is told: where secrets go instead. Never the value.
+pub const INLINE_SECRET: &str =
+    "a secret is never written inline (the value is not repeated here): \
+give `{ env = \"VAR\" }` or `{ file = \"/path\" }`, or as an environment override \
+ETL__…__ENV=VAR / ETL__…__FILE=/path";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            env: Option<String>,
+            #[serde(default)]
+            file: Option<PathBuf>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`{ env = \"VAR\" }` or `{ file = \"/path\" }`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<SecretRef, A::Error> {
+                let f = Fields::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(SecretRef {
+                    env: f.env,
+                    file: f.file,
+                })
+            }
+            // Scalars are inline secrets: refuse them without echoing them.
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl SecretRef {

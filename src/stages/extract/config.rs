@@ -476,6 +476,14 @@ impl ExtractConfig {
     }
 
     /// The credential's source, safe to print.
+    /// Resolves the token when the source needs one (the error names the key, not the value).
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        match self.auth.kind {
+            AuthKind::None => Ok(()),
+            _ => self.auth.token.resolve("extract.auth.token").map(|_| ()),
+        }
+    }
+
     pub fn secret_status(&self) -> Option<String> {
         match self.auth.kind {
             AuthKind::None => None,
