@@ -223,6 +223,20 @@ cluster_voters() {
   echo "$out"
 }
 
+# Kafka 4.1 pulls in slf4j-api 1.7, which does not see the slf4j 2 binding that install_kafka
+# adds: the brokers would log nothing at all. The cluster nodes get the slf4j 1 binding in a
+# folder of its own (the single broker's classpath is left as it is).
+KAFKA_LOG_BINDING="$CACHE/log4j-slf4j-impl-$LOG4J_VERSION"
+install_kafka_log_binding() {
+  [[ -f "$KAFKA_LOG_BINDING/.complete" ]] && return 0
+  need mvn "Apache Maven (Debian: maven)"
+  mkdir -p "$KAFKA_LOG_BINDING"
+  (cd "$KAFKA_LOG_BINDING" && mvn -B -q dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$LOG4J_VERSION" \
+    -DoutputDirectory="$KAFKA_LOG_BINDING" >"$RUN/log4j-binding-mvn.log" 2>&1) \
+    || { tail -n 30 "$RUN/log4j-binding-mvn.log" >&2; die "downloading log4j-slf4j-impl failed"; }
+  touch "$KAFKA_LOG_BINDING/.complete"
+}
+
 # Its own log4j file: the single broker's one is rewritten by every single-profile `up`.
 cluster_java() { java -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" "$@"; }
 
@@ -293,7 +307,7 @@ start_cluster_node() { # start_cluster_node N -- starts it if it is not running;
       || { cat "$RUN/$name-format.log" >&2; die "formatting storage of $name failed"; }
   fi
   say "starting $name: broker 127.0.0.1:$port, controller 127.0.0.1:$(node_controller_port "$n")"
-  KAFKA_HEAP_OPTS="" nohup java -Xms128m -Xmx"$CLUSTER_HEAP" -XX:+UseG1GC -cp "$KAFKA_LIB/*" \
+  KAFKA_HEAP_OPTS="" nohup java -Xms128m -Xmx"$CLUSTER_HEAP" -XX:+UseG1GC -cp "$KAFKA_LOG_BINDING/*:$KAFKA_LIB/*" \
     -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" kafka.Kafka "$props" >>"$RUN/$name.log" 2>&1 &
   echo $! >"$RUN/$name.pid"
 }
@@ -517,6 +531,7 @@ up() {
   install_mariadb
   install_kafka
   install_ferretdb
+  [[ "$PROFILE" == cluster ]] && install_kafka_log_binding
   if registry_on; then
     need curl "curl (Debian: curl)"
     install_java21
@@ -598,7 +613,7 @@ broker_stop() { # SIGTERM (a controlled shutdown: leadership moves first), wait 
 broker_start() { # start one node again (formatted storage is kept), wait until it answers
   node_arg "${1:-}"
   mkdir -p "$RUN"
-  [[ -f "$KAFKA_LIB/.complete" ]] || die "Kafka is not installed: run ETL_STACK_PROFILE=cluster $0 up first"
+  [[ -f "$KAFKA_LIB/.complete" && -f "$KAFKA_LOG_BINDING/.complete" ]] || die "Kafka is not installed: run ETL_STACK_PROFILE=cluster $0 up first"
   local t0=$SECONDS
   start_cluster_node "$1"
   wait_node "$1"
