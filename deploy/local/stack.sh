@@ -601,8 +601,9 @@ down() {
 }
 
 node_arg() { # node_arg N -- validates a node number
-  [[ "${1:-}" =~ ^[0-9]+$ ]] && ((${1} >= 1 && ${1} <= ${#CLUSTER_NODES[@]})) \
-    || die "usage: $0 broker-stop|broker-start N (N = 1..${#CLUSTER_NODES[@]})"
+  if [[ ! "${1:-}" =~ ^[1-9][0-9]*$ ]] || ((${1} < 1 || ${1} > ${#CLUSTER_NODES[@]})); then
+    die "usage: $0 broker-stop|broker-start N (N = 1..${#CLUSTER_NODES[@]})"
+  fi
 }
 
 broker_stop() { # SIGTERM (a controlled shutdown: leadership moves first), wait until it is gone
