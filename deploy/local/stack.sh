@@ -1,12 +1,36 @@
 #!/usr/bin/env bash
-# Local stack for etl-pipe: Apache Kafka (KRaft), MariaDB and FerretDB on loopback.
+# Local stack for etl-pipe: Apache Kafka (KRaft), MariaDB, FerretDB and a schema registry
+# (Apicurio Registry, Confluent-compatible API) on loopback.
 #
 #   deploy/local/stack.sh up      install what is missing (once), start what is not running, wait until ready
-#   deploy/local/stack.sh down    stop what `up` started (by pid file only)
-#   deploy/local/stack.sh status  show what runs where
+#   deploy/local/stack.sh down    stop what `up` started (by pid file only; see "down" below)
+#   deploy/local/stack.sh status  show what runs where (exit 1 if something is down)
+#   deploy/local/stack.sh broker-stop N    cluster: stop node N (1..3) with SIGTERM, wait until it is gone
+#   deploy/local/stack.sh broker-start N   cluster: start node N again, wait until it answers
+#
+# Profile: ETL_STACK_PROFILE=single (default) or cluster. Both can run at the same time.
+#   single   one Kafka 4.1 node, broker+controller, 127.0.0.1:9092 (controller 9093), one-node
+#            settings (replication 1). Pid file kafka, data in data/kafka.
+#   cluster  three Kafka 4.1 KRaft nodes, each broker+controller (node.id 1,2,3), production
+#            replication settings (RF 3, min ISR 2, no unclean election):
+#              node 1  broker 127.0.0.1:19092  controller 127.0.0.1:19093
+#              node 2  broker 127.0.0.1:29092  controller 127.0.0.1:29093
+#              node 3  broker 127.0.0.1:39092  controller 127.0.0.1:39093
+#            (ETL_CLUSTER_BROKER_PORTS / ETL_CLUSTER_CONTROLLER_PORTS: three ports each, space
+#            separated). Pid files kafka-node1..3, data in data/kafka-cluster/nodeN, the cluster id
+#            in data/kafka-cluster/cluster.id. `up` prints the bootstrap list and writes it to
+#            run/cluster.bootstrap (removed by `down`).
+# Shared by both profiles (one process each, whichever profile started it):
+#   MariaDB 127.0.0.1:3306, FerretDB 127.0.0.1:27017, and the registry: Apicurio Registry 3.3.3,
+#   in-memory storage (schemas are gone after a restart), Confluent API at
+#   http://127.0.0.1:8081/apis/ccompat/v7, health at http://127.0.0.1:9081/health/ready
+#   (ETL_REGISTRY_PORT, ETL_REGISTRY_MANAGEMENT_PORT; ETL_STACK_REGISTRY=0 leaves it out).
+#   It needs Java 21+, found under /usr/lib/jvm, $JAVA_HOME or PATH (or ETL_REGISTRY_JAVA).
+# down: stops the profile's Kafka; the shared services go down with the last Kafka profile
+#   standing (a `down` of one profile leaves them running while the other profile's Kafka runs).
 #
 # Everything lives under $ETL_STACK_HOME (default ~/.local/share/etl-pipe-stack):
-#   cache/  downloaded/built software (Kafka jars, FerretDB binary) -- kept between runs
+#   cache/  downloaded/built software (Kafka jars, FerretDB binary, Apicurio) -- kept between runs
 #   data/   Kafka log dirs, MariaDB datadir, FerretDB SQLite files
 #   run/    pid files and service logs
 set -euo pipefail
@@ -31,6 +55,23 @@ KAFKA_HEAP="${ETL_KAFKA_HEAP:-768m}"
 
 KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/libs"
 FERRETDB_BIN="$CACHE/ferretdb-$FERRETDB_VERSION/ferretdb"
+
+PROFILE="${ETL_STACK_PROFILE:-single}"
+# Ports far from the single broker's 9092/9093, so both profiles can run side by side.
+read -r -a CLUSTER_BROKER_PORTS <<<"${ETL_CLUSTER_BROKER_PORTS:-19092 29092 39092}"
+read -r -a CLUSTER_CONTROLLER_PORTS <<<"${ETL_CLUSTER_CONTROLLER_PORTS:-19093 29093 39093}"
+CLUSTER_HEAP="${ETL_CLUSTER_HEAP:-512m}"
+CLUSTER_DATA="$DATA/kafka-cluster"
+CLUSTER_NODES=(1 2 3)
+
+REGISTRY_ENABLED="${ETL_STACK_REGISTRY:-1}"
+REGISTRY_VERSION="${ETL_REGISTRY_VERSION:-3.3.3}"
+REGISTRY_PORT="${ETL_REGISTRY_PORT:-8081}"
+# Quarkus puts health on a separate management port, 9000 by default -- Kafdrop's port: move it.
+REGISTRY_MGMT_PORT="${ETL_REGISTRY_MANAGEMENT_PORT:-9081}"
+REGISTRY_HOME="$CACHE/apicurio-$REGISTRY_VERSION"
+REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
+REGISTRY_JAVA=""
 
 say() { printf '[stack] %s\n' "$*"; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -59,10 +100,11 @@ tail_log() {
   fi
 }
 
-wait_for() { # wait_for NAME SECONDS CHECK-FUNCTION PROC-MATCH
+wait_for() { # wait_for NAME SECONDS CHECK-FUNCTION PROC-MATCH [CHECK-ARGS...]
   local name="$1" secs="$2" check="$3" match="$4" i
+  shift 4
   for ((i = 0; i < secs * 2; i++)); do
-    if "$check" >/dev/null 2>&1; then return 0; fi
+    if "$check" "$@" >/dev/null 2>&1; then return 0; fi
     if ! pid_of "$name" "$match" >/dev/null; then
       tail_log "$name"
       die "$name exited during start-up (log: $RUN/$name.log)"
@@ -160,6 +202,167 @@ PROPS
   echo $! >"$RUN/kafka.pid"
 }
 
+# ---------------------------------------------------------------- Kafka cluster (profile cluster)
+# Three combined broker+controller nodes: a 3-voter KRaft quorum survives one node down, like the
+# production layout, for half the JVMs of separate controllers (6 JVMs do not fit 2 cores well).
+# The voters are static (controller.quorum.voters), so every node is formatted the same way with
+# one cluster id, and no node needs the others to be up to be formatted.
+node_name() { echo "kafka-node$1"; }
+node_match() { echo "kafka-node$1.properties"; } # the node's own properties file is on its cmdline
+node_broker_port() { echo "${CLUSTER_BROKER_PORTS[$(($1 - 1))]}"; }
+node_controller_port() { echo "${CLUSTER_CONTROLLER_PORTS[$(($1 - 1))]}"; }
+
+cluster_bootstrap() {
+  local n out=""
+  for n in "${CLUSTER_NODES[@]}"; do out+="${out:+,}127.0.0.1:$(node_broker_port "$n")"; done
+  echo "$out"
+}
+cluster_voters() {
+  local n out=""
+  for n in "${CLUSTER_NODES[@]}"; do out+="${out:+,}$n@127.0.0.1:$(node_controller_port "$n")"; done
+  echo "$out"
+}
+
+# Kafka 4.1 pulls in slf4j-api 1.7, which does not see the slf4j 2 binding that install_kafka
+# adds: the brokers would log nothing at all. The cluster nodes get the slf4j 1 binding in a
+# folder of its own (the single broker's classpath is left as it is).
+KAFKA_LOG_BINDING="$CACHE/log4j-slf4j-impl-$LOG4J_VERSION"
+install_kafka_log_binding() {
+  [[ -f "$KAFKA_LOG_BINDING/.complete" ]] && return 0
+  need mvn "Apache Maven (Debian: maven)"
+  mkdir -p "$KAFKA_LOG_BINDING"
+  (cd "$KAFKA_LOG_BINDING" && mvn -B -q dependency:copy -Dartifact="org.apache.logging.log4j:log4j-slf4j-impl:$LOG4J_VERSION" \
+    -DoutputDirectory="$KAFKA_LOG_BINDING" >"$RUN/log4j-binding-mvn.log" 2>&1) \
+    || { tail -n 30 "$RUN/log4j-binding-mvn.log" >&2; die "downloading log4j-slf4j-impl failed"; }
+  touch "$KAFKA_LOG_BINDING/.complete"
+}
+
+# Its own log4j file: the single broker's one is rewritten by every single-profile `up`.
+cluster_java() { java -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" "$@"; }
+
+write_cluster_config() { # write_cluster_config N
+  local n="$1" dir="$CLUSTER_DATA/node$1"
+  mkdir -p "$dir"
+  cat >"$RUN/kafka-cluster-log4j2.properties" <<L4J
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+L4J
+  # Production replication: every topic (internal ones included) on all 3 nodes, acks=all needs
+  # 2 in sync, so one node can be down without stopping producers or transactions; an
+  # out-of-sync replica never becomes leader (no silent data loss).
+  cat >"$RUN/$(node_name "$n").properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+listeners=PLAINTEXT://127.0.0.1:$(node_broker_port "$n"),CONTROLLER://127.0.0.1:$(node_controller_port "$n")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_broker_port "$n")
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.quorum.voters=$(cluster_voters)
+log.dirs=$dir
+num.partitions=3
+default.replication.factor=3
+min.insync.replicas=2
+unclean.leader.election.enable=false
+auto.create.topics.enable=false
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+PROPS
+}
+
+cluster_id() { # the one cluster id all nodes are formatted with, made once
+  local f="$CLUSTER_DATA/cluster.id"
+  mkdir -p "$CLUSTER_DATA"
+  if [[ ! -s "$f" ]]; then
+    cluster_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1 >"$f.tmp"
+    [[ -s "$f.tmp" ]] || die "StorageTool random-uuid printed nothing"
+    mv "$f.tmp" "$f"
+  fi
+  cat "$f"
+}
+
+start_cluster_node() { # start_cluster_node N -- starts it if it is not running; does not wait
+  local n="$1" name port props
+  name="$(node_name "$n")"; port="$(node_broker_port "$n")"; props="$RUN/$name.properties"
+  if pid_of "$name" "$(node_match "$n")" >/dev/null; then say "$name already running (pid $(pid_of "$name" "$(node_match "$n")"))"; return 0; fi
+  port_free "$port" || die "port $port is taken by a process this script did not start (set ETL_CLUSTER_BROKER_PORTS)"
+  port_free "$(node_controller_port "$n")" || die "port $(node_controller_port "$n") is taken by a process this script did not start (set ETL_CLUSTER_CONTROLLER_PORTS)"
+  write_cluster_config "$n"
+  if [[ ! -f "$CLUSTER_DATA/node$n/meta.properties" ]]; then
+    cluster_java kafka.tools.StorageTool format -t "$(cluster_id)" -c "$props" >"$RUN/$name-format.log" 2>&1 \
+      || { cat "$RUN/$name-format.log" >&2; die "formatting storage of $name failed"; }
+  fi
+  say "starting $name: broker 127.0.0.1:$port, controller 127.0.0.1:$(node_controller_port "$n")"
+  KAFKA_HEAP_OPTS="" nohup java -Xms128m -Xmx"$CLUSTER_HEAP" -XX:+UseG1GC -cp "$KAFKA_LOG_BINDING/*:$KAFKA_LIB/*" \
+    -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" kafka.Kafka "$props" >>"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+}
+
+node_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$(node_broker_port "$1")") 2>/dev/null; }
+node_ready() { # the node itself answers a metadata request
+  timeout 60 java -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" \
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$(node_broker_port "$1")" --list >/dev/null 2>&1
+}
+
+wait_node() { # wait_node N -- until node N's broker answers
+  local name; name="$(node_name "$1")"
+  wait_for "$name" 90 node_port_open "$(node_match "$1")" "$1"
+  wait_for "$name" 90 node_ready "$(node_match "$1")" "$1"
+}
+
+# The quorum has a leader and 3 voters, and each node is a registered, unfenced broker (the
+# metadata answer lists only those): only then does a replication-factor-3 topic create succeed.
+cluster_formed() {
+  local out
+  out="$(timeout 60 java -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" \
+    org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(cluster_bootstrap)" describe --status 2>/dev/null)" || return 1
+  grep -Eq '^LeaderId: +[0-9]+' <<<"$out" || return 1
+  [[ "$(grep -E '^CurrentVoters:' <<<"$out" | grep -o '"id": *[0-9]*' | wc -l)" -eq 3 ]] || return 1
+  out="$(timeout 60 java -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$RUN/kafka-cluster-log4j2.properties" \
+    org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$(cluster_bootstrap)" 2>/dev/null)" || return 1
+  [[ "$(grep '(id: [0-9]* rack' <<<"$out" | grep -vc 'isFenced: true')" -eq 3 ]]
+}
+
+cluster_running() { # true if any cluster node runs
+  local n
+  for n in "${CLUSTER_NODES[@]}"; do pid_of "$(node_name "$n")" "$(node_match "$n")" >/dev/null && return 0; done
+  return 1
+}
+
+stop_cluster() {
+  # SIGTERM to all nodes at once: stopped one by one, the last two would wait on a quorum that
+  # is already gone before their controlled shutdown gives up.
+  local n name pid pids=() i
+  for n in "${CLUSTER_NODES[@]}"; do
+    name="$(node_name "$n")"
+    if pid="$(pid_of "$name" "$(node_match "$n")")"; then
+      say "stopping $name (pid $pid)"; kill "$pid" 2>/dev/null || true; pids+=("$pid")
+    else
+      say "$name not running"
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then say "pid $pid did not stop in 30s; killing"; kill -9 "$pid" 2>/dev/null || true; fi
+  done
+  for n in "${CLUSTER_NODES[@]}"; do rm -f "$RUN/$(node_name "$n").pid"; done
+  rm -f "$RUN/cluster.bootstrap"
+}
+
 # ---------------------------------------------------------------- MariaDB
 MYSQLD=""
 install_mariadb() {
@@ -238,6 +441,89 @@ start_ferretdb() {
   echo $! >"$RUN/ferretdb.pid"
 }
 
+# ---------------------------------------------------------------- schema registry (Apicurio)
+java_major() { # java_major JAVA -- prints the feature version (8 for 1.8.0_x, 25 for 25.0.3)
+  local v
+  v="$("$1" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)"
+  [[ -n "$v" ]] || return 1
+  [[ "$v" == 1.* ]] && v="${v#1.}"
+  echo "${v%%[.+-]*}"
+}
+
+find_java21() {
+  # Apicurio 3 is built for Java 21 (class files version 65): Java 17, Debian 12's JDK, fails with
+  # UnsupportedClassVersionError. Take the first JDK >= 21 among the usual places.
+  local j m cands=()
+  [[ -n "${ETL_REGISTRY_JAVA:-}" ]] && cands+=("$ETL_REGISTRY_JAVA")
+  [[ -n "${JAVA_HOME:-}" ]] && cands+=("$JAVA_HOME/bin/java")
+  command -v java >/dev/null 2>&1 && cands+=("$(command -v java)")
+  for j in /usr/lib/jvm/*/bin/java; do cands+=("$j"); done
+  for j in "${cands[@]}"; do
+    [[ -x "$j" ]] || continue
+    m="$(java_major "$j" 2>/dev/null)" || continue
+    if [[ "$m" =~ ^[0-9]+$ ]] && ((m >= 21)); then REGISTRY_JAVA="$j"; return 0; fi
+  done
+  return 1
+}
+
+install_java21() {
+  find_java21 && return 0
+  # Debian 12 has no JDK 21 (bookworm stops at 17); later Debian releases do.
+  need apt-get "a Java 21+ JDK (e.g. Temurin) under /usr/lib/jvm, or set ETL_REGISTRY_JAVA"
+  local pkg
+  apt-get update -q >"$RUN/apt-java.log" 2>&1 || true
+  for pkg in openjdk-25-jre-headless openjdk-21-jre-headless; do
+    if apt-cache policy "$pkg" 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then
+      say "installing $pkg from Debian (apt-get) for the schema registry"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >>"$RUN/apt-java.log" 2>&1 \
+        || { tail -n 30 "$RUN/apt-java.log" >&2; die "apt-get install $pkg failed"; }
+      find_java21 && return 0
+    fi
+  done
+  die "the schema registry needs Java 21+: none found (ETL_REGISTRY_JAVA, JAVA_HOME, PATH, /usr/lib/jvm) and this Debian has no openjdk-21/25; install one, or ETL_STACK_REGISTRY=0 to go without the registry"
+}
+
+install_registry() {
+  [[ -f "$REGISTRY_HOME/.complete" ]] && return 0
+  need mvn "Apache Maven (Debian: maven)"
+  # Maven Central carries the prebuilt Quarkus distribution as an attached tar.gz (classifier
+  # `all`, ~151 MiB); the artifact's plain jar is only classes and does not run.
+  say "installing Apicurio Registry $REGISTRY_VERSION from Maven Central into $REGISTRY_HOME"
+  local tmp; tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && mvn -B -q dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
+    -DoutputDirectory="$tmp" >"$tmp/mvn.log" 2>&1); then
+    tail -n 30 "$tmp/mvn.log" >&2
+    die "downloading Apicurio Registry failed (see above)"
+  fi
+  rm -rf "$REGISTRY_HOME"; mkdir -p "$REGISTRY_HOME"
+  tar -xzf "$tmp/apicurio-registry-app-$REGISTRY_VERSION-all.tar.gz" -C "$REGISTRY_HOME" \
+    || die "unpacking Apicurio Registry failed"
+  [[ -f "$REGISTRY_HOME/quarkus-run.jar" ]] || die "no quarkus-run.jar in the Apicurio archive"
+  touch "$REGISTRY_HOME/.complete"
+  rm -rf "$tmp"
+}
+
+registry_match() { echo "apicurio-$REGISTRY_VERSION/quarkus-run.jar"; }
+registry_ready() {
+  curl -fsS -o /dev/null "http://127.0.0.1:$REGISTRY_MGMT_PORT/health/ready" \
+    && curl -fsS -o /dev/null "$REGISTRY_URL/subjects"
+}
+
+start_registry() {
+  if pid_of registry "$(registry_match)" >/dev/null; then say "registry already running (pid $(pid_of registry "$(registry_match)"))"; return 0; fi
+  port_free "$REGISTRY_PORT" || die "port $REGISTRY_PORT is taken by a process this script did not start (set ETL_REGISTRY_PORT)"
+  port_free "$REGISTRY_MGMT_PORT" || die "port $REGISTRY_MGMT_PORT is taken by a process this script did not start (set ETL_REGISTRY_MANAGEMENT_PORT)"
+  mkdir -p "$DATA/registry"
+  say "starting registry (Apicurio $REGISTRY_VERSION, in-memory) on 127.0.0.1:$REGISTRY_PORT with $REGISTRY_JAVA"
+  # Small heap, serial GC and C1 only: a test registry holds a few schemas, and the full JIT
+  # would cost seconds of both cores at start. Run from its own directory: Quarkus may write there.
+  (cd "$DATA/registry" && exec nohup "$REGISTRY_JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+    -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MGMT_PORT" \
+    -jar "$REGISTRY_HOME/quarkus-run.jar" >"$RUN/registry.log" 2>&1) &
+  echo $! >"$RUN/registry.pid"
+}
+
 # ---------------------------------------------------------------- commands
 up() {
   need python3 "Python 3 (Debian: python3)"
@@ -245,15 +531,41 @@ up() {
   install_mariadb
   install_kafka
   install_ferretdb
-  start_kafka
+  [[ "$PROFILE" == cluster ]] && install_kafka_log_binding
+  if registry_on; then
+    need curl "curl (Debian: curl)"
+    install_java21
+    install_registry
+  fi
+  local n t0=$SECONDS
+  if [[ "$PROFILE" == cluster ]]; then
+    for n in "${CLUSTER_NODES[@]}"; do start_cluster_node "$n"; done
+  else
+    start_kafka
+  fi
   start_ferretdb
   start_mariadb
+  if registry_on; then start_registry; fi
   wait_for ferretdb 60 mongo_ready ferretdb
-  wait_for kafka 90 kafka_port_open kafka.Kafka
-  wait_for kafka 90 kafka_ready kafka.Kafka
+  if [[ "$PROFILE" == cluster ]]; then
+    for n in "${CLUSTER_NODES[@]}"; do wait_node "$n"; done
+    # Each node answering is not enough: a topic with replication 3 needs all three registered.
+    wait_for "$(node_name 1)" 120 cluster_formed "$(node_match 1)"
+    say "kafka cluster ready after $((SECONDS - t0))s: 3 voters, 3 brokers"
+    cluster_bootstrap >"$RUN/cluster.bootstrap"
+  else
+    wait_for kafka 90 kafka_port_open kafka.Kafka
+    wait_for kafka 90 kafka_ready kafka.Kafka
+  fi
   wait_for mariadb 60 mysql_ready "$(basename "$MYSQLD")"
+  if registry_on; then
+    wait_for registry 120 registry_ready "$(registry_match)"
+    say "registry ready after $((SECONDS - t0))s"
+  fi
   status
 }
+
+registry_on() { [[ "$REGISTRY_ENABLED" != 0 ]]; }
 
 stop_one() {
   local name="$1" match="$2" pid i
@@ -269,23 +581,82 @@ stop_one() {
 }
 
 down() {
+  local other=""
+  if [[ "$PROFILE" == cluster ]]; then
+    stop_cluster
+    pid_of kafka kafka.Kafka >/dev/null && other=single
+  else
+    stop_one kafka kafka.Kafka
+    cluster_running && other=cluster
+  fi
+  # MariaDB, FerretDB and the registry serve both profiles: the last Kafka profile standing takes
+  # them down, so stopping one profile never pulls the databases from under the other's tests.
+  if [[ -n "$other" ]]; then
+    say "leaving mariadb, ferretdb and registry running: the $other profile's Kafka still runs"
+    return 0
+  fi
   stop_one ferretdb ferretdb
-  stop_one kafka kafka.Kafka
   stop_one mariadb mariadbd
+  stop_one registry "$(registry_match)"
+}
+
+node_arg() { # node_arg N -- validates a node number
+  if [[ ! "${1:-}" =~ ^[1-9][0-9]*$ ]] || ((${1} < 1 || ${1} > ${#CLUSTER_NODES[@]})); then
+    die "usage: $0 broker-stop|broker-start N (N = 1..${#CLUSTER_NODES[@]})"
+  fi
+}
+
+broker_stop() { # SIGTERM (a controlled shutdown: leadership moves first), wait until it is gone
+  node_arg "${1:-}"
+  stop_one "$(node_name "$1")" "$(node_match "$1")"
+}
+
+broker_start() { # start one node again (formatted storage is kept), wait until it answers
+  node_arg "${1:-}"
+  mkdir -p "$RUN"
+  [[ -f "$KAFKA_LIB/.complete" && -f "$KAFKA_LOG_BINDING/.complete" ]] || die "Kafka is not installed: run ETL_STACK_PROFILE=cluster $0 up first"
+  local t0=$SECONDS
+  start_cluster_node "$1"
+  wait_node "$1"
+  say "$(node_name "$1") answers after $((SECONDS - t0))s (its replicas rejoin the ISR once caught up)"
 }
 
 status() {
-  local rc=0 p
-  if p="$(pid_of kafka kafka.Kafka)"; then say "kafka     up   pid $p   bootstrap 127.0.0.1:$KAFKA_PORT"; else say "kafka     down"; rc=1; fi
+  local rc=0 p n
+  if [[ "$PROFILE" == cluster ]]; then
+    for n in "${CLUSTER_NODES[@]}"; do
+      if p="$(pid_of "$(node_name "$n")" "$(node_match "$n")")"; then
+        say "$(node_name "$n") up   pid $p   broker 127.0.0.1:$(node_broker_port "$n")   controller 127.0.0.1:$(node_controller_port "$n")"
+      else
+        say "$(node_name "$n") down   (broker 127.0.0.1:$(node_broker_port "$n"))"; rc=1
+      fi
+    done
+    say "bootstrap $(cluster_bootstrap)"
+  else
+    if p="$(pid_of kafka kafka.Kafka)"; then say "kafka     up   pid $p   bootstrap 127.0.0.1:$KAFKA_PORT"; else say "kafka     down"; rc=1; fi
+  fi
   if p="$(pid_of mariadb mariadbd)"; then say "mariadb   up   pid $p   mysql://$MYSQL_USER:***@127.0.0.1:$MYSQL_PORT/$MYSQL_DATABASE"; else say "mariadb   down"; rc=1; fi
   if p="$(pid_of ferretdb ferretdb)"; then say "ferretdb  up   pid $p   mongodb://127.0.0.1:$MONGO_PORT"; else say "ferretdb  down"; rc=1; fi
+  if registry_on; then
+    if p="$(pid_of registry "$(registry_match)")"; then
+      say "registry  up   pid $p   $REGISTRY_URL   (health http://127.0.0.1:$REGISTRY_MGMT_PORT/health/ready)"
+    else
+      say "registry  down"; rc=1
+    fi
+  fi
   say "data: $DATA   logs: $RUN"
   return $rc
 }
 
+case "$PROFILE" in
+  single | cluster) ;;
+  *) die "ETL_STACK_PROFILE must be single or cluster, not '$PROFILE'" ;;
+esac
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) mkdir -p "$RUN"; status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  broker-stop) broker_stop "${2:-}" ;;
+  broker-start) broker_start "${2:-}" ;;
+  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|down|status|broker-stop N|broker-start N" >&2; exit 2 ;;
 esac
