@@ -197,7 +197,7 @@ PROPS
       || { cat "$RUN/kafka-format.log" >&2; die "formatting Kafka storage failed"; }
   fi
   say "starting kafka on 127.0.0.1:$KAFKA_PORT"
-  KAFKA_HEAP_OPTS="" nohup java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -cp "$KAFKA_LIB/*" \
+  KAFKA_HEAP_OPTS="" nohup java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -cp "$KAFKA_LOG_BINDING/*:$KAFKA_LIB/*" \
     -Dlog4j2.configurationFile="$RUN/kafka-log4j2.properties" kafka.Kafka "$props" >"$RUN/kafka.log" 2>&1 &
   echo $! >"$RUN/kafka.pid"
 }
@@ -224,8 +224,8 @@ cluster_voters() {
 }
 
 # Kafka 4.1 pulls in slf4j-api 1.7, which does not see the slf4j 2 binding that install_kafka
-# adds: the brokers would log nothing at all. The cluster nodes get the slf4j 1 binding in a
-# folder of its own (the single broker's classpath is left as it is).
+# adds: the brokers would log nothing at all. Every broker gets the slf4j 1 binding from a
+# folder of its own, ahead of the libs.
 KAFKA_LOG_BINDING="$CACHE/log4j-slf4j-impl-$LOG4J_VERSION"
 install_kafka_log_binding() {
   [[ -f "$KAFKA_LOG_BINDING/.complete" ]] && return 0
@@ -531,7 +531,7 @@ up() {
   install_mariadb
   install_kafka
   install_ferretdb
-  [[ "$PROFILE" == cluster ]] && install_kafka_log_binding
+  install_kafka_log_binding
   if registry_on; then
     need curl "curl (Debian: curl)"
     install_java21
