@@ -49,21 +49,8 @@ pub async fn apply(cfg: &Config, plan: &Plan) -> Result<(), ReplayError> {
     mysql::ensure_offsets_table(&pool, table)
         .await
         .map_err(err)?;
-    let mut tx = pool.begin().await.map_err(err)?;
-    for p in &plan.partitions {
-        sqlx::query(&format!(
-            "INSERT INTO `{table}` (consumer_group, topic, partition_id, next_offset, updated_at) \
-             VALUES (?, ?, ?, ?, NOW(3)) \
-             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = VALUES(updated_at)"
-        ))
-        .bind(&plan.group)
-        .bind(&plan.topic)
-        .bind(p.partition)
-        .bind(p.target)
-        .execute(&mut *tx)
+    let targets = plan.partitions.iter().map(|p| (p.partition, p.target));
+    mysql::store_offsets(&pool, table, &plan.group, &plan.topic, targets)
         .await
-        .map_err(err)?;
-    }
-    tx.commit().await.map_err(err)?;
-    Ok(())
+        .map_err(err)
 }

@@ -1,0 +1,197 @@
+//! The consumer context, [`SinkContext`]: the driver's state behind its lock, applying a
+//! finished batch to it ([`complete`](SinkContext::complete)) and handing a partition's
+//! buffer to a writer task ([`dispatch`](SinkContext::dispatch)).
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::commit::{commit_written, Commit};
+use super::state::{Completion, PartState, State};
+use super::{Batch, BatchWriter, Outcome};
+use crate::stages::sinks::{metric, SinkError, SinkMessage};
+
+/// The consumer context: owns the driver state so the rebalance callback can use it.
+pub struct SinkContext<W: BatchWriter> {
+    pub(super) writer: Arc<W>,
+    pub(super) handle: Handle,
+    pub(super) topic: Arc<str>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) stop: CancellationToken,
+    pub(super) batch_size: usize,
+    pub(super) batch_max_bytes: usize,
+    pub(super) max_age: Duration,
+    pub(super) retry_max_backoff: Duration,
+    pub(super) state: Mutex<State>,
+    pub(super) tx: mpsc::Sender<Completion>,
+    pub(super) rx: Mutex<mpsc::Receiver<Completion>>,
+}
+
+pub(super) type Driver<W> = BaseConsumer<SinkContext<W>>;
+
+impl<W: BatchWriter> ClientContext for SinkContext<W> {}
+
+impl<W: BatchWriter> SinkContext<W> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state itself stays consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a finished batch to the state.
+    pub(super) fn complete(&self, consumer: &Driver<W>, st: &mut State, c: Completion) {
+        st.inflight = st.inflight.saturating_sub(1);
+        let elapsed = c.started.elapsed().as_secs_f64();
+        let Some(ps) = st
+            .parts
+            .get_mut(&c.partition)
+            .filter(|ps| ps.epoch == c.epoch)
+        else {
+            // The partition went away meanwhile; its new owner takes it from the store.
+            return;
+        };
+        ps.inflight = false;
+        match c.result {
+            Ok(Outcome::Written {
+                next_offset,
+                rows,
+                dead_letters,
+            }) => {
+                ps.expected = Some(next_offset);
+                ps.written = Some(next_offset);
+                let target = if W::OFFSETS_IN_KAFKA {
+                    "mongo"
+                } else {
+                    "mysql"
+                };
+                metrics::counter!(metric::RECORDS_OUT, "topic" => target).increment(rows as u64);
+                metrics::histogram!(metric::BATCH_SIZE).record(c.records as f64);
+                metrics::histogram!(metric::BATCH_SECONDS).record(elapsed);
+                tracing::debug!(
+                    partition = c.partition,
+                    next_offset,
+                    rows,
+                    dead_letters,
+                    seconds = elapsed,
+                    "batch written"
+                );
+                let how = Commit::after_write::<W>();
+                commit_written(consumer, &self.topic, st, &[c.partition], how);
+            }
+            Ok(Outcome::Fenced { stored }) => {
+                if let Err(e) = self.follow_the_store(consumer, ps, c.partition, stored) {
+                    st.fatal.get_or_insert(e);
+                }
+            }
+            Err(SinkError::Stopped) => {
+                tracing::warn!(
+                    partition = c.partition,
+                    records = c.records,
+                    "shutdown grace period over: batch abandoned, it will be written after the restart"
+                );
+            }
+            Err(e) => {
+                st.fatal.get_or_insert(e);
+            }
+        }
+    }
+
+    /// A fenced batch: drops what is buffered and continues the partition from the offset
+    /// the store holds.
+    fn follow_the_store(
+        &self,
+        consumer: &Driver<W>,
+        ps: &mut PartState,
+        partition: i32,
+        stored: Option<i64>,
+    ) -> Result<(), SinkError> {
+        tracing::warn!(
+            partition,
+            expected = ?ps.expected,
+            stored = ?stored,
+            "the stored offset moved under this instance (another owner, or a commit whose answer was lost); continuing from the stored offset"
+        );
+        ps.buf.clear();
+        ps.bytes = 0;
+        ps.first_at = None;
+        ps.expected = stored;
+        // The store's position is the partition's: what a later commit reports to Kafka.
+        ps.written = stored;
+        let off = stored.map(Offset::Offset).unwrap_or(Offset::Beginning);
+        if let Err(e) = consumer.seek(&self.topic, partition, off, Duration::from_secs(10)) {
+            return Err(SinkError::Fatal {
+                what: "seeking to the stored offset",
+                message: e.to_string(),
+            });
+        }
+        if ps.paused {
+            let _ = consumer.resume(&one(&self.topic, partition));
+            ps.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Hands a partition's buffer to a writer task.
+    pub(super) fn dispatch(&self, consumer: &Driver<W>, st: &mut State, p: i32) {
+        let Some(ps) = st.parts.get_mut(&p) else {
+            return;
+        };
+        if ps.inflight || ps.buf.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut ps.buf);
+        ps.bytes = 0;
+        let started = ps.first_at.take().unwrap_or_else(Instant::now);
+        ps.inflight = true;
+        if ps.paused && !st.stopping {
+            let _ = consumer.resume(&one(&self.topic, p));
+            ps.paused = false;
+        }
+        let batch = Batch {
+            topic: self.topic.clone(),
+            partition: p,
+            expected: ps.expected,
+            messages,
+        };
+        let epoch = ps.epoch;
+        st.inflight += 1;
+        let records = batch.messages.len();
+        metrics::counter!(metric::RECORDS_IN, "topic" => self.topic.to_string())
+            .increment(records as u64);
+        let writer = self.writer.clone();
+        let tx = self.tx.clone();
+        let stop = self.stop.clone();
+        self.handle.spawn(async move {
+            let fetched: Vec<i64> = batch
+                .messages
+                .iter()
+                .filter_map(SinkMessage::fetched_at_ms)
+                .collect();
+            let result = writer.write(batch, stop).await;
+            if let Ok(Outcome::Written { .. }) = &result {
+                let now = chrono::Utc::now().timestamp_millis();
+                let h = metrics::histogram!(metric::FETCH_TO_COMMIT_SECONDS);
+                for f in fetched {
+                    h.record((now - f).max(0) as f64 / 1000.0);
+                }
+            }
+            let _ = tx.send(Completion {
+                partition: p,
+                epoch,
+                records,
+                started,
+                result,
+            });
+        });
+    }
+}
+
+/// A list of one partition, to pause or resume it.
+pub(super) fn one(topic: &str, p: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, p);
+    tpl
+}

@@ -1,0 +1,185 @@
+//! The consumer driver both sinks run on.
+//!
+//! One blocking thread owns a `BaseConsumer` (measured several times faster than
+//! `StreamConsumer` on small messages) and does nothing but poll, copy messages into
+//! per-partition buffers and hand finished batches to tokio tasks. A partition's batch is cut
+//! at `sink.batch_size` records, at `sink.batch_max_bytes` of keys and payloads, or when its
+//! oldest record is `sink.batch_max_age` old, whichever comes first. Each partition has at
+//! most one batch in flight, so its rows are written in offset order; different partitions are
+//! written in parallel. While a partition's next batch is full and its previous one is still
+//! being written, the partition is paused (the thread keeps polling, so the consumer stays in
+//! its group).
+//!
+//! Assignment: the rebalance callback asks the writer where each new partition starts (the
+//! MySQL sink reads its offsets table) and assigns the partitions at those offsets, before any
+//! record of them is fetched. Revocation first lets the batches in flight for the revoked
+//! partitions finish (bounded), then drops what is buffered for them. Works with the
+//! cooperative-sticky (incremental) and the eager protocols.
+//!
+//! Shutdown: stop fetching, write every buffered record regardless of age, wait for all
+//! batches, commit, leave the group. Batches still failing `sink.shutdown_timeout` after the
+//! signal are abandoned; their offsets did not move, so the next start writes them again.
+//!
+//! This file holds the writer's side of the contract ([`BatchWriter`], [`Batch`],
+//! [`Outcome`]) and the start-up; `state.rs` the per-partition buffers and positions,
+//! `context.rs` applying finished batches and handing out new ones, `rebalance.rs` assignment
+//! and revocation, `commit.rs` committing written offsets to Kafka, `poll.rs` the poll loop.
+mod commit;
+mod context;
+mod poll;
+mod rebalance;
+mod state;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::{SinkConfig, SinkError, SinkMessage};
+use crate::settings::{Common, TopicRole};
+use context::Driver;
+pub use context::SinkContext;
+use state::State;
+
+/// A partition's records to write, in offset order.
+#[derive(Debug)]
+pub struct Batch {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub messages: Vec<SinkMessage>,
+    /// The next offset the writer's store holds for this partition, as this instance knows it
+    /// (`None`: nothing stored). The MySQL sink refuses to write when the store says otherwise.
+    pub expected: Option<i64>,
+}
+
+/// What became of a batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Durably written; the partition continues at `next_offset`.
+    Written {
+        next_offset: i64,
+        rows: usize,
+        dead_letters: usize,
+    },
+    /// The store holds another position than expected (another instance wrote the partition,
+    /// or an earlier commit whose answer was lost did go through): nothing was written, and
+    /// the partition must continue from `stored`.
+    Fenced { stored: Option<i64> },
+}
+
+/// A sink's write side, driven by [`drive`].
+pub trait BatchWriter: Send + Sync + 'static {
+    /// Stage name: consumer group `<pipeline>.<stage>`, dead-letter `etl.error.stage`.
+    const STAGE: &'static str;
+    /// True when Kafka's committed offset is the sink's position (Mongo: committed after
+    /// each write); false when the writer stores it (MySQL: Kafka commits
+    /// are only for lag visibility).
+    const OFFSETS_IN_KAFKA: bool;
+
+    /// Where newly assigned partitions start: `Some(map)` with the stored next offset per
+    /// partition (absent: from the beginning), or `None` for Kafka's committed offsets.
+    fn start_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> impl Future<Output = Result<Option<HashMap<i32, i64>>, SinkError>> + Send;
+
+    /// Writes one batch, retrying retriable failures until `stop`.
+    fn write(
+        &self,
+        batch: Batch,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Result<Outcome, SinkError>> + Send;
+}
+
+/// A token cancelled `grace` after `shutdown` is: the end of the shutdown's patience.
+pub fn hard_stop(shutdown: &CancellationToken, grace: Duration) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (s, t) = (shutdown.clone(), stop.clone());
+    tokio::spawn(async move {
+        s.cancelled().await;
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => t.cancel(),
+            _ = t.cancelled() => {}
+        }
+    });
+    stop
+}
+
+/// Connects a writer (retrying while its database is away; `what` names the attempt in the
+/// logs), then [`drive`]s it until `shutdown`. `connect` gets the stage's dead-letter producer.
+pub async fn connect_and_drive<W, F, Fut>(
+    cfg: &Common,
+    sink: &SinkConfig,
+    what: &'static str,
+    shutdown: CancellationToken,
+    connect: F,
+) -> Result<(), SinkError>
+where
+    W: BatchWriter,
+    F: Fn(super::DeadLetters) -> Fut,
+    Fut: Future<Output = Result<W, SinkError>>,
+{
+    let dead_letters = super::DeadLetters::new(cfg, W::STAGE)?;
+    let stop = hard_stop(&shutdown, sink.shutdown_timeout);
+    let writer = super::retry(what, sink.retry_max_backoff, &stop, || {
+        connect(dead_letters.clone())
+    })
+    .await?;
+    drive(cfg, sink, Arc::new(writer), shutdown).await
+}
+
+/// Consumes the scored topic and feeds `writer` until `shutdown`; see the module docs.
+pub async fn drive<W: BatchWriter>(
+    cfg: &Common,
+    sink: &SinkConfig,
+    writer: Arc<W>,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let topic: Arc<str> = cfg.topics.name(TopicRole::Scored).into();
+    let group = cfg.pipeline.group_id(W::STAGE);
+    let stop = hard_stop(&shutdown, sink.shutdown_timeout);
+    let (tx, rx) = mpsc::channel();
+    let ctx = SinkContext {
+        writer,
+        handle: Handle::current(),
+        topic: topic.clone(),
+        shutdown: shutdown.clone(),
+        stop: stop.clone(),
+        batch_size: sink.batch_size,
+        batch_max_bytes: sink.batch_max_bytes,
+        max_age: sink.batch_max_age,
+        retry_max_backoff: sink.retry_max_backoff,
+        state: Mutex::new(State::default()),
+        tx,
+        rx: Mutex::new(rx),
+    };
+    let mut cc = crate::kafka::consumer_config(&cfg.kafka, &group);
+    // Fetch big chunks: the sink is throughput-bound.
+    cc.set("fetch.min.bytes", "65536")
+        .set("fetch.wait.max.ms", "100");
+    let consumer: Driver<W> = cc.create_with_context(ctx).map_err(|e| SinkError::Fatal {
+        what: "creating the consumer",
+        message: e.to_string(),
+    })?;
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|e| SinkError::Fatal {
+            what: "subscribing",
+            message: e.to_string(),
+        })?;
+    tracing::info!(stage = W::STAGE, %topic, %group, "sink started");
+    let result = tokio::task::spawn_blocking(move || poll::poll_loop(consumer))
+        .await
+        .map_err(|e| SinkError::Fatal {
+            what: "the poll thread",
+            message: e.to_string(),
+        })?;
+    stop.cancel();
+    result
+}

@@ -1,0 +1,202 @@
+//! The poll thread's loop: poll, copy each message into its partition's buffer, and every
+//! few milliseconds apply finished batches, hand out due ones and retry failed commits; on
+//! shutdown, write what is in hand, wait for it, commit and leave the group.
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+
+use super::commit::{commit_written, Commit};
+use super::context::{one, Driver, SinkContext};
+use super::state::State;
+use super::BatchWriter;
+use crate::stages::sinks::{SinkError, SinkMessage};
+
+pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
+    let ctx = consumer.context();
+    let mut last_house = Instant::now();
+    let mut last_recommit = Instant::now();
+    let result = loop {
+        let timeout = ctx.poll_timeout(&consumer);
+        let mut idle = true;
+        // The writer connected to its database before the loop started.
+        crate::observability::health().set_db_connected(true);
+        crate::observability::server::report_consumer(&consumer);
+        match consumer.poll(timeout) {
+            Some(Ok(m)) => {
+                idle = false;
+                ctx.buffer(&consumer, &m);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+            }
+            None => {}
+        }
+        if idle || last_house.elapsed() >= Duration::from_millis(2) {
+            last_house = Instant::now();
+            if let Some(done) = ctx.housekeeping(&consumer, &mut last_recommit) {
+                break done;
+            }
+        }
+    };
+    ctx.wait_for_inflight(&consumer);
+    {
+        let mut st = ctx.lock();
+        let parts: Vec<i32> = st.parts.keys().copied().collect();
+        commit_written(&consumer, &ctx.topic, &mut st, &parts, Commit::Latest);
+    }
+    consumer.unsubscribe();
+    // Serve the revocation so the group hands the partitions over at once.
+    let _ = consumer.poll(Duration::from_millis(100));
+    tracing::info!(stage = W::STAGE, ok = result.is_ok(), "sink stopped");
+    result
+}
+
+impl<W: BatchWriter> SinkContext<W> {
+    /// How long the next poll may wait (starting the stop first when shutdown came): short
+    /// while batches are in flight or being finished, else until the oldest buffer is due.
+    fn poll_timeout(&self, consumer: &Driver<W>) -> Duration {
+        let mut st = self.lock();
+        if self.shutdown.is_cancelled() && !st.stopping {
+            st.stopping = true;
+            tracing::info!("shutdown: writing the records in hand");
+            if let Ok(a) = consumer.assignment() {
+                let _ = consumer.pause(&a);
+            }
+        }
+        if st.inflight > 0 || st.stopping {
+            Duration::from_millis(2)
+        } else {
+            let now = Instant::now();
+            st.parts
+                .values()
+                .filter_map(|ps| ps.first_at)
+                .map(|t| (t + self.max_age).saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100))
+        }
+    }
+
+    /// Copies a message into its partition's buffer; dispatches the buffer when it is full
+    /// and the partition has no batch in flight, else pauses the partition.
+    fn buffer(&self, consumer: &Driver<W>, m: &BorrowedMessage<'_>) {
+        let p = m.partition();
+        let mut st = self.lock();
+        let stopping = st.stopping;
+        let mut full = false;
+        if let Some(ps) = st.parts.get_mut(&p) {
+            if !ps.blocked && !stopping {
+                ps.buf.push(SinkMessage {
+                    partition: p,
+                    offset: m.offset(),
+                    key: m.key().map(|k| k.to_vec()),
+                    payload: m.payload().map(|v| v.to_vec()),
+                    headers: m.headers().map(|h| h.detach()),
+                });
+                ps.first_at.get_or_insert_with(Instant::now);
+                ps.bytes += m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+                if ps.full(self.batch_size, self.batch_max_bytes) {
+                    if ps.inflight {
+                        if !ps.paused {
+                            let _ = consumer.pause(&one(&self.topic, p));
+                            ps.paused = true;
+                        }
+                    } else {
+                        full = true;
+                    }
+                }
+            }
+        }
+        if full {
+            self.dispatch(consumer, &mut st, p);
+        }
+    }
+
+    /// Applies finished batches, dispatches due ones and retries failed commits; `Some` when
+    /// the loop is over (a fatal error, or a stop with nothing left to write).
+    fn housekeeping(
+        &self,
+        consumer: &Driver<W>,
+        last_recommit: &mut Instant,
+    ) -> Option<Result<(), SinkError>> {
+        let mut st = self.lock();
+        loop {
+            let next = {
+                let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+                rx.try_recv()
+            };
+            match next {
+                Ok(c) => self.complete(consumer, &mut st, c),
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = st.fatal.take() {
+            return Some(Err(e));
+        }
+        self.dispatch_due(consumer, &mut st);
+        // Synchronous commits that failed, again at most once a second.
+        if last_recommit.elapsed() >= Duration::from_secs(1) {
+            let retry: Vec<i32> = st
+                .parts
+                .iter()
+                .filter(|(_, ps)| ps.uncommitted().is_some() && !ps.inflight)
+                .map(|(p, _)| *p)
+                .collect();
+            if !retry.is_empty() {
+                *last_recommit = Instant::now();
+                let how = Commit::Pending(CommitMode::Sync);
+                commit_written(consumer, &self.topic, &mut st, &retry, how);
+            }
+        }
+        if st.stopping {
+            let pending = st.inflight > 0 || st.parts.values().any(|ps| !ps.buf.is_empty());
+            if !pending {
+                return Some(Ok(()));
+            }
+            if self.stop.is_cancelled() && st.inflight == 0 {
+                return Some(Ok(()));
+            }
+        }
+        None
+    }
+
+    /// Dispatches every buffer that is full, old enough, or (when stopping) not empty.
+    fn dispatch_due(&self, consumer: &Driver<W>, st: &mut State) {
+        let now = Instant::now();
+        let due: Vec<i32> = st
+            .parts
+            .iter()
+            .filter(|(_, ps)| {
+                !ps.inflight
+                    && !ps.buf.is_empty()
+                    && (st.stopping
+                        || ps.full(self.batch_size, self.batch_max_bytes)
+                        || ps.first_at.is_some_and(|t| now >= t + self.max_age))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            self.dispatch(consumer, st, p);
+        }
+    }
+
+    /// Waits (bounded by the hard stop) for batches still in flight, e.g. after a fatal error.
+    fn wait_for_inflight(&self, consumer: &Driver<W>) {
+        loop {
+            let inflight = self.lock().inflight;
+            if inflight == 0 || self.stop.is_cancelled() {
+                break;
+            }
+            let next = {
+                let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+                rx.recv_timeout(Duration::from_millis(50))
+            };
+            if let Ok(c) = next {
+                let mut st = self.lock();
+                self.complete(consumer, &mut st, c);
+                st.fatal.take();
+            }
+        }
+    }
+}

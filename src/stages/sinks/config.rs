@@ -1,0 +1,327 @@
+//! `[sink]`, `[sink.mysql]` and `[sink.mongo]`: the settings both sinks share and each sink's
+//! own, their defaults, and the start-up `validate()` that names the offending key.
+//! (The database connections themselves are `[mysql]` and `[mongo]`, beside each sink.)
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::ConfigError;
+
+/// `[sink]`: settings shared by `sink-mysql` and `sink-mongo`, with one table per sink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Avro schema of the scored records: the MySQL table is created from it or checked
+    /// against it, and records are decoded into it.
+    #[serde(default = "default_schema")]
+    pub schema: PathBuf,
+    /// Schema field that is the primary key (MySQL) and `_id` (Mongo). Unset: the Kafka
+    /// message key, as UTF-8 text, in a `_key` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_field: Option<String>,
+    /// A partition's batch is written when it holds this many records...
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// ...or when its records' keys and payloads reach this many bytes (bounds memory when
+    /// records are large; one record above it is a batch of its own)...
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// ...or when its oldest record has waited this long, whichever comes first.
+    #[serde(default = "default_batch_max_age", with = "humantime_serde")]
+    pub batch_max_age: Duration,
+    /// Longest wait between two attempts at a retriable failure (backoff doubles from 100 ms).
+    #[serde(default = "default_retry_max_backoff", with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// On shutdown, how long the batches in hand may still take (retries included) before
+    /// the sink gives up on them (they are then replayed at the next start; nothing is lost).
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    #[serde(default)]
+    pub mysql: SinkMysqlConfig,
+    #[serde(default)]
+    pub mongo: SinkMongoConfig,
+}
+
+fn default_schema() -> PathBuf {
+    PathBuf::from("schemas/league_entry.scored.avsc")
+}
+fn default_batch_size() -> usize {
+    2000
+}
+fn default_batch_max_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_batch_max_age() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_retry_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            schema: default_schema(),
+            key_field: None,
+            batch_size: default_batch_size(),
+            batch_max_bytes: default_batch_max_bytes(),
+            batch_max_age: default_batch_max_age(),
+            retry_max_backoff: default_retry_max_backoff(),
+            shutdown_timeout: default_shutdown_timeout(),
+            mysql: SinkMysqlConfig::default(),
+            mongo: SinkMongoConfig::default(),
+        }
+    }
+}
+
+/// How the upsert refers to the incoming row in `ON DUPLICATE KEY UPDATE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsertSyntax {
+    /// `AS new` on MySQL >= 8.0.19, `VALUES(col)` on MariaDB and older MySQL (from `SELECT VERSION()`).
+    Auto,
+    /// `c = VALUES(c)`: MariaDB and every MySQL (deprecated, with a warning, on MySQL >= 8.0.20).
+    Values,
+    /// `INSERT ... AS new ... c = new.c`: MySQL >= 8.0.19 only.
+    Alias,
+}
+
+/// `[sink.mysql]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkMysqlConfig {
+    /// Target table; default: the schema's record name in snake_case (`league_entry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Table holding the next offset per (consumer group, topic, partition).
+    #[serde(default = "default_offsets_table")]
+    pub offsets_table: String,
+    /// Database connections; partitions are written in parallel up to this many.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+    /// Rows per INSERT statement at most (also kept under 65 535 / columns).
+    #[serde(default = "default_rows_per_statement")]
+    pub rows_per_statement: usize,
+    /// Bytes per INSERT statement at most; lowered to the server's `max_allowed_packet`.
+    #[serde(default = "default_max_statement_bytes")]
+    pub max_statement_bytes: usize,
+    /// `VARCHAR` length (characters) of string columns in a table the sink creates.
+    #[serde(default = "default_string_length")]
+    pub string_length: u32,
+    /// `auto`, `values` or `alias` (see [`UpsertSyntax`]).
+    #[serde(default = "default_upsert_syntax")]
+    pub upsert_syntax: UpsertSyntax,
+}
+
+fn default_offsets_table() -> String {
+    "etl_offsets".into()
+}
+fn default_connections() -> u32 {
+    4
+}
+fn default_rows_per_statement() -> usize {
+    1000
+}
+fn default_max_statement_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_string_length() -> u32 {
+    255
+}
+fn default_upsert_syntax() -> UpsertSyntax {
+    UpsertSyntax::Auto
+}
+
+impl Default for SinkMysqlConfig {
+    fn default() -> Self {
+        Self {
+            table: None,
+            offsets_table: default_offsets_table(),
+            connections: default_connections(),
+            rows_per_statement: default_rows_per_statement(),
+            max_statement_bytes: default_max_statement_bytes(),
+            string_length: default_string_length(),
+            upsert_syntax: default_upsert_syntax(),
+        }
+    }
+}
+
+/// `[sink.mongo]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkMongoConfig {
+    /// Target collection; default: the schema's record name in snake_case (`league_entry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// Batches (one per partition) prepared and written at the same time. FerretDB on SQLite
+    /// runs one write at a time anyway, so 1 costs no throughput there and keeps one prepared
+    /// batch in memory instead of one per partition; raise it for a MongoDB cluster.
+    #[serde(default = "default_mongo_write_concurrency")]
+    pub write_concurrency: usize,
+}
+
+fn default_mongo_write_concurrency() -> usize {
+    1
+}
+
+impl Default for SinkMongoConfig {
+    fn default() -> Self {
+        SinkMongoConfig {
+            collection: None,
+            write_concurrency: default_mongo_write_concurrency(),
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl SinkConfig {
+    /// Rejects contradictions, naming the key (called from `Config::validate`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_batching()?;
+        self.validate_names()?;
+        self.mysql.validate_limits()
+    }
+
+    /// Batch cuts, write concurrency and backoff.
+    fn validate_batching(&self) -> Result<(), ConfigError> {
+        if self.batch_size == 0 || self.batch_size > 1_000_000 {
+            return Err(ConfigError::key(
+                "sink.batch_size",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.batch_max_bytes) {
+            return Err(ConfigError::key(
+                "sink.batch_max_bytes",
+                "must be between 1024 and 1073741824",
+            ));
+        }
+        if self.mongo.write_concurrency == 0 || self.mongo.write_concurrency > 64 {
+            return Err(ConfigError::key(
+                "sink.mongo.write_concurrency",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.batch_max_age.is_zero() {
+            return Err(ConfigError::key("sink.batch_max_age", "must be above 0"));
+        }
+        if self.retry_max_backoff < Duration::from_millis(100) {
+            return Err(ConfigError::key(
+                "sink.retry_max_backoff",
+                "must be at least 100ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key field and the table / collection names (they are spliced into SQL).
+    fn validate_names(&self) -> Result<(), ConfigError> {
+        if let Some(k) = &self.key_field {
+            if k.is_empty() {
+                return Err(ConfigError::key(
+                    "sink.key_field",
+                    "must name a schema field (or be left out to use the Kafka key)",
+                ));
+            }
+        }
+        let m = &self.mysql;
+        for (key, v) in [
+            ("sink.mysql.table", m.table.as_deref()),
+            ("sink.mysql.offsets_table", Some(m.offsets_table.as_str())),
+            ("sink.mongo.collection", self.mongo.collection.as_deref()),
+        ] {
+            if let Some(v) = v {
+                if !is_identifier(v) {
+                    return Err(ConfigError::key(
+                        key,
+                        format!(
+                            "`{v}` must be 1-64 letters, digits or '_', not starting with a digit"
+                        ),
+                    ));
+                }
+            }
+        }
+        if m.table.as_deref() == Some(m.offsets_table.as_str()) {
+            return Err(ConfigError::key(
+                "sink.mysql.offsets_table",
+                "must differ from sink.mysql.table",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SinkMysqlConfig {
+    /// Connections, statement limits and column sizes.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        if self.connections == 0 || self.connections > 256 {
+            return Err(ConfigError::key(
+                "sink.mysql.connections",
+                "must be between 1 and 256",
+            ));
+        }
+        if self.rows_per_statement == 0 {
+            return Err(ConfigError::key(
+                "sink.mysql.rows_per_statement",
+                "must be at least 1",
+            ));
+        }
+        if self.max_statement_bytes < 64 * 1024 {
+            return Err(ConfigError::key(
+                "sink.mysql.max_statement_bytes",
+                "must be at least 65536",
+            ));
+        }
+        if self.string_length == 0 || self.string_length > 16_383 {
+            return Err(ConfigError::key(
+                "sink.mysql.string_length",
+                "must be between 1 and 16383 (the VARCHAR limit in utf8mb4)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_keys() {
+        let c = SinkConfig {
+            batch_size: 0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.batch_size"));
+        let c = SinkConfig {
+            batch_max_bytes: 10,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.batch_max_bytes"));
+        let mut c = SinkConfig::default();
+        c.mysql.table = Some("bad name".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.mysql.table"));
+    }
+}

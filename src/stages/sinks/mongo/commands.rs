@@ -1,0 +1,200 @@
+//! The write commands and what their replies are trusted for: an unordered `insert` that
+//! lands new documents cheaply, then unordered replacement upserts (`update`) for the rest,
+//! split until every failure stands alone when a reply does not account for each statement.
+use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf};
+
+use super::document::Upsert;
+use super::errors::{classify, transient_code};
+use super::MongoSink;
+use crate::stages::sinks::{Rejected, SinkError};
+
+/// Statements per `update` command at most (MongoDB's `maxWriteBatchSize`).
+const MAX_STATEMENTS: usize = 100_000;
+/// Bytes of documents per command as sent: a command is copied a few times on its way out
+/// (array, command, wire message), so 16 MiB commands cost ~50 MiB per partition in flight.
+/// 1 MiB (~1 500 league documents) keeps that small; a bigger document still goes alone.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+impl MongoSink {
+    /// Sends the upserts; returns the documents MongoDB rejected. Transient per-document
+    /// errors fail the call (the caller retries the whole batch: upserts are idempotent).
+    pub(super) async fn upsert_all(&self, upserts: &[Upsert]) -> Result<Vec<Rejected>, SinkError> {
+        let mut rejected = Vec::new();
+        let mut start = 0;
+        while start < upserts.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < upserts.len()
+                && end - start < MAX_STATEMENTS
+                && (end == start || bytes + upserts[end].bytes + 64 <= CHUNK_BYTES)
+            {
+                bytes += upserts[end].bytes + 64;
+                end += 1;
+            }
+            // Statements still to send, the next on top (order does not matter: one per key).
+            // MongoDB answers an unordered update with `n` and the failed statements by index.
+            // FerretDB stops at the first failing statement, omits `n` and reports a wrong
+            // index: a reply that does not account for every statement is not trusted, the
+            // part is split in halves and sent again (upserts: sending an applied statement
+            // again is harmless) until each failure is one statement on its own.
+            // Append first: one unordered `insert` lands every new document cheaply (FerretDB
+            // runs each upsert statement as a lookup plus a write, ~100× slower). Documents
+            // that already exist (a replay, a restart) or fail for any other reason go on
+            // to the upserts below, which replace or reject them.
+            let chunk: Vec<&Upsert> = upserts[start..end].iter().collect();
+            let remaining = self.insert_new(&chunk).await?;
+            let mut stack: Vec<Vec<&Upsert>> = if remaining.is_empty() {
+                vec![]
+            } else {
+                vec![remaining]
+            };
+            while let Some(part) = stack.pop() {
+                let (applied, failed) = self.update_command(&part).await?;
+                let in_range = failed.iter().all(|(i, _)| *i < part.len());
+                let reject = |u: &Upsert, message: String| Rejected {
+                    index: u.index,
+                    kind: "mongo_write",
+                    message,
+                };
+                match applied {
+                    Some(n) if failed.is_empty() && n >= part.len() => {}
+                    Some(n) if in_range && n + failed.len() == part.len() => {
+                        rejected.extend(failed.into_iter().map(|(i, m)| reject(part[i], m)))
+                    }
+                    _ if part.len() == 1 => match failed.into_iter().next() {
+                        Some((_, m)) => rejected.push(reject(part[0], m)),
+                        None => {
+                            return Err(SinkError::Retriable {
+                                what: "the update command",
+                                message: "a statement was neither applied nor rejected".into(),
+                            })
+                        }
+                    },
+                    _ => {
+                        let mut left = part;
+                        let right = left.split_off(left.len() / 2);
+                        stack.push(right);
+                        stack.push(left);
+                    }
+                }
+            }
+            start = end;
+        }
+        Ok(rejected)
+    }
+
+    /// One unordered `insert` of the documents; returns those not inserted (every one when
+    /// the reply does not account for each document).
+    async fn insert_new<'a>(&self, todo: &[&'a Upsert]) -> Result<Vec<&'a Upsert>, SinkError> {
+        // `document` puts `_id` first.
+        let mut docs = RawArrayBuf::new();
+        for u in todo {
+            docs.push(u.doc.clone());
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("insert", self.collection.as_str());
+        cmd.append("ordered", false);
+        cmd.append("documents", docs);
+        let reply = self
+            .db
+            .run_raw_command(cmd)
+            .await
+            .map_err(|e| classify(&e, "the insert command"))?;
+        if reply.get_document("writeConcernError").is_ok() {
+            return Ok(todo.to_vec());
+        }
+        let Some(inserted) = applied_count(&reply) else {
+            return Ok(todo.to_vec());
+        };
+        let mut failed = std::collections::BTreeSet::new();
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for e in errors {
+                match e.as_document().and_then(|d| d.get("index")) {
+                    Some(Bson::Int32(i)) => {
+                        failed.insert(*i as usize);
+                    }
+                    Some(Bson::Int64(i)) => {
+                        failed.insert(*i as usize);
+                    }
+                    _ => return Ok(todo.to_vec()),
+                }
+            }
+        }
+        if inserted + failed.len() != todo.len() || failed.iter().any(|i| *i >= todo.len()) {
+            return Ok(todo.to_vec());
+        }
+        Ok(failed.into_iter().map(|i| todo[i]).collect())
+    }
+
+    /// One `update` command: the number of statements applied (`n`, if the reply has it) and
+    /// the rejected ones (by position in `todo`, as the server reports it).
+    async fn update_command(
+        &self,
+        todo: &[&Upsert],
+    ) -> Result<(Option<usize>, Vec<(usize, String)>), SinkError> {
+        let mut updates = RawArrayBuf::new();
+        for u in todo {
+            let mut q = RawDocumentBuf::new();
+            if let Ok(Some(id)) = u.doc.get("_id") {
+                q.append_ref("_id", id);
+            }
+            let mut st = RawDocumentBuf::new();
+            st.append("q", q);
+            st.append("u", u.doc.clone());
+            st.append("upsert", true);
+            st.append("multi", false);
+            updates.push(st);
+        }
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("update", self.collection.as_str());
+        cmd.append("ordered", false);
+        cmd.append("updates", updates);
+        let reply = self
+            .db
+            .run_raw_command(cmd)
+            .await
+            .map_err(|e| classify(&e, "the update command"))?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(SinkError::Retriable {
+                what: "the update command",
+                message: format!("write concern error: {wce}"),
+            });
+        }
+        let applied = applied_count(&reply);
+        let mut failed = Vec::new();
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for e in errors {
+                let Some(e) = e.as_document() else { continue };
+                let index = match e.get("index") {
+                    Some(Bson::Int32(i)) => *i as usize,
+                    Some(Bson::Int64(i)) => *i as usize,
+                    _ => continue,
+                };
+                let code = match e.get("code") {
+                    Some(Bson::Int32(c)) => *c,
+                    Some(Bson::Int64(c)) => *c as i32,
+                    _ => 0,
+                };
+                let msg = e.get_str("errmsg").unwrap_or("(no message)");
+                if transient_code(code) {
+                    return Err(SinkError::Retriable {
+                        what: "the update command",
+                        message: format!("MongoDB error {code}: {msg}"),
+                    });
+                }
+                failed.push((index, format!("MongoDB error {code}: {msg}")));
+            }
+        }
+        Ok((applied, failed))
+    }
+}
+
+/// The `n` of a command's reply: how many statements it applied (`None`: not said).
+fn applied_count(reply: &Document) -> Option<usize> {
+    match reply.get("n") {
+        Some(Bson::Int32(n)) => Some(*n as usize),
+        Some(Bson::Int64(n)) => Some(*n as usize),
+        Some(Bson::Double(n)) => Some(*n as usize),
+        _ => None,
+    }
+}

@@ -1,0 +1,208 @@
+//! [`MongoSink`], the writer: connects, turns a batch into encoded upserts off the poll
+//! thread (the last record per key), writes them, and dead-letters the documents MongoDB
+//! rejects before the batch counts as written.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{self, doc, Document};
+use mongodb::options::{ClientOptions, Credential};
+use tokio_util::sync::CancellationToken;
+
+use super::document::Upsert;
+use super::errors::classify;
+use super::{MongoConfig, STAGE};
+use crate::record::RecordSchema;
+use crate::settings::Common;
+use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
+use crate::stages::sinks::{
+    decode_each, default_target_name, retry, Connect, DeadLetters, RecordDecoder, Rejected,
+    SinkConfig, SinkError, SinkMessage,
+};
+
+/// A connected Mongo sink.
+pub struct MongoSink {
+    pub(super) db: mongodb::Database,
+    pub(super) collection: String,
+    key_field: Option<String>,
+    codec: Arc<RecordDecoder>,
+    dead_letters: Option<DeadLetters>,
+    sink: SinkConfig,
+    /// `sink.mongo.write_concurrency` permits: a batch is decoded and written holding one.
+    writes: tokio::sync::Semaphore,
+}
+
+impl MongoSink {
+    /// Checks the key field against the schema, connects and reaches the database.
+    pub async fn new(
+        sink: &SinkConfig,
+        db: &MongoConfig,
+        schema: &RecordSchema,
+        codec: Arc<RecordDecoder>,
+        dead_letters: Option<DeadLetters>,
+    ) -> Result<MongoSink, SinkError> {
+        if let Some(k) = &sink.key_field {
+            match schema.field(k) {
+                Some(f) if !f.nullable => {}
+                Some(_) => {
+                    return Err(crate::settings::ConfigError::key(
+                        "sink.key_field",
+                        format!("`{k}` is nullable; a key field must not be"),
+                    )
+                    .into())
+                }
+                None => {
+                    return Err(crate::settings::ConfigError::key(
+                        "sink.key_field",
+                        format!("`{k}` is not a field of schema {}", schema.name),
+                    )
+                    .into())
+                }
+            }
+        }
+        let mut opts = ClientOptions::parse(&db.uri)
+            .await
+            .map_err(|e| classify(&e, "parsing mongo.uri"))?;
+        opts.app_name = Some(format!("etl-pipe {STAGE}"));
+        opts.server_selection_timeout = Some(Duration::from_secs(10));
+        if let Some(user) = &db.user {
+            let mut cred = Credential::default();
+            cred.username = Some(user.clone());
+            if let Some(p) = &db.password {
+                cred.password = Some(p.resolve("mongo.password")?.expose().to_string());
+            }
+            opts.credential = Some(cred);
+        }
+        let client =
+            mongodb::Client::with_options(opts).map_err(|e| classify(&e, "creating the client"))?;
+        let database = client.database(&db.database);
+        database
+            .run_command(doc! {"ping": 1})
+            .await
+            .map_err(|e| classify(&e, "reaching MongoDB"))?;
+        let collection = sink
+            .mongo
+            .collection
+            .clone()
+            .unwrap_or_else(|| default_target_name(schema));
+        tracing::info!(database = %db.database, %collection, "mongo sink ready");
+        Ok(MongoSink {
+            db: database,
+            collection,
+            key_field: sink.key_field.clone(),
+            codec,
+            dead_letters,
+            sink: sink.clone(),
+            writes: tokio::sync::Semaphore::new(sink.mongo.write_concurrency),
+        })
+    }
+
+    pub fn collection(&self) -> mongodb::Collection<Document> {
+        self.db.collection(&self.collection)
+    }
+
+    /// Decodes a batch into upserts (the last record per key), and the rejected records.
+    async fn prepare(
+        &self,
+        topic: &str,
+        msgs: &[SinkMessage],
+    ) -> Result<(Vec<Upsert>, Vec<Rejected>), SinkError> {
+        let loaded_at = bson::DateTime::now();
+        let mut rejected = Vec::new();
+        let mut upserts: Vec<Upsert> = Vec::with_capacity(msgs.len());
+        let mut by_key: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
+        decode_each(&*self.codec, msgs, |index, m, d| {
+            match Upsert::new(self.key_field.as_deref(), topic, loaded_at, index, m, d) {
+                Ok(u) => match by_key.get(&u.id.to_string()) {
+                    Some(&at) => upserts[at] = u,
+                    None => {
+                        by_key.insert(u.id.to_string(), upserts.len());
+                        upserts.push(u);
+                    }
+                },
+                Err(r) => rejected.push(r),
+            }
+        })
+        .await?;
+        Ok((upserts, rejected))
+    }
+}
+
+impl BatchWriter for MongoSink {
+    const STAGE: &'static str = STAGE;
+    const OFFSETS_IN_KAFKA: bool = true;
+
+    async fn start_offsets(
+        &self,
+        _topic: &str,
+        _partitions: &[i32],
+    ) -> Result<Option<HashMap<i32, i64>>, SinkError> {
+        Ok(None)
+    }
+
+    async fn write(&self, batch: Batch, stop: CancellationToken) -> Result<Outcome, SinkError> {
+        let Some(last) = batch.messages.last() else {
+            return Ok(Outcome::Written {
+                next_offset: 0,
+                rows: 0,
+                dead_letters: 0,
+            });
+        };
+        let next_offset = last.offset + 1;
+        // Never closed, so acquiring only waits.
+        let _permit = self.writes.acquire().await.map_err(|e| SinkError::Fatal {
+            what: "the write permit",
+            message: e.to_string(),
+        })?;
+        let (upserts, mut rejected) = retry(
+            "decoding a batch",
+            self.sink.retry_max_backoff,
+            &stop,
+            || self.prepare(&batch.topic, &batch.messages),
+        )
+        .await?;
+        let failed = retry(
+            "writing a batch to MongoDB",
+            self.sink.retry_max_backoff,
+            &stop,
+            || self.upsert_all(&upserts),
+        )
+        .await?;
+        rejected.extend(failed);
+        if !rejected.is_empty() {
+            rejected.sort_by_key(|r| r.index);
+            let dl = self.dead_letters.as_ref().ok_or(SinkError::Fatal {
+                what: "dead-lettering",
+                message: "no dead-letter producer".into(),
+            })?;
+            retry(
+                "sending dead letters",
+                self.sink.retry_max_backoff,
+                &stop,
+                || dl.send(&batch.topic, &batch.messages, &rejected),
+            )
+            .await?;
+        }
+        Ok(Outcome::Written {
+            next_offset,
+            rows: batch.messages.len() - rejected.len(),
+            dead_letters: rejected.len(),
+        })
+    }
+}
+
+impl Connect for MongoSink {
+    type Db = MongoConfig;
+    const CONNECTING: &'static str = "connecting to MongoDB";
+
+    async fn connect(
+        _cfg: &Common,
+        sink: &SinkConfig,
+        db: &MongoConfig,
+        schema: &RecordSchema,
+        codec: Arc<RecordDecoder>,
+        dead_letters: DeadLetters,
+    ) -> Result<MongoSink, SinkError> {
+        MongoSink::new(sink, db, schema, codec, Some(dead_letters)).await
+    }
+}

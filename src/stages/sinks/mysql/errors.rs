@@ -1,0 +1,100 @@
+//! Sorting MySQL / MariaDB errors once: [`ErrorClass::Retriable`] (back off, redo the
+//! batch), [`ErrorClass::Data`] (the rows are bad: find them, dead-letter them) or
+//! [`ErrorClass::Fatal`] (a person must act), and reading the row a data error names.
+use sqlx::mysql::MySqlDatabaseError;
+
+use crate::stages::sinks::SinkError;
+
+/// How a MySQL error is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Back off and retry the whole transaction.
+    Retriable,
+    /// The rows themselves are bad: split the statement to find them, dead-letter them.
+    Data,
+    /// Retrying will not help and it is not the rows' fault: stop the stage.
+    Fatal,
+}
+
+/// Sorts a MySQL / MariaDB server error number.
+pub fn classify_number(n: u16) -> ErrorClass {
+    match n {
+        // lock wait timeout, deadlock, too many connections, server shutdown, network
+        // read/write errors, query interrupted/killed, commit/rollback failed, too many
+        // transactions, read-only (failover in progress), MariaDB statement timeout and
+        // connection killed, MySQL query timeout, client idle disconnect.
+        1205 | 1213 | 1040 | 1053 | 1077 | 1152 | 1154 | 1155 | 1156 | 1157 | 1158 | 1159
+        | 1160 | 1161 | 1180 | 1181 | 1203 | 1317 | 1290 | 1637 | 1792 | 1836 | 1927 | 1969
+        | 2002 | 2003 | 2006 | 2013 | 3024 | 4031 => ErrorClass::Retriable,
+        // data too long, out of range, incorrect value, null in NOT NULL, data truncated,
+        // illegal value, incorrect value for function, value out of range, invalid
+        // character string, foreign key failures, duplicate on a secondary unique key,
+        // CHECK constraints (MariaDB 4025, MySQL 3819), invalid JSON, row size too large.
+        1406 | 1264 | 1292 | 1366 | 1048 | 1265 | 1367 | 1411 | 1690 | 1300 | 1451 | 1452
+        | 1062 | 1216 | 1217 | 4025 | 3819 | 3140 | 1118 | 1263 | 1138 => ErrorClass::Data,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// Sorts any sqlx error.
+pub fn classify(e: &sqlx::Error) -> (ErrorClass, String) {
+    match e {
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>() {
+            Some(m) => (
+                classify_number(m.number()),
+                format!("MySQL error {}: {}", m.number(), m.message()),
+            ),
+            None => (ErrorClass::Fatal, db.to_string()),
+        },
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => (ErrorClass::Retriable, e.to_string()),
+        _ => (ErrorClass::Fatal, e.to_string()),
+    }
+}
+
+/// A sorted error as the sink reports it outside a row insert, where bad data is no row's
+/// fault and so is fatal too.
+pub(super) fn sorted(class: ErrorClass, what: &'static str, message: String) -> SinkError {
+    match class {
+        ErrorClass::Retriable => SinkError::Retriable { what, message },
+        _ => SinkError::Fatal { what, message },
+    }
+}
+
+/// An sqlx error outside a row insert, sorted.
+pub(super) fn sink_error(what: &'static str, e: &sqlx::Error) -> SinkError {
+    let (class, message) = classify(e);
+    sorted(class, what, message)
+}
+
+/// The 1-based row number MySQL names in a data error ("... at row 3").
+pub(super) fn row_hint(message: &str) -> Option<usize> {
+    let at = message.rfind(" at row ")?;
+    message[at + 8..]
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_sorted() {
+        assert_eq!(classify_number(1213), ErrorClass::Retriable);
+        assert_eq!(classify_number(1205), ErrorClass::Retriable);
+        assert_eq!(classify_number(1406), ErrorClass::Data);
+        assert_eq!(classify_number(1264), ErrorClass::Data);
+        assert_eq!(classify_number(1146), ErrorClass::Fatal);
+        assert_eq!(
+            row_hint("Data too long for column 'tier' at row 37"),
+            Some(37)
+        );
+        assert_eq!(row_hint("Column 'x' cannot be null"), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! Rendering SQL text: quoted identifiers, records as row tuples of escaped literals, and
+//! the multi-row `INSERT ... ON DUPLICATE KEY UPDATE` statements cut under the row and byte
+//! limits ([`Statements`]).
+use std::fmt::Write as _;
+
+use super::layout::{Column, Layout, Source};
+use super::types::type_name;
+use crate::record::{FieldType, Record, Value};
+use crate::stages::sinks::{Rejected, SinkMessage, SinkMysqlConfig};
+
+/// The most bound parameters one prepared statement may hold; text statements have no such
+/// limit, but keeping under it leaves the prepared protocol open.
+const MAX_PLACEHOLDERS: usize = 65_535;
+
+impl Layout {
+    /// `INSERT INTO t (cols) VALUES ` — rows follow.
+    pub(super) fn insert_prefix(&self) -> String {
+        let cols: Vec<String> = self.columns.iter().map(|c| ident(&c.name)).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ",
+            ident(&self.table),
+            cols.join(",")
+        )
+    }
+
+    /// The `ON DUPLICATE KEY UPDATE` tail: every column but the key takes the new value.
+    pub(super) fn upsert_suffix(&self, alias: bool) -> String {
+        let sets: Vec<String> = self.columns[1..]
+            .iter()
+            .map(|c| {
+                let n = ident(&c.name);
+                if alias {
+                    format!("{n}=new.{n}")
+                } else {
+                    format!("{n}=VALUES({n})")
+                }
+            })
+            .collect();
+        format!(
+            "{} ON DUPLICATE KEY UPDATE {}",
+            if alias { " AS new" } else { "" },
+            sets.join(",")
+        )
+    }
+}
+
+/// A quoted identifier.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// A string literal. Safe because the session's sql_mode is ours (backslash escapes on, no
+/// NO_BACKSLASH_ESCAPES) and the connection charset is utf8mb4, where no multibyte character
+/// contains the bytes of `'` or `\`; NUL is escaped too.
+fn push_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 8);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+fn push_datetime(out: &mut String, millis: i64) -> Result<(), String> {
+    let dt = chrono::DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| format!("timestamp {millis} ms is outside any date"))?;
+    let _ = write!(out, "'{}'", dt.format("%Y-%m-%d %H:%M:%S%.3f"));
+    Ok(())
+}
+
+fn push_value(out: &mut String, col: &Column, v: &Value) -> Result<(), String> {
+    let bad = |what: &str| format!("field `{}` ({}) holds {what}", col.name, type_name(&col.ty));
+    match (&col.ty, v) {
+        (_, Value::Null) => {
+            if !col.nullable {
+                return Err(format!("field `{}` is null but not nullable", col.name));
+            }
+            out.push_str("NULL");
+        }
+        (FieldType::Boolean, Value::Boolean(b)) => out.push(if *b { '1' } else { '0' }),
+        (FieldType::Int | FieldType::Long, Value::Int(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        (FieldType::Long, Value::Long(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        (FieldType::Long, Value::TimestampMillis(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        (FieldType::Int, Value::Long(i)) => {
+            if i32::try_from(*i).is_err() {
+                return Err(bad(&format!("{i}, out of range for an int")));
+            }
+            let _ = write!(out, "{i}");
+        }
+        (FieldType::Float | FieldType::Double, Value::Float(f)) => {
+            if !f.is_finite() {
+                return Err(bad(&format!("{f}, which MySQL cannot store")));
+            }
+            let _ = write!(out, "{f:e}");
+        }
+        (FieldType::Float | FieldType::Double, Value::Double(f)) => {
+            if !f.is_finite() {
+                return Err(bad(&format!("{f}, which MySQL cannot store")));
+            }
+            let _ = write!(out, "{f:e}");
+        }
+        (FieldType::Float | FieldType::Double, Value::Int(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        (FieldType::Double, Value::Long(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        (FieldType::String, Value::String(s)) => push_string(out, s),
+        (FieldType::TimestampMillis, Value::TimestampMillis(ms) | Value::Long(ms)) => {
+            push_datetime(out, *ms).map_err(|e| bad(&e))?
+        }
+        (_, other) => {
+            return Err(bad(&format!("a value of another type ({other:?})")));
+        }
+    }
+    Ok(())
+}
+
+/// The per-row context that is not in the record.
+pub struct RowContext<'a> {
+    pub topic: &'a str,
+    pub loaded_at_millis: i64,
+}
+
+/// One row rendered as `(v1,v2,...)`, with the index of its message in the batch.
+#[derive(Debug, Clone)]
+pub struct RowText {
+    pub index: usize,
+    pub text: String,
+}
+
+/// Renders a record as a row tuple, or says why it cannot be a row.
+pub fn render_row(
+    layout: &Layout,
+    ctx: &RowContext<'_>,
+    msg: &SinkMessage,
+    record: &Record,
+    out: &mut String,
+) -> Result<(), Rejected> {
+    let reject = |kind, message| Rejected {
+        index: 0,
+        kind,
+        message,
+    };
+    out.push('(');
+    for (i, col) in layout.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match &col.source {
+            Source::KafkaKey => {
+                let k = msg
+                    .key_str()
+                    .map_err(|e| reject("missing_key", e.to_string()))?;
+                push_string(out, k);
+            }
+            Source::Field(name) => {
+                let v = record.get(name).unwrap_or(&Value::Null);
+                push_value(out, col, v).map_err(|e| reject("invalid_record", e))?;
+            }
+            Source::TraceId => match msg.trace_id(Some(record)) {
+                Some(t) => {
+                    out.push('\'');
+                    out.push_str(&t);
+                    out.push('\'');
+                }
+                None => out.push_str("NULL"),
+            },
+            Source::SourceTopic => push_string(out, ctx.topic),
+            Source::SourcePartition => {
+                let _ = write!(out, "{}", msg.partition);
+            }
+            Source::SourceOffset => {
+                let _ = write!(out, "{}", msg.offset);
+            }
+            Source::LoadedAt => {
+                push_datetime(out, ctx.loaded_at_millis).map_err(|e| reject("invalid_record", e))?
+            }
+        }
+    }
+    out.push(')');
+    Ok(())
+}
+
+/// The statement text around the rows, and how many rows and bytes one statement may hold.
+pub(super) struct Statements {
+    insert_prefix: String,
+    upsert_suffix: String,
+    pub(super) max_rows: usize,
+    pub(super) max_bytes: usize,
+}
+
+impl Statements {
+    /// The statements for a layout: the upsert form, and limits from the configuration, the
+    /// server's `max_allowed_packet` and the placeholder limit.
+    pub(super) fn new(
+        layout: &Layout,
+        alias: bool,
+        packet: i64,
+        cfg: &SinkMysqlConfig,
+    ) -> Statements {
+        let insert_prefix = layout.insert_prefix();
+        let upsert_suffix = layout.upsert_suffix(alias);
+        let overhead = insert_prefix.len() + upsert_suffix.len() + 1024;
+        let max_bytes = cfg
+            .max_statement_bytes
+            .min(
+                usize::try_from(packet)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(overhead),
+            )
+            .saturating_sub(insert_prefix.len() + upsert_suffix.len())
+            .max(1024);
+        let max_rows = cfg
+            .rows_per_statement
+            .min(MAX_PLACEHOLDERS / layout.columns.len())
+            .max(1);
+        Statements {
+            insert_prefix,
+            upsert_suffix,
+            max_rows,
+            max_bytes,
+        }
+    }
+
+    pub(super) fn statement(&self, rows: &[RowText]) -> String {
+        let len: usize = rows.iter().map(|r| r.text.len() + 1).sum();
+        let mut s =
+            String::with_capacity(self.insert_prefix.len() + len + self.upsert_suffix.len());
+        s.push_str(&self.insert_prefix);
+        for (i, r) in rows.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&r.text);
+        }
+        s.push_str(&self.upsert_suffix);
+        s
+    }
+
+    /// Cuts rows into statements under the row and byte limits.
+    pub(super) fn chunks<'a>(&self, rows: &'a [RowText]) -> Vec<&'a [RowText]> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut bytes = 0;
+        for (i, r) in rows.iter().enumerate() {
+            let n = i - start;
+            if n > 0 && (n >= self.max_rows || bytes + r.text.len() + 1 > self.max_bytes) {
+                out.push(&rows[start..i]);
+                start = i;
+                bytes = 0;
+            }
+            bytes += r.text.len() + 1;
+        }
+        if start < rows.len() {
+            out.push(&rows[start..]);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::server::Flavor;
+    use super::super::tests::schema;
+    use super::*;
+
+    #[test]
+    fn upsert_form() {
+        let l = Layout::new(&schema(), "t", None, 255, Flavor::MariaDb).unwrap();
+        assert!(l
+            .upsert_suffix(false)
+            .starts_with(" ON DUPLICATE KEY UPDATE `summoner_id`=VALUES(`summoner_id`)"));
+        assert!(l
+            .upsert_suffix(true)
+            .starts_with(" AS new ON DUPLICATE KEY UPDATE `summoner_id`=new.`summoner_id`"));
+    }
+
+    #[test]
+    fn rows_render_as_safe_literals() {
+        let l = Layout::new(&schema(), "t", None, 255, Flavor::MariaDb).unwrap();
+        let msg = SinkMessage {
+            partition: 2,
+            offset: 7,
+            key: Some(b"k'1".to_vec()),
+            payload: None,
+            headers: None,
+        };
+        let mut r = Record::new();
+        r.set("summoner_id", Value::String("a'b\\c".into()));
+        r.set("wins", Value::Int(3));
+        r.set("win_rate", Value::Null);
+        r.set("fetched_at", Value::TimestampMillis(1_700_000_000_123));
+        let ctx = RowContext {
+            topic: "s",
+            loaded_at_millis: 0,
+        };
+        let mut out = String::new();
+        render_row(&l, &ctx, &msg, &r, &mut out).unwrap();
+        assert_eq!(
+            out,
+            r"('k\'1','a\'b\\c',3,NULL,'2023-11-14 22:13:20.123',NULL,'s',2,7,'1970-01-01 00:00:00.000')"
+        );
+        r.set("win_rate", Value::Double(f64::NAN));
+        let e = render_row(&l, &ctx, &msg, &r, &mut String::new()).unwrap_err();
+        assert_eq!(e.kind, "invalid_record");
+        r.set("win_rate", Value::Double(0.5));
+        let no_key = SinkMessage { key: None, ..msg };
+        let e = render_row(&l, &ctx, &no_key, &r, &mut String::new()).unwrap_err();
+        assert_eq!(e.kind, "missing_key");
+    }
+}

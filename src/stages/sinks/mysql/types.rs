@@ -1,0 +1,49 @@
+//! The Avro → MySQL type mapping: the column type the sink creates for each Avro type, and
+//! the types an existing column may have instead.
+use crate::record::FieldType;
+
+/// The column type the sink creates for an Avro type.
+pub fn sql_type(ty: &FieldType, string_length: u32) -> String {
+    match ty {
+        FieldType::Boolean => "BOOLEAN".into(),
+        FieldType::Int => "INT".into(),
+        FieldType::Long => "BIGINT".into(),
+        FieldType::Float => "FLOAT".into(),
+        FieldType::Double => "DOUBLE".into(),
+        FieldType::String => format!("VARCHAR({string_length})"),
+        FieldType::TimestampMillis => "DATETIME(3)".into(),
+    }
+}
+
+/// The `information_schema.COLUMNS.DATA_TYPE`s an existing column may have for an Avro type.
+pub fn accepted_types(ty: &FieldType) -> &'static [&'static str] {
+    match ty {
+        FieldType::Boolean => &["tinyint", "smallint", "mediumint", "int", "bigint", "bit"],
+        FieldType::Int => &["int", "bigint", "decimal"],
+        FieldType::Long => &["bigint", "decimal"],
+        FieldType::Float => &["float", "double", "decimal"],
+        FieldType::Double => &["double", "decimal"],
+        FieldType::String => &[
+            "varchar",
+            "char",
+            "tinytext",
+            "text",
+            "mediumtext",
+            "longtext",
+        ],
+        FieldType::TimestampMillis => &["datetime", "timestamp"],
+    }
+}
+
+/// The Avro name of a type, for error messages.
+pub(super) fn type_name(ty: &FieldType) -> &'static str {
+    match ty {
+        FieldType::Boolean => "boolean",
+        FieldType::Int => "int",
+        FieldType::Long => "long",
+        FieldType::Float => "float",
+        FieldType::Double => "double",
+        FieldType::String => "string",
+        FieldType::TimestampMillis => "timestamp-millis",
+    }
+}

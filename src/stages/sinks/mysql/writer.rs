@@ -1,0 +1,344 @@
+//! [`MysqlSink`], the writer: connects and readies the tables, turns a batch into rendered
+//! rows off the poll thread, and writes each batch as one transaction: lock and check the
+//! partition's offset (the fence), insert the rows (splitting out the ones MySQL rejects as
+//! data), send their dead letters, store the new offset, commit.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sqlx::mysql::MySqlConnection;
+use sqlx::{Connection, MySqlPool};
+use tokio_util::sync::CancellationToken;
+
+use super::ddl::ensure_table;
+use super::errors::{classify, row_hint, sink_error, ErrorClass};
+use super::layout::Layout;
+use super::offsets::{ensure_offsets_table, lock_offset, stored_offsets, write_offset};
+use super::server::{connect, max_allowed_packet, row_alias, server_version, Flavor};
+use super::sql::{render_row, RowContext, RowText, Statements};
+use super::{MysqlConfig, STAGE};
+use crate::record::{Record, RecordSchema};
+use crate::settings::Common;
+use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
+use crate::stages::sinks::{
+    decode_each, default_target_name, metric, retry, Connect, DeadLetters, RecordDecoder, Rejected,
+    SinkConfig, SinkError, SinkMessage,
+};
+
+/// A connected MySQL sink: pool, layout and statement limits.
+pub struct MysqlSink {
+    pool: MySqlPool,
+    layout: Arc<Layout>,
+    flavor: Flavor,
+    offsets_table: String,
+    group: String,
+    statements: Statements,
+    sink: SinkConfig,
+    codec: Arc<RecordDecoder>,
+    dead_letters: Option<DeadLetters>,
+}
+
+/// A batch made ready for the database: rows rendered, bad records already rejected.
+pub struct Prepared {
+    pub rows: Vec<RowText>,
+    pub rejected: Vec<Rejected>,
+}
+
+impl MysqlSink {
+    /// Connects, creates or checks the tables and works out the statement limits.
+    pub async fn new(
+        cfg: &Common,
+        sink: &SinkConfig,
+        db: &MysqlConfig,
+        schema: &RecordSchema,
+        codec: Arc<RecordDecoder>,
+        dead_letters: Option<DeadLetters>,
+    ) -> Result<MysqlSink, SinkError> {
+        let sink = sink.clone();
+        let pool = connect(db, sink.mysql.connections + 1).await?;
+        let version = server_version(&pool).await?;
+        let flavor = Flavor::parse(&version);
+        let table = sink
+            .mysql
+            .table
+            .clone()
+            .unwrap_or_else(|| default_target_name(schema));
+        let layout = Layout::new(
+            schema,
+            &table,
+            sink.key_field.as_deref(),
+            sink.mysql.string_length,
+            flavor,
+        )?;
+        ensure_table(&pool, &layout).await?;
+        ensure_offsets_table(&pool, &sink.mysql.offsets_table).await?;
+        let packet = max_allowed_packet(&pool).await?;
+        let alias = row_alias(sink.mysql.upsert_syntax, flavor, &version)?;
+        let statements = Statements::new(&layout, alias, packet, &sink.mysql);
+        tracing::info!(
+            server = %version,
+            table = %layout.table,
+            upsert = if alias { "AS new" } else { "VALUES()" },
+            max_rows = statements.max_rows,
+            max_bytes = statements.max_bytes,
+            "mysql sink ready"
+        );
+        Ok(MysqlSink {
+            pool,
+            layout: Arc::new(layout),
+            flavor,
+            offsets_table: sink.mysql.offsets_table.clone(),
+            group: cfg.pipeline.group_id(STAGE),
+            statements,
+            sink,
+            codec,
+            dead_letters,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Decodes and renders a batch (CPU work, off the poll thread).
+    pub async fn prepare(&self, topic: &str, msgs: &[SinkMessage]) -> Result<Prepared, SinkError> {
+        let ctx = RowContext {
+            topic,
+            loaded_at_millis: chrono::Utc::now().timestamp_millis(),
+        };
+        let mut rows = Vec::with_capacity(msgs.len());
+        let mut rejected = Vec::new();
+        decode_each(&*self.codec, msgs, |index, m, d| {
+            match d.and_then(|record| self.render(&ctx, index, m, &record)) {
+                Ok(row) => rows.push(row),
+                Err(r) => rejected.push(r),
+            }
+        })
+        .await?;
+        Ok(Prepared { rows, rejected })
+    }
+
+    /// Renders one decoded record (also used by tests that bypass Kafka).
+    pub fn render(
+        &self,
+        ctx: &RowContext<'_>,
+        index: usize,
+        msg: &SinkMessage,
+        record: &Record,
+    ) -> Result<RowText, Rejected> {
+        let mut text = String::with_capacity(256);
+        match render_row(&self.layout, ctx, msg, record, &mut text) {
+            Ok(()) if text.len() > self.statements.max_bytes => Err(Rejected {
+                index,
+                kind: "mysql_data",
+                message: format!(
+                    "the row is {} bytes of SQL, above the statement limit of {} (max_allowed_packet)",
+                    text.len(),
+                    self.statements.max_bytes
+                ),
+            }),
+            Ok(()) => Ok(RowText { index, text }),
+            Err(mut r) => {
+                r.index = index;
+                Err(r)
+            }
+        }
+    }
+
+    /// Inserts rows in order; rows MySQL rejects as data are found by splitting the failing
+    /// statement (MySQL's "at row N" first, halves otherwise) and returned as rejected. Any
+    /// other error ends the attempt. A failed statement is rolled back by InnoDB on its own,
+    /// so the transaction goes on.
+    pub async fn insert_rows(
+        &self,
+        conn: &mut MySqlConnection,
+        rows: &[RowText],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<usize, SinkError> {
+        let mut statements = 0;
+        for chunk in self.statements.chunks(rows) {
+            // A stack of slices still to write, the next one on top: order is kept.
+            let mut stack: Vec<&[RowText]> = vec![chunk];
+            while let Some(part) = stack.pop() {
+                statements += 1;
+                let sql = self.statements.statement(part);
+                // A plain string without arguments goes as a text-protocol COM_QUERY.
+                let err = match sqlx::Executor::execute(&mut *conn, sql.as_str()).await {
+                    Ok(_) => continue,
+                    Err(e) => e,
+                };
+                let (class, message) = classify(&err);
+                match class {
+                    ErrorClass::Data if part.len() == 1 => rejected.push(Rejected {
+                        index: part[0].index,
+                        kind: "mysql_data",
+                        message,
+                    }),
+                    ErrorClass::Data => match row_hint(&message) {
+                        Some(n) if n >= 1 && n <= part.len() => {
+                            if n < part.len() {
+                                stack.push(&part[n..]);
+                            }
+                            stack.push(&part[n - 1..n]);
+                            if n > 1 {
+                                stack.push(&part[..n - 1]);
+                            }
+                        }
+                        _ => {
+                            let mid = part.len() / 2;
+                            stack.push(&part[mid..]);
+                            stack.push(&part[..mid]);
+                        }
+                    },
+                    ErrorClass::Retriable => {
+                        return Err(SinkError::Retriable {
+                            what: "inserting rows",
+                            message,
+                        })
+                    }
+                    ErrorClass::Fatal => {
+                        return Err(SinkError::Fatal {
+                            what: "inserting rows",
+                            message,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(statements)
+    }
+
+    /// One attempt at a batch: the whole transaction.
+    /// One attempt at a batch: the whole transaction.
+    async fn attempt(
+        &self,
+        batch: &Batch,
+        prepared: &Prepared,
+        next_offset: i64,
+    ) -> Result<Outcome, SinkError> {
+        let started = Instant::now();
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| sink_error("getting a connection", &e))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|e| sink_error("beginning a transaction", &e))?;
+        let (table, group) = (&self.offsets_table, &self.group);
+        let stored = lock_offset(&mut tx, table, group, &batch.topic, batch.partition)
+            .await
+            .map_err(|e| sink_error("locking the partition's offset", &e))?;
+        if stored != batch.expected {
+            let _ = tx.rollback().await;
+            return Ok(Outcome::Fenced { stored });
+        }
+        let mut rejected = prepared.rejected.clone();
+        self.insert_rows(&mut tx, &prepared.rows, &mut rejected)
+            .await?;
+        if !rejected.is_empty() {
+            rejected.sort_by_key(|r| r.index);
+            match &self.dead_letters {
+                Some(dl) => dl.send(&batch.topic, &batch.messages, &rejected).await?,
+                None => {
+                    return Err(SinkError::Fatal {
+                        what: "dead-lettering",
+                        message: "no dead-letter producer".into(),
+                    })
+                }
+            }
+        }
+        write_offset(
+            &mut tx,
+            table,
+            group,
+            &batch.topic,
+            batch.partition,
+            next_offset,
+        )
+        .await
+        .map_err(|e| sink_error("storing the offset", &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| sink_error("committing", &e))?;
+        metrics::histogram!(metric::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
+        let dead = rejected.len();
+        Ok(Outcome::Written {
+            next_offset,
+            rows: batch.messages.len() - dead,
+            dead_letters: dead,
+        })
+    }
+}
+
+impl BatchWriter for MysqlSink {
+    const STAGE: &'static str = STAGE;
+    const OFFSETS_IN_KAFKA: bool = false;
+
+    async fn start_offsets(
+        &self,
+        topic: &str,
+        _partitions: &[i32],
+    ) -> Result<Option<HashMap<i32, i64>>, SinkError> {
+        stored_offsets(&self.pool, &self.offsets_table, &self.group, topic)
+            .await
+            .map(Some)
+    }
+
+    async fn write(&self, batch: Batch, stop: CancellationToken) -> Result<Outcome, SinkError> {
+        let Some(last) = batch.messages.last() else {
+            return Ok(Outcome::Written {
+                next_offset: batch.expected.unwrap_or(0),
+                rows: 0,
+                dead_letters: 0,
+            });
+        };
+        let next_offset = last.offset + 1;
+        let prepared = retry(
+            "decoding a batch",
+            self.sink.retry_max_backoff,
+            &stop,
+            || self.prepare(&batch.topic, &batch.messages),
+        )
+        .await?;
+        retry(
+            "writing a batch to MySQL",
+            self.sink.retry_max_backoff,
+            &stop,
+            || async {
+                let r = self.attempt(&batch, &prepared, next_offset).await;
+                if r.is_err() {
+                    metrics::counter!(metric::TRANSACTION_ABORTS).increment(1);
+                }
+                r
+            },
+        )
+        .await
+    }
+}
+
+impl Connect for MysqlSink {
+    type Db = MysqlConfig;
+    const CONNECTING: &'static str = "connecting to MySQL";
+
+    async fn connect(
+        cfg: &Common,
+        sink: &SinkConfig,
+        db: &MysqlConfig,
+        schema: &RecordSchema,
+        codec: Arc<RecordDecoder>,
+        dead_letters: DeadLetters,
+    ) -> Result<MysqlSink, SinkError> {
+        MysqlSink::new(cfg, sink, db, schema, codec, Some(dead_letters)).await
+    }
+}
