@@ -1,4 +1,5 @@
-//! `etl-pipe demo` and `etl-pipe bench-e2e`: the whole pipeline on this machine.
+//! `etl-pipe demo` and `etl-pipe bench-e2e`: the whole pipeline on this machine. Owns their
+//! flags, the runs each makes (the demo; the peak and the latency run) and what they print.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +79,7 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
+fn stage_rates(o: &Outcome) -> String {
     let mut s = String::new();
     let rate = |r: Option<f64>| {
         r.map(|x| format!("{x:>10.0}/s"))
@@ -114,7 +115,6 @@ fn stage_rates(p: &LocalPipeline, o: &Outcome) -> String {
         .map(|d| o.mongo_docs as f64 / d.as_secs_f64());
     line("sink-mongo", mongo_rate);
     line("sample-api", None);
-    let _ = p;
     s
 }
 
@@ -154,6 +154,26 @@ async fn settle(idle: f64, max: Duration) -> Duration {
 
 /// The end-to-end benchmark: peak rate, then the latency at half of it.
 pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result<(), LocalError> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══"
+    );
+    let peak = if args.records > 0 {
+        Some(peak_run(exe, base_config, args).await?)
+    } else {
+        None
+    };
+    let offered = offered_rate(args, peak)?;
+    if args.half_rate_records > 0 {
+        latency_run(exe, base_config, args, offered, peak.is_some()).await?;
+    }
+    Ok(())
+}
+
+/// The peak run's source: `--records` plain entries over every tier and division (28 streams).
+fn peak_source(args: &BenchE2eArgs) -> SourceOptions {
     let mut source = SourceOptions::plain(args.records);
     source.page_size = args.page_size;
     source.tiers = [
@@ -166,91 +186,101 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    source
+}
+
+/// The peak-rate run (no rate limit anywhere); prints its figures and returns its end-to-end
+/// records/s.
+async fn peak_run(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result<f64, LocalError> {
+    let id = run_id("bench");
+    let mut p = LocalPipeline::prepare(
+        exe,
+        base_config,
+        &args.runs_dir,
+        &id,
+        peak_source(args),
+        &[],
+    )?;
+    eprintln!("peak run {id}: {} records, unlimited rate", args.records);
+    let o = run::run(&mut p, &[], args.timeout, true).await?;
+    let rate = o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001);
     println!(
-        "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══"
+        "peak run: {} records in {:.1} s = {:.0} records/s end to end (API → MySQL and MongoDB)",
+        o.source_records,
+        o.elapsed.as_secs_f64(),
+        rate
     );
-    let mut peak = None;
-    if args.records > 0 {
-        let id = run_id("bench");
-        let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
-        eprintln!("peak run {id}: {} records, unlimited rate", args.records);
-        let o = run::run(&mut p, &[], args.timeout, true).await?;
-        let rate = o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001);
-        println!(
-            "peak run: {} records in {:.1} s = {:.0} records/s end to end (API → MySQL and MongoDB)",
-            o.source_records,
-            o.elapsed.as_secs_f64(),
-            rate
-        );
-        print!("{}", stage_rates(&p, &o));
-        print!("{}", run::latency_lines(&o, " at peak"));
-        peak = Some(rate);
-        if !args.keep {
-            p.cleanup().await?;
-        }
+    print!("{}", stage_rates(&o));
+    print!("{}", run::latency_lines(&o, " at peak"));
+    if !args.keep {
+        p.cleanup().await?;
     }
-    let offered =
-        match (args.latency_rate, peak) {
-            (Some(r), _) => r,
-            (None, Some(p)) => p / 2.0,
-            (None, None) => return Err(LocalError::Other(
-                "--records 0 skips the peak run: give the latency run's rate with --latency-rate"
-                    .into(),
-            )),
-        };
+    Ok(rate)
+}
+
+/// The latency run's offered records/s: `--latency-rate`, else half the measured peak.
+fn offered_rate(args: &BenchE2eArgs, peak: Option<f64>) -> Result<f64, LocalError> {
+    match (args.latency_rate, peak) {
+        (Some(r), _) => Ok(r),
+        (None, Some(p)) => Ok(p / 2.0),
+        (None, None) => Err(LocalError::Other(
+            "--records 0 skips the peak run: give the latency run's rate with --latency-rate"
+                .into(),
+        )),
+    }
+}
+
+/// The run at `offered` records/s (the API and extract rate-limited, page size 100); prints
+/// its figures. After a peak run it first waits for the machine to settle.
+async fn latency_run(
+    exe: &Path,
+    base_config: &Path,
+    args: &BenchE2eArgs,
+    offered: f64,
+    after_peak: bool,
+) -> Result<(), LocalError> {
     let what = if args.latency_rate.is_some() {
         "latency run"
     } else {
         "half-rate run"
     };
-
-    if args.half_rate_records > 0 {
-        if peak.is_some() {
-            // After a big run the databases keep flushing and compacting for a while; a
-            // latency run on a busy machine measures that, not the pipeline.
-            let waited = settle(0.85, Duration::from_secs(180)).await;
-            eprintln!(
-                "waited {:.0} s for the machine to settle (≥ 85 % idle CPU, I/O wait counted as busy, over 3 s)",
-                waited.as_secs_f64()
-            );
-        }
-        let mut half = SourceOptions::plain(args.half_rate_records);
-        half.page_size = 100;
-        let req_per_s = (offered / half.page_size as f64).floor().max(1.0);
-        half.api_rate_limit = Some(req_per_s as u32 + 1);
-        half.extract_rate_limit = req_per_s;
-        let id = run_id("bench-half");
-        let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, half, &[])?;
+    if after_peak {
+        // After a big run the databases keep flushing and compacting for a while; a
+        // latency run on a busy machine measures that, not the pipeline.
+        let waited = settle(0.85, Duration::from_secs(180)).await;
         eprintln!(
-            "{what} {id}: {} records at ≈ {:.0} records/s",
-            args.half_rate_records,
-            req_per_s * 100.0
+            "waited {:.0} s for the machine to settle (≥ 85 % idle CPU, I/O wait counted as busy, over 3 s)",
+            waited.as_secs_f64()
         );
-        let o = run::run(&mut p, &[], args.timeout, true).await?;
-        println!(
-            "\n{what}: {} records at ≈ {:.0} records/s offered ({:.0}/s achieved)",
-            o.source_records,
-            req_per_s * 100.0,
-            o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001)
-        );
-        print!("{}", stage_rates(&p, &o));
-        print!(
-            "{}",
-            run::latency_lines(
-                &o,
-                if peak.is_some() && args.latency_rate.is_none() {
-                    " at half rate"
-                } else {
-                    " at the offered rate"
-                }
-            )
-        );
-        if !args.keep {
-            p.cleanup().await?;
-        }
+    }
+    let mut half = SourceOptions::plain(args.half_rate_records);
+    half.page_size = 100;
+    let req_per_s = (offered / half.page_size as f64).floor().max(1.0);
+    half.api_rate_limit = Some(req_per_s as u32 + 1);
+    half.extract_rate_limit = req_per_s;
+    let id = run_id("bench-half");
+    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, half, &[])?;
+    eprintln!(
+        "{what} {id}: {} records at ≈ {:.0} records/s",
+        args.half_rate_records,
+        req_per_s * 100.0
+    );
+    let o = run::run(&mut p, &[], args.timeout, true).await?;
+    println!(
+        "\n{what}: {} records at ≈ {:.0} records/s offered ({:.0}/s achieved)",
+        o.source_records,
+        req_per_s * 100.0,
+        o.source_records as f64 / o.elapsed.as_secs_f64().max(0.001)
+    );
+    print!("{}", stage_rates(&o));
+    let when = if after_peak && args.latency_rate.is_none() {
+        " at half rate"
+    } else {
+        " at the offered rate"
+    };
+    print!("{}", run::latency_lines(&o, when));
+    if !args.keep {
+        p.cleanup().await?;
     }
     Ok(())
 }

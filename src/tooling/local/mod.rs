@@ -4,9 +4,14 @@
 //!
 //! Each run gets its own pipeline name, topics, MySQL table and Mongo collection (`<run id>`),
 //! so runs never see each other's data and their counts are exact.
+//!
+//! This module owns [`LocalPipeline`]: a run's config and its processes (start, crash,
+//! restart, stop, resource use, clean-up). [`run`] drives one run, `watch` follows it while it
+//! goes, [`tally`] counts where the records ended up, [`cli`] holds the commands.
 pub mod cli;
 pub mod run;
 pub mod tally;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -308,34 +313,27 @@ impl LocalPipeline {
     /// Starts the sample API and waits until it answers.
     pub async fn start_sample_api(&mut self) -> Result<(), LocalError> {
         let s = &self.source;
-        let mut args: Vec<String> = vec![
-            "sample-api".into(),
-            "--port".into(),
-            self.api_port.to_string(),
-            "--records".into(),
-            s.records.to_string(),
-            "--page-size".into(),
-            s.page_size.to_string(),
-            "--seed".into(),
-            s.seed.to_string(),
-            "--queues".into(),
-            "RANKED_SOLO_5x5".into(),
-            "--tiers".into(),
-            s.tiers.join(","),
-            "--divisions".into(),
-            s.divisions.join(","),
-            "--fail-rate".into(),
-            s.fail_rate.to_string(),
-            "--malformed-rate".into(),
-            s.malformed_rate.to_string(),
-            "--missing-rate".into(),
-            s.missing_rate.to_string(),
+        let mut flags: Vec<(&str, String)> = vec![
+            ("--port", self.api_port.to_string()),
+            ("--records", s.records.to_string()),
+            ("--page-size", s.page_size.to_string()),
+            ("--seed", s.seed.to_string()),
+            ("--queues", "RANKED_SOLO_5x5".into()),
+            ("--tiers", s.tiers.join(",")),
+            ("--divisions", s.divisions.join(",")),
+            ("--fail-rate", s.fail_rate.to_string()),
+            ("--malformed-rate", s.malformed_rate.to_string()),
+            ("--missing-rate", s.missing_rate.to_string()),
         ];
         if let Some(r) = s.api_rate_limit {
-            args.extend(["--rate-limit".into(), r.to_string()]);
+            flags.push(("--rate-limit", r.to_string()));
         }
         if let Some(d) = s.drift_after_pages {
-            args.extend(["--drift-after-pages".into(), d.to_string()]);
+            flags.push(("--drift-after-pages", d.to_string()));
+        }
+        let mut args: Vec<String> = vec!["sample-api".into()];
+        for (flag, value) in flags {
+            args.extend([flag.to_string(), value]);
         }
         self.spawn("sample-api", &args)?;
         let url = format!("http://127.0.0.1:{}/healthz", self.api_port);

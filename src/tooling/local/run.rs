@@ -1,14 +1,14 @@
 //! One local run from start to finish: topics, sample API, every stage, `extract --once`,
-//! wait until every record is accounted for, then the summary.
+//! the injected crashes, wait until every record is accounted for, then the [`Outcome`] and
+//! the summary a person reads.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use rdkafka::message::Message as _;
-
 use super::tally::{self, Failed, TopicCount, Window};
+use super::watch::{written, Progress, Seen, Watch};
 use super::{LocalError, LocalPipeline, STAGES};
-use crate::config::TopicRole;
+use crate::config::{Config, TopicRole};
 
 /// A crash to inject: SIGKILL `stage` once `after_rows` records are accounted for downstream
 /// (MySQL rows + dead letters of clean/score + quarantine), then restart it.
@@ -59,23 +59,8 @@ pub async fn run(
         p.start(s, &[])?;
     }
     let cfg = p.cfg.clone();
-    let table = tally::mysql_table(&cfg)?;
-    let pool = tally::mysql_pool(&cfg).await?;
-    let coll = tally::mongo_collection(&cfg).await?;
-
-    // Followed incrementally: each poll reads only what is new (a full scan per poll, or a
-    // Mongo count, costs seconds at 1 M records and competes with the stages for the CPU).
-    let mut dl_follow = tally::Follower::new(&cfg, TopicRole::DeadLetter)?;
-    let mut q_follow = tally::Follower::new(&cfg, TopicRole::Quarantine)?;
-    let mut scored_follow = tally::Follower::new(&cfg, TopicRole::Scored)?;
-    let mut fetch_to_scored_ms: Vec<u32> = Vec::new();
-    let scored_topic = cfg.topics.name(TopicRole::Scored);
-    let mongo_progress =
-        tally::GroupProgress::new(&cfg, "sink-mongo", &scored_topic, &scored_follow.partitions)?;
-    let mut dl = Failed::default();
-    let mut q = Failed::default();
-    let mut spans: BTreeMap<&str, (Instant, Instant)> = BTreeMap::new();
-    let mut ready: BTreeMap<String, bool> = STAGES.iter().map(|s| (s.to_string(), false)).collect();
+    let stores = Stores::open(&cfg).await?;
+    let mut w = Watch::new(&cfg)?;
 
     let started = Instant::now();
     p.start("extract", &["--once"])?;
@@ -88,104 +73,110 @@ pub async fn run(
             p.check_alive(s)?;
         }
         if raw_total.is_none() {
-            p.sample("extract");
-            if let Some(status) = p.exited("extract") {
-                if !status.success() {
-                    return Err(LocalError::Other(format!(
-                        "extract exited with {status}; last lines of {}:\n{}",
-                        p.log_path("extract").display(),
-                        super::tail(&p.log_path("extract"), 20)
-                    )));
-                }
-                raw_total = Some(tally::count_topic(&cfg, TopicRole::Raw)?.records);
-            }
+            raw_total = extracted(p, &cfg)?;
         }
-        for (stage, ok) in ready.iter_mut().filter(|(_, ok)| !**ok) {
-            *ok = p.ready(stage).await;
-        }
-        dl_follow.drain(|m| dl.add(m))?;
-        q_follow.drain(|m| q.add(m))?;
-        scored_follow.drain(|m| {
-            let fetched = m.headers().and_then(crate::kafka::headers::fetched_at_ms);
-            if let (Some(f), Some(ts)) = (fetched, m.timestamp().to_millis()) {
-                fetch_to_scored_ms.push((ts - f).clamp(0, u32::MAX as i64) as u32);
-            }
-        })?;
-        let mysql_at = tally::mysql_progress(&cfg, &pool, &scored_topic).await?;
-        let mongo_at = mongo_progress.committed()?;
-        // When each sink was first seen writing, and when it had written everything so far.
-        for (sink, at) in [("sink-mysql", &mysql_at), ("sink-mongo", &mongo_at)] {
-            if at.values().any(|o| *o > 0) {
-                let e = spans
-                    .entry(sink)
-                    .or_insert((Instant::now(), Instant::now()));
-                if !scored_follow.reached_by(at) || e.0 == e.1 {
-                    e.1 = Instant::now();
-                }
-            }
-        }
-        let written = |at: &std::collections::HashMap<i32, i64>| -> u64 {
-            // Records below the stored offsets (transaction markers make this a slight over-count).
-            at.values().map(|o| (*o).max(0) as u64).sum::<u64>()
-        };
-        let upstream = dl.count_stage("clean") + dl.count_stage("score");
-        let quarantined = q.total();
-        // Crash points count every record accounted for downstream (written by sink-mysql,
-        // dead letters, quarantine): how many windows fail on drift varies with timing.
-        let mysql_written = written(&mysql_at).min(scored_follow.records);
-        let accounted = mysql_written + upstream + quarantined;
-        if let Some(i) = pending.iter().position(|c| accounted >= c.after_rows) {
-            let c = pending.remove(i);
-            p.kill9(&c.stage)?;
-            crashed.push(format!(
-                "{} killed with SIGKILL at {accounted} records accounted for ({mysql_written} written to MySQL), restarted",
-                c.stage
-            ));
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            p.restart(&c.stage, &[])?;
+        w.check_ready(p).await;
+        let at = w.poll(&stores.pool).await?;
+        // Crash points count every record accounted for downstream: how many windows fail on
+        // drift varies with timing.
+        if let Some(i) = pending.iter().position(|c| at.accounted() >= c.after_rows) {
+            crashed.push(crash(p, pending.remove(i), &at).await?);
         }
         if progress && last_print.elapsed() > Duration::from_secs(2) {
             last_print = Instant::now();
-            eprintln!(
-                "  … {:>5.1}s  raw {}  scored {}  written: mysql {}  mongo {}  dead letters {}  quarantined {quarantined}",
-                started.elapsed().as_secs_f64(),
-                raw_total.map(|r| r.to_string()).unwrap_or_else(|| "(extracting)".into()),
-                scored_follow.records,
-                mysql_written,
-                written(&mongo_at).min(scored_follow.records),
-                dl.total()
-            );
+            print_progress(started, raw_total, &at);
         }
-        if let Some(raw) = raw_total {
-            // Every raw record is scored, quarantined or a dead letter of clean/score, and
-            // both sinks stored offsets past the last scored record.
-            let scored_all = scored_follow.records + upstream + quarantined >= raw;
-            if scored_all
-                && scored_follow.reached_by(&mysql_at)
-                && scored_follow.reached_by(&mongo_at)
-                && pending.is_empty()
-            {
-                break;
-            }
+        if raw_total.is_some_and(|raw| w.landed(raw, &at)) && pending.is_empty() {
+            break;
         }
         if started.elapsed() > timeout {
             return Err(LocalError::Other(format!(
                 "not every record landed within {timeout:?}: raw {raw_total:?}, scored {}, \
-                 written to mysql {mysql_written}, mongo {}, dead letters {}, quarantined {quarantined}; logs in {}",
-                scored_follow.records,
-                written(&mongo_at),
-                dl.total(),
+                 written to mysql {}, mongo {}, dead letters {}, quarantined {}; logs in {}",
+                at.scored,
+                at.mysql_written(),
+                written(&at.mongo_at),
+                at.dead_letters,
+                at.quarantined,
                 p.dir.display()
             )));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let elapsed = started.elapsed();
-    fetch_to_scored_ms.sort_unstable();
-    let sink_spans = spans
-        .into_iter()
-        .map(|(k, (a, b))| (k.to_string(), b.duration_since(a)))
-        .collect();
+    finish(p, w.seen(), elapsed, crashed, stores).await
+}
+
+/// The run's MySQL table and Mongo collection, as the tally reads them.
+struct Stores {
+    table: String,
+    pool: sqlx::MySqlPool,
+    coll: mongodb::Collection<mongodb::bson::Document>,
+}
+
+impl Stores {
+    async fn open(cfg: &Config) -> Result<Self, LocalError> {
+        Ok(Stores {
+            table: tally::mysql_table(cfg)?,
+            pool: tally::mysql_pool(cfg).await?,
+            coll: tally::mongo_collection(cfg).await?,
+        })
+    }
+}
+
+/// Once extract `--once` has exited: the records it produced to `raw` (`None` while it runs).
+fn extracted(p: &mut LocalPipeline, cfg: &Config) -> Result<Option<u64>, LocalError> {
+    p.sample("extract");
+    let Some(status) = p.exited("extract") else {
+        return Ok(None);
+    };
+    if !status.success() {
+        return Err(LocalError::Other(format!(
+            "extract exited with {status}; last lines of {}:\n{}",
+            p.log_path("extract").display(),
+            super::tail(&p.log_path("extract"), 20)
+        )));
+    }
+    Ok(Some(tally::count_topic(cfg, TopicRole::Raw)?.records))
+}
+
+/// Kills the crash's stage with SIGKILL and restarts it; returns the line for the summary.
+async fn crash(p: &mut LocalPipeline, c: Crash, at: &Progress) -> Result<String, LocalError> {
+    p.kill9(&c.stage)?;
+    let line = format!(
+        "{} killed with SIGKILL at {} records accounted for ({} written to MySQL), restarted",
+        c.stage,
+        at.accounted(),
+        at.mysql_written()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.restart(&c.stage, &[])?;
+    Ok(line)
+}
+
+fn print_progress(started: Instant, raw_total: Option<u64>, at: &Progress) {
+    eprintln!(
+        "  … {:>5.1}s  raw {}  scored {}  written: mysql {}  mongo {}  dead letters {}  quarantined {}",
+        started.elapsed().as_secs_f64(),
+        raw_total.map(|r| r.to_string()).unwrap_or_else(|| "(extracting)".into()),
+        at.scored,
+        at.mysql_written(),
+        written(&at.mongo_at).min(at.scored),
+        at.dead_letters,
+        at.quarantined
+    );
+}
+
+/// Reads the figures only the running processes know, stops them, then tallies the topics
+/// and the stores.
+async fn finish(
+    p: &mut LocalPipeline,
+    seen: Seen,
+    elapsed: Duration,
+    crashes: Vec<String>,
+    stores: Stores,
+) -> Result<Outcome, LocalError> {
+    let cfg = p.cfg.clone();
     let mut commit_latency = BTreeMap::new();
     for s in ["sink-mysql", "sink-mongo"] {
         if let Some(text) = p.metrics(s).await {
@@ -215,9 +206,9 @@ pub async fn run(
     ] {
         topics.insert(role.key(), tally::count_topic(&cfg, role)?);
     }
-    let source_records = p.source.records;
+    let Stores { table, pool, coll } = stores;
     Ok(Outcome {
-        source_records,
+        source_records: p.source.records,
         topics,
         dead_letters: tally::failed(&cfg, TopicRole::DeadLetter)?,
         quarantine: tally::failed(&cfg, TopicRole::Quarantine)?,
@@ -225,13 +216,13 @@ pub async fn run(
         mysql_rows: tally::mysql_rows(&pool, &table).await?,
         mongo_docs: tally::mongo_docs(&coll).await?,
         commit_latency,
-        fetch_to_scored_ms,
-        sink_spans,
-        ready,
+        fetch_to_scored_ms: seen.fetch_to_scored_ms,
+        sink_spans: seen.sink_spans,
+        ready: seen.ready,
         elapsed,
         mysql_span_ms: tally::load_span_ms(&pool, &table).await?,
         resources,
-        crashes: crashed,
+        crashes,
         table,
     })
 }
@@ -297,7 +288,6 @@ pub fn latency_lines(o: &Outcome, when: &str) -> String {
 /// The summary a person reads at a glance.
 pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
     let mut s = String::new();
-    let cfg = &p.cfg;
     let _ = writeln!(s, "\n═══ etl-pipe run {} ═══", p.run_id);
     let _ = writeln!(
         s,
@@ -306,30 +296,34 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         p.source.tiers.len() * p.source.divisions.len(),
         p.source.page_size
     );
+    render_topics(&mut s, &p.cfg, o);
+    render_landed(&mut s, &p.cfg, o);
+    render_dead_letters(&mut s, o);
+    render_windows(&mut s, o);
+    render_speed(&mut s, o);
+    render_next_steps(&mut s, p, o);
+    s
+}
+
+fn render_topics(s: &mut String, cfg: &Config, o: &Outcome) {
     let _ = writeln!(s, "\nRecords per topic (committed)");
-    for (k, c) in &o.topics {
+    let mut line = |name: &str, records: u64, role: TopicRole| {
         let _ = writeln!(
             s,
             "  {:<10} {:>9}   {}",
-            k,
-            c.records,
-            cfg.topics.name(role_of(k))
+            name,
+            records,
+            cfg.topics.name(role)
         );
+    };
+    for (k, c) in &o.topics {
+        line(k, c.records, role_of(k));
     }
-    let _ = writeln!(
-        s,
-        "  {:<10} {:>9}   {}",
-        "dead-letter",
-        o.dead_letters.total(),
-        cfg.topics.name(TopicRole::DeadLetter)
-    );
-    let _ = writeln!(
-        s,
-        "  {:<10} {:>9}   {}",
-        "quarantine",
-        o.quarantine.total(),
-        cfg.topics.name(TopicRole::Quarantine)
-    );
+    line("dead-letter", o.dead_letters.total(), TopicRole::DeadLetter);
+    line("quarantine", o.quarantine.total(), TopicRole::Quarantine);
+}
+
+fn render_landed(s: &mut String, cfg: &Config, o: &Outcome) {
     let _ = writeln!(s, "\nLanded");
     let _ = writeln!(
         s,
@@ -343,6 +337,9 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         cfg.mongo.database,
         cfg.sink.mongo.collection.clone().unwrap_or_default()
     );
+}
+
+fn render_dead_letters(s: &mut String, o: &Outcome) {
     let _ = writeln!(s, "\nDead letters by reason");
     if o.dead_letters.by_reason.is_empty() {
         let _ = writeln!(s, "  none");
@@ -350,6 +347,9 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
     for ((stage, kind), n) in &o.dead_letters.by_reason {
         let _ = writeln!(s, "  {stage:<11} {kind:<22} {n:>7}");
     }
+}
+
+fn render_windows(s: &mut String, o: &Outcome) {
     let _ = writeln!(s, "\nQuality windows (score)");
     let mut by: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for w in &o.windows {
@@ -373,6 +373,9 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
             w.reasons.first().cloned().unwrap_or_default()
         );
     }
+}
+
+fn render_speed(s: &mut String, o: &Outcome) {
     let _ = writeln!(s, "\nSpeed");
     let secs = o.elapsed.as_secs_f64();
     let _ = writeln!(
@@ -400,6 +403,10 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
             not_ready.join(", ")
         );
     }
+}
+
+fn render_next_steps(s: &mut String, p: &LocalPipeline, o: &Outcome) {
+    let cfg = &p.cfg;
     let _ = writeln!(s, "\nWhere to look next");
     let cfgp = p.dir.join("config.toml");
     let _ = writeln!(s, "  etl-pipe status --config {}", cfgp.display());
@@ -423,7 +430,6 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
         s,
         "\nThe local stack keeps running. Stop it with: bash deploy/local/stack.sh down"
     );
-    s
 }
 
 fn role_of(key: &str) -> TopicRole {

@@ -10,6 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::LocalError;
 use crate::config::{Config, TopicRole};
 use crate::kafka::headers as h;
+use crate::kafka::MetadataError;
 
 /// The tally's reader: a read_committed consumer with librdkafka's own (large) pre-fetch
 /// limits. The stages' memory caps would make it fetch a few thousand records per round trip
@@ -23,6 +24,15 @@ fn reader_config(cfg: &Config) -> rdkafka::ClientConfig {
     cc
 }
 
+/// The partition ids of `topic` ([`crate::kafka::partitions`]), `None` when it does not exist.
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Option<Vec<i32>>, LocalError> {
+    match crate::kafka::partitions(consumer.client(), topic, Duration::from_secs(10)) {
+        Ok(ids) => Ok(Some(ids)),
+        Err(MetadataError::NoTopic(_)) => Ok(None),
+        Err(MetadataError::Kafka { source, .. }) => Err(source.into()),
+    }
+}
+
 /// Reads a topic from its start to its current end (committed data only), calling `f` per record.
 pub fn scan(
     cfg: &Config,
@@ -31,21 +41,16 @@ pub fn scan(
 ) -> Result<u64, LocalError> {
     let cc = reader_config(cfg);
     let consumer: BaseConsumer = cc.create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let Some(t) = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-    else {
+    let Some(ids) = partitions(&consumer, topic)? else {
         return Ok(0);
     };
     let mut tpl = TopicPartitionList::new();
     let mut ends = std::collections::BTreeMap::new();
-    for p in t.partitions() {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+    for p in ids {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if hi > lo {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-            ends.insert(p.id(), hi);
+            tpl.add_partition_offset(topic, p, Offset::Offset(lo))?;
+            ends.insert(p, hi);
         }
     }
     if ends.is_empty() {
@@ -179,23 +184,16 @@ impl Follower {
         let topic = cfg.topics.name(role);
         let cc = reader_config(cfg);
         let consumer: BaseConsumer = cc.create()?;
-        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let mut tpl = TopicPartitionList::new();
-        for t in md.topics().iter().filter(|t| t.name() == topic) {
-            if let Some(e) = t.error() {
-                return Err(LocalError::Other(format!("topic {topic}: {e:?}")));
-            }
-            for p in t.partitions() {
-                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;
-            }
-        }
-        if tpl.count() == 0 {
+        let Some(partitions) = partitions(&consumer, &topic)? else {
             return Err(LocalError::Other(format!(
                 "topic {topic} has no partitions"
             )));
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
         }
         consumer.assign(&tpl)?;
-        let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
         Ok(Follower {
             consumer,
             ends: BTreeMap::new(),
@@ -519,9 +517,8 @@ pub async fn mongo_collection(
     Ok(client.database(&cfg.mongo.database).collection(&coll))
 }
 
-/// Documents in the collection: the `count` of `collStats` (FerretDB answers it with an SQL
-/// count: 2.4 s for 1 M documents, where `count_documents` took 81 s and 8 GiB in FerretDB),
-/// else `count_documents`.
+/// Documents in the collection: the `count` of `collStats`, else `count_documents` (far slower
+/// and heavier in FerretDB at 1 M documents; figures in docs/notes/bench-e2e.md).
 pub async fn mongo_docs(
     coll: &mongodb::Collection<mongodb::bson::Document>,
 ) -> Result<u64, LocalError> {

@@ -354,20 +354,10 @@ mod tests {
         assert_eq!(a, Dataset::new(100, 10, 42).entry_json(5));
         assert_ne!(a, Dataset::new(100, 10, 43).entry_json(5));
         let v: serde_json::Value = serde_json::from_str(&a).unwrap();
-        for f in [
-            "summonerId",
-            "summonerName",
-            "queueType",
-            "tier",
-            "rank",
-            "leaguePoints",
-            "wins",
-            "losses",
-            "veteran",
-            "inactive",
-            "freshBlood",
-            "hotStreak",
-        ] {
+        for f in ["summonerId", "queueType", "tier", "rank"]
+            .into_iter()
+            .chain(OPTIONAL)
+        {
             assert!(v.get(f).is_some(), "{f} missing in {a}");
         }
         assert_eq!(v["summonerId"], d.key(5));

@@ -206,8 +206,14 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Auth, then the rate limit. `Some(response)` when the request stops here.
-fn gate(s: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Option<Response> {
+/// Decodes the query string, then auth, then the rate limit: the query's parameters, or the
+/// answer when the request stops here (boxed: a `Response` is large, the refusal rare).
+fn gate(
+    s: &Shared,
+    headers: &HeaderMap,
+    q: Option<&str>,
+) -> Result<HashMap<String, String>, Box<Response>> {
+    let query = query_map(q);
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(token) = &s.opts.token {
         let given = headers
@@ -218,11 +224,14 @@ fn gate(s: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Opt
         match given {
             None => {
                 s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-                return Some(riot_error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+                return Err(Box::new(riot_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                )));
             }
             Some(g) if g != token.expose() => {
                 s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-                return Some(riot_error(StatusCode::FORBIDDEN, "Forbidden"));
+                return Err(Box::new(riot_error(StatusCode::FORBIDDEN, "Forbidden")));
             }
             Some(_) => {}
         }
@@ -248,10 +257,10 @@ fn gate(s: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Opt
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r.headers_mut()
                 .insert("x-rate-limit-type", HeaderValue::from_static("application"));
-            return Some(r);
+            return Err(Box::new(r));
         }
     }
-    None
+    Ok(query)
 }
 
 async fn entries(
@@ -260,10 +269,10 @@ async fn entries(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = query_map(q.as_deref());
-    if let Some(r) = gate(&s, &headers, &query) {
-        return r;
-    }
+    let query = match gate(&s, &headers, q.as_deref()) {
+        Ok(query) => query,
+        Err(r) => return *r,
+    };
     let Some(c) = s.opts.dataset.stream_index(&queue, &tier, &division) else {
         return riot_error(
             StatusCode::BAD_REQUEST,
@@ -323,9 +332,8 @@ async fn status(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let query = query_map(q.as_deref());
-    if let Some(r) = gate(&s, &headers, &query) {
-        return r;
+    if let Err(r) = gate(&s, &headers, q.as_deref()) {
+        return *r;
     }
     (
         StatusCode::OK,

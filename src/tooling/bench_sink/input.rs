@@ -1,0 +1,165 @@
+//! The benchmark's input: realistic scored league records, the fresh topics they go to, and
+//! producing them (Avro, the real codec) round-robin over the partitions.
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::fatal;
+use crate::codec::Codec;
+use crate::config::{Config, TopicRole};
+use crate::record::{Record, RecordSchema, Value};
+use crate::stages::sinks::SinkError;
+
+/// A realistic scored league entry, varied by `i`.
+pub fn league_record(schema: &RecordSchema, i: usize) -> Record {
+    const TIERS: [&str; 6] = ["IRON", "BRONZE", "SILVER", "GOLD", "PLATINUM", "DIAMOND"];
+    const RANKS: [&str; 4] = ["I", "II", "III", "IV"];
+    let wins = (i * 7 % 300) as i32;
+    let losses = (i * 11 % 280) as i32;
+    let games = wins + losses;
+    let mut r = Record::new();
+    for f in &schema.fields {
+        let v = match f.name.as_str() {
+            "summoner_id" => Value::String(format!("summoner-{i:010}-{:016x}", i * 2_654_435_761)),
+            "summoner_name" => Value::String(format!("Player {i}")),
+            "queue_type" => Value::String("RANKED_SOLO_5x5".into()),
+            "tier" => Value::String(TIERS[i % 6].into()),
+            "rank" => Value::String(RANKS[i % 4].into()),
+            "league_points" => Value::Int((i % 100) as i32),
+            "wins" => Value::Int(wins),
+            "losses" => Value::Int(losses),
+            "veteran" => Value::Boolean(i % 3 == 0),
+            "inactive" => Value::Boolean(false),
+            "fresh_blood" => Value::Boolean(i % 5 == 0),
+            "hot_streak" => Value::Boolean(i % 7 == 0),
+            "games" => Value::Int(games),
+            "win_rate" if games > 0 => Value::Double(wins as f64 / games as f64),
+            "source" => Value::String("riot-league-v4".into()),
+            "trace_id" => Value::String(format!("{:032x}", (i as u128) * 0x9E37_79B9_7F4A_7C15)),
+            "source_topic" => Value::String("etl.raw".into()),
+            "source_partition" => Value::Int((i % 3) as i32),
+            "source_offset" => Value::Long(i as i64),
+            "fetched_at" => Value::TimestampMillis(1_700_000_000_000 + i as i64),
+            "quality_window" => Value::String(format!(
+                "etl.cleaned/{}/{}-{}",
+                i % 3,
+                i / 1000 * 1000,
+                i / 1000 * 1000 + 999
+            )),
+            "quality_decision" => Value::String("PASS".into()),
+            _ => match (&f.ty, f.nullable) {
+                (_, true) => Value::Null,
+                (crate::record::FieldType::String, _) => Value::String(format!("v{i}")),
+                (crate::record::FieldType::Int, _) => Value::Int(i as i32),
+                (crate::record::FieldType::Long, _) => Value::Long(i as i64),
+                (crate::record::FieldType::TimestampMillis, _) => Value::TimestampMillis(i as i64),
+                (crate::record::FieldType::Boolean, _) => Value::Boolean(true),
+                _ => Value::Double(i as f64),
+            },
+        };
+        r.fields.push((f.name.clone(), v));
+    }
+    r
+}
+
+/// The record's Kafka key: its `summoner_id`.
+pub(super) fn key_of(r: &Record, i: usize) -> String {
+    match r.get("summoner_id") {
+        Some(Value::String(s)) => s.clone(),
+        _ => format!("k{i}"),
+    }
+}
+
+pub(super) async fn create_topics(cfg: &Config, partitions: i32) -> Result<(), SinkError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::kafka::base_config(&cfg.kafka)
+            .create()
+            .map_err(|e| fatal("creating the admin client", e))?;
+    let scored = cfg.topics.name(TopicRole::Scored);
+    let dl = cfg.topics.name(TopicRole::DeadLetter);
+    let topics = [
+        NewTopic::new(&scored, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dl, 1, TopicReplication::Fixed(1)),
+    ];
+    admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .map_err(|e| fatal("creating topics", e))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+pub(super) async fn delete_topics(cfg: &Config) {
+    if let Ok(admin) =
+        crate::kafka::base_config(&cfg.kafka).create::<AdminClient<DefaultClientContext>>()
+    {
+        let names = [
+            cfg.topics.name(TopicRole::Scored),
+            cfg.topics.name(TopicRole::DeadLetter),
+        ];
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
+    }
+}
+
+/// Produces `n` encoded records round-robin over the partitions; returns records/s.
+pub(super) async fn produce(
+    cfg: &Config,
+    codec: &Codec,
+    n: usize,
+    partitions: i32,
+) -> Result<f64, SinkError> {
+    let producer: FutureProducer = crate::kafka::producer_config(&cfg.kafka)
+        .create()
+        .map_err(|e| fatal("creating the producer", e))?;
+    let topic = cfg.topics.name(TopicRole::Scored);
+    let schema = codec.schema().clone();
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 20_000).min(n);
+        let mut futs = Vec::with_capacity(end - i);
+        for j in i..end {
+            let r = league_record(&schema, j);
+            let key = key_of(&r, j);
+            let bytes = codec.encode(&r).map_err(|e| fatal("encoding", e))?;
+            let tp = format!("00-{:032x}-{:016x}-01", (j as u128) + 1, j + 1);
+            let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: crate::kafka::headers::TRACEPARENT,
+                value: Some(tp.as_str()),
+            });
+            let mut rec = FutureRecord::to(&topic)
+                .partition((j as i32) % partitions)
+                .key(key.as_bytes())
+                .payload(&bytes)
+                .headers(headers);
+            // Enqueue now; wait for room when librdkafka's queue is full.
+            loop {
+                match producer.send_result(rec) {
+                    Ok(f) => {
+                        futs.push(f);
+                        break;
+                    }
+                    Err((e, back)) => {
+                        if e.rdkafka_error_code()
+                            != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        {
+                            return Err(fatal("producing", e));
+                        }
+                        rec = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+        for f in futs {
+            f.await
+                .map_err(|e| fatal("producing", e))?
+                .map_err(|(e, _)| fatal("producing", e))?;
+        }
+        i = end;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
