@@ -22,6 +22,8 @@ pub enum End {
     StopTimedOut,
     /// SIGKILL (a crash test).
     Killed,
+    /// Exited by itself (extract `--once`).
+    Exited,
 }
 
 /// One instance of a stage over the run (restarts included).
@@ -249,7 +251,10 @@ impl LocalPipeline {
                 if v.is_empty() {
                     "-".to_string()
                 } else {
-                    v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+                    v.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 }
             };
             let ended = match i.end {
@@ -257,6 +262,7 @@ impl LocalPipeline {
                 Some((_, End::Stopped)) => "SIGTERM".into(),
                 Some((_, End::StopTimedOut)) => "SIGTERM→KILL".into(),
                 Some((_, End::Killed)) => "SIGKILL".into(),
+                Some((_, End::Exited)) => "exited".into(),
             };
             let life = format!(
                 "{:.0}–{}",
@@ -283,6 +289,16 @@ impl LocalPipeline {
             );
         }
         s
+    }
+}
+
+/// Instances per stage (`--scale clean=3,sink-mysql=2`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scale(pub Vec<(String, usize)>);
+
+impl Scale {
+    pub fn parse(spec: &str) -> Result<Scale, String> {
+        parse_scale(spec).map(Scale)
     }
 }
 

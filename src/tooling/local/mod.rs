@@ -8,6 +8,7 @@
 //! This module owns [`LocalPipeline`]: a run's config and its processes (start, crash,
 //! restart, stop, resource use, clean-up). [`run`] drives one run, `watch` follows it while it
 //! goes, [`tally`] counts where the records ended up, [`cli`] holds the commands.
+mod bench_scale;
 pub mod cli;
 pub mod instances;
 pub mod run;
@@ -191,7 +192,22 @@ impl LocalPipeline {
                 .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
                 .cloned(),
         );
-        let cfg = Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
+        let mut cfg =
+            Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
+        // Against a cluster (ETL__KAFKA__BROKERS), unless the replication is set explicitly:
+        // min(3, brokers), as the cluster's min.insync.replicas=2 needs.
+        const RF: &str = "ETL__TOPICS__REPLICATION_FACTOR";
+        if !all_env.iter().any(|(k, _)| k == RF) {
+            if let Some(rf) = scenario::replication_for(&cfg) {
+                env.push((RF.into(), rf.to_string()));
+                all_env.push((RF.into(), rf.to_string()));
+                cfg = Config::from_toml_with_env(
+                    &text,
+                    &base_config.display().to_string(),
+                    &all_env,
+                )?;
+            }
+        }
         std::fs::write(dir.join("config.toml"), cfg.to_toml())
             .map_err(io("writing the run's config"))?;
         let base_config = std::fs::canonicalize(base_config)
@@ -465,6 +481,9 @@ impl LocalPipeline {
         // (a high-water mark only grows; the last sample is at most one poll old).
         let rss = self.seen.get(name).map_or(0, |s| s.1);
         self.finished.insert(name.to_string(), (st, cpu, rss));
+        if let Some(i) = self.instances.get_mut(name) {
+            i.ended(instances::End::Exited);
+        }
         Some(st)
     }
 
@@ -476,7 +495,9 @@ impl LocalPipeline {
     /// SIGKILL, as a crash; for a stage, its first running instance. Returns the name killed.
     pub fn kill9(&mut self, name: &str) -> Result<String, LocalError> {
         let Some(name) = self.resolve(name).into_iter().next() else {
-            return Err(LocalError::Other(format!("no running process {name} to kill")));
+            return Err(LocalError::Other(format!(
+                "no running process {name} to kill"
+            )));
         };
         if let Some(mut c) = self.children.remove(&name) {
             c.kill().map_err(io(format!("killing {name}")))?;

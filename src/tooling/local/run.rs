@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::scenario::{Action, Event, Figures, Runner, Sample, Step};
 use super::tally::{self, Failed, TopicCount, Window};
 use super::watch::{written, Progress, Seen, Watch};
-use super::scenario::{Action, Event, Figures, Runner, Sample, Step};
 use super::{LocalError, LocalPipeline, STAGES};
 use crate::config::{Config, TopicRole};
 
@@ -451,7 +451,11 @@ fn render_speed(s: &mut String, o: &Outcome) {
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
     }
-    for e in o.events.iter().filter(|e| !matches!(e.action, Action::Kill(_))) {
+    for e in o
+        .events
+        .iter()
+        .filter(|e| !matches!(e.action, Action::Kill(_)))
+    {
         let _ = writeln!(
             s,
             "  at {:>5.1} s (done {:>5.1} s): {}",

@@ -120,14 +120,36 @@ pub fn cluster_env() -> Result<Vec<(String, String)>, LocalError> {
     ])
 }
 
+/// The replication factor for a run whose config does not set one explicitly: min(3, brokers)
+/// when the brokers are more than one (`None`: keep the config's; also when Kafka does not
+/// answer, which the run reports soon enough).
+pub fn replication_for(cfg: &Config) -> Option<i32> {
+    let consumer: BaseConsumer = crate::kafka::consumer_config(&cfg.kafka, "replication")
+        .create()
+        .ok()?;
+    let md = consumer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .ok()?;
+    let brokers = md.brokers().len() as i32;
+    (brokers > 1 && cfg.topics.replication_factor < brokers.min(3)).then(|| brokers.min(3))
+}
+
 /// Per broker id, the partitions of `topics` it leads.
-pub fn leaders(cfg: &Config, topics: &[String]) -> Result<BTreeMap<i32, Vec<(String, i32)>>, LocalError> {
+pub fn leaders(
+    cfg: &Config,
+    topics: &[String],
+) -> Result<BTreeMap<i32, Vec<(String, i32)>>, LocalError> {
     let consumer: BaseConsumer = crate::kafka::consumer_config(&cfg.kafka, "leaders").create()?;
     let md = consumer
         .client()
         .fetch_metadata(None, Duration::from_secs(10))?;
     let mut out: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
-    for t in md.topics().iter().filter(|t| topics.iter().any(|n| n == t.name())) {
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|n| n == t.name()))
+    {
         for p in t.partitions() {
             out.entry(p.leader())
                 .or_default()
@@ -227,7 +249,7 @@ impl Runner {
                     None => busiest_leader(&p.cfg)?,
                 };
                 let scored = p.cfg.topics.name(TopicRole::Scored);
-                ev.led_scored = leaders(&p.cfg, &[scored.clone()])?
+                ev.led_scored = leaders(&p.cfg, std::slice::from_ref(&scored))?
                     .remove(&node)
                     .unwrap_or_default()
                     .into_iter()
@@ -289,7 +311,10 @@ impl Runner {
                 .wait()
                 .map_err(|e| LocalError::Other(format!("waiting for stack.sh: {e}")))?;
             if !st.success() {
-                return Err(LocalError::Other(format!("`{}` failed ({st})", self.events[i].what)));
+                return Err(LocalError::Other(format!(
+                    "`{}` failed ({st})",
+                    self.events[i].what
+                )));
             }
         }
         Ok(())
@@ -307,12 +332,16 @@ fn busiest_leader(cfg: &Config) -> Result<i32, LocalError> {
         .ok_or_else(|| LocalError::Other("no partition leader found".into()))
 }
 
+/// Seconds from a broker stop to a sink's first commit on any partition, and to its first
+/// commit on every `scored` partition the node led (`None`: not within the run).
+pub type Recovery = (Option<f64>, Option<f64>);
+
 /// What the timeline says about the steps.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {
     /// Per broker stop, per sink: (to the first commit on any partition, to the first commit
     /// on every `scored` partition the node led), seconds.
-    pub broker: Vec<(String, BTreeMap<&'static str, (Option<f64>, Option<f64>)>)>,
+    pub broker: Vec<(String, BTreeMap<&'static str, Recovery>)>,
     /// Per scale / kill step: the longest gap without progress in the 20 s after it (the
     /// sink's commits for a sink, `scored` growing for clean and score), and the median gap
     /// between progress polls over the whole run, seconds.
@@ -347,7 +376,13 @@ impl Figures {
                 Action::BrokerStop(_) => {
                     let mut per = BTreeMap::new();
                     for sink in ["sink-mysql", "sink-mongo"] {
-                        let at = |s: &Sample| if sink == "sink-mysql" { s.mysql.clone() } else { s.mongo.clone() };
+                        let at = |s: &Sample| {
+                            if sink == "sink-mysql" {
+                                s.mysql.clone()
+                            } else {
+                                s.mongo.clone()
+                            }
+                        };
                         let Some(base) = timeline.iter().rev().find(|s| s.at <= e.at) else {
                             continue;
                         };
@@ -409,7 +444,10 @@ impl Figures {
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let secs = |x: Option<f64>| x.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "never".into());
+        let secs = |x: Option<f64>| {
+            x.map(|v| format!("{v:.1} s"))
+                .unwrap_or_else(|| "never".into())
+        };
         for (what, per) in &self.broker {
             let _ = writeln!(s, "  {what}:");
             for (sink, (any, led)) in per {
