@@ -115,18 +115,18 @@ async fn failover(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result
         source,
         &bench_env(args)?,
     )?;
-    let s = Duration::from_secs;
-    let mut steps = vec![Step::after(s(5), Action::Scale("clean".into(), 2))];
+    // By records accounted for downstream, so every step happens while records flow.
+    let at = |pct: u64, a: Action| Step::at(args.failover_records * pct / 100, a);
+    let mut steps = vec![at(5, Action::Scale("clean".into(), 2))];
     if args.cluster {
-        steps.push(Step::after(s(6), Action::BrokerStop(None)));
-        steps.push(Step::after(s(20), Action::BrokerStart));
+        steps.push(at(15, Action::BrokerOutage(None, Duration::from_secs(20))));
     }
     steps.extend([
-        Step::after(s(6), Action::Scale("sink-mysql".into(), 2)),
-        Step::after(s(6), Action::Scale("sink-mongo".into(), 2)),
-        Step::after(s(6), Action::Kill("clean".into())),
-        Step::after(s(6), Action::Scale("clean".into(), 1)),
-        Step::after(s(6), Action::Scale("sink-mysql".into(), 1)),
+        at(30, Action::Scale("sink-mysql".into(), 2)),
+        at(40, Action::Scale("sink-mongo".into(), 2)),
+        at(50, Action::Kill("clean".into())),
+        at(60, Action::Scale("clean".into(), 1)),
+        at(70, Action::Scale("sink-mysql".into(), 1)),
     ]);
     eprintln!(
         "failover run {id}: {} records at ≈ {:.0} records/s, brokers {}",

@@ -20,9 +20,11 @@ use crate::config::{Config, TopicRole};
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
     /// Once this many records are accounted for downstream (MySQL rows written, dead letters
-    /// of clean and score, quarantine).
+    /// of clean and score, quarantine), even while an earlier step's stack command runs (a
+    /// broker outage goes on while instances join and leave).
     Accounted(u64),
-    /// This long after the step before it finished (the run's start for the first step).
+    /// This long after the step before it finished, its stack command included (the run's
+    /// start for the first step).
     After(Duration),
 }
 
@@ -39,6 +41,9 @@ pub enum Action {
     BrokerStop(Option<i32>),
     /// Start the node the last `BrokerStop` stopped.
     BrokerStart,
+    /// `BrokerStop`, then the node stays down this long, then `BrokerStart`: one background
+    /// command, so that later steps can run during the outage.
+    BrokerOutage(Option<i32>, Duration),
     MysqlRestart,
     MongoRestart,
 }
@@ -72,6 +77,8 @@ pub struct Event {
     pub done: Duration,
     pub action: Action,
     pub what: String,
+    /// Records accounted for downstream when the step ran.
+    pub accounted: u64,
     /// For a broker stop: the node and the `scored` partitions it led.
     pub led_scored: Vec<i32>,
 }
@@ -164,8 +171,8 @@ pub(super) struct Runner {
     steps: std::collections::VecDeque<Step>,
     /// Start of the wait of the next step: the end of the step before it.
     since: Duration,
-    /// A `stack.sh` command running in the background, and the event it belongs to.
-    running: Option<(Child, usize)>,
+    /// `stack.sh` commands running in the background, and the events they belong to.
+    running: Vec<(Child, usize)>,
     stopped_node: Option<i32>,
     pub events: Vec<Event>,
 }
@@ -175,14 +182,14 @@ impl Runner {
         Runner {
             steps: steps.into(),
             since: Duration::ZERO,
-            running: None,
+            running: Vec::new(),
             stopped_node: None,
             events: Vec::new(),
         }
     }
 
     pub(super) fn done(&self) -> bool {
-        self.steps.is_empty() && self.running.is_none()
+        self.steps.is_empty() && self.running.is_empty()
     }
 
     /// Runs the next step if its time has come (and the previous one finished).
@@ -192,21 +199,23 @@ impl Runner {
         now: Duration,
         accounted: u64,
     ) -> Result<(), LocalError> {
-        if let Some((child, i)) = &mut self.running {
+        let mut k = 0;
+        while k < self.running.len() {
+            let (child, i) = &mut self.running[k];
             match child.try_wait() {
                 Ok(Some(st)) => {
                     let i = *i;
-                    self.running = None;
+                    self.running.remove(k);
                     self.events[i].done = now;
                     self.since = now;
                     if !st.success() {
                         return Err(LocalError::Other(format!(
-                            "`{}` failed ({st}); see the stack's logs under run/",
+                            "`{}` failed ({st}); see stack-ops.log in the run's directory",
                             self.events[i].what
                         )));
                     }
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => k += 1,
                 Err(e) => return Err(LocalError::Other(format!("waiting for stack.sh: {e}"))),
             }
         }
@@ -215,7 +224,7 @@ impl Runner {
         };
         let due = match step.when {
             Trigger::Accounted(n) => accounted >= n,
-            Trigger::After(d) => now >= self.since + d,
+            Trigger::After(d) => self.running.is_empty() && now >= self.since + d,
         };
         if !due {
             return Ok(());
@@ -228,9 +237,11 @@ impl Runner {
             done: now,
             action: step.action.clone(),
             what: String::new(),
+            accounted,
             led_scored: Vec::new(),
         };
-        let mut background: Option<Vec<String>> = None;
+        let script = stack_script().display().to_string();
+        let mut background: Option<String> = None;
         match &step.action {
             Action::Scale(stage, n) => {
                 let before = p.instances_of(stage).len();
@@ -243,7 +254,7 @@ impl Runner {
                 p.restart(&name)?;
                 ev.what = format!("SIGKILL {name} at {accounted} records accounted for, restarted");
             }
-            Action::BrokerStop(node) => {
+            Action::BrokerStop(node) | Action::BrokerOutage(node, _) => {
                 let node = match node {
                     Some(n) => *n,
                     None => busiest_leader(&p.cfg)?,
@@ -255,33 +266,46 @@ impl Runner {
                     .into_iter()
                     .map(|(_, part)| part)
                     .collect();
-                self.stopped_node = Some(node);
-                ev.what = format!(
-                    "broker-stop {node} (leader of scored partitions {:?})",
-                    ev.led_scored
-                );
-                background = Some(vec!["broker-stop".into(), node.to_string()]);
+                let stop = format!("bash '{script}' broker-stop {node}");
+                if let Action::BrokerOutage(_, down) = &step.action {
+                    ev.what = format!(
+                        "broker {node} down for {:.0} s (it led scored partitions {:?})",
+                        down.as_secs_f64(),
+                        ev.led_scored
+                    );
+                    background = Some(format!(
+                        "{stop} && sleep {} && bash '{script}' broker-start {node}",
+                        down.as_secs_f64()
+                    ));
+                } else {
+                    self.stopped_node = Some(node);
+                    ev.what = format!(
+                        "broker-stop {node} (leader of scored partitions {:?})",
+                        ev.led_scored
+                    );
+                    background = Some(stop);
+                }
             }
             Action::BrokerStart => {
                 let node = self.stopped_node.take().ok_or_else(|| {
                     LocalError::Other("broker-start without a broker-stop before it".into())
                 })?;
                 ev.what = format!("broker-start {node}");
-                background = Some(vec!["broker-start".into(), node.to_string()]);
+                background = Some(format!("bash '{script}' broker-start {node}"));
             }
             Action::MysqlRestart => {
                 ev.what = "mariadb-restart".into();
-                background = Some(vec!["mariadb-restart".into()]);
+                background = Some(format!("bash '{script}' mariadb-restart"));
             }
             Action::MongoRestart => {
                 ev.what = "ferretdb-restart".into();
-                background = Some(vec!["ferretdb-restart".into()]);
+                background = Some(format!("bash '{script}' ferretdb-restart"));
             }
         }
         let i = self.events.len();
         self.events.push(ev);
         match background {
-            Some(args) => {
+            Some(command) => {
                 let log = std::fs::File::options()
                     .create(true)
                     .append(true)
@@ -289,14 +313,14 @@ impl Runner {
                     .map_err(super::io("opening stack-ops.log"))?;
                 let err = log.try_clone().map_err(super::io("cloning a log handle"))?;
                 let child = Command::new("bash")
-                    .arg(stack_script())
-                    .args(&args)
+                    .arg("-c")
+                    .arg(&command)
                     .stdin(Stdio::null())
                     .stdout(log)
                     .stderr(err)
                     .spawn()
                     .map_err(super::io("running deploy/local/stack.sh"))?;
-                self.running = Some((child, i));
+                self.running.push((child, i));
             }
             None => self.since = now,
         }
@@ -306,7 +330,7 @@ impl Runner {
     /// Waits for a stack command still running (at the end of a run: a broker must be up
     /// again before the tally reads the topics).
     pub(super) fn finish(&mut self) -> Result<(), LocalError> {
-        if let Some((mut child, i)) = self.running.take() {
+        for (mut child, i) in std::mem::take(&mut self.running) {
             let st = child
                 .wait()
                 .map_err(|e| LocalError::Other(format!("waiting for stack.sh: {e}")))?;
@@ -373,7 +397,7 @@ impl Figures {
         f.typical_gap = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
         for e in events {
             match &e.action {
-                Action::BrokerStop(_) => {
+                Action::BrokerStop(_) | Action::BrokerOutage(..) => {
                     let mut per = BTreeMap::new();
                     for sink in ["sink-mysql", "sink-mongo"] {
                         let at = |s: &Sample| {
