@@ -143,12 +143,15 @@ fn steps() -> Vec<Step> {
         at(10, Action::Kill("score".into())),
         at(14, Action::BrokerOutage(None, Duration::from_secs(20))),
         at(22, Action::Scale("sink-mysql".into(), 2)),
-        at(28, Action::Scale("sink-mongo".into(), 2)),
-        at(36, Action::MysqlRestart),
-        at(44, Action::Kill("clean".into())),
-        at(52, Action::MongoRestart),
-        at(60, Action::Kill("sink-mysql".into())),
-        at(68, Action::Kill("sink-mongo".into())),
+        // FerretDB is restarted while ONE sink-mongo writes: restarted under two concurrent
+        // writers, FerretDB 1.24 (SQLite) deadlocked in its first inserts (see the README's
+        // cluster test notes) and the run stalled.
+        at(28, Action::MongoRestart),
+        at(36, Action::Scale("sink-mongo".into(), 2)),
+        at(44, Action::MysqlRestart),
+        at(50, Action::Kill("clean".into())),
+        at(58, Action::Kill("sink-mysql".into())),
+        at(66, Action::Kill("sink-mongo".into())),
         at(78, Action::Scale("clean".into(), 1)),
         at(88, Action::Scale("sink-mysql".into(), 1)),
     ]
