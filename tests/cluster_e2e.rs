@@ -143,17 +143,18 @@ fn steps() -> Vec<Step> {
         at(10, Action::Kill("score".into())),
         at(14, Action::BrokerOutage(None, Duration::from_secs(20))),
         at(22, Action::Scale("sink-mysql".into(), 2)),
-        // FerretDB is restarted while ONE sink-mongo writes: restarted under two concurrent
-        // writers, FerretDB 1.24 (SQLite) deadlocked in its first inserts (see the README's
-        // cluster test notes) and the run stalled.
+        // FerretDB restarted and sink-mongo SIGKILLed while ONE sink-mongo writes: with two
+        // writers, the replay after either (upserts of documents already there) deadlocked
+        // FerretDB 1.24 on SQLite (every insert into the database hung; see the report in
+        // the commit message) and the run stalled.
         at(28, Action::MongoRestart),
-        at(36, Action::Scale("sink-mongo".into(), 2)),
+        at(36, Action::Kill("sink-mongo".into())),
         at(44, Action::MysqlRestart),
         at(50, Action::Kill("clean".into())),
         at(58, Action::Kill("sink-mysql".into())),
-        at(66, Action::Kill("sink-mongo".into())),
-        at(78, Action::Scale("clean".into(), 1)),
-        at(88, Action::Scale("sink-mysql".into(), 1)),
+        at(66, Action::Scale("sink-mongo".into(), 2)),
+        at(76, Action::Scale("clean".into(), 1)),
+        at(86, Action::Scale("sink-mysql".into(), 1)),
     ]
 }
 
