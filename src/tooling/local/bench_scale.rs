@@ -74,7 +74,7 @@ async fn peak(
     env: Vec<(String, String)>,
     scale: &[(String, usize)],
 ) -> Result<(f64, Outcome), LocalError> {
-    let waited = settle(0.7, Duration::from_secs(90)).await;
+    let waited = settle(0.7, Duration::from_secs(30)).await;
     let id = run_id("bench");
     let mut p = LocalPipeline::prepare(
         exe,
@@ -100,7 +100,7 @@ async fn peak(
 
 /// The failover run: records at `--failover-rate` while the steps run.
 async fn failover(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result<(), LocalError> {
-    settle(0.7, Duration::from_secs(90)).await;
+    settle(0.7, Duration::from_secs(30)).await;
     let mut source = SourceOptions::plain(args.failover_records);
     source.page_size = 100;
     let req_per_s = (args.failover_rate / 100.0).floor().max(1.0);
