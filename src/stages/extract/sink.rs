@@ -193,81 +193,104 @@ impl Sink {
             }
             Msg::Page(po) => {
                 let fetched_at = po.fetched_at.to_rfc3339_opts(SecondsFormat::Millis, true);
-                for r in &po.page.records {
-                    let tp = new_traceparent();
-                    let h = OwnedHeaders::new_with_capacity(3)
-                        .insert(Header {
-                            key: headers::TRACEPARENT,
-                            value: Some(&tp),
-                        })
-                        .insert(Header {
-                            key: headers::SOURCE,
-                            value: Some(&self.source),
-                        })
-                        .insert(Header {
-                            key: headers::FETCHED_AT,
-                            value: Some(&fetched_at),
-                        });
-                    self.send(
-                        &self.raw_topic,
-                        r.key.as_bytes(),
-                        po.page.bytes_of(&r.range),
-                        h,
-                    )
-                    .await?;
-                }
-                for d in &po.page.dead {
-                    let tp = new_traceparent();
-                    let index = d.index.to_string();
-                    let h = DeadLetter {
-                        stage: "extract",
-                        kind: d.kind,
-                        message: &d.message,
-                        source: None,
-                    }
-                    .headers_with(&[
-                        (headers::TRACEPARENT, &tp),
-                        (headers::SOURCE, &self.source),
-                        (headers::FETCHED_AT, &fetched_at),
-                        (SOURCE_URL, &po.url),
-                        (SOURCE_INDEX, &index),
-                    ]);
-                    // No trustworthy key: name the element's place instead (readable in Kafdrop).
-                    let key = format!("{}#{}", po.url, d.index);
-                    self.send(
-                        &self.dead_letter_topic,
-                        key.as_bytes(),
-                        po.page.bytes_of(&d.range),
-                        h,
-                    )
-                    .await?;
-                }
-                let pass_id = pass.as_ref().map(|p| p.pass_id.clone()).unwrap_or_default();
-                let prev = progress.get(&po.stream).cloned().or_else(|| {
-                    self.state
-                        .streams
-                        .get(&*po.stream)
-                        .filter(|c| c.pass_id == pass_id)
-                        .cloned()
-                });
-                let (pages, records, dead) = prev
-                    .map(|c| (c.pages, c.records, c.dead_letters))
-                    .unwrap_or((0, 0, 0));
-                progress.insert(
-                    po.stream.clone(),
-                    StreamCheckpoint {
-                        pass_id,
-                        stream: po.stream.to_string(),
-                        position: po.next.clone(),
-                        pages: pages + 1,
-                        records: records + po.page.records.len() as u64,
-                        dead_letters: dead + po.page.dead.len() as u64,
-                        updated_at: Utc::now(),
-                    },
-                );
+                self.send_records(po, &fetched_at).await?;
+                self.send_dead_letters(po, &fetched_at).await?;
+                self.advance(po, progress, pass);
             }
         }
         Ok(())
+    }
+
+    /// The page's good records to `raw`, each with a new trace and the source headers.
+    async fn send_records(&self, po: &PageOut, fetched_at: &str) -> Result<(), KafkaError> {
+        for r in &po.page.records {
+            let tp = new_traceparent();
+            let h = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: headers::TRACEPARENT,
+                    value: Some(&tp),
+                })
+                .insert(Header {
+                    key: headers::SOURCE,
+                    value: Some(&self.source),
+                })
+                .insert(Header {
+                    key: headers::FETCHED_AT,
+                    value: Some(fetched_at),
+                });
+            self.send(
+                &self.raw_topic,
+                r.key.as_bytes(),
+                po.page.bytes_of(&r.range),
+                h,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The page's poison records to `dead-letter`, with the page's URL and their position.
+    async fn send_dead_letters(&self, po: &PageOut, fetched_at: &str) -> Result<(), KafkaError> {
+        for d in &po.page.dead {
+            let tp = new_traceparent();
+            let index = d.index.to_string();
+            let h = DeadLetter {
+                stage: "extract",
+                kind: d.kind,
+                message: &d.message,
+                source: None,
+            }
+            .headers_with(&[
+                (headers::TRACEPARENT, &tp),
+                (headers::SOURCE, &self.source),
+                (headers::FETCHED_AT, fetched_at),
+                (SOURCE_URL, &po.url),
+                (SOURCE_INDEX, &index),
+            ]);
+            // No trustworthy key: name the element's place instead (readable in Kafdrop).
+            let key = format!("{}#{}", po.url, d.index);
+            self.send(
+                &self.dead_letter_topic,
+                key.as_bytes(),
+                po.page.bytes_of(&d.range),
+                h,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the page's stream checkpoint past the page (counts carried on from the last
+    /// checkpoint of the same pass).
+    fn advance(
+        &self,
+        po: &PageOut,
+        progress: &mut HashMap<Arc<str>, StreamCheckpoint>,
+        pass: &Option<PassState>,
+    ) {
+        let pass_id = pass.as_ref().map(|p| p.pass_id.clone()).unwrap_or_default();
+        let prev = progress.get(&po.stream).cloned().or_else(|| {
+            self.state
+                .streams
+                .get(&*po.stream)
+                .filter(|c| c.pass_id == pass_id)
+                .cloned()
+        });
+        let (pages, records, dead) = prev
+            .map(|c| (c.pages, c.records, c.dead_letters))
+            .unwrap_or((0, 0, 0));
+        progress.insert(
+            po.stream.clone(),
+            StreamCheckpoint {
+                pass_id,
+                stream: po.stream.to_string(),
+                position: po.next.clone(),
+                pages: pages + 1,
+                records: records + po.page.records.len() as u64,
+                dead_letters: dead + po.page.dead.len() as u64,
+                updated_at: Utc::now(),
+            },
+        );
     }
 
     fn begin(&self) -> Result<Txn, TxnError> {
