@@ -497,7 +497,6 @@ impl ExtractConfig {
         Ok(())
     }
 
-    /// The credential's source, safe to print.
     /// Resolves the token when the source needs one (the error names the key, not the value).
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
         match self.auth.kind {
@@ -506,6 +505,7 @@ impl ExtractConfig {
         }
     }
 
+    /// The credential's source, safe to print.
     pub fn secret_status(&self) -> Option<String> {
         match self.auth.kind {
             AuthKind::None => None,
