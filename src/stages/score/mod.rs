@@ -33,6 +33,9 @@
 //!
 //! Files: `transform` (the windows on the loop), `window` and `close` (a window and its
 //! closing), `run` (set-up), [`config`] (`[score]`).
+//!
+//! [`QualityReport`]: crate::quality::QualityReport
+//! [`Transform::held_from`]: crate::kafka::eos::Transform::held_from
 pub mod baseline;
 mod close;
 pub mod config;

@@ -1,15 +1,15 @@
 //! The mapping engine: raw JSON bytes → a typed [`Record`] in schema order, or a
 //! [`MappingError`] saying which field is wrong and why. Pure: no I/O, no clock.
 //!
-//! [`Mapper::new`] compiles `[clean]` against the schema once ([`plan`]), and is also the
+//! [`Mapper::new`] compiles `[clean]` against the schema once (`plan`), and is also the
 //! start-up check: every contradiction is a [`ConfigError`](crate::settings::ConfigError)
 //! naming the key (`clean.fields.wins.min`). Per record ([`Mapper::map`], here), fields read
-//! from raw JSON come first, in schema order ([`coerce`]), then derived fields ([`derive`]),
-//! then the checks (`required`, `min`/`max`, `allowed`) apply to every value ([`check`]).
+//! from raw JSON come first, in schema order (`coerce`), then derived fields (`derive`),
+//! then the checks (`required`, `min`/`max`, `allowed`) apply to every value (`check`).
 //!
 //! Lineage fields (`source`, `trace_id`, `source_topic`, `source_partition`,
 //! `source_offset`, `fetched_at`) are filled from [`Lineage`], never from the raw JSON
-//! ([`lineage`]).
+//! (`lineage`).
 mod check;
 mod coerce;
 mod derive;
