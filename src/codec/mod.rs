@@ -2,11 +2,11 @@
 //! resolution of data written with an older schema. It owns the bytes of `etl.cleaned` and
 //! `etl.scored` messages.
 //!
-//! **Framing** (DESIGN.md "Messages"): without a schema registry a message is Avro
-//! single-object encoded, `C3 01` + the schema's CRC-64-AVRO fingerprint (8 bytes, little
-//! endian) + datum. With `kafka.schema_registry_url` set it is the Confluent wire format,
-//! `00` + schema id (4 bytes, big endian) + datum, the schema registered under the subject
-//! `<topic>-value`. Decoders accept both framings whichever is configured.
+//! **Framing**: without a schema registry a message is Avro single-object encoded, `C3 01` +
+//! the schema's CRC-64-AVRO fingerprint (8 bytes, little endian) + datum. With
+//! `kafka.schema_registry_url` set it is the Confluent wire format, `00` + schema id (4 bytes,
+//! big endian) + datum, the schema registered under the subject `<topic>-value`. Decoders
+//! accept both framings whichever is configured.
 //!
 //! **Writer schemas**: a decoder knows its own schema, any schema added with
 //! [`Codec::add_writer_schema`] (e.g. `schemas/history/*.avsc`, by fingerprint) or
