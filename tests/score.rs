@@ -936,6 +936,7 @@ fn a_bad_score_section_fails_naming_the_key() {
             .args(["config", "check"])
             .envs(envs.iter().copied())
             .env("ETL_MYSQL_PASSWORD", "x")
+            .env("ETL_API_TOKEN", "y")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
