@@ -160,9 +160,12 @@ pub async fn drive<W: BatchWriter>(
         rx: Mutex::new(rx),
     };
     let mut cc = crate::kafka::consumer_config(&cfg.kafka, &group);
-    // Fetch big chunks: the sink is throughput-bound.
-    cc.set("fetch.min.bytes", "65536")
-        .set("fetch.wait.max.ms", "100");
+    // Fetch big chunks: the sink is throughput-bound (`kafka.client_options` still wins).
+    crate::kafka::set_defaults(
+        &mut cc,
+        &cfg.kafka,
+        &[("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "100")],
+    );
     let consumer: Driver<W> = cc.create_with_context(ctx).map_err(|e| SinkError::Fatal {
         what: "creating the consumer",
         message: e.to_string(),
