@@ -7,6 +7,8 @@
 #   deploy/local/stack.sh status  show what runs where (exit 1 if something is down)
 #   deploy/local/stack.sh broker-stop N    cluster: stop node N (1..3) with SIGTERM, wait until it is gone
 #   deploy/local/stack.sh broker-start N   cluster: start node N again, wait until it answers
+#   deploy/local/stack.sh mariadb-restart   stop MariaDB (SIGTERM, by pid file) if it runs, start it, wait until it answers
+#   deploy/local/stack.sh ferretdb-restart  the same for FerretDB (failure tests: a database goes away mid-run)
 #
 # Profile: ETL_STACK_PROFILE=single (default) or cluster. Both can run at the same time.
 #   single   one Kafka 4.1 node, broker+controller, 127.0.0.1:9092 (controller 9093), one-node
@@ -621,6 +623,26 @@ broker_start() { # start one node again (formatted storage is kept), wait until 
   say "$(node_name "$1") answers after $((SECONDS - t0))s (its replicas rejoin the ISR once caught up)"
 }
 
+mariadb_restart() { # idempotent: stops it if it runs (pid file), starts it, waits for a login
+  mkdir -p "$RUN" "$DATA"
+  install_mariadb
+  local t0=$SECONDS
+  stop_one mariadb mariadbd
+  start_mariadb
+  wait_for mariadb 60 mysql_ready "$(basename "$MYSQLD")"
+  say "mariadb answers after $((SECONDS - t0))s"
+}
+
+ferretdb_restart() { # idempotent: stops it if it runs (pid file), starts it, waits for a ping
+  mkdir -p "$RUN" "$DATA"
+  [[ -x "$FERRETDB_BIN" ]] || die "FerretDB is not installed: run $0 up first"
+  local t0=$SECONDS
+  stop_one ferretdb ferretdb
+  start_ferretdb
+  wait_for ferretdb 60 mongo_ready ferretdb
+  say "ferretdb answers after $((SECONDS - t0))s"
+}
+
 status() {
   local rc=0 p n
   if [[ "$PROFILE" == cluster ]]; then
@@ -658,5 +680,7 @@ case "${1:-}" in
   status) mkdir -p "$RUN"; status ;;
   broker-stop) broker_stop "${2:-}" ;;
   broker-start) broker_start "${2:-}" ;;
-  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|down|status|broker-stop N|broker-start N" >&2; exit 2 ;;
+  mariadb-restart) mariadb_restart ;;
+  ferretdb-restart) ferretdb_restart ;;
+  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|down|status|broker-stop N|broker-start N|mariadb-restart|ferretdb-restart" >&2; exit 2 ;;
 esac

@@ -22,6 +22,18 @@ pub struct DemoArgs {
     /// Where each run keeps its effective config and process logs.
     #[arg(long, default_value = ".runs")]
     pub runs_dir: PathBuf,
+    /// Instances per stage, e.g. `clean=3,score=2,sink-mysql=2,sink-mongo=2` (1 for stages
+    /// not named); each is its own process in the stage's consumer group.
+    #[arg(long, value_parser = super::instances::Scale::parse)]
+    pub scale: Option<super::instances::Scale>,
+    /// Run against the local 3-node Kafka cluster (`ETL_STACK_PROFILE=cluster stack.sh up`),
+    /// topics with replication 3.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Schema registry (Confluent API) for Confluent-framed Avro, e.g.
+    /// `http://127.0.0.1:8081/apis/ccompat/v7`.
+    #[arg(long)]
+    pub schema_registry: Option<String>,
 }
 
 /// Options of `etl-pipe bench-e2e`.
@@ -48,9 +60,41 @@ pub struct BenchE2eArgs {
     /// printed by default: a 1 M-record run leaves ~1 GB in each store).
     #[arg(long)]
     pub keep: bool,
+    /// Run against the local 3-node Kafka cluster (replication 3) instead of the single broker.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Scenario: one peak run of `--records` per clean instance count (e.g. `1,2,3`):
+    /// end-to-end records/s against the number of clean instances. Replaces the peak and
+    /// half-rate runs (as do the other scenario flags).
+    #[arg(long, value_delimiter = ',')]
+    pub clean_instances: Vec<usize>,
+    /// Scenario: a run of `--failover-records` at `--failover-rate` during which the broker
+    /// leading the most partitions is stopped for 20 s (cluster only), clean goes 1→2→1,
+    /// sink-mysql 1→2→1, sink-mongo 1→2 and one clean instance is SIGKILLed; prints the time
+    /// from the broker stop to the sinks' next commits and the gap in progress at each join
+    /// and leave.
+    #[arg(long)]
+    pub failover: bool,
+    #[arg(long, default_value_t = 60_000)]
+    pub failover_records: u64,
+    #[arg(long, default_value_t = 1_500.0)]
+    pub failover_rate: f64,
+    /// Scenario (with `--cluster`): the same peak run (one instance per stage) on the cluster
+    /// and on the single broker.
+    #[arg(long)]
+    pub compare_single: bool,
 }
 
-fn run_id(prefix: &str) -> String {
+/// The overrides of a bench run: the cluster's brokers and replication with `--cluster`.
+pub(super) fn bench_env(args: &BenchE2eArgs) -> Result<Vec<(String, String)>, LocalError> {
+    if args.cluster {
+        super::scenario::cluster_env()
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+pub(super) fn run_id(prefix: &str) -> String {
     format!("{prefix}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
 }
 
@@ -62,7 +106,15 @@ pub async fn demo(exe: &Path, base_config: &Path, args: &DemoArgs) -> Result<(),
         SourceOptions::with_faults(args.records)
     };
     let id = run_id("demo");
-    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &[])?;
+    let mut env = if args.cluster {
+        super::scenario::cluster_env()?
+    } else {
+        Vec::new()
+    };
+    if let Some(url) = &args.schema_registry {
+        env.push(("ETL__KAFKA__SCHEMA_REGISTRY_URL".into(), url.clone()));
+    }
+    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, source, &env)?;
     eprintln!(
         "run {id}: sample API on 127.0.0.1:{} serving {} entries{}; every stage is its own process (logs in {})",
         p.api_port,
@@ -70,7 +122,14 @@ pub async fn demo(exe: &Path, base_config: &Path, args: &DemoArgs) -> Result<(),
         if args.no_faults { "" } else { " with faults (429s, 5xx, malformed, missing fields, drift)" },
         p.dir.display()
     );
-    let o = run::run(&mut p, &[], args.timeout, true).await?;
+    let o = run::run_scenario(
+        &mut p,
+        &args.scale.clone().unwrap_or_default().0,
+        Vec::new(),
+        args.timeout,
+        true,
+    )
+    .await?;
     print!("{}", run::render(&p, &o));
     Ok(())
 }
@@ -79,7 +138,7 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn stage_rates(o: &Outcome) -> String {
+pub(super) fn stage_rates(o: &Outcome) -> String {
     let mut s = String::new();
     let rate = |r: Option<f64>| {
         r.map(|x| format!("{x:>10.0}/s"))
@@ -135,7 +194,7 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
 
 /// Waits until the machine's CPU was at least `idle` idle over 3 s (or `max` passed); returns
 /// how long it waited.
-async fn settle(idle: f64, max: Duration) -> Duration {
+pub(super) async fn settle(idle: f64, max: Duration) -> Duration {
     let start = std::time::Instant::now();
     while start.elapsed() < max {
         let Some((i0, t0)) = cpu_jiffies() else {
@@ -158,8 +217,16 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
         .map(|n| n.get())
         .unwrap_or(1);
     println!(
-        "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process) ═══"
+        "\n═══ etl-pipe end-to-end benchmark ({cpus} cores; every stage a separate process{}) ═══",
+        if args.cluster {
+            "; 3-broker cluster, replication 3"
+        } else {
+            ""
+        }
     );
+    if !args.clean_instances.is_empty() || args.failover || args.compare_single {
+        return super::bench_scale::scenarios(exe, base_config, args).await;
+    }
     let peak = if args.records > 0 {
         Some(peak_run(exe, base_config, args).await?)
     } else {
@@ -173,7 +240,7 @@ pub async fn bench(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Resul
 }
 
 /// The peak run's source: `--records` plain entries over every tier and division (28 streams).
-fn peak_source(args: &BenchE2eArgs) -> SourceOptions {
+pub(super) fn peak_source(args: &BenchE2eArgs) -> SourceOptions {
     let mut source = SourceOptions::plain(args.records);
     source.page_size = args.page_size;
     source.tiers = [
@@ -199,7 +266,7 @@ async fn peak_run(exe: &Path, base_config: &Path, args: &BenchE2eArgs) -> Result
         &args.runs_dir,
         &id,
         peak_source(args),
-        &[],
+        &bench_env(args)?,
     )?;
     eprintln!("peak run {id}: {} records, unlimited rate", args.records);
     let o = run::run(&mut p, &[], args.timeout, true).await?;
@@ -259,7 +326,14 @@ async fn latency_run(
     half.api_rate_limit = Some(req_per_s as u32 + 1);
     half.extract_rate_limit = req_per_s;
     let id = run_id("bench-half");
-    let mut p = LocalPipeline::prepare(exe, base_config, &args.runs_dir, &id, half, &[])?;
+    let mut p = LocalPipeline::prepare(
+        exe,
+        base_config,
+        &args.runs_dir,
+        &id,
+        half,
+        &bench_env(args)?,
+    )?;
     eprintln!(
         "{what} {id}: {} records at ≈ {:.0} records/s",
         args.half_rate_records,

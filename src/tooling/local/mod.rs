@@ -8,8 +8,11 @@
 //! This module owns [`LocalPipeline`]: a run's config and its processes (start, crash,
 //! restart, stop, resource use, clean-up). [`run`] drives one run, `watch` follows it while it
 //! goes, [`tally`] counts where the records ended up, [`cli`] holds the commands.
+mod bench_scale;
 pub mod cli;
+pub mod instances;
 pub mod run;
+pub mod scenario;
 pub mod tally;
 mod watch;
 
@@ -114,7 +117,15 @@ pub struct LocalPipeline {
     pub cfg: Config,
     pub source: SourceOptions,
     pub api_port: u16,
+    /// Running processes by name: `sample-api`, and `<stage>-<n>` for instance n of a stage
+    /// (also its `pipeline.instance`, hence its transactional id).
     children: BTreeMap<String, Child>,
+    /// Each process's arguments (a restart reuses them).
+    args: BTreeMap<String, Vec<String>>,
+    /// Instances sent SIGTERM (scaled down) and not yet gone: when, and the grace they get.
+    stopping: BTreeMap<String, (Child, Instant)>,
+    /// Per instance: start, end and the last figures read from it ([`instances`]).
+    pub(crate) instances: BTreeMap<String, instances::Instance>,
     restarts: BTreeMap<String, u32>,
     /// Each process's `/metrics` port.
     ports: BTreeMap<String, u16>,
@@ -181,7 +192,22 @@ impl LocalPipeline {
                 .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
                 .cloned(),
         );
-        let cfg = Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
+        let mut cfg =
+            Config::from_toml_with_env(&text, &base_config.display().to_string(), &all_env)?;
+        // Against a cluster (ETL__KAFKA__BROKERS), unless the replication is set explicitly:
+        // min(3, brokers), as the cluster's min.insync.replicas=2 needs.
+        const RF: &str = "ETL__TOPICS__REPLICATION_FACTOR";
+        if !all_env.iter().any(|(k, _)| k == RF) {
+            if let Some(rf) = scenario::replication_for(&cfg) {
+                env.push((RF.into(), rf.to_string()));
+                all_env.push((RF.into(), rf.to_string()));
+                cfg = Config::from_toml_with_env(
+                    &text,
+                    &base_config.display().to_string(),
+                    &all_env,
+                )?;
+            }
+        }
         std::fs::write(dir.join("config.toml"), cfg.to_toml())
             .map_err(io("writing the run's config"))?;
         let base_config = std::fs::canonicalize(base_config)
@@ -196,6 +222,9 @@ impl LocalPipeline {
             source,
             api_port,
             children: BTreeMap::new(),
+            args: BTreeMap::new(),
+            stopping: BTreeMap::new(),
+            instances: BTreeMap::new(),
             restarts: BTreeMap::new(),
             ports: BTreeMap::new(),
             finished: BTreeMap::new(),
@@ -222,10 +251,12 @@ impl LocalPipeline {
             .envs(self.env.iter().map(|(a, b)| (a, b)))
             .env("ETL_CONFIG", &self.base_config)
             .env("ETL__OBSERVABILITY__HTTP_PORT", port.to_string())
-            // One replica per stage: a stable instance id (as a StatefulSet ordinal would give)
-            // makes a restarted stage fence its killed predecessor's open transaction at once
-            // (with the default `<host>-<pid>` it stays open up to `kafka.transaction_timeout`).
-            .env("ETL__PIPELINE__INSTANCE", format!("{name}-0"))
+            // A stable instance id per replica (`clean-0`, `clean-1`, as a StatefulSet ordinal
+            // would give) makes a restarted instance fence its killed predecessor's open
+            // transaction at once (with the default `<host>-<pid>` it stays open up to
+            // `kafka.transaction_timeout`); replicas of a stage differ in it, so each has its
+            // own transactional id.
+            .env("ETL__PIPELINE__INSTANCE", name)
             // A killed stage's partitions move to its restarted self after 6 s (the brokers'
             // minimum) instead of 45 s: the crash test's restarted clean sat idle that long.
             .env("ETL__KAFKA__SESSION_TIMEOUT", "6s")
@@ -237,15 +268,40 @@ impl LocalPipeline {
             .spawn()
             .map_err(io(format!("starting {name}")))?;
         self.children.insert(name.into(), child);
+        self.args.insert(name.into(), args.to_vec());
         self.ports.insert(name.into(), port);
         self.finished.remove(name);
+        self.instances
+            .entry(name.into())
+            .or_insert_with(|| instances::Instance::new(name))
+            .started();
         Ok(())
+    }
+
+    /// The running instances of `stage` (`<stage>-<n>`), by instance number.
+    pub fn instances_of(&self, stage: &str) -> Vec<String> {
+        let mut v: Vec<(u32, String)> = self
+            .children
+            .keys()
+            .filter_map(|k| instances::instance_number(k, stage).map(|n| (n, k.clone())))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// A process name, or a stage name standing for its running instances.
+    fn resolve(&self, name: &str) -> Vec<String> {
+        if self.children.contains_key(name) || self.finished.contains_key(name) {
+            return vec![name.to_string()];
+        }
+        self.instances_of(name)
     }
 
     /// GET `path` from a running process's HTTP server: (status, body), `None` when it does
     /// not answer.
     async fn get(&self, name: &str, path: &str) -> Option<(u16, String)> {
-        let port = self.ports.get(name)?;
+        let name = self.resolve(name).into_iter().next()?;
+        let port = self.ports.get(&name)?;
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
             .build()
@@ -264,9 +320,14 @@ impl LocalPipeline {
         self.get(name, "/metrics").await.map(|(_, body)| body)
     }
 
-    /// Whether a running process's `/readyz` answers 200.
+    /// Whether a running process's `/readyz` answers 200 (for a stage: any of its instances).
     pub async fn ready(&self, name: &str) -> bool {
-        matches!(self.get(name, "/readyz").await, Some((200, _)))
+        for n in self.resolve(name) {
+            if matches!(self.get(&n, "/readyz").await, Some((200, _))) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Removes what the run left behind: its topics, its MySQL table and the sink-mysql offsets
@@ -354,15 +415,35 @@ impl LocalPipeline {
         )))
     }
 
-    /// Starts a stage (`clean`, `score`, `sink-mysql`, `sink-mongo`, or `extract` with args).
-    pub fn start(&mut self, stage: &str, extra: &[&str]) -> Result<(), LocalError> {
+    /// Starts one more instance of a stage (`clean`, `score`, `sink-mysql`, `sink-mongo`, or
+    /// `extract` with args): `<stage>-<n>`, n the lowest number no running instance has.
+    /// Returns its name.
+    pub fn start(&mut self, stage: &str, extra: &[&str]) -> Result<String, LocalError> {
         let mut args: Vec<String> = vec![stage.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn(stage, &args)
+        let taken: Vec<String> = self
+            .children
+            .keys()
+            .chain(self.stopping.keys())
+            .cloned()
+            .collect();
+        let n = (0..)
+            .find(|n| !taken.contains(&format!("{stage}-{n}")))
+            .unwrap_or(0);
+        let name = format!("{stage}-{n}");
+        self.spawn(&name, &args)?;
+        Ok(name)
     }
 
-    /// Fails when a process exited (names its log).
+    /// Fails when a process exited (names its log); for a stage, when any instance did.
     pub fn check_alive(&mut self, name: &str) -> Result<(), LocalError> {
+        for n in self.resolve(name) {
+            self.check_alive_one(&n)?;
+        }
+        Ok(())
+    }
+
+    fn check_alive_one(&mut self, name: &str) -> Result<(), LocalError> {
         if let Some(c) = self.children.get_mut(name) {
             if let Ok(Some(status)) = c.try_wait() {
                 return Err(LocalError::Other(format!(
@@ -400,6 +481,9 @@ impl LocalPipeline {
         // (a high-water mark only grows; the last sample is at most one poll old).
         let rss = self.seen.get(name).map_or(0, |s| s.1);
         self.finished.insert(name.to_string(), (st, cpu, rss));
+        if let Some(i) = self.instances.get_mut(name) {
+            i.ended(instances::End::Exited);
+        }
         Some(st)
     }
 
@@ -408,19 +492,31 @@ impl LocalPipeline {
         self.children.get(name).map(|c| c.id())
     }
 
-    /// SIGKILL, as a crash.
-    pub fn kill9(&mut self, name: &str) -> Result<(), LocalError> {
-        if let Some(mut c) = self.children.remove(name) {
+    /// SIGKILL, as a crash; for a stage, its first running instance. Returns the name killed.
+    pub fn kill9(&mut self, name: &str) -> Result<String, LocalError> {
+        let Some(name) = self.resolve(name).into_iter().next() else {
+            return Err(LocalError::Other(format!(
+                "no running process {name} to kill"
+            )));
+        };
+        if let Some(mut c) = self.children.remove(&name) {
             c.kill().map_err(io(format!("killing {name}")))?;
             let _ = c.wait();
+            if let Some(i) = self.instances.get_mut(&name) {
+                i.ended(instances::End::Killed);
+            }
         }
-        Ok(())
+        Ok(name)
     }
 
-    /// Starts a stage again after a kill (its log continues in the same file).
-    pub fn restart(&mut self, stage: &str, extra: &[&str]) -> Result<(), LocalError> {
-        *self.restarts.entry(stage.into()).or_default() += 1;
-        self.start(stage, extra)
+    /// Starts a killed instance again, same name, instance id and arguments (its log continues
+    /// in the same file).
+    pub fn restart(&mut self, name: &str) -> Result<(), LocalError> {
+        let Some(args) = self.args.get(name).cloned() else {
+            return Err(LocalError::Other(format!("{name} was never started")));
+        };
+        *self.restarts.entry(name.into()).or_default() += 1;
+        self.spawn(name, &args)
     }
 
     /// Reads a live process's resource use now and keeps it for after its exit.
@@ -453,6 +549,14 @@ impl LocalPipeline {
     /// SIGTERM to every process (graceful: stages commit the batch in hand), then SIGKILL
     /// whatever is still running after `grace`.
     pub fn stop_all(&mut self, grace: Duration) {
+        for (name, (c, _)) in std::mem::take(&mut self.stopping) {
+            self.children.insert(name, c);
+        }
+        for (name, i) in self.instances.iter_mut() {
+            if self.children.contains_key(name) {
+                i.ended(instances::End::Stopped);
+            }
+        }
         for (_, c) in self.children.iter_mut() {
             if let Ok(None) = c.try_wait() {
                 let _ = Command::new("kill")

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::scenario::{Action, Event, Figures, Runner, Sample, Step};
 use super::tally::{self, Failed, TopicCount, Window};
 use super::watch::{written, Progress, Seen, Watch};
 use super::{LocalError, LocalPipeline, STAGES};
@@ -44,67 +45,123 @@ pub struct Outcome {
     pub resources: BTreeMap<String, (f64, u64)>,
     pub crashes: Vec<String>,
     pub table: String,
+    /// The scenario's steps as they happened, and where the sinks stood at every poll.
+    pub events: Vec<Event>,
+    pub timeline: Vec<Sample>,
+    pub figures: Figures,
+    /// One line per stage instance (partitions, records), rendered at the end of the run.
+    pub instances: String,
 }
 
-/// Runs the pipeline until all records are accounted for (or `timeout`).
+/// Runs the pipeline until all records are accounted for (or `timeout`), one instance per
+/// stage, with `crashes` injected.
 pub async fn run(
     p: &mut LocalPipeline,
     crashes: &[Crash],
     timeout: Duration,
     progress: bool,
 ) -> Result<Outcome, LocalError> {
+    let mut crashes = crashes.to_vec();
+    crashes.sort_by_key(|c| c.after_rows);
+    let steps: Vec<Step> = crashes
+        .into_iter()
+        .map(|c| Step::at(c.after_rows, Action::Kill(c.stage)))
+        .collect();
+    run_scenario(p, &[], steps, timeout, progress).await
+}
+
+/// Runs the pipeline with `scale` instances of the stages it names (one of the others) until
+/// all records are accounted for and every step ran (or `timeout`).
+pub async fn run_scenario(
+    p: &mut LocalPipeline,
+    scale: &[(String, usize)],
+    steps: Vec<Step>,
+    timeout: Duration,
+    progress: bool,
+) -> Result<Outcome, LocalError> {
     p.apply_topics().await?;
     p.start_sample_api().await?;
     for s in STAGES {
-        p.start(s, &[])?;
+        let n = scale
+            .iter()
+            .find(|(stage, _)| stage == s)
+            .map_or(1, |(_, n)| *n);
+        p.scale(s, n).await?;
     }
     let cfg = p.cfg.clone();
     let stores = Stores::open(&cfg).await?;
     let mut w = Watch::new(&cfg)?;
 
     let started = Instant::now();
-    p.start("extract", &["--once"])?;
-    let mut pending: Vec<Crash> = crashes.to_vec();
-    let mut crashed = Vec::new();
+    let extract = p.start("extract", &["--once"])?;
+    let mut scenario = Runner::new(steps);
+    let mut timeline: Vec<Sample> = Vec::new();
     let mut raw_total: Option<u64> = None;
     let mut last_print = Instant::now();
+    let mut last_sample = Instant::now();
     loop {
         for s in STAGES {
             p.check_alive(s)?;
         }
+        // Sinks may take `sink.shutdown_timeout` (30 s) to finish a batch on SIGTERM.
+        p.reap_stopping(Duration::from_secs(45));
         if raw_total.is_none() {
-            raw_total = extracted(p, &cfg)?;
+            raw_total = extracted(p, &cfg, &extract)?;
         }
         w.check_ready(p).await;
         let at = w.poll(&stores.pool).await?;
-        // Crash points count every record accounted for downstream: how many windows fail on
-        // drift varies with timing.
-        if let Some(i) = pending.iter().position(|c| at.accounted() >= c.after_rows) {
-            crashed.push(crash(p, pending.remove(i), &at).await?);
+        timeline.push(Sample {
+            at: started.elapsed(),
+            scored: at.scored,
+            mysql: at.mysql_at.clone(),
+            mongo: at.mongo_at.clone(),
+        });
+        // Steps count every record accounted for downstream: how many windows fail on drift
+        // varies with timing.
+        scenario.tick(p, started.elapsed(), at.accounted()).await?;
+        if last_sample.elapsed() > Duration::from_secs(2) {
+            last_sample = Instant::now();
+            p.sample_instances().await;
         }
         if progress && last_print.elapsed() > Duration::from_secs(2) {
             last_print = Instant::now();
             print_progress(started, raw_total, &at);
         }
-        if raw_total.is_some_and(|raw| w.landed(raw, &at)) && pending.is_empty() {
+        if raw_total.is_some_and(|raw| w.landed(raw, &at)) && scenario.done() {
             break;
         }
         if started.elapsed() > timeout {
+            scenario.finish()?;
             return Err(LocalError::Other(format!(
                 "not every record landed within {timeout:?}: raw {raw_total:?}, scored {}, \
-                 written to mysql {}, mongo {}, dead letters {}, quarantined {}; logs in {}",
+                 written to mysql {}, mongo {}, dead letters {}, quarantined {}; steps done: {:?}; logs in {}",
                 at.scored,
                 at.mysql_written(),
                 written(&at.mongo_at),
                 at.dead_letters,
                 at.quarantined,
+                scenario.events.iter().map(|e| e.what.as_str()).collect::<Vec<_>>(),
                 p.dir.display()
             )));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let elapsed = started.elapsed();
-    finish(p, w.seen(), elapsed, crashed, stores).await
+    scenario.finish()?;
+    p.sample_instances().await;
+    let instances = p.render_instances(started);
+    let mut o = finish(p, w.seen(), elapsed, stores).await?;
+    o.figures = Figures::from(&scenario.events, &timeline);
+    o.crashes = scenario
+        .events
+        .iter()
+        .filter(|e| matches!(e.action, Action::Kill(_)))
+        .map(|e| e.what.clone())
+        .collect();
+    o.events = scenario.events;
+    o.timeline = timeline;
+    o.instances = instances;
+    Ok(o)
 }
 
 /// The run's MySQL table and Mongo collection, as the tally reads them.
@@ -125,33 +182,23 @@ impl Stores {
 }
 
 /// Once extract `--once` has exited: the records it produced to `raw` (`None` while it runs).
-fn extracted(p: &mut LocalPipeline, cfg: &Config) -> Result<Option<u64>, LocalError> {
-    p.sample("extract");
-    let Some(status) = p.exited("extract") else {
+fn extracted(
+    p: &mut LocalPipeline,
+    cfg: &Config,
+    extract: &str,
+) -> Result<Option<u64>, LocalError> {
+    p.sample(extract);
+    let Some(status) = p.exited(extract) else {
         return Ok(None);
     };
     if !status.success() {
         return Err(LocalError::Other(format!(
             "extract exited with {status}; last lines of {}:\n{}",
-            p.log_path("extract").display(),
-            super::tail(&p.log_path("extract"), 20)
+            p.log_path(extract).display(),
+            super::tail(&p.log_path(extract), 20)
         )));
     }
     Ok(Some(tally::count_topic(cfg, TopicRole::Raw)?.records))
-}
-
-/// Kills the crash's stage with SIGKILL and restarts it; returns the line for the summary.
-async fn crash(p: &mut LocalPipeline, c: Crash, at: &Progress) -> Result<String, LocalError> {
-    p.kill9(&c.stage)?;
-    let line = format!(
-        "{} killed with SIGKILL at {} records accounted for ({} written to MySQL), restarted",
-        c.stage,
-        at.accounted(),
-        at.mysql_written()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    p.restart(&c.stage, &[])?;
-    Ok(line)
 }
 
 fn print_progress(started: Instant, raw_total: Option<u64>, at: &Progress) {
@@ -173,13 +220,20 @@ async fn finish(
     p: &mut LocalPipeline,
     seen: Seen,
     elapsed: Duration,
-    crashes: Vec<String>,
     stores: Stores,
 ) -> Result<Outcome, LocalError> {
     let cfg = p.cfg.clone();
     let mut commit_latency = BTreeMap::new();
     for s in ["sink-mysql", "sink-mongo"] {
-        if let Some(text) = p.metrics(s).await {
+        // Every running instance's histogram, summed (an instance stopped or killed earlier
+        // took its samples with it).
+        let mut text = String::new();
+        for name in p.instances_of(s) {
+            if let Some(t) = p.metrics(&name).await {
+                text.push_str(&t);
+            }
+        }
+        if !text.is_empty() {
             let h = tally::Histogram::parse(
                 &text,
                 crate::observability::names::FETCH_TO_COMMIT_SECONDS,
@@ -187,11 +241,19 @@ async fn finish(
             commit_latency.insert(s.to_string(), h);
         }
     }
-    let mut resources = BTreeMap::new();
-    for s in STAGES.iter().chain(["extract", "sample-api"].iter()) {
-        if let Some(r) = p.resources(s) {
-            resources.insert(s.to_string(), r);
+    // Per stage: CPU summed over its instances, the largest peak RSS.
+    let mut resources: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for s in STAGES.iter().chain(["extract"].iter()) {
+        for name in p.instances_of(s).iter().chain([format!("{s}-0")].iter()) {
+            if let Some((cpu, rss)) = p.resources(name) {
+                let e = resources.entry(s.to_string()).or_default();
+                e.0 += cpu;
+                e.1 = e.1.max(rss);
+            }
         }
+    }
+    if let Some(r) = p.resources("sample-api") {
+        resources.insert("sample-api".into(), r);
     }
     // Graceful stop: stages finish and commit what they hold.
     p.stop_all(Duration::from_secs(30));
@@ -222,8 +284,8 @@ async fn finish(
         elapsed,
         mysql_span_ms: tally::load_span_ms(&pool, &table).await?,
         resources,
-        crashes,
         table,
+        ..Outcome::default()
     })
 }
 
@@ -301,6 +363,7 @@ pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
     render_dead_letters(&mut s, o);
     render_windows(&mut s, o);
     render_speed(&mut s, o);
+    s.push_str(&o.instances);
     render_next_steps(&mut s, p, o);
     s
 }
@@ -387,6 +450,19 @@ fn render_speed(s: &mut String, o: &Outcome) {
     s.push_str(&latency_lines(o, ""));
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
+    }
+    for e in o
+        .events
+        .iter()
+        .filter(|e| !matches!(e.action, Action::Kill(_)))
+    {
+        let _ = writeln!(
+            s,
+            "  at {:>5.1} s (done {:>5.1} s): {}",
+            e.at.as_secs_f64(),
+            e.done.as_secs_f64(),
+            e.what
+        );
     }
     let not_ready: Vec<&str> = o
         .ready

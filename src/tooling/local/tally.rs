@@ -33,6 +33,26 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Option<Vec<i32>>, 
     }
 }
 
+/// Consumer errors librdkafka reports and recovers from itself (a broker down, a leader
+/// moving): the reader keeps polling.
+fn transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::NetworkException
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+        )
+    )
+}
+
 /// Reads a topic from its start to its current end (committed data only), calling `f` per record.
 pub fn scan(
     cfg: &Config,
@@ -71,6 +91,8 @@ pub fn scan(
                     }
                 }
             }
+            // A broker going away mid-read (a failure test): librdkafka reconnects by itself.
+            Some(Err(e)) if transient(&e) => idle += 1,
             Some(Err(e)) => return Err(e.into()),
             None => {
                 // The last offsets may be transaction markers, never delivered: the position
@@ -215,6 +237,8 @@ impl Follower {
                     self.ends.insert(m.partition(), m.offset() + 1);
                     f(&m);
                 }
+                // A broker stopped by a failure test: librdkafka reconnects by itself.
+                Some(Err(e)) if transient(&e) => empty += 1,
                 Some(Err(e)) => return Err(e.into()),
                 None => empty += 1,
             }

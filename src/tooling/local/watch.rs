@@ -25,6 +25,10 @@ pub struct Watch {
     fetch_to_scored_ms: Vec<u32>,
     /// Per sink: when it was first seen writing, and when it had last written everything so far.
     spans: BTreeMap<&'static str, (Instant, Instant)>,
+    /// The sinks' progress at the last poll that could read it (kept while MariaDB restarts
+    /// or the group coordinator moves in a failure test).
+    last_mysql: HashMap<i32, i64>,
+    last_mongo: HashMap<i32, i64>,
     ready: BTreeMap<String, bool>,
 }
 
@@ -90,6 +94,8 @@ impl Watch {
             fetch_to_scored_ms: Vec::new(),
             spans: BTreeMap::new(),
             ready: STAGES.iter().map(|s| (s.to_string(), false)).collect(),
+            last_mysql: HashMap::new(),
+            last_mongo: HashMap::new(),
         })
     }
 
@@ -111,8 +117,15 @@ impl Watch {
                 latencies.push((ts - f).clamp(0, u32::MAX as i64) as u32);
             }
         })?;
-        let mysql_at = tally::mysql_progress(&self.cfg, pool, &self.scored_topic).await?;
-        let mongo_at = self.mongo_progress.committed()?;
+        // A failed read (the database restarting, the coordinator moving) keeps the last one.
+        if let Ok(m) = tally::mysql_progress(&self.cfg, pool, &self.scored_topic).await {
+            self.last_mysql = m;
+        }
+        if let Ok(m) = self.mongo_progress.committed() {
+            self.last_mongo = m;
+        }
+        let mysql_at = self.last_mysql.clone();
+        let mongo_at = self.last_mongo.clone();
         for (sink, at) in [("sink-mysql", &mysql_at), ("sink-mongo", &mongo_at)] {
             if at.values().any(|o| *o > 0) {
                 let e = self
