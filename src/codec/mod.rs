@@ -265,6 +265,34 @@ impl Codec {
         Ok(())
     }
 
+    /// Lets the decoder read data written with the older versions of its schema kept in
+    /// `history/` beside `schema_path` (the schema's `.avsc` file): every `*.avsc` there with
+    /// the same record name is added with [`add_writer_schema`](Self::add_writer_schema). A
+    /// history schema that cannot be read as this one is skipped (logged); an unreadable
+    /// file is an error. Returns how many were added. Every reader of Avro records calls
+    /// this, so that a schema change never turns the previous version's records into poison.
+    pub fn add_history(&self, schema_path: &std::path::Path) -> Result<usize, CodecError> {
+        let Some(history) = schema_path.parent().map(|d| d.join("history")) else {
+            return Ok(0);
+        };
+        if !history.is_dir() {
+            return Ok(0);
+        }
+        let mut added = 0;
+        for (file, writer) in load_schema_dir(&history)? {
+            if writer.name != self.schema.name || writer.fingerprint() == self.fingerprint {
+                continue;
+            }
+            match self.add_writer_schema(writer) {
+                Ok(()) => added += 1,
+                Err(e) => {
+                    tracing::debug!(%file, error = %e, "older schema not readable as the current one")
+                }
+            }
+        }
+        Ok(added)
+    }
+
     /// Lets the decoder read Confluent-framed data with registry id `id`, written with
     /// `writer`, without asking the registry.
     pub fn add_schema_id(&self, id: u32, writer: RecordSchema) -> Result<(), CodecError> {

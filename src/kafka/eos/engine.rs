@@ -1,6 +1,7 @@
 //! The transaction engine: the state shared by the loop and the rebalance callback (the
 //! transactional producer, the transform, the open transaction and the input positions), and
 //! the transaction's life — begin, produce, commit with the input offsets, abort, rewind.
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::failure::{classify, retry_call, Failure};
-use super::{Output, Stats, Transform, CALL_TIMEOUT};
+use super::failure::{classify, is_retriable, retry_call, stalled, Failure};
+use super::limits::{left_out, MessageLimits};
+use super::{Output, Stats, Timing, Transform};
+use crate::kafka::headers::{with_message, ERROR_MESSAGE};
+
+/// `etl.error.kind` of a record whose output the broker would refuse as too large.
+pub(super) const OUTPUT_TOO_LARGE: &str = "output_too_large";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Txn {
@@ -43,6 +49,13 @@ pub(super) struct Engine<T> {
     /// Reused for every transform call, so a batch does not allocate a vector per message.
     outbuf: Vec<Output>,
     pub(super) stats: Stats,
+    limits: MessageLimits,
+    pub(super) timing: Timing,
+    /// When the failed transaction in hand first asked for its abort.
+    abort_since: Option<Instant>,
+    /// The committed offset of each input partition, as far as this instance knows (its own
+    /// commits, or read once after an assignment).
+    pub(super) committed: HashMap<(String, i32), i64>,
 }
 
 // A poisoned lock means a panic mid-update; the engine is then in doubt, which the abort
@@ -86,8 +99,14 @@ impl<T: Transform> Engine<T> {
         dead_letter_topic: Arc<str>,
         producer: TxnProducer,
         transform: T,
+        limits: MessageLimits,
+        timing: Timing,
     ) -> Self {
         Engine {
+            limits,
+            timing,
+            abort_since: None,
+            committed: HashMap::new(),
             stage,
             dead_letter_topic,
             producer,
@@ -170,82 +189,137 @@ impl<T: Transform> Engine<T> {
         Ok(())
     }
 
+    /// Produces one output; one the broker would refuse as too large is replaced by a dead
+    /// letter ([`Self::too_large`]).
     fn produce(&mut self, o: Output, source: Option<&BorrowedMessage<'_>>) -> Result<(), Failure> {
-        let Output {
-            topic,
-            partition,
-            key,
-            payload,
-            mut headers,
-            dead_letter,
-        } = o;
+        let max = self
+            .limits
+            .max_for_blocking(&o.topic)
+            .map_err(|e| Failure::Abort(e.to_string()))?;
+        let size = o.wire_size();
+        if size > max {
+            return self.too_large(o, size, max, source);
+        }
+        match self.send(o)? {
+            None => Ok(()),
+            // librdkafka refused it although it looked small enough: the same way out.
+            Some(o) => self.too_large(o, size, max, source),
+        }
+    }
+
+    /// Sends one output into the transaction; `Some(output)` when librdkafka refuses it as too
+    /// large (`message.max.bytes`).
+    fn send(&mut self, mut o: Output) -> Result<Option<Output>, Failure> {
         loop {
-            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic);
-            if let Some(k) = &key {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&o.topic);
+            if let Some(k) = &o.key {
                 rec = rec.key(k.as_slice());
             }
-            if let Some(p) = &payload {
+            if let Some(p) = &o.payload {
                 rec = rec.payload(p.as_slice());
             }
-            if let Some(h) = headers.take() {
+            if let Some(h) = o.headers.take() {
                 rec = rec.headers(h);
             }
-            if let Some(p) = partition {
+            if let Some(p) = o.partition {
                 rec = rec.partition(p);
             }
             match self.producer.send(rec) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
-                    headers = rec.headers;
+                    o.headers = rec.headers;
                     // The local queue is full: the producer's thread frees room as delivery
                     // reports come in (its poll, unlike a sleep, would always last the timeout).
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    // Larger than message.max.bytes: this output is poison. The source record
-                    // goes to dead-letter in its place.
-                    let size = payload.as_ref().map_or(0, Vec::len);
-                    return self.too_large(&topic, size, dead_letter, source);
+                Err((
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                    rec,
+                )) => {
+                    o.headers = rec.headers;
+                    return Ok(Some(o));
                 }
                 // Anything else (an erroneous transaction state, an unknown topic) is not the
                 // record's fault: abort and retry.
-                Err((e, _)) => return Err(classify(&format!("producing to {topic}"), &e)),
+                Err((e, _)) => return Err(classify(&format!("producing to {}", o.topic), &e)),
             }
         }
-        self.count(topic, dead_letter);
-        Ok(())
+        self.count(o.topic, o.dead_letter);
+        Ok(None)
     }
 
-    /// An output of `size` bytes to `topic` exceeds message.max.bytes: dead-letters its source
-    /// record instead, or stops the stage when the output was itself a dead letter or has no
-    /// source (a flushed output).
+    /// An output of `size` bytes is more than its topic takes (`max`): poison. A record is
+    /// replaced by the dead letter of its source (the input message, or the origin the
+    /// transform kept); a dead letter too large for the dead-letter topic goes without its
+    /// payload (the message says why; the coordinates say where the record is).
     fn too_large(
         &mut self,
-        topic: &str,
+        o: Output,
         size: usize,
-        dead_letter: Option<&'static str>,
+        max: usize,
         source: Option<&BorrowedMessage<'_>>,
     ) -> Result<(), Failure> {
-        match (dead_letter, source) {
-            (None, Some(src)) => {
-                let dl = Output::dead_letter(
-                    self.dead_letter_topic.clone(),
-                    self.stage,
-                    "output_too_large",
-                    &format!(
-                        "the output to {topic} ({size} bytes) exceeds the producer's \
-                         message.max.bytes"
-                    ),
-                    src,
-                );
-                self.produce(dl, None)
-            }
-            _ => Err(Failure::Fatal(format!(
-                "a message to {topic} exceeds the producer's message.max.bytes and \
-                 cannot be dead-lettered either; raise message.max.bytes \
-                 (kafka.client_options) and the topic's max.message.bytes"
-            ))),
+        let topic = o.topic.clone();
+        if o.dead_letter.is_some() {
+            return self.produce_reference(o, size, max);
         }
+        let reason = format!(
+            "the output to {topic} is {size} bytes, more than the {max} it accepts \
+             (max.message.bytes of the topic, message.max.bytes of the producer)"
+        );
+        let dl_topic = self.dead_letter_topic.clone();
+        let dl = match (source, o.origin) {
+            (Some(src), _) => {
+                Output::dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, src)
+            }
+            (None, Some(origin)) => {
+                origin.dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, o.key)
+            }
+            (None, None) => Output::reference(
+                dl_topic,
+                self.stage,
+                OUTPUT_TOO_LARGE,
+                &reason,
+                o.key,
+                o.headers.as_ref(),
+            ),
+        };
+        let max_dl = self
+            .limits
+            .max_for_blocking(&dl.topic)
+            .map_err(|e| Failure::Abort(e.to_string()))?;
+        let dl_size = dl.wire_size();
+        if dl_size > max_dl {
+            return self.produce_reference(dl, dl_size, max_dl);
+        }
+        match self.send(dl)? {
+            None => Ok(()),
+            Some(dl) => self.produce_reference(dl, dl_size, max_dl),
+        }
+    }
+
+    /// A dead letter of `size` bytes, more than its topic takes (`max`), without its payload
+    /// (and, if still too large, without its key); stops the stage if even that is refused.
+    fn produce_reference(
+        &mut self,
+        mut dl: Output,
+        size: usize,
+        max: usize,
+    ) -> Result<(), Failure> {
+        let why = left_out(size, &dl.topic, max);
+        dl.payload = None;
+        dl.headers = dl.headers.map(|h| with_message(&h, ERROR_MESSAGE, &why));
+        if dl.wire_size() > max {
+            dl.key = None;
+        }
+        if dl.wire_size() <= max && self.send(dl)?.is_none() {
+            return Ok(());
+        }
+        Err(Failure::Fatal(format!(
+            "a dead letter to {} does not fit even without its payload and key ({max} bytes \
+             at most); raise the topic's max.message.bytes",
+            self.dead_letter_topic
+        )))
     }
 
     /// Counts a produced output for the metrics of the batch.
@@ -277,21 +351,34 @@ impl<T: Transform> Engine<T> {
 
         let tpl = self.offsets()?;
         let t_offsets = Instant::now();
+        let (stage, timing) = (self.stage, self.timing);
         if tpl.count() > 0 {
             let gm = consumer.group_metadata().ok_or_else(|| {
                 Failure::Abort("the consumer has no group metadata (not in the group yet)".into())
             })?;
-            retry_call("send_offsets_to_transaction", || {
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &gm, CALL_TIMEOUT)
-            })?;
+            retry_call(
+                stage,
+                "send_offsets_to_transaction",
+                t_offsets,
+                timing,
+                || {
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &gm, timing.call)
+                },
+            )?;
         }
         let t_commit = Instant::now();
         self.wait_delivered()?;
-        retry_call("commit_transaction", || {
-            self.producer.commit_transaction(CALL_TIMEOUT)
+        retry_call(stage, "commit_transaction", t_offsets, timing, || {
+            self.producer.commit_transaction(timing.call)
         })?;
         self.txn = Txn::Idle;
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                self.committed
+                    .insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
         self.committed(t_commit - t_offsets, t_commit.elapsed());
         Ok(())
     }
@@ -316,12 +403,13 @@ impl<T: Transform> Engine<T> {
     /// flush polls in 100 ms steps that always run to their end (docs/notes/eos.md).
     /// A failed delivery still fails the commit that follows.
     fn wait_delivered(&self) -> Result<(), Failure> {
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        let deadline = Instant::now() + self.timing.call;
         while self.producer.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(Failure::Abort(format!(
-                    "{} outputs not acknowledged within {CALL_TIMEOUT:?}",
-                    self.producer.in_flight_count()
+                    "{} outputs not acknowledged within {:?}",
+                    self.producer.in_flight_count(),
+                    self.timing.call
                 )));
             }
             std::thread::sleep(Duration::from_micros(500));
@@ -367,6 +455,73 @@ impl<T: Transform> Engine<T> {
         self.transform.committed();
     }
 
+    /// Caught up: commits, in a transaction of its own, the consumer's position of every
+    /// partition where it is past the committed offset. The position steps over transaction
+    /// markers and aborted records, which no message reports, so without this the committed
+    /// offset of an idle partition stays one short of its end and the group's lag reads 1.
+    /// Partitions whose records the transform still holds are left alone (`held_from`).
+    /// The position is only trusted outside a failed transaction: a rewind's seek resets it.
+    pub(super) fn commit_positions<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), Failure> {
+        if self.txn != Txn::Idle || self.rewind_pending {
+            return Ok(());
+        }
+        let positions = consumer
+            .position()
+            .map_err(|e| Failure::Abort(format!("consumer position: {e}")))?;
+        let mut ahead: Vec<(String, i32, i64)> = Vec::new();
+        let mut unknown = TopicPartitionList::new();
+        for e in positions.elements() {
+            let Offset::Offset(at) = e.offset() else {
+                continue; // nothing consumed since the assignment or the last seek
+            };
+            let key = (e.topic().to_string(), e.partition());
+            match self.committed.get(&key) {
+                Some(c) if at <= *c => {}
+                Some(_) => ahead.push((key.0, key.1, at)),
+                None => {
+                    unknown.add_partition(e.topic(), e.partition());
+                    ahead.push((key.0, key.1, at));
+                }
+            }
+        }
+        if unknown.count() > 0 {
+            // Once per assigned partition: what the group committed before this instance.
+            let got = consumer
+                .committed_offsets(unknown, self.timing.call)
+                .map_err(|e| Failure::Abort(format!("committed offsets: {e}")))?;
+            for e in got.elements() {
+                let c = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                };
+                self.committed
+                    .insert((e.topic().to_string(), e.partition()), c);
+            }
+        }
+        ahead.retain(|(t, p, at)| {
+            self.committed.get(&(t.clone(), *p)).is_some_and(|c| at > c)
+                && self.transform.held_from(t, *p).is_none()
+        });
+        if ahead.is_empty() {
+            return Ok(());
+        }
+        for (t, p, at) in ahead {
+            match self
+                .positions
+                .iter_mut()
+                .find(|(pt, pp, _)| *pp == p && *pt == t)
+            {
+                Some(pos) => pos.2 = at,
+                None => self.positions.push((t, p, at)),
+            }
+        }
+        self.begin()?;
+        self.commit(consumer)
+    }
+
     /// Records a failure: fatal stops the loop; otherwise abort (now if possible) and rewind.
     pub(super) fn fail(&mut self, f: Failure) {
         match f {
@@ -382,6 +537,7 @@ impl<T: Transform> Engine<T> {
                 .emit();
                 self.stats.aborts += 1;
                 self.txn = Txn::NeedsAbort;
+                self.abort_since.get_or_insert_with(Instant::now);
                 self.rewind_pending = true;
                 self.try_abort();
             }
@@ -392,14 +548,34 @@ impl<T: Transform> Engine<T> {
         if self.txn != Txn::NeedsAbort {
             return;
         }
-        match self.producer.abort_transaction(CALL_TIMEOUT) {
-            Ok(()) => self.txn = Txn::Idle,
-            Err(e) => match classify("abort_transaction", &e) {
-                Failure::Fatal(m) => self.fatal = Some(m),
-                Failure::Abort(m) => {
-                    tracing::warn!(stage = self.stage, error = %m, "abort failed; will retry")
+        match self.producer.abort_transaction(self.timing.call) {
+            Ok(()) => {
+                self.txn = Txn::Idle;
+                if self.abort_since.take().is_some() {
+                    stalled(self.stage, false);
                 }
-            },
+            }
+            Err(e) => {
+                let since = *self.abort_since.get_or_insert_with(Instant::now);
+                match classify("abort_transaction", &e) {
+                    Failure::Fatal(m) => self.fatal = Some(m),
+                    Failure::Abort(m) if since.elapsed() >= self.timing.deadline => {
+                        self.fatal = Some(format!(
+                            "the failed transaction could not be aborted within {:?} \
+                             (kafka.transaction_timeout); stopping, so that the next start of \
+                             this transactional id resolves it and the group hands the \
+                             partitions on: {m}",
+                            self.timing.deadline
+                        ))
+                    }
+                    Failure::Abort(m) => {
+                        if is_retriable(&e) {
+                            stalled(self.stage, true);
+                        }
+                        tracing::warn!(stage = self.stage, error = %m, "abort failed; will retry")
+                    }
+                }
+            }
         }
         self.batch_in = 0;
         self.out_by_topic.clear();
@@ -417,7 +593,7 @@ impl<T: Transform> Engine<T> {
         let mut parts: Vec<(String, i32)> = Vec::new();
         if assignment.count() > 0 {
             let committed = consumer
-                .committed_offsets(assignment, CALL_TIMEOUT)
+                .committed_offsets(assignment, self.timing.call)
                 .map_err(|e| format!("committed offsets: {e}"))?;
             let mut seek = TopicPartitionList::new();
             for e in committed.elements() {
@@ -431,7 +607,7 @@ impl<T: Transform> Engine<T> {
                 parts.push((e.topic().to_string(), e.partition()));
             }
             let result = consumer
-                .seek_partitions(seek, CALL_TIMEOUT)
+                .seek_partitions(seek, self.timing.call)
                 .map_err(|e| format!("seek: {e}"))?;
             for e in result.elements() {
                 if let Err(err) = e.error() {

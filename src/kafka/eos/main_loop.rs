@@ -23,6 +23,8 @@ pub(super) fn main_loop<T: Transform>(
 ) -> Result<(), EosError> {
     let stage = settings.stage;
     let mut last_tick = Instant::now();
+    // Since when polls have returned nothing (caught up).
+    let mut idle_since: Option<Instant> = None;
     // When the loop may next try to recover (abort / rewind) after a failure.
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -68,6 +70,13 @@ pub(super) fn main_loop<T: Transform>(
                 eng.fail(f);
                 continue;
             }
+            // Caught up for a while: commit past the transaction markers (lag reads 0).
+            if idle_since.is_some_and(|t| t.elapsed() >= settings.batch_max_age) {
+                if let Err(f) = eng.commit_positions(consumer) {
+                    eng.fail(f);
+                    continue;
+                }
+            }
         }
 
         let timeout = poll_timeout(&eng, settings);
@@ -76,8 +85,10 @@ pub(super) fn main_loop<T: Transform>(
         crate::observability::server::report_consumer(consumer);
         // The rebalance callback may run inside poll; it takes the engine lock itself.
         let Some(polled) = consumer.poll(timeout) else {
+            idle_since.get_or_insert_with(Instant::now);
             continue;
         };
+        idle_since = None;
         handle(&mut lock(engine), polled, stage);
     }
 }

@@ -58,6 +58,7 @@
 //! ```
 mod engine;
 mod failure;
+pub mod limits;
 mod main_loop;
 mod output;
 mod rebalance;
@@ -77,10 +78,11 @@ use engine::{lock, Engine, Txn, TxnProducer};
 use failure::{classify, Failure};
 use rebalance::Ctx;
 
-pub use output::{keep_headers, Output};
+pub use output::{keep_headers, Origin, Output};
 pub use transform::{Transform, TransformError};
 
-/// How long a single broker call (commit, offsets, seek) may take before it counts as failed.
+/// The longest a single broker call (commit, offsets, seek) may take before it counts as
+/// failed (shorter when the transaction deadline is: [`Timing`]).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -104,6 +106,28 @@ pub struct Settings {
     /// Where an output the producer refuses (too large...) is replaced by a dead letter of its
     /// source record.
     pub dead_letter_topic: Arc<str>,
+    /// How long a commit (or the abort of a failed transaction) may stay unconfirmed by the
+    /// broker before the stage stops with an error (`kafka.transaction_timeout`: by then the
+    /// coordinator has aborted a transaction it did not commit).
+    pub txn_deadline: Duration,
+}
+
+/// How long transactional calls may take: each call `call`, a whole commit or abort `deadline`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) call: Duration,
+    pub(crate) deadline: Duration,
+}
+
+impl Timing {
+    /// A third of the deadline per call (1 s to 30 s), so that a timed-out call is repeated a
+    /// few times before the deadline.
+    fn new(deadline: Duration) -> Timing {
+        Timing {
+            call: (deadline / 3).clamp(Duration::from_secs(1), CALL_TIMEOUT),
+            deadline,
+        }
+    }
 }
 
 impl Settings {
@@ -123,6 +147,7 @@ impl Settings {
             batch_size: 2000,
             batch_max_age: Duration::from_millis(100),
             dead_letter_topic: cfg.topics.name(TopicRole::DeadLetter).into(),
+            txn_deadline: cfg.kafka.transaction_timeout,
         }
     }
 }
@@ -181,11 +206,19 @@ pub fn run_blocking<T: Transform>(
     }
     tracing::info!(stage, transactional_id = %settings.transactional_id, "transactions initialised");
 
+    let timing = Timing::new(settings.txn_deadline);
+    let limits =
+        limits::MessageLimits::new(kafka, timing.call).map_err(|source| EosError::Client {
+            what: "admin client",
+            source,
+        })?;
     let engine = Arc::new(Mutex::new(Engine::new(
         stage,
         settings.dead_letter_topic.clone(),
         producer,
         transform,
+        limits,
+        timing,
     )));
     let consumer = subscribe(kafka, &settings, &engine)?;
 

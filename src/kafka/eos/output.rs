@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 
+use super::limits::wire_size;
 use crate::kafka::headers::DeadLetter;
 
 /// One message to produce inside the transaction.
@@ -17,6 +18,50 @@ pub struct Output {
     pub headers: Option<OwnedHeaders>,
     /// `Some(kind)` when this is a dead letter (counted in `etl_dead_letters_total{kind}`).
     pub dead_letter: Option<&'static str>,
+    /// The input message this output was made from, for an output produced after its input
+    /// (a stateful transform's flush): dead-lettered in its place should the output be too
+    /// large for its topic. Outputs of `transform` need none: the loop has the input.
+    pub origin: Option<Box<Origin>>,
+}
+
+/// The input message an output was made from (see [`Output::origin`]).
+#[derive(Debug)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// The input's bytes and headers, unchanged.
+    pub payload: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+impl Origin {
+    /// The dead letter of this input, with `key` (the output's, which is the input's).
+    pub fn dead_letter(
+        self,
+        topic: Arc<str>,
+        stage: &str,
+        kind: &'static str,
+        message: &str,
+        key: Option<Vec<u8>>,
+    ) -> Output {
+        let headers = DeadLetter {
+            stage,
+            kind,
+            message,
+            source: Some((&self.topic, self.partition, self.offset)),
+        }
+        .headers(self.headers.as_ref().map(|h| h.as_borrowed()));
+        Output {
+            topic,
+            partition: None,
+            key,
+            payload: self.payload,
+            headers: Some(headers),
+            dead_letter: Some(kind),
+            origin: None,
+        }
+    }
 }
 
 impl Output {
@@ -29,6 +74,7 @@ impl Output {
             payload: None,
             headers: None,
             dead_letter: None,
+            origin: None,
         }
     }
     pub fn key(mut self, key: Option<Vec<u8>>) -> Self {
@@ -46,6 +92,47 @@ impl Output {
     pub fn partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self
+    }
+    pub fn origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(Box::new(origin));
+        self
+    }
+
+    /// The bytes this output takes on the wire ([`wire_size`]).
+    pub fn wire_size(&self) -> usize {
+        wire_size(
+            self.key.as_deref(),
+            self.payload.as_deref(),
+            self.headers.as_ref(),
+        )
+    }
+
+    /// A dead letter that only refers to its record (no payload, no source coordinates
+    /// known): `key` and the `headers` given, plus the envelope.
+    pub fn reference(
+        topic: Arc<str>,
+        stage: &str,
+        kind: &'static str,
+        message: &str,
+        key: Option<Vec<u8>>,
+        headers: Option<&OwnedHeaders>,
+    ) -> Output {
+        let headers = DeadLetter {
+            stage,
+            kind,
+            message,
+            source: None,
+        }
+        .headers(headers.map(|h| h.as_borrowed()));
+        Output {
+            topic,
+            partition: None,
+            key,
+            payload: None,
+            headers: Some(headers),
+            dead_letter: Some(kind),
+            origin: None,
+        }
     }
 
     /// The dead letter of `source`: its key, bytes and headers unchanged, plus the `etl.error.*`
@@ -71,6 +158,7 @@ impl Output {
             payload: source.payload().map(<[u8]>::to_vec),
             headers: Some(headers),
             dead_letter: Some(kind),
+            origin: None,
         }
     }
 }

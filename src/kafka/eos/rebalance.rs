@@ -60,6 +60,8 @@ impl<T: Transform> Ctx<T> {
         }
         eng.positions
             .retain(|(t, p, _)| !revoked.iter().any(|(rt, rp)| rt == t && rp == p));
+        eng.committed
+            .retain(|(t, p), _| !revoked.iter().any(|(rt, rp)| rt == t && rp == p));
         eng.transform.reset(&revoked);
     }
 }

@@ -87,6 +87,16 @@ async fn connect(cfg: &Common, x: &ExtractConfig, streams: usize) -> Result<Sink
     )
     .await?;
     init_transactions(&producer, &txn_id, op_timeout).await?;
+    let mut limits = crate::kafka::eos::limits::MessageLimits::new(&cfg.kafka, op_timeout)
+        .map_err(|e| ExtractError::Kafka(format!("admin client: {e}")))?;
+    let raw_max = limits
+        .max_for(&raw_topic)
+        .await
+        .map_err(|e| ExtractError::Kafka(e.to_string()))?;
+    let dead_letter_max = limits
+        .max_for(&dead_letter_topic)
+        .await
+        .map_err(|e| ExtractError::Kafka(e.to_string()))?;
     let state = load_state(cfg, x, &state_topic).await?;
     tracing::info!(
         source = %x.source,
@@ -104,6 +114,8 @@ async fn connect(cfg: &Common, x: &ExtractConfig, streams: usize) -> Result<Sink
         dead_letter_topic,
         state_topic,
         op_timeout,
+        raw_max,
+        dead_letter_max,
         state,
         stats: Default::default(),
     })

@@ -12,7 +12,7 @@ use super::config::{DECISION_FIELD, WINDOW_FIELD};
 use super::window::{Closed, Due, Held, HeldRecord, Item, Window};
 use super::{KEEP_HEADERS, LOG_TARGET, QUALITY_FAIL, STAGE, WINDOW_HEADER};
 use crate::codec::Codec;
-use crate::kafka::eos::Output;
+use crate::kafka::eos::{Origin, Output};
 use crate::kafka::headers::DeadLetter;
 use crate::quality::{
     Baseline, Decision, FieldSpec, Metric, QualityConfig, QualityReport, WindowStats,
@@ -208,6 +208,7 @@ impl Closer {
             outputs: Vec::with_capacity(c.messages + 1),
             ..Routed::default()
         };
+        let topic: Arc<str> = c.topic.as_str().into();
         for hm in held {
             match hm.item {
                 Item::DeadLetter(o) => {
@@ -216,10 +217,20 @@ impl Closer {
                 }
                 Item::Record(r) if fail => {
                     routed.quarantined += 1;
-                    let o = self.quarantined(c, hm.offset, r, &fail_message);
+                    let o = self
+                        .quarantined(c, hm.offset, r, &fail_message)
+                        .origin(Origin {
+                            topic: topic.clone(),
+                            partition: c.partition,
+                            offset: hm.offset,
+                            // The quarantined record is the original already: should it be
+                            // too large, its dead letter refers to it by coordinates.
+                            payload: None,
+                            headers: None,
+                        });
                     routed.outputs.push(o);
                 }
-                Item::Record(r) => match self.scored(c, hm.offset, r, &decision) {
+                Item::Record(r) => match self.scored(c, &topic, hm.offset, r, &decision) {
                     Ok(o) => routed.outputs.push(o),
                     Err(dead_letter) => {
                         routed.dead_letters += 1;
@@ -248,11 +259,13 @@ impl Closer {
             .headers(with_header(hs, WINDOW_HEADER, &c.id))
     }
 
-    /// A record of a PASS / WARN window, with the window fields, to scored; `Err`: its dead
-    /// letter when the scored schema cannot hold it (poison).
+    /// A record of a PASS / WARN window, with the window fields, to scored (its original bytes
+    /// kept as the origin, dead-lettered instead should the scored record be too large for
+    /// the topic); `Err`: its dead letter when the scored schema cannot hold it (poison).
     fn scored(
         &self,
         c: &Closing,
+        topic: &Arc<str>,
         offset: i64,
         r: HeldRecord,
         decision: &str,
@@ -271,7 +284,14 @@ impl Closer {
                 Ok(Output::to(self.scored.clone())
                     .key(key)
                     .payload(bytes)
-                    .headers(with_header(hs, WINDOW_HEADER, &c.id)))
+                    .headers(with_header(hs, WINDOW_HEADER, &c.id))
+                    .origin(Origin {
+                        topic: topic.clone(),
+                        partition: c.partition,
+                        offset,
+                        payload: Some(payload),
+                        headers,
+                    }))
             }
             Err(e) => {
                 let hs = DeadLetter {

@@ -52,6 +52,8 @@ pub async fn run_with_stats(
     else {
         return Ok(Stats::default());
     };
+    // Records written with an older version of the cleaned schema stay readable.
+    let older = codec_in.add_history(&score.schema_in)?;
     let what = format!("registering the schema of {scored_topic}");
     let Some(codec_out) =
         transactional::codec_for(cfg, schema_out, &scored_topic, &what, &shutdown).await?
@@ -82,6 +84,7 @@ pub async fn run_with_stats(
         fields = %specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
         baseline = ?info.source,
         baseline_rows = info.rows,
+        older_input_schemas = older,
         "score stage starting"
     );
     let parts = Parts {
