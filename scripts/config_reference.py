@@ -7,12 +7,12 @@ tests/readme.rs fails when a key is missing from the README, so run this after a
 import re, subprocess, tempfile, tomllib
 
 SECTIONS = [  # (key prefix, file, struct)
-    ("pipeline", "src/config.rs", "PipelineConfig"),
-    ("kafka", "src/config.rs", "KafkaConfig"),
-    ("topics", "src/config.rs", "TopicsConfig"),
-    ("topics.<role>", "src/config.rs", "TopicOverride"),
-    ("mysql", "src/config.rs", "MysqlConfig"),
-    ("mongo", "src/config.rs", "MongoConfig"),
+    ("pipeline", "src/settings/kafka.rs", "PipelineConfig"),
+    ("kafka", "src/settings/kafka.rs", "KafkaConfig"),
+    ("topics", "src/settings/topics.rs", "TopicsConfig"),
+    ("topics.<role>", "src/settings/topics.rs", "TopicOverride"),
+    ("mysql", "src/stages/sinks/mysql/config.rs", "MysqlConfig"),
+    ("mongo", "src/stages/sinks/mongo/config.rs", "MongoConfig"),
     ("extract", "src/stages/extract/config.rs", "ExtractConfig"),
     ("extract.pagination", "src/stages/extract/config.rs", "PaginationConfig"),
     ("extract.auth", "src/stages/extract/config.rs", "AuthConfig"),
@@ -23,9 +23,9 @@ SECTIONS = [  # (key prefix, file, struct)
     ("score", "src/stages/score/config.rs", "ScoreConfig"),
     ("quality", "src/quality/decision.rs", "QualityConfig"),
     ("quality.fields.<field>", "src/quality/decision.rs", "FieldThresholds"),
-    ("sink", "src/stages/sinks/mod.rs", "SinkConfig"),
-    ("sink.mysql", "src/stages/sinks/mod.rs", "SinkMysqlConfig"),
-    ("sink.mongo", "src/stages/sinks/mod.rs", "SinkMongoConfig"),
+    ("sink", "src/stages/sinks/config.rs", "SinkConfig"),
+    ("sink.mysql", "src/stages/sinks/config.rs", "SinkMysqlConfig"),
+    ("sink.mongo", "src/stages/sinks/config.rs", "SinkMongoConfig"),
     ("observability", "src/observability/mod.rs", "ObservabilityConfig"),
 ]
 

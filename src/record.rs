@@ -80,6 +80,22 @@ pub enum FieldType {
     TimestampMillis,
 }
 
+impl FieldType {
+    /// The type as an Avro schema names it (`timestamp-millis` for the logical type): the one
+    /// spelling every message about a field's type uses.
+    pub fn avro_name(&self) -> &'static str {
+        match self {
+            FieldType::Boolean => "boolean",
+            FieldType::Int => "int",
+            FieldType::Long => "long",
+            FieldType::Float => "float",
+            FieldType::Double => "double",
+            FieldType::String => "string",
+            FieldType::TimestampMillis => "timestamp-millis",
+        }
+    }
+}
+
 /// One field of a record schema.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldSchema {
@@ -106,5 +122,14 @@ pub struct RecordSchema {
 impl RecordSchema {
     pub fn field(&self, name: &str) -> Option<&FieldSchema> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The field names in schema order, comma separated (for messages naming what a schema has).
+    pub fn field_names(&self) -> String {
+        self.fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

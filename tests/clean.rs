@@ -785,6 +785,7 @@ fn a_bad_clean_config_fails_at_start_naming_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_etl-pipe"))
         .args(["config", "check", "--config", "config/demo.toml"])
         .env("ETL_MYSQL_PASSWORD", "x")
+        .env("ETL_API_TOKEN", "y")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

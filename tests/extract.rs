@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -743,4 +744,78 @@ async fn missing_topics_fail_fast_naming_the_command_that_creates_them() {
     assert!(err.contains(&cfg.topics.name(TopicRole::Raw)), "{err}");
     assert!(err.contains("etl-pipe topics apply"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(20));
+}
+
+/// An API page holding a record larger than the broker accepts (> 1 MiB): that record is a
+/// dead letter by reference (page URL and index, the sizes in the message, no payload: it
+/// would not fit the dead-letter topic either), the page's other records reach raw, and the
+/// pass completes instead of failing on every rerun.
+#[tokio::test]
+async fn a_record_larger_than_the_broker_accepts_is_dead_lettered_and_the_pass_completes() {
+    common::require_kafka();
+    let big: String = (0..1_200_000u32)
+        .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+        .collect();
+    let body = Arc::new(format!(
+        r#"{{"data":{{"items":[{},{},{{"meta":{{"id":"item-2"}},"blob":"{big}"}},{},{}]}},"links":{{"next":null}}}}"#,
+        r#"{"meta":{"id":"item-0"},"value":0}"#,
+        r#"{"meta":{"id":"item-1"},"value":1}"#,
+        r#"{"meta":{"id":"item-3"},"value":3}"#,
+        r#"{"meta":{"id":"item-4"},"value":4}"#,
+    ));
+    let app = axum::Router::new().route(
+        "/v1/items",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { body.as_str().to_string() }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let mut cfg = common::test_config("x_too_large");
+    for role in [
+        TopicRole::Raw,
+        TopicRole::DeadLetter,
+        TopicRole::ExtractState,
+    ] {
+        common::create_topic(&cfg.topics.name(role), 1).await;
+    }
+    let x = &mut cfg.extract;
+    x.source = "items".into();
+    x.url = format!("http://{addr}/v1/items");
+    x.vars.clear();
+    x.pagination.mode = etl_pipe::stages::extract::config::PaginationMode::NextLink;
+    x.pagination.next_field = Some("links.next".into());
+    x.records_path = "data.items".into();
+    x.key_field = "meta.id".into();
+    x.auth.kind = etl_pipe::stages::extract::config::AuthKind::None;
+    x.rate_limit = 0.0;
+    let started = Instant::now();
+    let r = run_once(&cfg, false)
+        .await
+        .unwrap_or_else(|e| panic!("the pass failed after {:?}: {e}", started.elapsed()));
+    assert_eq!((r.records, r.dead_letters, r.completed), (4, 1, 1), "{r}");
+    let raw = read_all(&cfg.topics.name(TopicRole::Raw));
+    let mut keys: Vec<_> = raw.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["item-0", "item-1", "item-3", "item-4"]);
+    let dl = read_all(&cfg.topics.name(TopicRole::DeadLetter));
+    assert_eq!(dl.len(), 1);
+    let d = &dl[0];
+    assert_eq!(d.headers["etl.error.stage"], "extract");
+    assert_eq!(d.headers["etl.error.kind"], "record_too_large");
+    assert_eq!(d.headers["etl.source.index"], "2");
+    assert!(d.headers["etl.source.url"].contains("/v1/items"));
+    let msg = &d.headers["etl.error.message"];
+    assert!(
+        msg.contains("max.message.bytes") && msg.contains("left out"),
+        "{msg}"
+    );
+    assert!(
+        d.payload.is_empty(),
+        "a reference only: {} bytes",
+        d.payload.len()
+    );
 }

@@ -936,6 +936,7 @@ fn a_bad_score_section_fails_naming_the_key() {
             .args(["config", "check"])
             .envs(envs.iter().copied())
             .env("ETL_MYSQL_PASSWORD", "x")
+            .env("ETL_API_TOKEN", "y")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
@@ -977,4 +978,235 @@ fn a_missing_baseline_store_topic_stops_the_stage_naming_it() {
         err.contains("topics.score_baseline") && err.contains("topics apply"),
         "{err}"
     );
+}
+
+/// Produces already-encoded cleaned records to partition 0 and records them in `produced`.
+async fn produce_payloads(
+    cfg: &Config,
+    produced: &mut Produced,
+    records: Vec<(String, Vec<u8>)>,
+    max_message_bytes: usize,
+) {
+    let topic = cfg.topics.name(TopicRole::Cleaned);
+    let producer: FutureProducer = kafka::producer_config(&cfg.kafka)
+        .set("message.max.bytes", max_message_bytes.to_string())
+        .create()
+        .unwrap();
+    for (i, (id, payload)) in records.into_iter().enumerate() {
+        let tp = traceparent(7_000_000 + i as u64);
+        let d = producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(0)
+                    .key(&id)
+                    .payload(&payload)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: h::TRACEPARENT,
+                        value: Some(&tp),
+                    })),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        produced.by_key.insert(
+            id,
+            Sent {
+                partition: d.partition,
+                offset: d.offset,
+                payload,
+                traceparent: tp,
+                drifted: false,
+            },
+        );
+    }
+}
+
+/// Runs the score stage of `cfg` in this process until `ends` are covered by reports, then
+/// stops it; returns its stats.
+async fn score_until(cfg: &Config, ends: &[i64]) -> etl_pipe::kafka::eos::Stats {
+    let shutdown = CancellationToken::new();
+    let stage = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            score::run_with_stats(
+                &cfg.common(),
+                &cfg.score.clone().unwrap_or_default(),
+                &cfg.quality,
+                &cfg.clean_or_default(),
+                shutdown,
+            )
+            .await
+        })
+    };
+    let waited = tokio::time::timeout(
+        Duration::from_secs(90),
+        wait_for_reports(cfg, ends, Duration::from_secs(90)),
+    )
+    .await;
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(60), stage).await;
+    if waited.is_err() {
+        panic!("no reports covering {ends:?} within 90 s; the stage ended with {result:?}");
+    }
+    result.unwrap().unwrap().unwrap()
+}
+
+/// A cleaned record written with an older version of the cleaned schema (one of
+/// `schemas/history/` beside `score.schema_in`) is resolved into the current one and scored,
+/// not dead-lettered as an unknown schema.
+#[tokio::test]
+async fn records_written_with_an_older_cleaned_schema_are_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let current = std::fs::read_to_string(format!("{SCHEMAS}/league_entry.cleaned.avsc")).unwrap();
+    std::fs::write(dir.path().join("league_entry.cleaned.avsc"), &current).unwrap();
+    // The previous version: no `trace_id` yet (added since, nullable, default null) and a
+    // `region` field removed since.
+    let mut old: Json = serde_json::from_str(&current).unwrap();
+    let fields = old["fields"].as_array_mut().unwrap();
+    fields.retain(|f| f["name"] != "trace_id");
+    fields.push(serde_json::json!({"name": "region", "type": "string"}));
+    std::fs::create_dir(dir.path().join("history")).unwrap();
+    let old_path = dir.path().join("history/league_entry.cleaned.v0.avsc");
+    std::fs::write(&old_path, old.to_string()).unwrap();
+
+    let mut sc = score_config(100, Duration::from_secs(1), 0);
+    sc.schema_in = dir.path().join("league_entry.cleaned.avsc");
+    let cfg = setup("score_history", 1, sc).await;
+    let old_codec = Codec::new(load_schema(&old_path).unwrap(), Framing::SingleObject);
+    let new_codec = cleaned_codec();
+    let mut rng = StdRng::seed_from_u64(61);
+    let mut records = Vec::new();
+    for i in 0..60 {
+        let id = format!("h{i}");
+        let mut r = entry(&id, false, &mut rng);
+        let payload = if i % 2 == 0 {
+            r.fields.retain(|(n, _)| n != "trace_id");
+            r.set("region", Value::String("EUW".into()));
+            old_codec.encode(&r).unwrap()
+        } else {
+            new_codec.encode(&r).unwrap()
+        };
+        records.push((id, payload));
+    }
+    let mut produced = Produced::default();
+    produce_payloads(&cfg, &mut produced, records, 1_000_000).await;
+    let stats = score_until(&cfg, &[60]).await;
+
+    let dead = read_committed(&cfg, &cfg.topics.name(TopicRole::DeadLetter));
+    let reasons: Vec<String> = dead
+        .iter()
+        .take(3)
+        .map(|g| format!("{}: {:?}", g.key, g.headers.get(h::ERROR_MESSAGE)))
+        .collect();
+    assert!(
+        dead.is_empty(),
+        "{} of 60 records dead-lettered, e.g. {reasons:?}",
+        dead.len()
+    );
+    let scored = read_committed(&cfg, &cfg.topics.name(TopicRole::Scored));
+    assert_eq!(scored.len(), 60, "{stats:?}");
+    let sc = scored_codec();
+    let old_one = scored.iter().find(|g| g.key == "h0").unwrap();
+    let rec = sc.decode(&old_one.payload).unwrap();
+    assert_eq!(rec.get("trace_id"), Some(&Value::Null));
+    assert_eq!(rec.get("summoner_id").unwrap().as_str(), Some("h0"));
+    check_exactly_once(&cfg, &produced);
+}
+
+/// Sets topic configs (`max.message.bytes`...) and waits until the broker reports them.
+async fn alter_topic(cfg: &Config, topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = kafka::base_config(&cfg.kafka).create().unwrap();
+    let r = admin
+        .alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    for x in r {
+        x.unwrap();
+    }
+}
+
+fn random_text(n: usize, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+        .collect()
+}
+
+/// A cleaned record whose scored form is larger than the scored topic accepts is a dead
+/// letter (its original bytes, kind `output_too_large`, the sizes in the message); one too
+/// large even for the dead-letter topic is dead-lettered by reference (coordinates and
+/// reason, no payload). The other records are scored, the stage never aborts or stops.
+#[tokio::test]
+async fn a_record_too_large_for_its_output_topic_is_dead_lettered_and_the_stage_goes_on() {
+    let cfg = setup(
+        "score_too_large",
+        1,
+        score_config(100, Duration::from_secs(1), 0),
+    )
+    .await;
+    alter_topic(
+        &cfg,
+        &cfg.topics.name(TopicRole::Scored),
+        "max.message.bytes",
+        "20000",
+    )
+    .await;
+    alter_topic(
+        &cfg,
+        &cfg.topics.name(TopicRole::Cleaned),
+        "max.message.bytes",
+        "2000000",
+    )
+    .await;
+    let codec = cleaned_codec();
+    let mut rng = StdRng::seed_from_u64(71);
+    let mut records = Vec::new();
+    for i in 0..42 {
+        let id = format!("t{i}");
+        let mut r = entry(&id, false, &mut rng);
+        // Random text: lz4 cannot shrink it below the limits.
+        match i {
+            10 => r.set("summoner_name", Value::String(random_text(30_000, 1))),
+            20 => r.set("summoner_name", Value::String(random_text(1_200_000, 2))),
+            _ => {}
+        }
+        records.push((id, codec.encode(&r).unwrap()));
+    }
+    let mut produced = Produced::default();
+    produce_payloads(&cfg, &mut produced, records, 2_000_000).await;
+    let stats = score_until(&cfg, &[42]).await;
+    assert_eq!(stats.aborts, 0, "{stats:?}");
+
+    let scored = read_committed(&cfg, &cfg.topics.name(TopicRole::Scored));
+    assert_eq!(scored.len(), 40);
+    let dead = read_committed(&cfg, &cfg.topics.name(TopicRole::DeadLetter));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let scored_topic = cfg.topics.name(TopicRole::Scored);
+    for g in &dead {
+        let sent = &produced.by_key[&g.key];
+        let hd = |n: &str| g.headers.get(n).map(String::as_str);
+        assert_eq!(hd(h::ERROR_STAGE), Some("score"));
+        assert_eq!(hd(h::ERROR_KIND), Some("output_too_large"));
+        assert_eq!(hd(h::SOURCE_OFFSET), Some(&*sent.offset.to_string()));
+        assert_eq!(hd(h::TRACEPARENT), Some(sent.traceparent.as_str()));
+        let msg = hd(h::ERROR_MESSAGE).unwrap();
+        assert!(
+            msg.contains(&scored_topic) && msg.contains("max.message.bytes"),
+            "{msg}"
+        );
+        match g.key.as_str() {
+            "t10" => assert_eq!(g.payload, sent.payload, "the original bytes"),
+            "t20" => {
+                assert!(g.payload.is_empty(), "too large even as a dead letter");
+                assert!(msg.contains("left out"), "{msg}");
+            }
+            other => panic!("unexpected dead letter {other}"),
+        }
+    }
 }

@@ -207,3 +207,121 @@ async fn batches_are_cut_at_the_byte_bound() {
     );
     assert!(per_batch.len() >= 600 / most, "{per_batch:?}");
 }
+
+/// `league_points` of every document, by `_id`.
+async fn points(db: &mongodb::Database) -> std::collections::BTreeMap<String, i32> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cursor = db.collection::<Document>(COLL).find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        let d = cursor.deserialize_current().unwrap();
+        out.insert(
+            d.get_str("_id").unwrap().to_string(),
+            d.get_i32("league_points").unwrap(),
+        );
+    }
+    out
+}
+
+/// Issue #16 item 2 (Mongo): an older version (by `fetched_at`) never replaces a newer
+/// document, in a later batch or in the same one; an equal version read later does; a
+/// replay of everything leaves the same documents and sends no dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_never_replaces_a_newer_document() {
+    let db = common::mongo_db("sink_mnewer").await;
+    let cfg = config("sink_mnewer", db.name(), 7);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let (t1, t2) = (1_700_000_000_000, 1_700_000_100_000);
+    let mut msgs = Vec::new();
+    for i in 0..10 {
+        let k = format!("k{i}");
+        msgs.push((0, k.clone(), encode(&s, &versioned(&k, 2, t2))));
+    }
+    for i in 0..10 {
+        let k = format!("k{i}");
+        msgs.push((0, k.clone(), encode(&s, &versioned(&k, 1, t1))));
+    }
+    msgs.push((0, "k5".into(), encode(&s, &versioned("k5", 3, t2))));
+    // In one batch (offsets 21..27): k20 newer first, then older.
+    msgs.push((0, "k20".into(), encode(&s, &versioned("k20", 2, t2))));
+    msgs.push((0, "k20".into(), encode(&s, &versioned("k20", 1, t1))));
+    produce(&cfg, &msgs).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(11, || count(&db)).await, 11);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop(task).await.unwrap();
+    assert_eq!(committed(&cfg, 1), vec![23]);
+    let want: std::collections::BTreeMap<String, i32> = (0..10)
+        .map(|i| (format!("k{i}"), if i == 5 { 3 } else { 2 }))
+        .chain([("k20".to_string(), 2)])
+        .collect();
+    assert_eq!(points(&db).await, want);
+    assert!(
+        dead_letters(&cfg, 0).await.is_empty(),
+        "stale versions are skipped, not dead letters"
+    );
+}
+
+/// Issue #16 item 1: a partition moves to another instance while its old owner's batch is
+/// stuck (the old owner cannot reach the database); when the old owner reaches it again, its
+/// stale batch must not overwrite what the new owner wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_partitions_stale_batch_never_overwrites_the_new_owner() {
+    let db = common::mongo_db("sink_mmove").await;
+    let cfg_b = config("sink_mmove", db.name(), 10);
+    let proxy = Proxy::start(common::mongo_uri().trim_start_matches("mongodb://")).await;
+    let mut cfg_a = cfg_b.clone();
+    cfg_a.mongo.uri = format!("mongodb://127.0.0.1:{}/?directConnection=true", proxy.port);
+    topics(&cfg_b, 2).await;
+    let s = schema();
+    let (t1, t2) = (1_700_000_000_000, 1_700_000_100_000);
+    let batch = |version: i32, at: i64| -> Vec<(i32, String, Vec<u8>)> {
+        (0..20)
+            .map(|i| {
+                let k = format!("k{i}");
+                (i % 2, k.clone(), encode(&s, &versioned(&k, version, at)))
+            })
+            .collect()
+    };
+    let a = spawn_mongo(&cfg_a, &s, codec(&s));
+    tokio::time::sleep(Duration::from_secs(7)).await; // A connected and owns both partitions
+    proxy.set_up(false);
+    produce(&cfg_b, &batch(1, t1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // A's batches are stuck, retrying
+    let b = spawn_mongo(&cfg_b, &s, codec(&s));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce(&cfg_b, &batch(2, t2)).await;
+    // B gets one partition once A gives up waiting on its batch (30 s), and writes version 2.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let p = points(&db).await;
+        if p.values().filter(|v| **v == 2).count() >= 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never wrote its partition: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    proxy.set_up(true);
+    // A reaches the database again: its own partition catches up to version 2; the stale
+    // batch of the partition it lost must not land.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while points(&db).await.values().filter(|v| **v == 2).count() < 20 {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await; // room for a stale write to land
+    stop(b).await.unwrap();
+    stop(a).await.unwrap();
+    let p = points(&db).await;
+    let stale: Vec<_> = p.iter().filter(|(_, v)| **v != 2).collect();
+    assert_eq!(p.len(), 20, "{p:?}");
+    assert!(
+        stale.is_empty(),
+        "stale versions overwrote newer ones: {stale:?}"
+    );
+}

@@ -467,3 +467,309 @@ async fn exactly_once_across_sigkill_and_restart() {
     assert_eq!(wrong, 0);
     assert!(dead_letters(&cfg, 0).await.is_empty(), "no dead letters");
 }
+
+/// Waits (bounded) for a sink task to end by itself and returns its result.
+async fn ends_by_itself(task: SinkTask, within: Duration) -> Result<(), SinkError> {
+    match tokio::time::timeout(within, task.0).await {
+        Ok(r) => r.expect("sink task"),
+        Err(_) => {
+            task.1.cancel();
+            panic!(
+                "the sink did not stop by itself within {within:?}: it went on (dead-lettering?)"
+            );
+        }
+    }
+}
+
+/// Issue #16 item 6: a foreign key no row can meet is the table's fault, not the rows': the
+/// stage stops with the error, no dead letters, offsets unmoved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_wide_error_stops_the_sink_instead_of_dead_lettering_the_stream() {
+    let (db, pool) = common::mysql_db("sink_fk").await;
+    let cfg = config("sink_fk", &db, 50);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let layout = Layout::new(&s, TABLE, None, 255, Flavor::MariaDb).unwrap();
+    mysql::ensure_table(&pool, &layout).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE tiers (tier VARCHAR(255) CHARACTER SET utf8mb4 PRIMARY KEY) ENGINE=InnoDB",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {TABLE} ADD CONSTRAINT tier_fk FOREIGN KEY (tier) REFERENCES tiers (tier)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    produce(&cfg, &spread(&s, 20, 1)).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    let err = ends_by_itself(task, Duration::from_secs(40))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retriable(), "{err:?}");
+    assert!(err.to_string().contains("1452"), "{err}");
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert!(offsets(&pool, &group).await.is_empty(), "offsets moved");
+    assert_eq!(count(&pool).await, 0);
+    assert!(dead_letters(&cfg, 0).await.is_empty(), "dead letters sent");
+}
+
+/// Issue #16 item 6: when more than `sink.max_rejected_share` of a batch is rejected (here
+/// every row: `tier` is too short for all of them), the sink stops instead of dead-lettering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mostly_rejected_stops_the_sink_with_offsets_unmoved() {
+    let (db, pool) = common::mysql_db("sink_share").await;
+    let cfg = config("sink_share", &db, 50);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let layout = Layout::new(&s, TABLE, None, 255, Flavor::MariaDb).unwrap();
+    mysql::ensure_table(&pool, &layout).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {TABLE} MODIFY tier VARCHAR(2) NOT NULL"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    produce(&cfg, &spread(&s, 20, 1)).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    let err = ends_by_itself(task, Duration::from_secs(40))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("sink.max_rejected_share"), "{msg}");
+    assert!(msg.contains("1406"), "{msg}");
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert!(offsets(&pool, &group).await.is_empty(), "offsets moved");
+    assert!(dead_letters(&cfg, 0).await.is_empty(), "dead letters sent");
+}
+
+/// Issue #16 item 8: a batch whose COMMIT side fails (here the offsets write, failed by a
+/// trigger with a lock wait timeout while a flag row exists) is retried; its dead letters
+/// still go out once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_sends_each_dead_letter_once() {
+    let (db, pool) = common::mysql_db("sink_dlonce").await;
+    let cfg = config("sink_dlonce", &db, 50);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let layout = Layout::new(&s, TABLE, None, 255, Flavor::MariaDb).unwrap();
+    mysql::ensure_table(&pool, &layout).await.unwrap();
+    mysql::ensure_offsets_table(&pool, "etl_offsets")
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER TABLE {TABLE} MODIFY tier VARCHAR(8) NOT NULL"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE fail_offsets (x INT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO fail_offsets VALUES (1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (name, event) in [("fail_ins", "INSERT"), ("fail_upd", "UPDATE")] {
+        // Only real offsets (>= 0) fail: the commit's offset write, not a placeholder row.
+        sqlx::raw_sql(&format!(
+            "CREATE TRIGGER {name} BEFORE {event} ON etl_offsets FOR EACH ROW \
+             IF NEW.next_offset >= 0 AND EXISTS (SELECT 1 FROM fail_offsets) THEN \
+             SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 1205, MESSAGE_TEXT = 'test: offsets write fails'; \
+             END IF"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);
+    let msgs: Vec<(i32, String, Vec<u8>)> = (0..20)
+        .map(|i| {
+            let key = format!("k{i}");
+            let mut r = record(&key, i);
+            if i % 7 == 3 {
+                r.set("tier", Value::String("GRANDMASTER-X".into())); // 1406: k3, k10, k17
+            }
+            (0, key, c.encode(&r).unwrap())
+        })
+        .collect();
+    produce(&cfg, &msgs).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    // The batch fails at its offsets write, again and again (backoff ≤ 1 s here).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    assert!(offsets(&pool, &group).await.is_empty());
+    sqlx::query("DELETE FROM fail_offsets")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for(20, || async {
+            offsets(&pool, &group).await.get(&0).copied().unwrap_or(0)
+        })
+        .await,
+        20
+    );
+    stop(task).await.unwrap();
+    assert_eq!(count(&pool).await, 17);
+    let dls = dead_letters(&cfg, 3).await;
+    let mut keys: Vec<String> = dls.iter().filter_map(|d| d.key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["k10", "k17", "k3"], "each dead letter once");
+}
+
+/// Issue #16 item 9: two owners of a partition that has no offsets row yet (both expect
+/// "nothing stored") cannot both write: the second is fenced, the stored offset never goes
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_batch_of_a_partition_is_fenced_too() {
+    use etl_pipe::stages::sinks::batch::{Batch, BatchWriter, Outcome};
+    use etl_pipe::stages::sinks::{Decode, SinkMessage};
+
+    let (db, pool) = common::mysql_db("sink_first").await;
+    let cfg = config("sink_first", &db, 50);
+    let s = schema();
+    let decoder: Arc<dyn Decode> = codec(&s);
+    let sink = Arc::new(
+        mysql::MysqlSink::new(&cfg.common(), &cfg.sink, &cfg.mysql, &s, decoder, None)
+            .await
+            .unwrap(),
+    );
+    let topic: Arc<str> = "scored".into();
+    let c = etl_pipe::codec::Codec::new(s.clone(), etl_pipe::codec::Framing::SingleObject);
+    let batch = |partition: i32, n: i64, version: i32| Batch {
+        topic: topic.clone(),
+        partition,
+        expected: None,
+        messages: (0..n)
+            .map(|o| SinkMessage {
+                partition,
+                offset: o,
+                key: Some(format!("k{o}").into_bytes()),
+                payload: Some(c.encode(&record(&format!("k{o}"), version)).unwrap()),
+                headers: None,
+            })
+            .collect(),
+    };
+    // Row k0 exists (written through partition 1); the test then holds its lock so that both
+    // owners' batches stop at their INSERT, after their offset check.
+    let w = sink
+        .write(batch(1, 1, 0), Default::default())
+        .await
+        .unwrap();
+    assert!(matches!(w, Outcome::Written { .. }), "{w:?}");
+    let mut hold = pool.begin().await.unwrap();
+    sqlx::query(&format!(
+        "SELECT * FROM {TABLE} WHERE _key = 'k0' FOR UPDATE"
+    ))
+    .execute(&mut *hold)
+    .await
+    .unwrap();
+    let (a, b) = (sink.clone(), sink.clone());
+    let first = tokio::spawn({
+        let bt = batch(0, 10, 1);
+        async move { a.write(bt, Default::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = tokio::spawn({
+        let bt = batch(0, 5, 2);
+        async move { b.write(bt, Default::default()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    hold.commit().await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    let second = second.await.unwrap().unwrap();
+    let stored = mysql::stored_offsets(&pool, "etl_offsets", sink.group(), "scored")
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            first,
+            Outcome::Written {
+                next_offset: 10,
+                ..
+            }
+        ),
+        "first owner: {first:?}"
+    );
+    assert!(
+        matches!(second, Outcome::Fenced { stored: Some(10) }),
+        "second owner must be fenced, got {second:?}; stored offsets {stored:?}"
+    );
+    assert_eq!(stored.get(&0), Some(&10));
+}
+
+/// Issue #16 item 2: versions are ordered by the record's `fetched_at`: an older version read
+/// after a newer one (a redrive, a replay) never replaces it; the same version read later
+/// does (the last one in the stream wins, as before); a replay leaves identical rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_version_never_replaces_a_newer_row() {
+    let (db, pool) = common::mysql_db("sink_newer").await;
+    let cfg = config("sink_newer", &db, 7);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let (t1, t2) = (1_700_000_000_000, 1_700_000_100_000);
+    let mut msgs = Vec::new();
+    for i in 0..10 {
+        let k = format!("k{i}");
+        msgs.push((0, k.clone(), encode(&s, &versioned(&k, 2, t2))));
+    }
+    // Later in the stream: older versions of every key (a redrive of quarantined records)...
+    for i in 0..10 {
+        let k = format!("k{i}");
+        msgs.push((0, k.clone(), encode(&s, &versioned(&k, 1, t1))));
+    }
+    // ...and the same version of k5 again, changed: the later one wins on equal versions.
+    msgs.push((0, "k5".into(), encode(&s, &versioned("k5", 3, t2))));
+    produce(&cfg, &msgs).await;
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    assert_eq!(
+        wait_for(21, || async {
+            offsets(&pool, &group).await.get(&0).copied().unwrap_or(0)
+        })
+        .await,
+        21
+    );
+    stop(task).await.unwrap();
+    let rows = || async {
+        sqlx::query_as::<_, (String, i32, String, i64)>(&format!(
+            "SELECT CAST(_key AS CHAR), league_points, CAST(fetched_at AS CHAR), _source_offset \
+             FROM {TABLE} ORDER BY _key"
+        ))
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let before = rows().await;
+    assert_eq!(before.len(), 10);
+    for (k, points, fetched, _) in &before {
+        let want = if k == "k5" { 3 } else { 2 };
+        assert_eq!(*points, want, "{k}: {before:?}");
+        assert_eq!(fetched, "2023-11-14 22:15:00.000", "{k}");
+    }
+    // Replay everything: identical rows.
+    mysql::store_offsets(
+        &pool,
+        "etl_offsets",
+        &group,
+        &cfg.topics.name(TopicRole::Scored),
+        [(0, 0)],
+    )
+    .await
+    .unwrap();
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        wait_for(21, || async {
+            offsets(&pool, &group).await.get(&0).copied().unwrap_or(0)
+        })
+        .await,
+        21
+    );
+    stop(task).await.unwrap();
+    assert_eq!(rows().await, before);
+}

@@ -2,11 +2,11 @@
 //! resolution of data written with an older schema. It owns the bytes of `etl.cleaned` and
 //! `etl.scored` messages.
 //!
-//! **Framing** (DESIGN.md "Messages"): without a schema registry a message is Avro
-//! single-object encoded, `C3 01` + the schema's CRC-64-AVRO fingerprint (8 bytes, little
-//! endian) + datum. With `kafka.schema_registry_url` set it is the Confluent wire format,
-//! `00` + schema id (4 bytes, big endian) + datum, the schema registered under the subject
-//! `<topic>-value`. Decoders accept both framings whichever is configured.
+//! **Framing**: without a schema registry a message is Avro single-object encoded, `C3 01` +
+//! the schema's CRC-64-AVRO fingerprint (8 bytes, little endian) + datum. With
+//! `kafka.schema_registry_url` set it is the Confluent wire format, `00` + schema id (4 bytes,
+//! big endian) + datum, the schema registered under the subject `<topic>-value`. Decoders
+//! accept both framings whichever is configured.
 //!
 //! **Writer schemas**: a decoder knows its own schema, any schema added with
 //! [`Codec::add_writer_schema`] (e.g. `schemas/history/*.avsc`, by fingerprint) or
@@ -263,6 +263,34 @@ impl Codec {
         )?);
         write_lock(&self.by_fingerprint).insert(fp, plan);
         Ok(())
+    }
+
+    /// Lets the decoder read data written with the older versions of its schema kept in
+    /// `history/` beside `schema_path` (the schema's `.avsc` file): every `*.avsc` there with
+    /// the same record name is added with [`add_writer_schema`](Self::add_writer_schema). A
+    /// history schema that cannot be read as this one is skipped (logged); an unreadable
+    /// file is an error. Returns how many were added. Every reader of Avro records calls
+    /// this, so that a schema change never turns the previous version's records into poison.
+    pub fn add_history(&self, schema_path: &std::path::Path) -> Result<usize, CodecError> {
+        let Some(history) = schema_path.parent().map(|d| d.join("history")) else {
+            return Ok(0);
+        };
+        if !history.is_dir() {
+            return Ok(0);
+        }
+        let mut added = 0;
+        for (file, writer) in load_schema_dir(&history)? {
+            if writer.name != self.schema.name || writer.fingerprint() == self.fingerprint {
+                continue;
+            }
+            match self.add_writer_schema(writer) {
+                Ok(()) => added += 1,
+                Err(e) => {
+                    tracing::debug!(%file, error = %e, "older schema not readable as the current one")
+                }
+            }
+        }
+        Ok(added)
     }
 
     /// Lets the decoder read Confluent-framed data with registry id `id`, written with

@@ -220,10 +220,7 @@ fn promotes(writer: &FieldType, reader: &FieldType) -> bool {
 }
 
 pub(crate) fn type_label(f: &FieldSchema) -> String {
-    let t = match f.ty {
-        FieldType::TimestampMillis => "timestamp-millis",
-        ref t => primitive_name(t),
-    };
+    let t = f.ty.avro_name();
     if f.nullable {
         format!("[\"null\", {t}]")
     } else {

@@ -139,6 +139,31 @@ impl DeadLetter<'_> {
     }
 }
 
+/// A copy of `headers` whose `name` header has `extra` appended to its text (`<text>; <extra>`),
+/// or set to `extra` when absent; e.g. why a dead letter goes without its payload.
+pub fn with_message(headers: &OwnedHeaders, name: &str, extra: &str) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(headers.count() + 1);
+    let mut text = None;
+    for h in headers.iter() {
+        if h.key == name {
+            text = Some(String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+            continue;
+        }
+        out = out.insert(Header {
+            key: h.key,
+            value: h.value,
+        });
+    }
+    let text = match text {
+        Some(t) if !t.is_empty() => format!("{t}; {extra}"),
+        _ => extra.to_string(),
+    };
+    out.insert(Header {
+        key: name,
+        value: Some(&text),
+    })
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -169,6 +194,23 @@ mod tests {
         assert_eq!(get_str(&h, ATTEMPTS), Some("1"));
         assert_eq!(get_str(&h, TRACEPARENT), Some("00-abc-def-01"));
         assert_eq!(h.count(), 9);
+    }
+
+    #[test]
+    fn with_message_appends_to_one_header_and_keeps_the_others() {
+        let dl = DeadLetter {
+            stage: "score",
+            kind: "output_too_large",
+            message: "too big",
+            source: Some(("etl.cleaned", 0, 7)),
+        };
+        let h = with_message(&dl.headers_with(&[]), ERROR_MESSAGE, "payload left out");
+        assert_eq!(
+            get_str(&h, ERROR_MESSAGE),
+            Some("too big; payload left out")
+        );
+        assert_eq!(get_str(&h, SOURCE_OFFSET), Some("7"));
+        assert_eq!(h.count(), 8);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
 
 use crate::settings::{KafkaConfig, TopicSpec};
 
@@ -58,106 +59,127 @@ pub async fn apply(
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(15))?;
-    let existing = |name: &str| {
-        metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .map(|t| {
-                let partitions = t.partitions().len() as i32;
-                let rf = t
-                    .partitions()
-                    .first()
-                    .map(|p| p.replicas().len() as i32)
-                    .unwrap_or(0);
-                (partitions, rf)
-            })
-    };
 
+    let to_create: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|spec| existing(&metadata, &spec.name).is_none())
+        .collect();
+    create(&admin, &opts, &to_create).await?;
+
+    // Outcomes from the metadata read before creating: what did not exist then was created.
     let mut out = Vec::new();
-    let mut to_create: Vec<&TopicSpec> = Vec::new();
     for spec in specs {
-        if existing(&spec.name).is_none() {
-            to_create.push(spec);
-        }
-    }
-    if !to_create.is_empty() {
-        let retentions: Vec<String> = to_create
-            .iter()
-            .map(|s| s.retention_ms().to_string())
-            .collect();
-        let new_topics: Vec<NewTopic> = to_create
-            .iter()
-            .zip(&retentions)
-            .map(|(s, r)| {
-                NewTopic::new(
-                    &s.name,
-                    s.partitions,
-                    TopicReplication::Fixed(s.replication_factor),
-                )
-                .set("cleanup.policy", s.cleanup_policy.as_kafka())
-                .set("retention.ms", r)
-            })
-            .collect();
-        for result in admin.create_topics(&new_topics, &opts).await? {
-            match result {
-                Ok(_) => {}
-                // Another instance created it between our metadata fetch and now: fine.
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(TopicsError::Create {
-                        topic,
-                        message: code.to_string(),
-                    })
-                }
-            }
-        }
-    }
-
-    for spec in specs {
-        let Some((partitions, rf)) = existing(&spec.name) else {
-            out.push((spec.clone(), TopicOutcome::Created));
-            continue;
-        };
-        let mut diffs = Vec::new();
-        if partitions != spec.partitions {
-            diffs.push(format!(
-                "partitions: have {partitions}, want {}",
-                spec.partitions
-            ));
-        }
-        if rf != spec.replication_factor {
-            diffs.push(format!(
-                "replication factor: have {rf}, want {}",
-                spec.replication_factor
-            ));
-        }
-        let described = admin
-            .describe_configs([&ResourceSpecifier::Topic(&spec.name)], &opts)
-            .await?;
-        if let Some(Ok(resource)) = described.into_iter().next() {
-            let get = |k: &str| resource.get(k).and_then(|e| e.value.clone());
-            let want_ret = spec.retention_ms().to_string();
-            if let Some(have) = get("retention.ms") {
-                if have != want_ret {
-                    diffs.push(format!("retention.ms: have {have}, want {want_ret}"));
-                }
-            }
-            if let Some(have) = get("cleanup.policy") {
-                if have != spec.cleanup_policy.as_kafka() {
-                    diffs.push(format!(
-                        "cleanup.policy: have {have}, want {}",
-                        spec.cleanup_policy.as_kafka()
-                    ));
-                }
-            }
-        }
-        let outcome = if diffs.is_empty() {
-            TopicOutcome::Unchanged
-        } else {
-            TopicOutcome::Differs(diffs)
+        let outcome = match existing(&metadata, &spec.name) {
+            None => TopicOutcome::Created,
+            Some((partitions, rf)) => compare(&admin, &opts, spec, partitions, rf).await?,
         };
         out.push((spec.clone(), outcome));
     }
     Ok(out)
+}
+
+/// `(partitions, replication factor)` of topic `name`, if it exists.
+fn existing(metadata: &Metadata, name: &str) -> Option<(i32, i32)> {
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == name)
+        .map(|t| {
+            let partitions = t.partitions().len() as i32;
+            let rf = t
+                .partitions()
+                .first()
+                .map(|p| p.replicas().len() as i32)
+                .unwrap_or(0);
+            (partitions, rf)
+        })
+}
+
+/// Creates the topics of `specs` with their partitions, replication, cleanup policy and
+/// retention.
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    opts: &AdminOptions,
+    specs: &[&TopicSpec],
+) -> Result<(), TopicsError> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let retentions: Vec<String> = specs.iter().map(|s| s.retention_ms().to_string()).collect();
+    let new_topics: Vec<NewTopic> = specs
+        .iter()
+        .zip(&retentions)
+        .map(|(s, r)| {
+            NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication_factor),
+            )
+            .set("cleanup.policy", s.cleanup_policy.as_kafka())
+            .set("retention.ms", r)
+        })
+        .collect();
+    for result in admin.create_topics(&new_topics, opts).await? {
+        match result {
+            Ok(_) => {}
+            // Another instance created it between our metadata fetch and now: fine.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(TopicsError::Create {
+                    topic,
+                    message: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An existing topic against its spec: partitions and replication factor (from the metadata),
+/// retention and cleanup policy (from its config).
+async fn compare(
+    admin: &AdminClient<DefaultClientContext>,
+    opts: &AdminOptions,
+    spec: &TopicSpec,
+    partitions: i32,
+    rf: i32,
+) -> Result<TopicOutcome, TopicsError> {
+    let mut diffs = Vec::new();
+    if partitions != spec.partitions {
+        diffs.push(format!(
+            "partitions: have {partitions}, want {}",
+            spec.partitions
+        ));
+    }
+    if rf != spec.replication_factor {
+        diffs.push(format!(
+            "replication factor: have {rf}, want {}",
+            spec.replication_factor
+        ));
+    }
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(&spec.name)], opts)
+        .await?;
+    if let Some(Ok(resource)) = described.into_iter().next() {
+        let get = |k: &str| resource.get(k).and_then(|e| e.value.clone());
+        let want_ret = spec.retention_ms().to_string();
+        if let Some(have) = get("retention.ms") {
+            if have != want_ret {
+                diffs.push(format!("retention.ms: have {have}, want {want_ret}"));
+            }
+        }
+        if let Some(have) = get("cleanup.policy") {
+            if have != spec.cleanup_policy.as_kafka() {
+                diffs.push(format!(
+                    "cleanup.policy: have {have}, want {}",
+                    spec.cleanup_policy.as_kafka()
+                ));
+            }
+        }
+    }
+    Ok(if diffs.is_empty() {
+        TopicOutcome::Unchanged
+    } else {
+        TopicOutcome::Differs(diffs)
+    })
 }

@@ -6,7 +6,7 @@
 //!   connected, partitions assigned), else 503; the JSON body says what is missing.
 //! - `/metrics`: Prometheus text format, rendered from the global `metrics` recorder.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -118,6 +118,9 @@ struct HealthInner {
     kafka: AtomicBool,
     db: AtomicBool,
     partitions: AtomicUsize,
+    stalled: AtomicBool,
+    /// When the transactional call in progress counts as stalled (ms since the epoch; 0: none).
+    call_due_ms: AtomicU64,
 }
 
 /// The `/readyz` body.
@@ -130,6 +133,8 @@ pub struct Readiness {
     pub db_connected: bool,
     pub assigned_partitions: usize,
     pub required: Vec<&'static str>,
+    /// A transactional call is waiting for the broker (listed as `transaction` in `missing`).
+    pub transaction_stalled: bool,
 }
 
 impl Default for Health {
@@ -147,6 +152,8 @@ impl Health {
                 kafka: AtomicBool::new(false),
                 db: AtomicBool::new(false),
                 partitions: AtomicUsize::new(0),
+                stalled: AtomicBool::new(false),
+                call_due_ms: AtomicU64::new(0),
             }),
         };
         h.require(checks);
@@ -169,6 +176,19 @@ impl Health {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
             self.set_kafka_connected(false);
         }
+    }
+
+    /// A transaction's commit or abort is not confirmed by the broker and is being retried:
+    /// not ready until it is (the exactly-once loop stops after `kafka.transaction_timeout`).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.inner.stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    /// A transactional call starts (`Some(grace)`: stalled if still running after `grace`;
+    /// librdkafka may block past its timeout while a request is in flight) or ends (`None`).
+    pub fn transactional_call(&self, grace: Option<Duration>) {
+        let due = grace.map_or(0, |g| now_ms() + g.as_millis() as u64);
+        self.inner.call_due_ms.store(due, Ordering::Relaxed);
     }
 
     pub fn set_db_connected(&self, ok: bool) {
@@ -197,12 +217,18 @@ impl Health {
             .filter(|(c, _, _)| req & c.bit() != 0)
             .map(|(_, n, _)| *n)
             .collect();
-        let missing: Vec<&'static str> = checks
+        let mut missing: Vec<&'static str> = checks
             .iter()
             .filter(|(c, _, ok)| req & c.bit() != 0 && !ok)
             .map(|(_, n, _)| *n)
             .collect();
+        let due = self.inner.call_due_ms.load(Ordering::Relaxed);
+        let stalled = self.inner.stalled.load(Ordering::Relaxed) || (due != 0 && now_ms() > due);
+        if stalled {
+            missing.push("transaction");
+        }
         Readiness {
+            transaction_stalled: stalled,
             ready: missing.is_empty(),
             missing,
             kafka_connected: kafka,
@@ -211,6 +237,12 @@ impl Health {
             required,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The process-wide [`Health`] that `observability::init` configures for its stage and the
@@ -295,7 +327,6 @@ pub async fn serve(
 pub fn report_consumer<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
 ) {
-    use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,5 +1,5 @@
 //! Data-quality statistics for a window of records: missing and type-error ratios per
-//! field ([`missing`]), PSI against a baseline ([`psi`]), VIF of the numeric fields
+//! field ([`missing`]), PSI against a baseline ([`psi`](mod@psi)), VIF of the numeric fields
 //! ([`vif`]), the per-window accumulator and its report ([`window`]), the PASS / WARN /
 //! FAIL decision with its thresholds ([`decision`]), and the `etl-pipe profile` command
 //! ([`profile`], [`html`]).

@@ -250,73 +250,17 @@ impl WindowStats {
     /// The figures and the decision for the rows pushed so far.
     pub fn report(&self, cfg: &QualityConfig) -> QualityReport {
         let vif = self.vif.vif();
-        let k = self.vif.k();
-        let summary = VifSummary {
-            status: match &vif {
-                VifOutcome::Computed(_) => VifStatus::Ok,
-                VifOutcome::NotEnoughData { .. } => VifStatus::NotEnoughData,
-                VifOutcome::NotApplicable => VifStatus::NotApplicable,
-            },
-            fields: k,
-            rows_used: self.vif.n(),
-            needed: k as u64 + 1,
-        };
+        let summary = self.vif_summary(&vif);
         let mut reasons = Vec::new();
         let mut notes = Vec::new();
         let mut fields = Vec::with_capacity(self.specs.len());
-        for (i, spec) in self.specs.iter().enumerate() {
-            let c = &self.counts[i];
-            let numeric = spec.kind == FieldKind::Numeric;
-            let (psi, psi_status) = match &self.psi[i] {
-                Ok(p) => match p.psi(cfg.epsilon) {
-                    Some(v) => (Some(v), PsiStatus::Ok),
-                    None => (None, PsiStatus::NoData),
-                },
-                Err(status) => (None, *status),
-            };
-            let (vif_fig, vif_status) = match (self.vif_pos[i], &vif) {
-                (None, _) => (None, VifStatus::NotNumeric),
-                (Some(p), VifOutcome::Computed(v)) => match v.get(p) {
-                    Some(Vif::Value(x)) => (Some(*x), VifStatus::Ok),
-                    Some(Vif::Infinite) => (Some(f64::INFINITY), VifStatus::Infinite),
-                    _ => (None, VifStatus::Constant),
-                },
-                (Some(_), VifOutcome::NotEnoughData { .. }) => (None, VifStatus::NotEnoughData),
-                (Some(_), VifOutcome::NotApplicable) => (None, VifStatus::NotApplicable),
-            };
-            let mut mine: Vec<Reason> = Vec::new();
-            if self.rows > 0 {
-                mine.extend(cfg.judge(&spec.name, Metric::MissingRatio, c.missing_ratio()));
-                mine.extend(cfg.judge(&spec.name, Metric::TypeErrorRatio, c.type_error_ratio()));
+        for i in 0..self.specs.len() {
+            let (field, mine) = self.field_report(i, cfg, &vif);
+            if field.vif_status == VifStatus::Constant {
+                notes.push(format!("{}: constant in the rows used for VIF", field.name));
             }
-            if let Some(v) = psi {
-                mine.extend(cfg.judge(&spec.name, Metric::Psi, v));
-            }
-            if let Some(v) = vif_fig {
-                mine.extend(cfg.judge(&spec.name, Metric::Vif, v));
-            }
-            if vif_status == VifStatus::Constant {
-                notes.push(format!("{}: constant in the rows used for VIF", spec.name));
-            }
-            let decision = mine.iter().map(|r| r.level).max().unwrap_or(Decision::Pass);
             reasons.extend(mine);
-            fields.push(FieldReport {
-                name: spec.name.clone(),
-                kind: spec.kind,
-                missing: c.missing,
-                missing_ratio: c.missing_ratio(),
-                type_errors: c.type_errors,
-                type_error_ratio: c.type_error_ratio(),
-                mean: numeric.then(|| c.moments.mean()).flatten(),
-                std: numeric.then(|| c.moments.std()).flatten(),
-                min: numeric.then(|| c.moments.min()).flatten(),
-                max: numeric.then(|| c.moments.max()).flatten(),
-                psi,
-                psi_status,
-                vif: vif_fig.map(Figure),
-                vif_status,
-                decision,
-            });
+            fields.push(field);
         }
         if self.rows == 0 {
             reasons.push(Reason {
@@ -334,11 +278,12 @@ impl WindowStats {
         match summary.status {
             VifStatus::NotEnoughData => notes.push(format!(
                 "VIF: not enough data: {} complete rows, at least {} needed for {} numeric fields",
-                summary.rows_used, summary.needed, k
+                summary.rows_used, summary.needed, summary.fields
             )),
-            VifStatus::NotApplicable => {
-                notes.push(format!("VIF: needs at least two numeric fields ({k} here)"))
-            }
+            VifStatus::NotApplicable => notes.push(format!(
+                "VIF: needs at least two numeric fields ({} here)",
+                summary.fields
+            )),
             _ => {}
         }
         reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
@@ -355,6 +300,79 @@ impl WindowStats {
             baseline_rows: self.baseline_rows,
             notes,
         }
+    }
+
+    fn vif_summary(&self, vif: &VifOutcome) -> VifSummary {
+        let k = self.vif.k();
+        VifSummary {
+            status: match vif {
+                VifOutcome::Computed(_) => VifStatus::Ok,
+                VifOutcome::NotEnoughData { .. } => VifStatus::NotEnoughData,
+                VifOutcome::NotApplicable => VifStatus::NotApplicable,
+            },
+            fields: k,
+            rows_used: self.vif.n(),
+            needed: k as u64 + 1,
+        }
+    }
+
+    /// The figures of field `i`, and its WARN and FAIL reasons.
+    fn field_report(
+        &self,
+        i: usize,
+        cfg: &QualityConfig,
+        vif: &VifOutcome,
+    ) -> (FieldReport, Vec<Reason>) {
+        let spec = &self.specs[i];
+        let c = &self.counts[i];
+        let numeric = spec.kind == FieldKind::Numeric;
+        let (psi, psi_status) = match &self.psi[i] {
+            Ok(p) => match p.psi(cfg.epsilon) {
+                Some(v) => (Some(v), PsiStatus::Ok),
+                None => (None, PsiStatus::NoData),
+            },
+            Err(status) => (None, *status),
+        };
+        let (vif_fig, vif_status) = match (self.vif_pos[i], vif) {
+            (None, _) => (None, VifStatus::NotNumeric),
+            (Some(p), VifOutcome::Computed(v)) => match v.get(p) {
+                Some(Vif::Value(x)) => (Some(*x), VifStatus::Ok),
+                Some(Vif::Infinite) => (Some(f64::INFINITY), VifStatus::Infinite),
+                _ => (None, VifStatus::Constant),
+            },
+            (Some(_), VifOutcome::NotEnoughData { .. }) => (None, VifStatus::NotEnoughData),
+            (Some(_), VifOutcome::NotApplicable) => (None, VifStatus::NotApplicable),
+        };
+        let mut mine: Vec<Reason> = Vec::new();
+        if self.rows > 0 {
+            mine.extend(cfg.judge(&spec.name, Metric::MissingRatio, c.missing_ratio()));
+            mine.extend(cfg.judge(&spec.name, Metric::TypeErrorRatio, c.type_error_ratio()));
+        }
+        if let Some(v) = psi {
+            mine.extend(cfg.judge(&spec.name, Metric::Psi, v));
+        }
+        if let Some(v) = vif_fig {
+            mine.extend(cfg.judge(&spec.name, Metric::Vif, v));
+        }
+        let decision = mine.iter().map(|r| r.level).max().unwrap_or(Decision::Pass);
+        let field = FieldReport {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            missing: c.missing,
+            missing_ratio: c.missing_ratio(),
+            type_errors: c.type_errors,
+            type_error_ratio: c.type_error_ratio(),
+            mean: numeric.then(|| c.moments.mean()).flatten(),
+            std: numeric.then(|| c.moments.std()).flatten(),
+            min: numeric.then(|| c.moments.min()).flatten(),
+            max: numeric.then(|| c.moments.max()).flatten(),
+            psi,
+            psi_status,
+            vif: vif_fig.map(Figure),
+            vif_status,
+            decision,
+        };
+        (field, mine)
     }
 }
 

@@ -5,3 +5,4 @@ pub mod clean;
 pub mod extract;
 pub mod score;
 pub mod sinks;
+mod transactional;

@@ -300,3 +300,55 @@ pub async fn dead_letters(cfg: &Config, n: usize) -> Vec<Dl> {
     }
     out
 }
+
+/// A TCP proxy in front of a database that a test can take down and bring back: down closes
+/// every open connection and drops new ones at once (what a client sees when the server
+/// stops), up forwards again. Lets a test cut one instance off its database without stopping
+/// the shared server other tests use.
+pub struct Proxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Proxy {
+        let target = target.to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !*rx.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut rx = rx.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, up: tx }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+/// A scored record for `key` fetched at `fetched_at` (ms), `version` in `league_points`.
+pub fn versioned(key: &str, version: i32, fetched_at: i64) -> Record {
+    let mut r = record(key, version);
+    r.set("fetched_at", Value::TimestampMillis(fetched_at));
+    r
+}

@@ -55,9 +55,7 @@ pub struct CleanConfig {
 fn default_schema() -> PathBuf {
     PathBuf::from("schemas/league_entry.cleaned.avsc")
 }
-// Measured (docs/notes/clean.md): ~20 ms per transaction + ~11 µs per record, so 10 000
-// gives ~89 k records/s against ~51 k at 2000 when catching up; batch_max_age bounds the
-// latency at low rates either way.
+// Amortises each transaction's fixed cost when catching up (figures: docs/notes/clean.md).
 fn default_batch_size() -> usize {
     10_000
 }

@@ -14,7 +14,6 @@ pub mod config;
 pub mod mapping;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
@@ -23,11 +22,11 @@ pub use config::{CleanConfig, Derive, FieldMapping, Scalar};
 pub use mapping::{ErrorKind, Lineage, Mapped, Mapper, MappingError, LINEAGE_FIELDS};
 
 use crate::codec::{Codec, CodecError};
-use crate::kafka::eos::{self, EosError, Output, Settings, Stats, Transform, TransformError};
+use crate::kafka::eos::{self, EosError, Output, Stats, Transform, TransformError};
 use crate::kafka::headers::{self as h, get_str};
 use crate::observability::trace::trace_id;
-use crate::retry::{retry, Backoff, Stopped};
 use crate::settings::{Common, ConfigError, TopicRole};
+use crate::stages::transactional::{self, log_stopped};
 
 /// The stage name: consumer group `<pipeline>.clean`, metric label, `etl.error.stage`.
 pub const STAGE: &str = "clean";
@@ -155,26 +154,20 @@ pub async fn run_with_stats(
     let schema = clean.load_schema()?;
     let mapper = Mapper::new(&schema, clean)?;
     let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
-
-    // With a schema registry, registering the schema needs it up: retriable, so wait for it.
-    let wait = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let codec = match retry(
-        "registering the cleaned schema",
-        wait,
-        &shutdown,
-        CodecError::is_retriable,
-        || Codec::from_config(&cfg.kafka, schema.clone(), &cleaned_topic),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(Stopped::Cancelled) => return Ok(Stats::default()),
-        Err(Stopped::Permanent(e)) => return Err(e.into()),
+    let what = "registering the cleaned schema";
+    let Some(codec) =
+        transactional::codec_for(cfg, schema, &cleaned_topic, what, &shutdown).await?
+    else {
+        return Ok(Stats::default());
     };
 
-    let mut settings = Settings::for_stage(cfg, STAGE, TopicRole::Raw);
-    settings.batch_size = clean.batch_size;
-    settings.batch_max_age = clean.batch_max_age;
+    let settings = transactional::settings(
+        cfg,
+        STAGE,
+        TopicRole::Raw,
+        clean.batch_size,
+        clean.batch_max_age,
+    );
     tracing::info!(
         stage = STAGE,
         schema = %clean.schema.display(),
@@ -186,14 +179,7 @@ pub async fn run_with_stats(
     );
     let transform = CleanTransform::new(cfg, clean, mapper, Arc::new(codec));
     let stats = eos::run(cfg.kafka.clone(), settings, transform, shutdown).await?;
-    tracing::info!(
-        stage = STAGE,
-        records_in = stats.records_in,
-        records_out = stats.records_out,
-        dead_letters = stats.dead_letters,
-        transactions = stats.transactions,
-        aborts = stats.aborts,
-        "clean stage stopped"
-    );
+    // The stage's own logs go under its module path (the default target).
+    log_stopped!(module_path!(), STAGE, stats);
     Ok(stats)
 }

@@ -6,7 +6,7 @@
 //!
 //! Both are written inside the same Kafka transaction as the records they account for, so a
 //! checkpoint is visible (read_committed) exactly when its records are.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::source::Position;
+use crate::kafka::MetadataError;
 use crate::settings::KafkaConfig;
 
 /// The pass record.
@@ -73,30 +74,7 @@ pub fn load(
         .set("enable.partition.eof", "true")
         .create()
         .map_err(|e| format!("creating the state reader: {e}"))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| format!("metadata of state topic {topic}: {e}"))?;
-    let t = md
-        .topics()
-        .first()
-        .ok_or_else(|| format!("no metadata for state topic {topic}"))?;
-    if t.error().is_some() || t.partitions().is_empty() {
-        return Err(format!(
-            "state topic {topic} does not exist; create it with `etl-pipe topics apply`"
-        ));
-    }
-    let mut tpl = TopicPartitionList::new();
-    let mut pending = std::collections::HashSet::new();
-    for p in t.partitions() {
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, p.id(), timeout)
-            .map_err(|e| format!("watermarks of {topic}/{}: {e}", p.id()))?;
-        if hi > lo {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|e| e.to_string())?;
-            pending.insert(p.id());
-        }
-    }
+    let (tpl, mut pending) = nonempty_partitions(&consumer, topic, timeout)?;
     let mut state = State::default();
     if pending.is_empty() {
         return Ok(state);
@@ -104,8 +82,7 @@ pub fn load(
     consumer
         .assign(&tpl)
         .map_err(|e| format!("assigning {topic}: {e}"))?;
-    let prefix = format!("{source}/");
-    let pass = pass_key(source);
+    let keys = Keys::of(source);
     let deadline = Instant::now() + timeout;
     while !pending.is_empty() {
         if Instant::now() > deadline {
@@ -119,41 +96,105 @@ pub fn load(
                 pending.remove(&p);
             }
             Some(Err(e)) => return Err(format!("reading state topic {topic}: {e}")),
-            Some(Ok(m)) => {
-                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    continue;
-                };
-                if !key.starts_with(&prefix) {
-                    continue;
-                }
-                if key == pass {
-                    state.pass = match m.payload() {
-                        None => None,
-                        Some(p) => Some(serde_json::from_slice(p).map_err(|e| {
-                            format!("unreadable pass record `{key}` in {topic}: {e}")
-                        })?),
-                    };
-                } else if let Some(stream) = key.strip_prefix(&format!("{prefix}stream/")) {
-                    match m.payload() {
-                        None => {
-                            state.streams.remove(stream);
-                        }
-                        Some(p) => match serde_json::from_slice::<StreamCheckpoint>(p) {
-                            Ok(c) => {
-                                state.streams.insert(stream.to_string(), c);
-                            }
-                            Err(e) => {
-                                // A checkpoint we cannot read only costs a refetch of that stream.
-                                tracing::warn!(key, error = %e, "ignoring unreadable checkpoint");
-                                state.streams.remove(stream);
-                            }
-                        },
-                    }
-                }
-            }
+            Some(Ok(m)) => state.apply(&keys, m.key(), m.payload(), topic)?,
         }
     }
     Ok(state)
+}
+
+/// The partitions of the state topic that hold records, from their beginning.
+fn nonempty_partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(TopicPartitionList, HashSet<i32>), String> {
+    let ids = crate::kafka::partitions(consumer.client(), topic, timeout).map_err(|e| match e {
+        MetadataError::Kafka { source, .. } => {
+            format!("metadata of state topic {topic}: {source}")
+        }
+        MetadataError::NoTopic(_) => {
+            format!("state topic {topic} does not exist; create it with `etl-pipe topics apply`")
+        }
+    })?;
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = HashSet::new();
+    for id in ids {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, id, timeout)
+            .map_err(|e| format!("watermarks of {topic}/{id}: {e}"))?;
+        if hi > lo {
+            tpl.add_partition_offset(topic, id, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+            pending.insert(id);
+        }
+    }
+    Ok((tpl, pending))
+}
+
+/// The record keys of one source.
+struct Keys {
+    /// `<source>/`: every key of the source.
+    prefix: String,
+    /// `<source>/pass`.
+    pass: String,
+    /// `<source>/stream/`, followed by the stream id.
+    stream: String,
+}
+
+impl Keys {
+    fn of(source: &str) -> Keys {
+        let prefix = format!("{source}/");
+        Keys {
+            pass: pass_key(source),
+            stream: format!("{prefix}stream/"),
+            prefix,
+        }
+    }
+}
+
+impl State {
+    /// One record of the state topic: the latest pass record or checkpoint wins, a record
+    /// without payload (tombstone) deletes; other sources' records are ignored.
+    fn apply(
+        &mut self,
+        keys: &Keys,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        topic: &str,
+    ) -> Result<(), String> {
+        let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) else {
+            return Ok(());
+        };
+        if !key.starts_with(&keys.prefix) {
+            return Ok(());
+        }
+        if key == keys.pass {
+            self.pass = match payload {
+                None => None,
+                Some(p) => Some(
+                    serde_json::from_slice(p)
+                        .map_err(|e| format!("unreadable pass record `{key}` in {topic}: {e}"))?,
+                ),
+            };
+        } else if let Some(stream) = key.strip_prefix(&keys.stream) {
+            match payload {
+                None => {
+                    self.streams.remove(stream);
+                }
+                Some(p) => match serde_json::from_slice::<StreamCheckpoint>(p) {
+                    Ok(c) => {
+                        self.streams.insert(stream.to_string(), c);
+                    }
+                    Err(e) => {
+                        // A checkpoint we cannot read only costs a refetch of that stream.
+                        tracing::warn!(key, error = %e, "ignoring unreadable checkpoint");
+                        self.streams.remove(stream);
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

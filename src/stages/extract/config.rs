@@ -329,6 +329,14 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
 impl ExtractConfig {
     /// Rejects contradictions, naming the key. Does not read the secret (that happens at run).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_source()?;
+        self.validate_pagination()?;
+        self.validate_auth()?;
+        self.validate_limits()
+    }
+
+    /// The source name, the URL template and its variables.
+    fn validate_source(&self) -> Result<(), ConfigError> {
         if !is_name(&self.source) {
             return Err(ConfigError::key(
                 "extract.source",
@@ -363,6 +371,11 @@ impl ExtractConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The pagination mode and the field paths of records, key and next link.
+    fn validate_pagination(&self) -> Result<(), ConfigError> {
         match self.pagination.mode {
             PaginationMode::Page => {
                 if self.pagination.param.is_empty() {
@@ -409,6 +422,10 @@ impl ExtractConfig {
                 "must be a field name or dotted path",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
         match self.auth.kind {
             AuthKind::None => {}
             AuthKind::Header | AuthKind::Query => {
@@ -427,6 +444,11 @@ impl ExtractConfig {
                 self.auth.token.validate("extract.auth.token")?;
             }
         }
+        Ok(())
+    }
+
+    /// Rate, timeout, concurrency, interval, transaction size, retries and probe.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         if !self.rate_limit.is_finite() || self.rate_limit < 0.0 {
             return Err(ConfigError::key(
                 "extract.rate_limit",
@@ -475,7 +497,6 @@ impl ExtractConfig {
         Ok(())
     }
 
-    /// The credential's source, safe to print.
     /// Resolves the token when the source needs one (the error names the key, not the value).
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
         match self.auth.kind {
@@ -484,6 +505,7 @@ impl ExtractConfig {
         }
     }
 
+    /// The credential's source, safe to print.
     pub fn secret_status(&self) -> Option<String> {
         match self.auth.kind {
             AuthKind::None => None,

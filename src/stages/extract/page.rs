@@ -23,6 +23,8 @@ use serde_json::value::RawValue;
 pub struct GoodRecord {
     pub key: String,
     pub range: Range<usize>,
+    /// Position in the page's array.
+    pub index: usize,
 }
 
 /// A poison record: why, and where its bytes are in the body.
@@ -252,7 +254,7 @@ pub fn parse_page(
         let start = el.get().as_ptr() as usize - base;
         let range = start..start + el.get().len();
         match classify(el, key_path) {
-            Ok(key) => records.push(GoodRecord { key, range }),
+            Ok(key) => records.push(GoodRecord { key, range, index }),
             Err((kind, message)) => dead.push(BadRecord {
                 index,
                 kind,

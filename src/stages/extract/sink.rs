@@ -27,6 +27,11 @@ use crate::retry::Backoff;
 pub const SOURCE_URL: &str = "etl.source.url";
 /// Header on extract dead letters: the element's position in the page's array.
 pub const SOURCE_INDEX: &str = "etl.source.index";
+/// `etl.error.kind` of a record larger than the raw topic accepts.
+pub const RECORD_TOO_LARGE: &str = "record_too_large";
+/// What the headers of a record or dead letter may take, at most (the envelope, the URL):
+/// counted against the size limits with the payload.
+const HEADERS_ALLOWANCE: usize = 4096;
 
 /// Counts delivery reports; a failed delivery also fails the transaction's commit.
 #[derive(Default)]
@@ -113,6 +118,10 @@ pub struct Sink {
     pub dead_letter_topic: String,
     pub state_topic: String,
     pub op_timeout: Duration,
+    /// The largest message `raw_topic` and `dead_letter_topic` take
+    /// ([`crate::kafka::eos::limits`]).
+    pub raw_max: usize,
+    pub dead_letter_max: usize,
     /// The committed state (pass and checkpoints), kept current for the next pass.
     pub state: State,
     pub stats: SinkStats,
@@ -193,81 +202,159 @@ impl Sink {
             }
             Msg::Page(po) => {
                 let fetched_at = po.fetched_at.to_rfc3339_opts(SecondsFormat::Millis, true);
-                for r in &po.page.records {
-                    let tp = new_traceparent();
-                    let h = OwnedHeaders::new_with_capacity(3)
-                        .insert(Header {
-                            key: headers::TRACEPARENT,
-                            value: Some(&tp),
-                        })
-                        .insert(Header {
-                            key: headers::SOURCE,
-                            value: Some(&self.source),
-                        })
-                        .insert(Header {
-                            key: headers::FETCHED_AT,
-                            value: Some(&fetched_at),
-                        });
-                    self.send(
-                        &self.raw_topic,
-                        r.key.as_bytes(),
-                        po.page.bytes_of(&r.range),
-                        h,
-                    )
-                    .await?;
-                }
-                for d in &po.page.dead {
-                    let tp = new_traceparent();
-                    let index = d.index.to_string();
-                    let h = DeadLetter {
-                        stage: "extract",
-                        kind: d.kind,
-                        message: &d.message,
-                        source: None,
-                    }
-                    .headers_with(&[
-                        (headers::TRACEPARENT, &tp),
-                        (headers::SOURCE, &self.source),
-                        (headers::FETCHED_AT, &fetched_at),
-                        (SOURCE_URL, &po.url),
-                        (SOURCE_INDEX, &index),
-                    ]);
-                    // No trustworthy key: name the element's place instead (readable in Kafdrop).
-                    let key = format!("{}#{}", po.url, d.index);
-                    self.send(
-                        &self.dead_letter_topic,
-                        key.as_bytes(),
-                        po.page.bytes_of(&d.range),
-                        h,
-                    )
-                    .await?;
-                }
-                let pass_id = pass.as_ref().map(|p| p.pass_id.clone()).unwrap_or_default();
-                let prev = progress.get(&po.stream).cloned().or_else(|| {
-                    self.state
-                        .streams
-                        .get(&*po.stream)
-                        .filter(|c| c.pass_id == pass_id)
-                        .cloned()
-                });
-                let (pages, records, dead) = prev
-                    .map(|c| (c.pages, c.records, c.dead_letters))
-                    .unwrap_or((0, 0, 0));
-                progress.insert(
-                    po.stream.clone(),
-                    StreamCheckpoint {
-                        pass_id,
-                        stream: po.stream.to_string(),
-                        position: po.next.clone(),
-                        pages: pages + 1,
-                        records: records + po.page.records.len() as u64,
-                        dead_letters: dead + po.page.dead.len() as u64,
-                        updated_at: Utc::now(),
-                    },
-                );
+                self.send_records(po, &fetched_at).await?;
+                self.send_dead_letters(po, &fetched_at).await?;
+                self.advance(po, progress, pass);
             }
         }
         Ok(())
+    }
+
+    /// The page's good records to `raw`, each with a new trace and the source headers.
+    async fn send_records(&self, po: &PageOut, fetched_at: &str) -> Result<(), KafkaError> {
+        for r in &po.page.records {
+            let tp = new_traceparent();
+            let h = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: headers::TRACEPARENT,
+                    value: Some(&tp),
+                })
+                .insert(Header {
+                    key: headers::SOURCE,
+                    value: Some(&self.source),
+                })
+                .insert(Header {
+                    key: headers::FETCHED_AT,
+                    value: Some(fetched_at),
+                });
+            self.send(
+                &self.raw_topic,
+                r.key.as_bytes(),
+                po.page.bytes_of(&r.range),
+                h,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The page's poison records to `dead-letter`, with the page's URL and their position.
+    async fn send_dead_letters(&self, po: &PageOut, fetched_at: &str) -> Result<(), KafkaError> {
+        for d in &po.page.dead {
+            let tp = new_traceparent();
+            let index = d.index.to_string();
+            let h = DeadLetter {
+                stage: "extract",
+                kind: d.kind,
+                message: &d.message,
+                source: None,
+            }
+            .headers_with(&[
+                (headers::TRACEPARENT, &tp),
+                (headers::SOURCE, &self.source),
+                (headers::FETCHED_AT, fetched_at),
+                (SOURCE_URL, &po.url),
+                (SOURCE_INDEX, &index),
+            ]);
+            // No trustworthy key: name the element's place instead (readable in Kafdrop).
+            let key = format!("{}#{}", po.url, d.index);
+            self.send(
+                &self.dead_letter_topic,
+                key.as_bytes(),
+                po.page.bytes_of(&d.range),
+                h,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the page's stream checkpoint past the page (counts carried on from the last
+    /// checkpoint of the same pass).
+    fn advance(
+        &self,
+        po: &PageOut,
+        progress: &mut HashMap<Arc<str>, StreamCheckpoint>,
+        pass: &Option<PassState>,
+    ) {
+        let pass_id = pass.as_ref().map(|p| p.pass_id.clone()).unwrap_or_default();
+        let prev = progress.get(&po.stream).cloned().or_else(|| {
+            self.state
+                .streams
+                .get(&*po.stream)
+                .filter(|c| c.pass_id == pass_id)
+                .cloned()
+        });
+        let (pages, records, dead) = prev
+            .map(|c| (c.pages, c.records, c.dead_letters))
+            .unwrap_or((0, 0, 0));
+        progress.insert(
+            po.stream.clone(),
+            StreamCheckpoint {
+                pass_id,
+                stream: po.stream.to_string(),
+                position: po.next.clone(),
+                pages: pages + 1,
+                records: records + po.page.records.len() as u64,
+                dead_letters: dead + po.page.dead.len() as u64,
+                updated_at: Utc::now(),
+            },
+        );
+    }
+
+    /// Turns the page's records larger than the raw topic takes into dead letters
+    /// (`record_too_large`), and leaves out the bytes of a dead letter larger than the
+    /// dead-letter topic takes (the message says so; URL and index say where the record is):
+    /// the broker would refuse them, fail the transaction, and every rerun of the pass with it.
+    fn screen(&self, m: &mut Msg) {
+        let Msg::Page(po) = m else { return };
+        let page = &mut po.page;
+        let size = |r: &std::ops::Range<usize>, key: usize| {
+            crate::kafka::eos::limits::wire_size(None, None, None)
+                + r.len()
+                + key
+                + HEADERS_ALLOWANCE
+        };
+        let mut i = 0;
+        while i < page.records.len() {
+            let r = &page.records[i];
+            let n = size(&r.range, r.key.len());
+            if n <= self.raw_max {
+                i += 1;
+                continue;
+            }
+            let r = page.records.remove(i);
+            tracing::warn!(url = %po.url, index = r.index, bytes = r.range.len(), "record too large for the raw topic: dead letter");
+            page.dead.push(super::page::BadRecord {
+                index: r.index,
+                kind: RECORD_TOO_LARGE,
+                message: format!(
+                    "the record (key {}) is {} bytes, more than the {} that {} accepts \
+                     (max.message.bytes of the topic, message.max.bytes of the producer)",
+                    r.key,
+                    r.range.len(),
+                    self.raw_max,
+                    self.raw_topic
+                ),
+                range: r.range,
+            });
+        }
+        for d in &mut page.dead {
+            let n = size(&d.range, po.url.len() + 24);
+            if n > self.dead_letter_max {
+                d.message = format!(
+                    "{}; {}",
+                    d.message,
+                    crate::kafka::eos::limits::left_out(
+                        d.range.len(),
+                        &self.dead_letter_topic,
+                        self.dead_letter_max
+                    )
+                );
+                d.range = 0..0;
+            }
+        }
+        page.dead.sort_by_key(|d| d.index);
     }
 
     fn begin(&self) -> Result<Txn, TxnError> {
@@ -442,7 +529,8 @@ impl Sink {
         commit_records: usize,
         commit_interval: Duration,
     ) -> Result<(), ExtractError> {
-        while let Some(first) = rx.recv().await {
+        while let Some(mut first) = rx.recv().await {
+            self.screen(&mut first);
             let deadline = tokio::time::Instant::now() + commit_interval;
             let mut n = first.records();
             let mut failed: Option<String> = None;
@@ -465,7 +553,8 @@ impl Sink {
             }
             while n < commit_records {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(m)) => {
+                    Ok(Some(mut m)) => {
+                        self.screen(&mut m);
                         n += m.records();
                         if let (None, Some(t)) = (&failed, txn.as_mut()) {
                             match self.add(t, &m).await {

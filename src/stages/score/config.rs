@@ -271,12 +271,7 @@ impl ScoreConfig {
                                 "`{name}` is not a field of {} ({}); its fields are: {}",
                                 schema.name,
                                 self.schema_in.display(),
-                                schema
-                                    .fields
-                                    .iter()
-                                    .map(|f| f.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                schema.field_names()
                             ),
                         ));
                     };

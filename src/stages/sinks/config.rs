@@ -37,6 +37,17 @@ pub struct SinkConfig {
     /// the sink gives up on them (they are then replayed at the next start; nothing is lost).
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Schema field that orders the versions of a key: a row / document is replaced only by a
+    /// record whose value is the same or newer, so a redrive or a replay of older records
+    /// never reverts newer ones. Must be a non-nullable timestamp-millis, long or int field;
+    /// `""` turns the check off (the last record written wins).
+    #[serde(default = "default_version_field")]
+    pub version_field: String,
+    /// The sink stops (offsets unmoved) when more than this share of a batch's records is
+    /// rejected (dead letters of any kind) and at least 10 are: a wrong schema, table or
+    /// topic then stops the stage instead of dead-lettering the whole stream. 1 turns it off.
+    #[serde(default = "default_max_rejected_share")]
+    pub max_rejected_share: f64,
     #[serde(default)]
     pub mysql: SinkMysqlConfig,
     #[serde(default)]
@@ -61,6 +72,16 @@ fn default_retry_max_backoff() -> Duration {
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_version_field() -> String {
+    "fetched_at".into()
+}
+fn default_max_rejected_share() -> f64 {
+    0.5
+}
+
+/// Fewest rejected records in one batch that can stop the sink through
+/// `sink.max_rejected_share` (a bad record alone in a small batch is a dead letter, not a stop).
+pub const MIN_REJECTED_TO_STOP: usize = 10;
 
 impl Default for SinkConfig {
     fn default() -> Self {
@@ -72,6 +93,8 @@ impl Default for SinkConfig {
             batch_max_age: default_batch_max_age(),
             retry_max_backoff: default_retry_max_backoff(),
             shutdown_timeout: default_shutdown_timeout(),
+            version_field: default_version_field(),
+            max_rejected_share: default_max_rejected_share(),
             mysql: SinkMysqlConfig::default(),
             mongo: SinkMongoConfig::default(),
         }
@@ -185,6 +208,14 @@ fn is_identifier(s: &str) -> bool {
 }
 
 impl SinkConfig {
+    /// True when `rejected` of a batch of `records` is more than `sink.max_rejected_share`
+    /// allows (and at least [`MIN_REJECTED_TO_STOP`]).
+    pub fn too_many_rejected(&self, rejected: usize, records: usize) -> bool {
+        rejected >= MIN_REJECTED_TO_STOP
+            && self.max_rejected_share < 1.0
+            && rejected as f64 > self.max_rejected_share * records as f64
+    }
+
     /// Rejects contradictions, naming the key (called from `Config::validate`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_batching()?;
@@ -221,6 +252,15 @@ impl SinkConfig {
                 "must be at least 100ms",
             ));
         }
+        if !(self.max_rejected_share > 0.0 && self.max_rejected_share <= 1.0) {
+            return Err(ConfigError::key(
+                "sink.max_rejected_share",
+                format!(
+                    "must be above 0 and at most 1 (1 = never stop), not {}",
+                    self.max_rejected_share
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -235,6 +275,15 @@ impl SinkConfig {
             }
         }
         let m = &self.mysql;
+        if !self.version_field.is_empty() && !is_identifier(&self.version_field) {
+            return Err(ConfigError::key(
+                "sink.version_field",
+                format!(
+                    "`{}` must be a schema field name (or \"\" for no version check)",
+                    self.version_field
+                ),
+            ));
+        }
         for (key, v) in [
             ("sink.mysql.table", m.table.as_deref()),
             ("sink.mysql.offsets_table", Some(m.offsets_table.as_str())),
@@ -323,5 +372,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("sink.mysql.table"));
+        let c = SinkConfig {
+            max_rejected_share: 0.0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.max_rejected_share"));
+        let c = SinkConfig {
+            version_field: "no such".into(),
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sink.version_field"));
+    }
+
+    #[test]
+    fn the_rejected_share_stops_only_above_the_share_and_the_minimum() {
+        let c = SinkConfig::default();
+        assert!(!c.too_many_rejected(1, 1), "one bad record alone");
+        assert!(!c.too_many_rejected(9, 9));
+        assert!(!c.too_many_rejected(10, 20), "exactly half");
+        assert!(c.too_many_rejected(11, 20));
+        let off = SinkConfig {
+            max_rejected_share: 1.0,
+            ..Default::default()
+        };
+        assert!(!off.too_many_rejected(2000, 2000));
     }
 }

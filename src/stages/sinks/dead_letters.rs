@@ -1,6 +1,8 @@
 //! Records a sink gives up on: the [`Rejected`] reason attached to a message, and the
 //! [`DeadLetters`] producer that writes them to the dead-letter topic and waits for each
 //! acknowledgement (a batch's offsets may move only once its dead letters are durable).
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{metric, SinkError, SinkMessage};
@@ -15,6 +17,55 @@ pub struct Rejected {
     /// `decode`, `missing_key`, `mysql_data`, `mongo_write`...
     pub kind: &'static str,
     pub message: String,
+}
+
+/// Stops the batch (fatal, before any dead letter is sent or offset moved) when more of it is
+/// rejected than `sink.max_rejected_share` allows: so many bad records at once means the
+/// schema, the table or the topic is wrong, not the records.
+pub fn check_rejected_share(
+    sink: &super::SinkConfig,
+    rejected: &[Rejected],
+    records: usize,
+) -> Result<(), SinkError> {
+    if !sink.too_many_rejected(rejected.len(), records) {
+        return Ok(());
+    }
+    let first = rejected
+        .first()
+        .map(|r| format!("{}: {}", r.kind, r.message))
+        .unwrap_or_default();
+    Err(SinkError::Fatal {
+        what: "writing a batch",
+        message: format!(
+            "{} of {records} records of the batch were rejected, more than sink.max_rejected_share = {} allows; \
+             nothing was committed and the offsets did not move. First rejection: {first}",
+            rejected.len(),
+            sink.max_rejected_share
+        ),
+    })
+}
+
+/// `what` of a failure to send a dead letter (Kafka, not the database).
+pub const SENDING_DEAD_LETTER: &str = "sending a dead letter";
+
+/// The offsets of a batch whose dead letters were acknowledged: a batch retried after its
+/// dead letters went out (a failed COMMIT, a lost connection) does not send them again.
+#[derive(Default)]
+pub struct SentDeadLetters(Mutex<HashSet<i64>>);
+
+impl SentDeadLetters {
+    fn contains(&self, offset: i64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&offset)
+    }
+    fn insert(&self, offset: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(offset);
+    }
 }
 
 /// Writes dead letters and waits for their delivery (they must be durable before the batch's
@@ -41,17 +92,23 @@ impl DeadLetters {
         })
     }
 
-    /// Sends the rejected messages of a batch; Ok once every one is acknowledged.
+    /// Sends the rejected messages of a batch that `sent` does not hold yet; Ok once every one
+    /// is acknowledged (each acknowledged one is added to `sent`).
     pub async fn send(
         &self,
         topic: &str,
         msgs: &[SinkMessage],
         rejected: &[Rejected],
+        sent: &SentDeadLetters,
     ) -> Result<(), SinkError> {
         use rdkafka::producer::FutureRecord;
         let mut pending = Vec::with_capacity(rejected.len());
+        let mut sending = Vec::with_capacity(rejected.len());
         for r in rejected {
             let Some(m) = msgs.get(r.index) else { continue };
+            if sent.contains(m.offset) {
+                continue;
+            }
             let dl = DeadLetter {
                 stage: self.stage,
                 kind: r.kind,
@@ -71,26 +128,32 @@ impl DeadLetters {
                 self.producer
                     .send(rec, rdkafka::util::Timeout::After(Duration::from_secs(60))),
             );
+            sending.push((r, m.offset));
         }
-        for (r, fut) in rejected.iter().zip(pending) {
+        let mut failed = None;
+        for ((r, offset), fut) in sending.iter().zip(pending) {
             match fut.await {
                 Ok(_) => {
+                    sent.insert(*offset);
                     metrics::counter!(metric::DEAD_LETTERS, "kind" => r.kind).increment(1);
                 }
                 Err((e, _)) => {
-                    return Err(SinkError::Retriable {
-                        what: "sending a dead letter",
-                        message: e.to_string(),
-                    })
+                    failed.get_or_insert(e);
                 }
             }
         }
-        if !rejected.is_empty() {
+        if let Some(e) = failed {
+            return Err(SinkError::Retriable {
+                what: SENDING_DEAD_LETTER,
+                message: e.to_string(),
+            });
+        }
+        if let Some((first, _)) = sending.first() {
             tracing::warn!(
                 topic,
-                dead_letters = rejected.len(),
-                first_kind = rejected[0].kind,
-                first_error = %rejected[0].message,
+                dead_letters = sending.len(),
+                first_kind = first.kind,
+                first_error = %first.message,
                 "records sent to the dead-letter topic"
             );
         }

@@ -120,17 +120,6 @@ pub async fn load_codec(
             what: "setting up the codec",
             message: e.to_string(),
         })?;
-    if let Some(history) = sink.schema.parent().map(|d| d.join("history")) {
-        if history.is_dir() {
-            for (file, writer) in crate::codec::load_schema_dir(&history).map_err(schema_err)? {
-                if writer.name != schema.name {
-                    continue;
-                }
-                if let Err(e) = codec.add_writer_schema(writer) {
-                    tracing::debug!(%file, error = %e, "older schema not readable as the sink's schema");
-                }
-            }
-        }
-    }
+    codec.add_history(&sink.schema).map_err(schema_err)?;
     Ok((schema, std::sync::Arc::new(codec)))
 }

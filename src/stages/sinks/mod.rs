@@ -26,8 +26,12 @@ use tokio_util::sync::CancellationToken;
 use crate::record::RecordSchema;
 use crate::settings::{Common, ConfigError};
 
-pub use config::{SinkConfig, SinkMongoConfig, SinkMysqlConfig, UpsertSyntax};
-pub use dead_letters::{DeadLetters, Rejected};
+pub use config::{
+    SinkConfig, SinkMongoConfig, SinkMysqlConfig, UpsertSyntax, MIN_REJECTED_TO_STOP,
+};
+pub use dead_letters::{
+    check_rejected_share, DeadLetters, Rejected, SentDeadLetters, SENDING_DEAD_LETTER,
+};
 pub(crate) use decode::decode_each;
 pub use decode::{load_codec, Decode, DecodeFailure, RecordDecoder};
 pub use message::SinkMessage;
@@ -75,6 +79,52 @@ pub fn default_target_name(schema: &RecordSchema) -> String {
         "records".into()
     } else {
         out
+    }
+}
+
+/// The field that orders versions of a key (`sink.version_field`), checked against the
+/// schema: `None` when the check is off. It must be a non-nullable timestamp-millis, long or
+/// int: a null version could never be compared, so its row could never change again.
+pub fn version_field(
+    schema: &RecordSchema,
+    sink: &SinkConfig,
+) -> Result<Option<String>, SinkError> {
+    use crate::record::FieldType;
+    let name = sink.version_field.as_str();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let bad = |m: String| SinkError::Config(ConfigError::key("sink.version_field", m));
+    let f = schema.field(name).ok_or_else(|| {
+        bad(format!(
+            "`{name}` is not a field of schema {} (set \"\" to write without a version check)",
+            schema.name
+        ))
+    })?;
+    if f.nullable {
+        return Err(bad(format!(
+            "`{name}` is nullable; a version field must not be"
+        )));
+    }
+    match f.ty {
+        FieldType::TimestampMillis | FieldType::Long | FieldType::Int => Ok(Some(name.to_string())),
+        _ => Err(bad(format!(
+            "`{name}` must be a timestamp-millis, long or int field"
+        ))),
+    }
+}
+
+/// Readiness from write results (`/readyz`'s database check): a write the database answered
+/// means connected; one that failed as retriable (the database away, a timeout) means not,
+/// until a write succeeds again. A dead letter Kafka did not take says nothing about the
+/// database. An idle sink keeps its last answer.
+pub(crate) fn report_db<T>(result: &Result<T, SinkError>) {
+    match result {
+        Ok(_) => crate::observability::health().set_db_connected(true),
+        Err(SinkError::Retriable { what, .. }) if *what != SENDING_DEAD_LETTER => {
+            crate::observability::health().set_db_connected(false)
+        }
+        Err(_) => {}
     }
 }
 

@@ -1,5 +1,7 @@
 use super::*;
 use crate::config::Config;
+use crate::record::RecordSchema;
+use crate::stages::clean::config::{CleanConfig, Derive, FieldMapping, Scalar};
 
 const SCHEMA: &str = "schemas/league_entry.cleaned.avsc";
 

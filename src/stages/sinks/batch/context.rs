@@ -164,13 +164,19 @@ impl<W: BatchWriter> SinkContext<W> {
         let writer = self.writer.clone();
         let tx = self.tx.clone();
         let stop = self.stop.clone();
+        let revoked = ps.revoked.clone();
         self.handle.spawn(async move {
             let fetched: Vec<i64> = batch
                 .messages
                 .iter()
                 .filter_map(SinkMessage::fetched_at_ms)
                 .collect();
-            let result = writer.write(batch, stop).await;
+            let result = tokio::select! {
+                r = writer.write(batch, stop) => r,
+                // A revoked partition: drop the write where it is (retrying, or mid-command);
+                // its new owner writes from the committed position.
+                _ = revoked.cancelled() => Err(SinkError::Stopped),
+            };
             if let Ok(Outcome::Written { .. }) = &result {
                 let now = chrono::Utc::now().timestamp_millis();
                 let h = metrics::histogram!(metric::FETCH_TO_COMMIT_SECONDS);

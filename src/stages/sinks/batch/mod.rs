@@ -134,6 +134,18 @@ where
     drive(cfg, sink, Arc::new(writer), shutdown).await
 }
 
+/// The sink's consumer: the pipeline's consumer settings, and big fetches by default (the sink
+/// is throughput-bound); `kafka.client_options` still wins.
+fn consumer_config(kafka: &crate::settings::KafkaConfig, group: &str) -> rdkafka::ClientConfig {
+    let mut cc = crate::kafka::consumer_config(kafka, group);
+    crate::kafka::set_defaults(
+        &mut cc,
+        kafka,
+        &[("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "100")],
+    );
+    cc
+}
+
 /// Consumes the scored topic and feeds `writer` until `shutdown`; see the module docs.
 pub async fn drive<W: BatchWriter>(
     cfg: &Common,
@@ -159,10 +171,7 @@ pub async fn drive<W: BatchWriter>(
         tx,
         rx: Mutex::new(rx),
     };
-    let mut cc = crate::kafka::consumer_config(&cfg.kafka, &group);
-    // Fetch big chunks: the sink is throughput-bound.
-    cc.set("fetch.min.bytes", "65536")
-        .set("fetch.wait.max.ms", "100");
+    let cc = consumer_config(&cfg.kafka, &group);
     let consumer: Driver<W> = cc.create_with_context(ctx).map_err(|e| SinkError::Fatal {
         what: "creating the consumer",
         message: e.to_string(),
@@ -182,4 +191,25 @@ pub async fn drive<W: BatchWriter>(
         })?;
     stop.cancel();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::{ClientOption, KafkaConfig};
+
+    #[test]
+    fn the_users_fetch_options_win_over_the_sinks_defaults() {
+        let mut kafka = KafkaConfig::default();
+        let c = super::consumer_config(&kafka, "g");
+        assert_eq!(c.get("fetch.min.bytes"), Some("65536"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        for (k, v) in [("fetch.min.bytes", "1"), ("fetch.wait.max.ms", "5")] {
+            kafka
+                .client_options
+                .insert(k.into(), ClientOption::Value(v.into()));
+        }
+        let c = super::consumer_config(&kafka, "g");
+        assert_eq!(c.get("fetch.min.bytes"), Some("1"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+    }
 }

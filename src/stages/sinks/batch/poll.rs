@@ -16,11 +16,12 @@ pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkE
     let ctx = consumer.context();
     let mut last_house = Instant::now();
     let mut last_recommit = Instant::now();
+    // The writer connected to its database before the loop started; from here on each write
+    // says whether the database answers (`sinks::report_db`).
+    crate::observability::health().set_db_connected(true);
     let result = loop {
         let timeout = ctx.poll_timeout(&consumer);
         let mut idle = true;
-        // The writer connected to its database before the loop started.
-        crate::observability::health().set_db_connected(true);
         crate::observability::server::report_consumer(&consumer);
         match consumer.poll(timeout) {
             Some(Ok(m)) => {

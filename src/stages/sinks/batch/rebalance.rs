@@ -41,7 +41,9 @@ impl<W: BatchWriter> ConsumerContext for SinkContext<W> {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 let _ = consumer.unassign();
                 let mut st = self.lock();
-                st.parts.clear();
+                for (_, ps) in st.parts.drain() {
+                    ps.revoked.cancel();
+                }
             }
         }
     }
@@ -166,7 +168,17 @@ impl<W: BatchWriter> SinkContext<W> {
             commit_written(consumer, &self.topic, &mut st, parts, Commit::Latest);
         }
         for p in parts {
-            st.parts.remove(p);
+            if let Some(ps) = st.parts.remove(p) {
+                if ps.inflight {
+                    tracing::warn!(
+                        partition = p,
+                        "revoked while its batch is still being written: the batch is cancelled; the new owner writes it again"
+                    );
+                }
+                // The batch's task may be retrying still: stop it, so it cannot write after the
+                // new owner (and for Mongo overwrite newer documents).
+                ps.revoked.cancel();
+            }
         }
         let r = if cooperative {
             consumer.incremental_unassign(tpl)
@@ -187,7 +199,7 @@ fn add_partitions(st: &mut State, parts: &[i32], blocked: bool, expected: &HashM
     for &p in parts {
         st.next_epoch += 1;
         let epoch = st.next_epoch;
-        st.parts.insert(
+        let old = st.parts.insert(
             p,
             PartState {
                 epoch,
@@ -196,5 +208,8 @@ fn add_partitions(st: &mut State, parts: &[i32], blocked: bool, expected: &HashM
                 ..Default::default()
             },
         );
+        if let Some(old) = old {
+            old.revoked.cancel();
+        }
     }
 }

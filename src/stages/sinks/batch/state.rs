@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use super::super::{SinkError, SinkMessage};
 use super::Outcome;
 
@@ -34,6 +36,9 @@ pub(super) struct PartState {
     /// The last offset committed to Kafka (a synchronous commit that succeeded, an
     /// asynchronous one that was sent).
     pub(super) committed: Option<i64>,
+    /// Cancelled when the partition is taken away: its batch in flight stops at once
+    /// (retries included) instead of writing after the new owner.
+    pub(super) revoked: CancellationToken,
 }
 
 impl PartState {

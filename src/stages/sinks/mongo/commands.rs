@@ -1,9 +1,9 @@
 //! The write commands and what their replies are trusted for: an unordered `insert` that
 //! lands new documents cheaply, then unordered replacement upserts (`update`) for the rest,
 //! split until every failure stands alone when a reply does not account for each statement.
-use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf};
 
-use super::document::Upsert;
+use super::document::{version_number, Upsert};
 use super::errors::{classify, transient_code};
 use super::MongoSink;
 use crate::stages::sinks::{Rejected, SinkError};
@@ -48,21 +48,17 @@ impl MongoSink {
             } else {
                 vec![remaining]
             };
+            let mut failures: Vec<(&Upsert, Failure)> = Vec::new();
             while let Some(part) = stack.pop() {
                 let (applied, failed) = self.update_command(&part).await?;
                 let in_range = failed.iter().all(|(i, _)| *i < part.len());
-                let reject = |u: &Upsert, message: String| Rejected {
-                    index: u.index,
-                    kind: "mongo_write",
-                    message,
-                };
                 match applied {
                     Some(n) if failed.is_empty() && n >= part.len() => {}
                     Some(n) if in_range && n + failed.len() == part.len() => {
-                        rejected.extend(failed.into_iter().map(|(i, m)| reject(part[i], m)))
+                        failures.extend(failed.into_iter().map(|(i, f)| (part[i], f)))
                     }
                     _ if part.len() == 1 => match failed.into_iter().next() {
-                        Some((_, m)) => rejected.push(reject(part[0], m)),
+                        Some((_, f)) => failures.push((part[0], f)),
                         None => {
                             return Err(SinkError::Retriable {
                                 what: "the update command",
@@ -78,7 +74,76 @@ impl MongoSink {
                     }
                 }
             }
+            rejected.extend(self.stale_or_rejected(failures).await?);
             start = end;
+        }
+        Ok(rejected)
+    }
+
+    /// Sorts failed statements: a duplicate `_id` on a conditional upsert means the stored
+    /// document is newer (the filter did not match it, so the upsert tried to insert): skipped,
+    /// not an error. Everything else, and a duplicate whose stored version is not newer (a
+    /// unique index on another field), is rejected.
+    async fn stale_or_rejected(
+        &self,
+        failures: Vec<(&Upsert, Failure)>,
+    ) -> Result<Vec<Rejected>, SinkError> {
+        let reject = |u: &Upsert, f: Failure| Rejected {
+            index: u.index,
+            kind: "mongo_write",
+            message: f.message,
+        };
+        let (Some(vf), true) = (
+            &self.version_field,
+            failures.iter().any(|(_, f)| f.code == DUPLICATE_KEY),
+        ) else {
+            return Ok(failures.into_iter().map(|(u, f)| reject(u, f)).collect());
+        };
+        let ids: Vec<Bson> = failures
+            .iter()
+            .filter(|(_, f)| f.code == DUPLICATE_KEY)
+            .map(|(u, _)| u.id.clone())
+            .collect();
+        let mut stored = std::collections::HashMap::new();
+        let mut cursor = self
+            .db
+            .collection::<Document>(&self.collection)
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(doc! {"_id": 1, vf.as_str(): 1})
+            .await
+            .map_err(|e| classify(&e, "reading stored versions"))?;
+        while cursor
+            .advance()
+            .await
+            .map_err(|e| classify(&e, "reading stored versions"))?
+        {
+            let d = cursor
+                .deserialize_current()
+                .map_err(|e| classify(&e, "reading stored versions"))?;
+            if let (Some(id), Some(v)) = (d.get("_id"), d.get(vf.as_str()).and_then(version_number))
+            {
+                stored.insert(id.to_string(), v);
+            }
+        }
+        let mut rejected = Vec::new();
+        let mut skipped = 0;
+        for (u, f) in failures {
+            let mine = u.version.as_ref().and_then(version_number);
+            let newer = match (stored.get(&u.id.to_string()), mine) {
+                (Some(s), Some(m)) => *s > m,
+                _ => false,
+            };
+            if f.code == DUPLICATE_KEY && newer {
+                skipped += 1;
+            } else {
+                rejected.push(reject(u, f));
+            }
+        }
+        if skipped > 0 {
+            tracing::debug!(
+                skipped,
+                "older versions skipped: the stored documents are newer"
+            );
         }
         Ok(rejected)
     }
@@ -131,12 +196,22 @@ impl MongoSink {
     async fn update_command(
         &self,
         todo: &[&Upsert],
-    ) -> Result<(Option<usize>, Vec<(usize, String)>), SinkError> {
+    ) -> Result<(Option<usize>, Vec<(usize, Failure)>), SinkError> {
         let mut updates = RawArrayBuf::new();
         for u in todo {
             let mut q = RawDocumentBuf::new();
             if let Ok(Some(id)) = u.doc.get("_id") {
                 q.append_ref("_id", id);
+            }
+            // Conditional: only a stored version that is the same or older is replaced. When
+            // the stored one is newer nothing matches, the upsert tries to insert the `_id`
+            // and fails as a duplicate (sorted out in `stale_or_rejected`).
+            if let (Some(vf), Some(v)) = (&self.version_field, &u.version) {
+                if let Ok(v) = mongodb::bson::RawBson::try_from(v.clone()) {
+                    let mut lte = RawDocumentBuf::new();
+                    lte.append("$lte", v);
+                    q.append(vf.as_str(), lte);
+                }
             }
             let mut st = RawDocumentBuf::new();
             st.append("q", q);
@@ -182,11 +257,26 @@ impl MongoSink {
                         message: format!("MongoDB error {code}: {msg}"),
                     });
                 }
-                failed.push((index, format!("MongoDB error {code}: {msg}")));
+                failed.push((
+                    index,
+                    Failure {
+                        code,
+                        message: format!("MongoDB error {code}: {msg}"),
+                    },
+                ));
             }
         }
         Ok((applied, failed))
     }
+}
+
+/// MongoDB's duplicate key error.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// A statement the server refused: its code and the message a dead letter carries.
+pub(super) struct Failure {
+    code: i32,
+    message: String,
 }
 
 /// The `n` of a command's reply: how many statements it applied (`None`: not said).

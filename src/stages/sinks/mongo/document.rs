@@ -77,12 +77,27 @@ pub(super) struct Upsert {
     pub(super) id: Bson,
     pub(super) doc: RawDocumentBuf,
     pub(super) bytes: usize,
+    /// The record's `sink.version_field` value as stored in the document (`None`: no
+    /// version check).
+    pub(super) version: Option<Bson>,
+}
+
+/// A version as a number to compare: timestamps as epoch milliseconds, ints as they are.
+pub(super) fn version_number(v: &Bson) -> Option<i64> {
+    match v {
+        Bson::DateTime(d) => Some(d.timestamp_millis()),
+        Bson::Int64(i) => Some(*i),
+        Bson::Int32(i) => Some(i64::from(*i)),
+        _ => None,
+    }
 }
 
 impl Upsert {
     /// The upsert of one decoded record: its document encoded as BSON.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         key_field: Option<&str>,
+        version_field: Option<&str>,
         topic: &str,
         loaded_at: bson::DateTime,
         index: usize,
@@ -100,6 +115,19 @@ impl Upsert {
                 e
             })
         })?;
+        let version = match version_field {
+            None => None,
+            Some(f) => match doc.get(f) {
+                Some(v) if version_number(v).is_some() => Some(v.clone()),
+                other => {
+                    return Err(Rejected {
+                        index,
+                        kind: "invalid_record",
+                        message: format!("version field `{f}` holds {other:?}, not a version"),
+                    })
+                }
+            },
+        };
         let doc = RawDocumentBuf::from_document(&doc)
             .map_err(|e| reject(format!("the document cannot be encoded as BSON: {e}")))?;
         let bytes = doc.as_bytes().len();
@@ -113,6 +141,7 @@ impl Upsert {
             id,
             doc,
             bytes,
+            version,
         })
     }
 }

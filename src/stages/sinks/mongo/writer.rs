@@ -9,15 +9,16 @@ use mongodb::bson::{self, doc, Document};
 use mongodb::options::{ClientOptions, Credential};
 use tokio_util::sync::CancellationToken;
 
-use super::document::Upsert;
+use super::document::{version_number, Upsert};
 use super::errors::classify;
 use super::{MongoConfig, STAGE};
 use crate::record::RecordSchema;
 use crate::settings::Common;
 use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
 use crate::stages::sinks::{
-    decode_each, default_target_name, retry, Connect, DeadLetters, RecordDecoder, Rejected,
-    SinkConfig, SinkError, SinkMessage,
+    check_rejected_share, decode_each, default_target_name, report_db, retry, version_field,
+    Connect, DeadLetters, RecordDecoder, Rejected, SentDeadLetters, SinkConfig, SinkError,
+    SinkMessage,
 };
 
 /// A connected Mongo sink.
@@ -25,6 +26,8 @@ pub struct MongoSink {
     pub(super) db: mongodb::Database,
     pub(super) collection: String,
     key_field: Option<String>,
+    /// `sink.version_field`: a document is only replaced by the same or a newer version.
+    pub(super) version_field: Option<String>,
     codec: Arc<RecordDecoder>,
     dead_letters: Option<DeadLetters>,
     sink: SinkConfig,
@@ -80,6 +83,7 @@ impl MongoSink {
             .run_command(doc! {"ping": 1})
             .await
             .map_err(|e| classify(&e, "reaching MongoDB"))?;
+        let version_field = version_field(schema, sink)?;
         let collection = sink
             .mongo
             .collection
@@ -90,6 +94,7 @@ impl MongoSink {
             db: database,
             collection,
             key_field: sink.key_field.clone(),
+            version_field,
             codec,
             dead_letters,
             sink: sink.clone(),
@@ -101,7 +106,8 @@ impl MongoSink {
         self.db.collection(&self.collection)
     }
 
-    /// Decodes a batch into upserts (the last record per key), and the rejected records.
+    /// Decodes a batch into upserts (per key the newest version, the last of equal ones), and
+    /// the rejected records. Unordered statements may apply in any order, so one per key.
     async fn prepare(
         &self,
         topic: &str,
@@ -112,9 +118,15 @@ impl MongoSink {
         let mut upserts: Vec<Upsert> = Vec::with_capacity(msgs.len());
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
         decode_each(&*self.codec, msgs, |index, m, d| {
-            match Upsert::new(self.key_field.as_deref(), topic, loaded_at, index, m, d) {
+            let (key, version) = (self.key_field.as_deref(), self.version_field.as_deref());
+            match Upsert::new(key, version, topic, loaded_at, index, m, d) {
                 Ok(u) => match by_key.get(&u.id.to_string()) {
-                    Some(&at) => upserts[at] = u,
+                    Some(&at) => {
+                        let n = |u: &Upsert| u.version.as_ref().and_then(version_number);
+                        if n(&u) >= n(&upserts[at]) {
+                            upserts[at] = u;
+                        }
+                    }
                     None => {
                         by_key.insert(u.id.to_string(), upserts.len());
                         upserts.push(u);
@@ -165,21 +177,28 @@ impl BatchWriter for MongoSink {
             "writing a batch to MongoDB",
             self.sink.retry_max_backoff,
             &stop,
-            || self.upsert_all(&upserts),
+            || async {
+                let r = self.upsert_all(&upserts).await;
+                report_db(&r);
+                r
+            },
         )
         .await?;
         rejected.extend(failed);
         if !rejected.is_empty() {
             rejected.sort_by_key(|r| r.index);
+            // Stops before any dead letter is sent or offset committed.
+            check_rejected_share(&self.sink, &rejected, batch.messages.len())?;
             let dl = self.dead_letters.as_ref().ok_or(SinkError::Fatal {
                 what: "dead-lettering",
                 message: "no dead-letter producer".into(),
             })?;
+            let sent = SentDeadLetters::default();
             retry(
                 "sending dead letters",
                 self.sink.retry_max_backoff,
                 &stop,
-                || dl.send(&batch.topic, &batch.messages, &rejected),
+                || dl.send(&batch.topic, &batch.messages, &rejected, &sent),
             )
             .await?;
         }

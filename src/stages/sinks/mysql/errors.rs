@@ -28,10 +28,15 @@ pub fn classify_number(n: u16) -> ErrorClass {
         | 2002 | 2003 | 2006 | 2013 | 3024 | 4031 => ErrorClass::Retriable,
         // data too long, out of range, incorrect value, null in NOT NULL, data truncated,
         // illegal value, incorrect value for function, value out of range, invalid
-        // character string, foreign key failures, duplicate on a secondary unique key,
-        // CHECK constraints (MariaDB 4025, MySQL 3819), invalid JSON, row size too large.
-        1406 | 1264 | 1292 | 1366 | 1048 | 1265 | 1367 | 1411 | 1690 | 1300 | 1451 | 1452
-        | 1062 | 1216 | 1217 | 4025 | 3819 | 3140 | 1118 | 1263 | 1138 => ErrorClass::Data,
+        // character string, duplicate on a secondary unique key, CHECK constraints (MariaDB
+        // 4025, MySQL 3819), invalid JSON.
+        1406 | 1264 | 1292 | 1048 | 1265 | 1367 | 1411 | 1690 | 1300 | 1062 | 4025 | 3819
+        | 3140 | 1263 | 1138 => ErrorClass::Data,
+        // Table-wide mistakes that every row meets, not bad rows: row size too large (1118),
+        // foreign keys (1451/1452, older 1216/1217), a string the column's charset cannot hold
+        // (1366: rendered values are typed, so this is a latin1/utf8mb3 column meeting
+        // utf8mb4 text). Dead-lettering them would dead-letter the stream.
+        1118 | 1451 | 1452 | 1216 | 1217 | 1366 => ErrorClass::Fatal,
         _ => ErrorClass::Fatal,
     }
 }
@@ -91,6 +96,13 @@ mod tests {
         assert_eq!(classify_number(1406), ErrorClass::Data);
         assert_eq!(classify_number(1264), ErrorClass::Data);
         assert_eq!(classify_number(1146), ErrorClass::Fatal);
+        for table_wide in [1118, 1451, 1452, 1216, 1217, 1366] {
+            assert_eq!(
+                classify_number(table_wide),
+                ErrorClass::Fatal,
+                "{table_wide}"
+            );
+        }
         assert_eq!(
             row_hint("Data too long for column 'tier' at row 37"),
             Some(37)

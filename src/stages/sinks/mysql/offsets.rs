@@ -72,8 +72,17 @@ pub async fn store_offsets(
         .map_err(|e| sink_error("committing offsets", &e))
 }
 
+/// `next_offset` of a row a batch's transaction creates before it stores the real one; never
+/// committed (the same transaction overwrites it, or rolls it back).
+const PLACEHOLDER: i64 = -1;
+
 /// Locks a partition's row until the transaction ends and reads its next offset (`None`:
-/// no row yet).
+/// nothing stored yet).
+///
+/// A missing row locks nothing (READ COMMITTED takes no gap locks), so two owners of a new
+/// partition could both pass the fence and the later commit would move the offset back. The
+/// row is therefore created here, in this transaction: a second owner's insert of the same
+/// row waits for this transaction, then finds the committed offset and is fenced.
 pub(super) async fn lock_offset(
     conn: &mut MySqlConnection,
     offsets_table: &str,
@@ -81,15 +90,40 @@ pub(super) async fn lock_offset(
     topic: &str,
     partition: i32,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
+    let select = format!(
         "SELECT next_offset FROM {} WHERE consumer_group = ? AND topic = ? AND partition_id = ? FOR UPDATE",
+        ident(offsets_table)
+    );
+    async fn read(
+        conn: &mut MySqlConnection,
+        select: &str,
+        (group, topic, partition): (&str, &str, i32),
+    ) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar::<_, i64>(select)
+            .bind(group)
+            .bind(topic)
+            .bind(partition)
+            .fetch_optional(conn)
+            .await
+    }
+    let key = (group, topic, partition);
+    if let Some(o) = read(&mut *conn, &select, key).await? {
+        return Ok(Some(o));
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {} (consumer_group, topic, partition_id, next_offset, updated_at) \
+         VALUES (?, ?, ?, {PLACEHOLDER}, UTC_TIMESTAMP(3)) \
+         ON DUPLICATE KEY UPDATE next_offset = next_offset",
         ident(offsets_table)
     ))
     .bind(group)
     .bind(topic)
     .bind(partition)
-    .fetch_optional(&mut *conn)
-    .await
+    .execute(&mut *conn)
+    .await?;
+    Ok(read(&mut *conn, &select, key)
+        .await?
+        .filter(|o| *o != PLACEHOLDER))
 }
 
 /// Sets a partition's next offset (inserting its row when absent).

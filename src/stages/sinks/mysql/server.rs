@@ -74,7 +74,9 @@ pub async fn connect(cfg: &MysqlConfig, connections: u32) -> Result<MySqlPool, S
         .disable_statement_logging();
     MySqlPoolOptions::new()
         .max_connections(connections)
-        .acquire_timeout(Duration::from_secs(30))
+        // A stopped server refuses connections and sqlx keeps trying until this timeout: short,
+        // so the batch's retry loop (and /readyz) learn of an outage within seconds.
+        .acquire_timeout(Duration::from_secs(5))
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 sqlx::Executor::execute(&mut *conn, SESSION_SETUP).await?;

@@ -23,16 +23,33 @@ impl Layout {
         )
     }
 
-    /// The `ON DUPLICATE KEY UPDATE` tail: every column but the key takes the new value.
-    pub(super) fn upsert_suffix(&self, alias: bool) -> String {
-        let sets: Vec<String> = self.columns[1..]
+    /// The `ON DUPLICATE KEY UPDATE` tail: every column but the key takes the new value, or,
+    /// with a `version` column, only when the new row's version is the same or newer
+    /// (`c = IF(VALUES(v) >= v, VALUES(c), c)`). MySQL and MariaDB assign left to right and
+    /// later expressions see earlier assignments, so the version column is assigned last:
+    /// every condition compares with the stored version.
+    pub(super) fn upsert_suffix(&self, alias: bool, version: Option<&str>) -> String {
+        let new = |n: &str| {
+            if alias {
+                format!("new.{n}")
+            } else {
+                format!("VALUES({n})")
+            }
+        };
+        let version = version
+            .and_then(|v| self.columns[1..].iter().find(|c| c.name == v))
+            .map(|c| ident(&c.name));
+        let mut columns: Vec<&Column> = self.columns[1..].iter().collect();
+        if let Some(v) = &version {
+            columns.sort_by_key(|c| ident(&c.name) == *v);
+        }
+        let sets: Vec<String> = columns
             .iter()
             .map(|c| {
                 let n = ident(&c.name);
-                if alias {
-                    format!("{n}=new.{n}")
-                } else {
-                    format!("{n}=VALUES({n})")
+                match &version {
+                    Some(v) => format!("{n}=IF({}>={v},{},{n})", new(v), new(&n)),
+                    None => format!("{n}={}", new(&n)),
                 }
             })
             .collect();
@@ -207,11 +224,12 @@ impl Statements {
     pub(super) fn new(
         layout: &Layout,
         alias: bool,
+        version: Option<&str>,
         packet: i64,
         cfg: &SinkMysqlConfig,
     ) -> Statements {
         let insert_prefix = layout.insert_prefix();
-        let upsert_suffix = layout.upsert_suffix(alias);
+        let upsert_suffix = layout.upsert_suffix(alias, version);
         let overhead = insert_prefix.len() + upsert_suffix.len() + 1024;
         let max_bytes = cfg
             .max_statement_bytes
@@ -280,11 +298,38 @@ mod tests {
     fn upsert_form() {
         let l = Layout::new(&schema(), "t", None, 255, Flavor::MariaDb).unwrap();
         assert!(l
-            .upsert_suffix(false)
+            .upsert_suffix(false, None)
             .starts_with(" ON DUPLICATE KEY UPDATE `summoner_id`=VALUES(`summoner_id`)"));
         assert!(l
-            .upsert_suffix(true)
+            .upsert_suffix(true, None)
             .starts_with(" AS new ON DUPLICATE KEY UPDATE `summoner_id`=new.`summoner_id`"));
+    }
+
+    #[test]
+    fn the_versioned_upsert_keeps_newer_rows_in_both_flavours() {
+        let l = Layout::new(&schema(), "t", None, 255, Flavor::MariaDb).unwrap();
+        let values = l.upsert_suffix(false, Some("fetched_at"));
+        assert!(values.starts_with(
+            " ON DUPLICATE KEY UPDATE `summoner_id`=IF(VALUES(`fetched_at`)>=`fetched_at`,VALUES(`summoner_id`),`summoner_id`),"
+        ), "{values}");
+        // The version column is assigned last, after every column that compares with it.
+        assert!(values.ends_with(
+            ",`fetched_at`=IF(VALUES(`fetched_at`)>=`fetched_at`,VALUES(`fetched_at`),`fetched_at`)"
+        ), "{values}");
+        assert!(values.contains(
+            "`_loaded_at`=IF(VALUES(`fetched_at`)>=`fetched_at`,VALUES(`_loaded_at`),`_loaded_at`)"
+        ));
+        assert_eq!(values.matches("IF(").count(), l.columns.len() - 1);
+        let alias = l.upsert_suffix(true, Some("fetched_at"));
+        assert!(alias.starts_with(
+            " AS new ON DUPLICATE KEY UPDATE `summoner_id`=IF(new.`fetched_at`>=`fetched_at`,new.`summoner_id`,`summoner_id`),"
+        ), "{alias}");
+        assert!(
+            alias.ends_with(
+                ",`fetched_at`=IF(new.`fetched_at`>=`fetched_at`,new.`fetched_at`,`fetched_at`)"
+            ),
+            "{alias}"
+        );
     }
 
     #[test]

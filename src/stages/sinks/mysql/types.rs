@@ -37,13 +37,5 @@ pub fn accepted_types(ty: &FieldType) -> &'static [&'static str] {
 
 /// The Avro name of a type, for error messages.
 pub(super) fn type_name(ty: &FieldType) -> &'static str {
-    match ty {
-        FieldType::Boolean => "boolean",
-        FieldType::Int => "int",
-        FieldType::Long => "long",
-        FieldType::Float => "float",
-        FieldType::Double => "double",
-        FieldType::String => "string",
-        FieldType::TimestampMillis => "timestamp-millis",
-    }
+    ty.avro_name()
 }

@@ -21,8 +21,9 @@ use crate::record::{Record, RecordSchema};
 use crate::settings::Common;
 use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
 use crate::stages::sinks::{
-    decode_each, default_target_name, metric, retry, Connect, DeadLetters, RecordDecoder, Rejected,
-    SinkConfig, SinkError, SinkMessage,
+    check_rejected_share, decode_each, default_target_name, metric, report_db, retry,
+    version_field, Connect, DeadLetters, RecordDecoder, Rejected, SentDeadLetters, SinkConfig,
+    SinkError, SinkMessage,
 };
 
 /// A connected MySQL sink: pool, layout and statement limits.
@@ -74,11 +75,14 @@ impl MysqlSink {
         ensure_offsets_table(&pool, &sink.mysql.offsets_table).await?;
         let packet = max_allowed_packet(&pool).await?;
         let alias = row_alias(sink.mysql.upsert_syntax, flavor, &version)?;
-        let statements = Statements::new(&layout, alias, packet, &sink.mysql);
+        let version_col = version_field(schema, &sink)?;
+        let statements =
+            Statements::new(&layout, alias, version_col.as_deref(), packet, &sink.mysql);
         tracing::info!(
             server = %version,
             table = %layout.table,
             upsert = if alias { "AS new" } else { "VALUES()" },
+            version = version_col.as_deref().unwrap_or("(none: last write wins)"),
             max_rows = statements.max_rows,
             max_bytes = statements.max_bytes,
             "mysql sink ready"
@@ -217,13 +221,14 @@ impl MysqlSink {
         Ok(statements)
     }
 
-    /// One attempt at a batch: the whole transaction.
-    /// One attempt at a batch: the whole transaction.
+    /// One attempt at a batch: the whole transaction. `sent` holds the dead letters earlier
+    /// attempts at the same batch already sent.
     async fn attempt(
         &self,
         batch: &Batch,
         prepared: &Prepared,
         next_offset: i64,
+        sent: &SentDeadLetters,
     ) -> Result<Outcome, SinkError> {
         let started = Instant::now();
         let mut conn = self
@@ -248,8 +253,13 @@ impl MysqlSink {
             .await?;
         if !rejected.is_empty() {
             rejected.sort_by_key(|r| r.index);
+            // Before anything is sent: a table-wide problem stops here, rolled back.
+            check_rejected_share(&self.sink, &rejected, batch.messages.len())?;
             match &self.dead_letters {
-                Some(dl) => dl.send(&batch.topic, &batch.messages, &rejected).await?,
+                Some(dl) => {
+                    dl.send(&batch.topic, &batch.messages, &rejected, sent)
+                        .await?
+                }
                 None => {
                     return Err(SinkError::Fatal {
                         what: "dead-lettering",
@@ -311,12 +321,14 @@ impl BatchWriter for MysqlSink {
             || self.prepare(&batch.topic, &batch.messages),
         )
         .await?;
+        let sent = SentDeadLetters::default();
         retry(
             "writing a batch to MySQL",
             self.sink.retry_max_backoff,
             &stop,
             || async {
-                let r = self.attempt(&batch, &prepared, next_offset).await;
+                let r = self.attempt(&batch, &prepared, next_offset, &sent).await;
+                report_db(&r);
                 if r.is_err() {
                     metrics::counter!(metric::TRANSACTION_ABORTS).increment(1);
                 }

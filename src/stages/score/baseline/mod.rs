@@ -27,20 +27,18 @@
 //! the store and converges on the later record within one poll (≤ 100 ms), so for that
 //! moment a window or two can be measured against the other build. Pin a file baseline when
 //! that matters.
+mod store;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use self::store::Store;
 use crate::quality::{Baseline, BaselineBuilder, FieldSpec, QualityConfig};
 use crate::record::Record;
-use crate::settings::{Common, TopicRole};
+use crate::settings::Common;
 
 /// `format` of a stored baseline record.
 pub const STORED_FORMAT: &str = "etl-pipe-score-baseline";
@@ -292,7 +290,42 @@ impl Baselines {
     }
 
     fn tick_with(&mut self, store: &mut Store) {
-        // Newer records in the store win.
+        self.follow(store);
+        let State::Building(b) = &mut self.state else {
+            return;
+        };
+        if b.builder.rows() < b.target && b.unpublished.is_none() {
+            return;
+        }
+        if b.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let (stored, baseline) = match b.unpublished.take() {
+            Some(x) => x,
+            None => match b.finish(&self.specs, &self.quality, &self.instance) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(target: "etl_pipe::score", error = %e, "the built baseline cannot be serialised; going on without PSI");
+                    self.state = State::None;
+                    return;
+                }
+            },
+        };
+        match store.publish_unless_there(&stored) {
+            Ok(active) => {
+                tracing::info!(target: "etl_pipe::score", origin = %active.origin, rows = active.baseline.rows, built_here = active.origin == origin_of(&stored), "baseline ready");
+                self.state = State::Ready(Arc::new(active));
+            }
+            Err(e) => {
+                tracing::warn!(target: "etl_pipe::score", error = %e, retry_in = ?PUBLISH_RETRY, "cannot publish the built baseline; windows have no PSI until it is published");
+                b.unpublished = Some((stored, baseline));
+                b.retry_at = Some(Instant::now() + PUBLISH_RETRY);
+            }
+        }
+    }
+
+    /// Newer records in the store win; a tombstone clears the baseline in use.
+    fn follow(&mut self, store: &mut Store) {
         match store.poll_latest() {
             Some(Some(active)) => {
                 let changed = match &self.state {
@@ -316,76 +349,44 @@ impl Baselines {
             }
             None => {}
         }
-        let State::Building(b) = &mut self.state else {
-            return;
+    }
+}
+
+impl Building {
+    /// The baseline of the records fed, and its store record (built by `instance`, now,
+    /// covering the offsets fed); the builder starts afresh.
+    fn finish(
+        &mut self,
+        specs: &[FieldSpec],
+        quality: &QualityConfig,
+        instance: &str,
+    ) -> Result<(StoredBaseline, Baseline), serde_json::Error> {
+        let builder = std::mem::replace(
+            &mut self.builder,
+            BaselineBuilder::new(specs.to_vec(), quality),
+        );
+        let baseline = builder.build();
+        let value = serde_json::to_value(&baseline)?;
+        let mut coverage: Vec<Coverage> = self
+            .fed
+            .iter()
+            .map(|((t, p), (from, to))| Coverage {
+                topic: t.clone(),
+                partition: *p,
+                from: *from,
+                to: *to,
+            })
+            .collect();
+        coverage.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let stored = StoredBaseline {
+            format: STORED_FORMAT.into(),
+            version: STORED_VERSION,
+            built_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            instance: instance.to_string(),
+            coverage,
+            baseline: value,
         };
-        if b.builder.rows() < b.target && b.unpublished.is_none() {
-            return;
-        }
-        if b.retry_at.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        let (stored, baseline) = match b.unpublished.take() {
-            Some(x) => x,
-            None => {
-                let builder = std::mem::replace(
-                    &mut b.builder,
-                    BaselineBuilder::new(self.specs.clone(), &self.quality),
-                );
-                let baseline = builder.build();
-                let value = match serde_json::to_value(&baseline) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::error!(target: "etl_pipe::score", error = %e, "the built baseline cannot be serialised; going on without PSI");
-                        self.state = State::None;
-                        return;
-                    }
-                };
-                let mut coverage: Vec<Coverage> = b
-                    .fed
-                    .iter()
-                    .map(|((t, p), (from, to))| Coverage {
-                        topic: t.clone(),
-                        partition: *p,
-                        from: *from,
-                        to: *to,
-                    })
-                    .collect();
-                coverage.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-                let stored = StoredBaseline {
-                    format: STORED_FORMAT.into(),
-                    version: STORED_VERSION,
-                    built_at: chrono::Utc::now()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    instance: self.instance.clone(),
-                    coverage,
-                    baseline: value,
-                };
-                (stored, baseline)
-            }
-        };
-        // Someone else may have published while this instance was building.
-        let result = store.read_to_end().and_then(|latest| match latest {
-            Some(Some(active)) => Ok(active),
-            _ => {
-                store.publish(&stored)?;
-                match store.read_to_end()? {
-                    Some(Some(active)) => Ok(active),
-                    _ => Err("the published baseline is not in the store".to_string()),
-                }
-            }
-        });
-        match result {
-            Ok(active) => {
-                tracing::info!(target: "etl_pipe::score", origin = %active.origin, rows = active.baseline.rows, built_here = active.origin == origin_of(&stored), "baseline ready");
-                self.state = State::Ready(Arc::new(active));
-            }
-            Err(e) => {
-                tracing::warn!(target: "etl_pipe::score", error = %e, retry_in = ?PUBLISH_RETRY, "cannot publish the built baseline; windows have no PSI until it is published");
-                b.unpublished = Some((stored, baseline));
-                b.retry_at = Some(Instant::now() + PUBLISH_RETRY);
-            }
-        }
+        Ok((stored, baseline))
     }
 }
 
@@ -407,167 +408,5 @@ impl std::fmt::Display for OpenError {
         match self {
             OpenError::Fatal(m) | OpenError::Retriable(m) => f.write_str(m),
         }
-    }
-}
-
-/// Reads and writes the store topic.
-struct Store {
-    topic: String,
-    partitions: Vec<i32>,
-    key: String,
-    consumer: BaseConsumer,
-    producer: FutureProducer,
-    handle: tokio::runtime::Handle,
-}
-
-impl Store {
-    fn open(cfg: &Common, handle: tokio::runtime::Handle) -> Result<Self, OpenError> {
-        let topic = cfg.topics.name(TopicRole::ScoreBaseline);
-        let mut c = crate::kafka::base_config(&cfg.kafka);
-        // assign() needs a group id; nothing is committed or subscribed under it.
-        c.set(
-            "group.id",
-            format!("{}.baseline-reader", cfg.pipeline.group_id(super::STAGE)),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = c
-            .create()
-            .map_err(|e| OpenError::Fatal(format!("baseline store consumer: {e}")))?;
-        let md = consumer
-            .fetch_metadata(Some(&topic), CALL_TIMEOUT)
-            .map_err(|e| OpenError::Retriable(format!("metadata of {topic}: {e}")))?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(OpenError::Fatal(format!(
-                "the baseline store topic {topic} (topics.score_baseline) does not exist; \
-                 create it with `etl-pipe topics apply`"
-            )));
-        }
-        let mut p = crate::kafka::producer_config(&cfg.kafka);
-        p.set("message.timeout.ms", CALL_TIMEOUT.as_millis().to_string());
-        let producer: FutureProducer = p
-            .create()
-            .map_err(|e| OpenError::Fatal(format!("baseline store producer: {e}")))?;
-        Ok(Store {
-            topic,
-            partitions,
-            key: cfg.pipeline.group_id(super::STAGE),
-            consumer,
-            producer,
-            handle,
-        })
-    }
-
-    /// Reads the store from the beginning until every partition reported its end (it is
-    /// compacted and small), then goes on tailing from there. `Some(x)`: the latest record
-    /// of our key (`None` inside = a tombstone); `None`: no record of ours.
-    fn read_to_end(&mut self) -> Result<Option<Option<Active>>, String> {
-        // Assigning anew makes librdkafka report the end of each partition again.
-        let mut tpl = TopicPartitionList::new();
-        for p in &self.partitions {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Beginning)
-                .map_err(|e| format!("assign {}: {e}", self.topic))?;
-        }
-        self.consumer
-            .assign(&tpl)
-            .map_err(|e| format!("assign {}: {e}", self.topic))?;
-        let parts = self.partitions.len();
-        let mut at_end = std::collections::HashSet::new();
-        let mut latest = None;
-        let deadline = Instant::now() + CALL_TIMEOUT;
-        while at_end.len() < parts {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "reading the baseline store {} took more than {CALL_TIMEOUT:?}",
-                    self.topic
-                ));
-            }
-            match self.consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Ok(m)) => {
-                    at_end.remove(&m.partition());
-                    if let Some(x) = self.decode(&m) {
-                        latest = Some(x);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    at_end.insert(p);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(target: "etl_pipe::score", error = %e, topic = %self.topic, "reading the baseline store");
-                }
-            }
-        }
-        Ok(latest)
-    }
-
-    /// Whatever arrived since the last call, without waiting.
-    fn poll_latest(&mut self) -> Option<Option<Active>> {
-        let mut latest = None;
-        while let Some(r) = self.consumer.poll(Duration::ZERO) {
-            if let Ok(m) = r {
-                if let Some(x) = self.decode(&m) {
-                    latest = Some(x);
-                }
-            }
-        }
-        latest
-    }
-
-    /// `Some(None)` for our tombstone, `Some(Some)` for a valid baseline of ours, `None`
-    /// for other keys and for records that are not a valid baseline (logged).
-    fn decode(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Option<Active>> {
-        if m.key() != Some(self.key.as_bytes()) {
-            return None;
-        }
-        let Some(payload) = m.payload() else {
-            return Some(None);
-        };
-        let label = format!("{}[{}]@{}", self.topic, m.partition(), m.offset());
-        let parsed = serde_json::from_slice::<StoredBaseline>(payload)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                if s.format != STORED_FORMAT || s.version != STORED_VERSION {
-                    return Err(format!(
-                        "format {:?} version {} (expected {STORED_FORMAT:?} {STORED_VERSION})",
-                        s.format, s.version
-                    ));
-                }
-                let b = Baseline::from_json(&s.baseline.to_string(), &label)
-                    .map_err(|e| e.to_string())?;
-                Ok(Active {
-                    baseline: b,
-                    source: Source::Store,
-                    origin: origin_of(&s),
-                    coverage: s.coverage,
-                })
-            });
-        match parsed {
-            Ok(a) => Some(Some(a)),
-            Err(e) => {
-                tracing::warn!(target: "etl_pipe::score", record = %label, error = %e, "ignoring an invalid record in the baseline store");
-                None
-            }
-        }
-    }
-
-    fn publish(&self, stored: &StoredBaseline) -> Result<(), String> {
-        let payload = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
-        let record = FutureRecord::to(&self.topic)
-            .key(self.key.as_bytes())
-            .payload(&payload);
-        self.handle
-            .block_on(self.producer.send(record, CALL_TIMEOUT))
-            .map(|_| ())
-            .map_err(|(e, _)| format!("publishing the baseline to {}: {e}", self.topic))
     }
 }

@@ -1,0 +1,191 @@
+//! The main loop: one iteration per poll, in order — stop on a fatal error, commit and leave on
+//! shutdown, recover from a failed transaction (abort, rewind, back off), commit a full or old
+//! batch, let an idle stateful transform emit what is due, then poll and process one message.
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{lock, Engine, Txn};
+use super::rebalance::Ctx;
+use super::{EosError, Settings, Transform, MAX_POLL};
+use crate::retry::Backoff;
+
+pub(super) fn main_loop<T: Transform>(
+    consumer: &BaseConsumer<Ctx<T>>,
+    engine: &Arc<Mutex<Engine<T>>>,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<(), EosError> {
+    let stage = settings.stage;
+    let mut last_tick = Instant::now();
+    // Since when polls have returned nothing (caught up).
+    let mut idle_since: Option<Instant> = None;
+    // When the loop may next try to recover (abort / rewind) after a failure.
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let mut eng = lock(engine);
+        if let Some(m) = &eng.fatal {
+            tracing::error!(stage, error = %m, "stopping: fatal error");
+            return Err(EosError::Fatal(m.clone()));
+        }
+        if shutdown.is_cancelled() {
+            return commit_on_shutdown(&mut eng, consumer);
+        }
+
+        // Recovering from a failed transaction: abort, then rewind, with backoff in between.
+        if eng.txn == Txn::NeedsAbort || eng.rewind_pending {
+            let rewound = recover(&mut eng, consumer, &mut retry_at, backoff);
+            drop(eng);
+            match rewound {
+                // Back off once before reading again, without discarding anything.
+                Some(wait) => sleep_polling_nothing(wait, shutdown),
+                // Keep polling (group membership, callbacks) and discard: the rewind reads it again.
+                None => {
+                    let _ = consumer.poll(MAX_POLL);
+                }
+            }
+            continue;
+        }
+
+        // Commit when the batch is full or old enough.
+        if batch_due(&eng, settings) {
+            match eng.commit(consumer) {
+                Ok(()) => backoff.reset(),
+                Err(f) => {
+                    eng.fail(f);
+                    continue;
+                }
+            }
+        }
+
+        // Idle tick: let a stateful transform emit what is due.
+        if eng.txn == Txn::Idle && last_tick.elapsed() >= settings.batch_max_age {
+            last_tick = Instant::now();
+            if let Err(f) = eng.flush_idle(consumer) {
+                eng.fail(f);
+                continue;
+            }
+            // Caught up for a while: commit past the transaction markers (lag reads 0).
+            if idle_since.is_some_and(|t| t.elapsed() >= settings.batch_max_age) {
+                if let Err(f) = eng.commit_positions(consumer) {
+                    eng.fail(f);
+                    continue;
+                }
+            }
+        }
+
+        let timeout = poll_timeout(&eng, settings);
+        drop(eng);
+
+        crate::observability::server::report_consumer(consumer);
+        // The rebalance callback may run inside poll; it takes the engine lock itself.
+        let Some(polled) = consumer.poll(timeout) else {
+            idle_since.get_or_insert_with(Instant::now);
+            continue;
+        };
+        idle_since = None;
+        handle(&mut lock(engine), polled, stage);
+    }
+}
+
+/// Shutdown: commits the batch in hand, then the loop ends.
+fn commit_on_shutdown<T: Transform>(
+    eng: &mut Engine<T>,
+    consumer: &BaseConsumer<Ctx<T>>,
+) -> Result<(), EosError> {
+    if eng.txn == Txn::Open {
+        if let Err(f) = eng.commit(consumer) {
+            eng.fail(f);
+        }
+    }
+    if let Some(m) = &eng.fatal {
+        return Err(EosError::Fatal(m.clone()));
+    }
+    tracing::info!(
+        stage = eng.stage,
+        records = eng.stats.records_in,
+        "shutdown: batch in hand committed"
+    );
+    Ok(())
+}
+
+/// One recovery step, when `retry_at` has come: abort, then rewind. `Some(wait)`: rewound, back
+/// off `wait` before reading again; `None`: not yet (`retry_at` is set for the next try).
+fn recover<T: Transform>(
+    eng: &mut Engine<T>,
+    consumer: &BaseConsumer<Ctx<T>>,
+    retry_at: &mut Option<Instant>,
+    backoff: &mut Backoff,
+) -> Option<Duration> {
+    if retry_at.is_none_or(|t| Instant::now() >= t) {
+        eng.try_abort();
+        if eng.txn == Txn::Idle {
+            match eng.rewind(consumer) {
+                Ok(()) => {
+                    *retry_at = None;
+                    return Some(backoff.next_delay());
+                }
+                Err(m) => {
+                    tracing::warn!(stage = eng.stage, error = %m, "rewind failed; will retry")
+                }
+            }
+        }
+        *retry_at = Some(Instant::now() + backoff.next_delay());
+    }
+    None
+}
+
+/// An open transaction holds `batch_size` messages or is `batch_max_age` old.
+fn batch_due<T: Transform>(eng: &Engine<T>, settings: &Settings) -> bool {
+    eng.txn == Txn::Open
+        && (eng.batch_in >= settings.batch_size as u64
+            || eng.batch_started.elapsed() >= settings.batch_max_age)
+}
+
+/// Polls no longer than the open transaction may still collect messages.
+fn poll_timeout<T: Transform>(eng: &Engine<T>, settings: &Settings) -> Duration {
+    if eng.txn == Txn::Open {
+        settings
+            .batch_max_age
+            .saturating_sub(eng.batch_started.elapsed())
+            .min(MAX_POLL)
+    } else {
+        MAX_POLL
+    }
+}
+
+/// What a poll returned: a message to process, or a consumer error to report.
+fn handle<T: Transform>(
+    eng: &mut Engine<T>,
+    polled: KafkaResult<BorrowedMessage<'_>>,
+    stage: &'static str,
+) {
+    match polled {
+        Err(e) => {
+            // Consumer errors are reports (broker down, partition EOF...): librdkafka
+            // recovers by itself; positions did not move.
+            tracing::warn!(stage, error = %e, "consumer error");
+        }
+        Ok(msg) => {
+            if eng.rewind_pending || eng.txn == Txn::NeedsAbort {
+                return; // a revoke callback failed the transaction: read again after the rewind
+            }
+            if let Err(f) = eng.process(&msg) {
+                eng.fail(f);
+            }
+        }
+    }
+}
+
+/// Sleeps `wait` in short steps, returning early on shutdown.
+fn sleep_polling_nothing(wait: Duration, shutdown: &CancellationToken) {
+    let until = Instant::now() + wait;
+    while Instant::now() < until && !shutdown.is_cancelled() {
+        std::thread::sleep(MAX_POLL.min(until.saturating_duration_since(Instant::now())));
+    }
+}
