@@ -185,6 +185,14 @@ pub struct SinkMongoConfig {
     /// batch in memory instead of one per partition; raise it for a MongoDB cluster.
     #[serde(default = "default_mongo_write_concurrency")]
     pub write_concurrency: usize,
+    /// Longest a batch's write may take before it counts as a retriable failure (logged,
+    /// readiness red, retried): a server that stops answering must not hang the sink silently.
+    #[serde(default = "default_mongo_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+fn default_mongo_write_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_mongo_write_concurrency() -> usize {
@@ -196,6 +204,7 @@ impl Default for SinkMongoConfig {
         SinkMongoConfig {
             collection: None,
             write_concurrency: default_mongo_write_concurrency(),
+            write_timeout: default_mongo_write_timeout(),
         }
     }
 }
@@ -235,6 +244,12 @@ impl SinkConfig {
             return Err(ConfigError::key(
                 "sink.batch_max_bytes",
                 "must be between 1024 and 1073741824",
+            ));
+        }
+        if self.mongo.write_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::key(
+                "sink.mongo.write_timeout",
+                "must be at least 1s",
             ));
         }
         if self.mongo.write_concurrency == 0 || self.mongo.write_concurrency > 64 {

@@ -178,7 +178,14 @@ impl BatchWriter for MongoSink {
             self.sink.retry_max_backoff,
             &stop,
             || async {
-                let r = self.upsert_all(&upserts).await;
+                let limit = self.sink.mongo.write_timeout;
+                let r = match tokio::time::timeout(limit, self.upsert_all(&upserts)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SinkError::Retriable {
+                        what: "writing a batch to MongoDB",
+                        message: format!("no answer within {limit:?} (sink.mongo.write_timeout)"),
+                    }),
+                };
                 report_db(&r);
                 r
             },
