@@ -9,7 +9,9 @@ read: consumes TOPIC(s) from the beginning (read_committed) until N messages in 
 each value with AvroDeserializer + SchemaRegistryClient (the writer schema looked up by the id
 in the frame) and prints one JSON object per message on stdout:
 {"topic", "partition", "offset", "key", "schema_id", "value"}; timestamp-millis fields as
-integer milliseconds since the epoch (fastavro gives datetimes).
+integer milliseconds since the epoch (fastavro gives datetimes), float/double fields as
+{"f64_bits": N} (the exact bits; decimal text would leave the comparison to a JSON parser's
+rounding).
 
 produce: serializes each JSON record of RECORDS.jsonl (one object per line, timestamp-millis
 fields as integer milliseconds) with AvroSerializer (registers SCHEMA under TOPIC-value) and
@@ -39,7 +41,11 @@ def fail(msg):
 
 
 def plain(v):
-    """A decoded Avro value as JSON: datetimes (timestamp-millis) as epoch milliseconds."""
+    """A decoded Avro value as JSON: datetimes (timestamp-millis) as epoch milliseconds,
+    floats and doubles as {"f64_bits": the IEEE-754 bits of the value as a double}, so that
+    the comparison is exact whatever the reader's decimal parsing does."""
+    if isinstance(v, float):
+        return {"f64_bits": struct.unpack("<Q", struct.pack("<d", v))[0]}
     if isinstance(v, datetime.datetime):
         if v.tzinfo is None:
             v = v.replace(tzinfo=datetime.timezone.utc)
