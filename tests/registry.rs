@@ -376,7 +376,11 @@ async fn a_registry_outage_mid_stream_is_waited_out_and_nothing_is_dead_lettered
     stage.await.unwrap().unwrap();
     assert_eq!(out.len(), 300);
     let dl = tokio::task::block_in_place(|| {
-        registry_support::read_until(&[dead_letter.clone()], Duration::from_secs(3), |_| false)
+        registry_support::read_until(
+            std::slice::from_ref(&dead_letter),
+            Duration::from_secs(3),
+            |_| false,
+        )
     });
     assert!(dl.is_empty(), "{} dead letters", dl.len());
     assert!(
