@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, TopicRole};
 use crate::kafka::topics::{self, TopicOutcome};
 
 /// etl-pipe: a Kafka-native streaming ETL pipeline.
@@ -247,10 +247,12 @@ fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `topics apply`: creates what is missing, reports what differs (exit 3), changes nothing else.
+/// `topics apply`: creates what is missing, reports what differs (exit 3), changes nothing
+/// else; with a schema registry, sets the compatibility level of the Avro topics' subjects.
 fn topics_apply(cfg: &Config) -> anyhow::Result<ExitCode> {
     let specs = cfg.topics.all()?;
-    let results = runtime()?.block_on(topics::apply(&cfg.kafka, &specs))?;
+    let rt = runtime()?;
+    let results = rt.block_on(topics::apply(&cfg.kafka, &specs))?;
     let mut differs = false;
     for (spec, outcome) in results {
         let what = format!(
@@ -272,6 +274,14 @@ fn topics_apply(cfg: &Config) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+    let avro: Vec<String> = TopicRole::AVRO
+        .iter()
+        .map(|r| cfg.topics.name(*r))
+        .collect();
+    let level = cfg.kafka.schema_registry_compatibility.as_str();
+    for subject in rt.block_on(crate::codec::set_compatibility(&cfg.kafka, &avro))? {
+        println!("subject   {subject:<22} compatibility={level}");
     }
     Ok(if differs {
         ExitCode::from(3)

@@ -15,8 +15,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use crate::settings::{
-    CleanupPolicy, Common, ConfigError, KafkaConfig, PipelineConfig, Secret, SecretRef,
-    TopicOverride, TopicRole, TopicSpec, TopicsConfig, ENV_PREFIX,
+    CleanupPolicy, Common, Compatibility, ConfigError, KafkaConfig, PipelineConfig, Secret,
+    SecretRef, TopicOverride, TopicRole, TopicSpec, TopicsConfig, ENV_PREFIX,
 };
 use crate::stages::sinks::{MongoConfig, MysqlConfig};
 
@@ -332,5 +332,96 @@ mod tests {
             .to_string();
         assert!(err.contains("mongo.uri"), "{err}");
         assert!(!err.contains("u:p"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_registry_url_are_rejected_without_repeating_them() {
+        for url in [
+            "https://etl:s3cret@registry.example/apis/ccompat/v7",
+            "http://etl@registry.example:8081",
+        ] {
+            let err = load(&format!("[kafka]\nschema_registry_url = \"{url}\"\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kafka.schema_registry_url"), "{err}");
+            assert!(err.contains("kafka.schema_registry_password"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("etl@"), "{err}");
+        }
+        // An '@' after the host is a path, not credentials.
+        load(
+            "[kafka]\nschema_registry_url = \"http://h:8081/a@b\"\n",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn registry_password_is_a_listed_secret() {
+        let text = "[kafka]\nschema_registry_url = \"https://r.example\"\n\
+                    schema_registry_user = \"etl\"\n\
+                    schema_registry_password = { env = \"ETL_TEST_UNSET_REGISTRY_PW_42\" }\n";
+        let c = load(text, &[]).unwrap();
+        let status = c.secret_status().join("\n");
+        assert!(
+            status.contains(
+                "kafka.schema_registry_password: NOT SET (from env ETL_TEST_UNSET_REGISTRY_PW_42)"
+            ),
+            "{status}"
+        );
+        let err = c.kafka.check_secrets().unwrap_err().to_string();
+        assert!(err.contains("kafka.schema_registry_password"), "{err}");
+        assert!(c.to_toml().contains("ETL_TEST_UNSET_REGISTRY_PW_42"));
+        // Inline, it is refused without being repeated.
+        let err = load(
+            "[kafka]\nschema_registry_url = \"https://r.example\"\nschema_registry_user = \"etl\"\nschema_registry_password = \"hunter2\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.schema_registry_password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        // One without the other, or without a URL, names the missing key.
+        let err = load(
+            "[kafka]\nschema_registry_url = \"https://r.example\"\nschema_registry_user = \"etl\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.schema_registry_password"), "{err}");
+        let err = load(
+            "[kafka]\nschema_registry_user = \"etl\"\nschema_registry_password = { env = \"X\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.schema_registry_url"), "{err}");
+    }
+
+    #[test]
+    fn registry_compatibility_defaults_to_backward_and_is_checked() {
+        assert_eq!(
+            load("", &[]).unwrap().kafka.schema_registry_compatibility,
+            Compatibility::Backward
+        );
+        let c = load(
+            "",
+            &[(
+                "ETL__KAFKA__SCHEMA_REGISTRY_COMPATIBILITY",
+                "FULL_TRANSITIVE",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.kafka.schema_registry_compatibility.as_str(),
+            "FULL_TRANSITIVE"
+        );
+        let err = load(
+            "[kafka]\nschema_registry_compatibility = \"backwards\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.schema_registry_compatibility"), "{err}");
+        assert!(err.contains("BACKWARD"), "{err}");
     }
 }

@@ -50,8 +50,8 @@ async fn cleaned_messages_through_kafka_decode_as_scored() {
 
     let cleaned = load_schema(format!("{SCHEMAS}/league_entry.cleaned.avsc")).unwrap();
     let scored = load_schema(format!("{SCHEMAS}/league_entry.scored.avsc")).unwrap();
-    // Without a registry, from_config gives single-object framing.
-    let single = Codec::from_config(&config.kafka, cleaned.clone(), &topic)
+    // Without a registry, a writer gives single-object framing.
+    let single = Codec::writer(&config.kafka, cleaned.clone(), &topic)
         .await
         .unwrap();
     assert_eq!(single.framing(), Framing::SingleObject);

@@ -8,23 +8,33 @@
 //! big endian) + datum, the schema registered under the subject `<topic>-value`. Decoders
 //! accept both framings whichever is configured.
 //!
+//! **Writers and readers**: [`Codec::writer`] is the codec of a stage that writes a topic:
+//! it registers its schema under the topic's subject (a registry refusing it as incompatible
+//! stops the stage, naming the subject and the field). [`Codec::reader`] is the codec of a
+//! stage that reads one: it never registers, it looks writer schemas up by the id in each
+//! message.
+//!
 //! **Writer schemas**: a decoder knows its own schema, any schema added with
 //! [`Codec::add_writer_schema`] (e.g. `schemas/history/*.avsc`, by fingerprint) or
 //! [`Codec::add_schema_id`], and with a registry every id it has fetched. Data written with
 //! a known older schema is resolved into the reader schema: fields by name, added fields
 //! take their default, removed fields are skipped, numbers promoted. Decoded records list
 //! the reader schema's fields in order; `timestamp-millis` fields decode to
-//! [`Value::TimestampMillis`](crate::record::Value::TimestampMillis).
+//! [`Value::TimestampMillis`](crate::record::Value::TimestampMillis). An id the registry
+//! answers 404 for is poison, but only for [`NOT_FOUND_RETRY`]: after that the next message
+//! with it asks again (a registry restored from backup, or a replica catching up).
 //!
 //! ```no_run
 //! # async fn demo(kafka: &etl_pipe::settings::KafkaConfig) -> Result<(), etl_pipe::codec::CodecError> {
 //! use etl_pipe::codec::{load_schema, Codec};
 //! let schema = load_schema("schemas/league_entry.cleaned.avsc")?;
 //! // Registers `etl.cleaned-value` when a registry is configured.
-//! let codec = Codec::from_config(kafka, schema, "etl.cleaned").await?;
+//! let writer = Codec::writer(kafka, schema.clone(), "etl.cleaned").await?;
 //! # let record = etl_pipe::record::Record::new();
-//! let bytes = codec.encode(&record)?;
-//! let back = codec.decode_async(&bytes).await?; // fetches unknown registry ids
+//! let bytes = writer.encode(&record)?;
+//! // Registers nothing; fetches unknown registry ids when decoding.
+//! let reader = Codec::reader(kafka, schema)?;
+//! let back = reader.decode_async(&bytes).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -44,11 +54,16 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::record::{Record, RecordSchema};
 use crate::settings::KafkaConfig;
 
 pub use schema::{check_can_read, load_schema, load_schema_dir};
+
+/// How long a registry id answered with 404 stays poison before a message with it asks the
+/// registry again.
+pub const NOT_FOUND_RETRY: Duration = Duration::from_secs(30);
 
 /// First two bytes of Avro single-object encoding.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -98,6 +113,18 @@ pub enum CodecError {
         "writer schema id {id} is not cached yet; decode with Codec::decode_async, which fetches it from the registry"
     )]
     SchemaNotCached { id: u32 },
+    /// The registry refuses the writer's schema as incompatible with the subject's registered
+    /// versions (HTTP 409): a person must change the schema or the subject's level.
+    #[error(
+        "schema registry {registry} refuses our schema for subject `{subject}` (compatibility \
+         {level}): {details}"
+    )]
+    RegistryIncompatible {
+        registry: String,
+        subject: String,
+        level: String,
+        details: String,
+    },
     /// The schema registry failed or refused a request.
     #[error("schema registry {operation}: {message}")]
     Registry {
@@ -123,7 +150,8 @@ impl CodecError {
             | CodecError::Malformed { .. }
             | CodecError::UnknownFingerprint { .. }
             | CodecError::UnknownSchemaId { .. }
-            | CodecError::Incompatible { .. } => false,
+            | CodecError::Incompatible { .. }
+            | CodecError::RegistryIncompatible { .. } => false,
         }
     }
 
@@ -138,7 +166,9 @@ impl CodecError {
                 "avro-unknown-schema"
             }
             CodecError::Incompatible { .. } => "avro-incompatible-schema",
-            CodecError::SchemaNotCached { .. } | CodecError::Registry { .. } => "schema-registry",
+            CodecError::SchemaNotCached { .. }
+            | CodecError::Registry { .. }
+            | CodecError::RegistryIncompatible { .. } => "schema-registry",
         }
     }
 
@@ -176,10 +206,22 @@ pub struct Codec {
     /// Framing header of encoded messages.
     header: Vec<u8>,
     by_fingerprint: RwLock<HashMap<u64, Arc<binary::ReadPlan>>>,
-    /// Registry ids: a plan, or why the id can never be decoded (cached so that poison
-    /// records do not hit the registry again).
-    by_id: RwLock<HashMap<u32, Result<Arc<binary::ReadPlan>, String>>>,
+    /// Registry ids: a plan, or why the id cannot be decoded (cached so that poison records
+    /// do not hit the registry again; a 404 only for `not_found_retry`).
+    by_id: RwLock<HashMap<u32, IdEntry>>,
     registry: Option<registry::Registry>,
+    not_found_retry: Duration,
+}
+
+#[derive(Debug)]
+enum IdEntry {
+    Plan(Arc<binary::ReadPlan>),
+    /// Not decodable: an id the registry did not know (asked again after `retry_at`), or a
+    /// schema that can never be read as ours (`retry_at` `None`).
+    Unusable {
+        reason: String,
+        retry_at: Option<Instant>,
+    },
 }
 
 impl Codec {
@@ -203,7 +245,7 @@ impl Codec {
         let own = Arc::new(binary::ReadPlan::identity(schema.clone()));
         let mut by_id = HashMap::new();
         if let Framing::Confluent { schema_id } = framing {
-            by_id.insert(schema_id, Ok(own.clone()));
+            by_id.insert(schema_id, IdEntry::Plan(own.clone()));
         }
         Codec {
             fingerprint,
@@ -212,29 +254,55 @@ impl Codec {
             by_fingerprint: RwLock::new(HashMap::from([(fingerprint, own)])),
             by_id: RwLock::new(by_id),
             registry: None,
+            not_found_retry: NOT_FOUND_RETRY,
             schema,
         }
     }
 
-    /// The codec of a stage writing or reading `topic`: Confluent framing with the schema
-    /// registered under `<topic>-value` when `kafka.schema_registry_url` is set (so this
-    /// call needs the registry up: retriable error otherwise), single-object encoding
-    /// otherwise.
-    pub async fn from_config(
+    /// The codec of a stage writing `topic`: Confluent framing with the schema registered
+    /// under `<topic>-value` when `kafka.schema_registry_url` is set (so this call needs the
+    /// registry up: retriable error otherwise), single-object encoding otherwise. A registry
+    /// that refuses the schema as incompatible gives [`CodecError::RegistryIncompatible`],
+    /// naming the subject and what differs from its latest registered version.
+    pub async fn writer(
         kafka: &KafkaConfig,
         schema: RecordSchema,
         topic: &str,
     ) -> Result<Codec, CodecError> {
-        let Some(url) = &kafka.schema_registry_url else {
+        let Some(registry) = registry::Registry::from_config(kafka)? else {
             return Ok(Codec::new(schema, Framing::SingleObject));
         };
-        let registry = registry::Registry::new(url)?;
-        let id = registry
-            .register(&format!("{topic}-value"), &schema.source)
-            .await?;
+        let subject = format!("{topic}-value");
+        let id = match registry.register(&subject, &schema.source).await {
+            Ok(id) => id,
+            Err(CodecError::Registry {
+                status: Some(409),
+                message,
+                ..
+            }) => return Err(incompatible(&registry, &subject, &schema, &message).await),
+            Err(e) => return Err(e),
+        };
         let mut codec = Codec::new(schema, Framing::Confluent { schema_id: id });
         codec.registry = Some(registry);
         Ok(codec)
+    }
+
+    /// The codec of a stage reading Avro topics: it registers nothing. With
+    /// `kafka.schema_registry_url` set it looks the writer schema of each Confluent-framed
+    /// message up by id ([`decode_async`](Self::decode_async)); without, it reads
+    /// single-object data of known fingerprints. It encodes single-object (it has no id of its
+    /// own): stages write with a [`writer`](Self::writer).
+    pub fn reader(kafka: &KafkaConfig, schema: RecordSchema) -> Result<Codec, CodecError> {
+        let mut codec = Codec::new(schema, Framing::SingleObject);
+        codec.registry = registry::Registry::from_config(kafka)?;
+        Ok(codec)
+    }
+
+    /// How long a registry id answered with 404 stays poison before it is asked again
+    /// (default [`NOT_FOUND_RETRY`]).
+    pub fn with_not_found_retry(mut self, after: Duration) -> Codec {
+        self.not_found_retry = after;
+        self
     }
 
     /// The reader/writer schema.
@@ -300,7 +368,7 @@ impl Codec {
             Arc::new(writer),
             self.schema.clone(),
         )?);
-        write_lock(&self.by_id).insert(id, Ok(plan));
+        write_lock(&self.by_id).insert(id, IdEntry::Plan(plan));
         Ok(())
     }
 
@@ -340,8 +408,13 @@ impl Codec {
                 let (id, datum) = split_header::<4>(rest, "Confluent schema id")?;
                 let id = u32::from_be_bytes(id);
                 match read_lock(&self.by_id).get(&id) {
-                    Some(Ok(plan)) => plan.decode(datum),
-                    Some(Err(reason)) => Err(CodecError::UnknownSchemaId {
+                    Some(IdEntry::Plan(plan)) => plan.decode(datum),
+                    Some(IdEntry::Unusable {
+                        retry_at: Some(at), ..
+                    }) if self.registry.is_some() && Instant::now() >= *at => {
+                        Err(CodecError::SchemaNotCached { id })
+                    }
+                    Some(IdEntry::Unusable { reason, .. }) => Err(CodecError::UnknownSchemaId {
                         id,
                         reason: reason.clone(),
                     }),
@@ -385,17 +458,85 @@ impl Codec {
         let Some(registry) = &self.registry else {
             return Ok(());
         };
+        let unusable = |reason: String| IdEntry::Unusable {
+            reason,
+            retry_at: None,
+        };
         let entry = match registry.fetch(id).await? {
-            registry::Fetched::NotUsable(reason) => Err(reason),
+            registry::Fetched::NotFound(reason) => IdEntry::Unusable {
+                reason,
+                retry_at: Some(Instant::now() + self.not_found_retry),
+            },
+            registry::Fetched::NotUsable(reason) => unusable(reason),
             registry::Fetched::Schema(text) => match RecordSchema::parse(&text) {
-                Err(e) => Err(format!("its schema is not supported here: {e}")),
-                Ok(writer) => binary::ReadPlan::new(Arc::new(writer), self.schema.clone())
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string()),
+                Err(e) => unusable(format!("its schema is not supported here: {e}")),
+                Ok(writer) => match binary::ReadPlan::new(Arc::new(writer), self.schema.clone()) {
+                    Ok(plan) => IdEntry::Plan(Arc::new(plan)),
+                    Err(e) => unusable(e.to_string()),
+                },
             },
         };
         write_lock(&self.by_id).insert(id, entry);
         Ok(())
+    }
+}
+
+/// Sets `kafka.schema_registry_compatibility` on the subject (`<topic>-value`) of each of
+/// `topics`; returns the subjects set. Nothing without a registry.
+pub async fn set_compatibility(
+    kafka: &KafkaConfig,
+    topics: &[String],
+) -> Result<Vec<String>, CodecError> {
+    let Some(registry) = registry::Registry::from_config(kafka)? else {
+        return Ok(Vec::new());
+    };
+    let level = kafka.schema_registry_compatibility.as_str();
+    let mut done = Vec::new();
+    for topic in topics {
+        let subject = format!("{topic}-value");
+        registry.set_compatibility(&subject, level).await?;
+        done.push(subject);
+    }
+    Ok(done)
+}
+
+/// The error of a 409 at registration: the registry's message rarely names the field
+/// (Apicurio: "[c at /fields/2]"), so compare our schema with the latest registered version
+/// under the subject's level and say which field and what is wrong.
+async fn incompatible(
+    registry: &registry::Registry,
+    subject: &str,
+    ours: &RecordSchema,
+    registry_message: &str,
+) -> CodecError {
+    let level = registry
+        .compatibility(subject)
+        .await
+        .unwrap_or_else(|_| "unknown".into());
+    let details = match registry.latest(subject).await {
+        Ok(Some(text)) => match RecordSchema::parse(&text) {
+            Ok(latest) => {
+                let problems = schema::incompatibilities(&latest, ours, &level);
+                if problems.is_empty() {
+                    format!("no field-level difference found against the latest registered version; the registry says: {registry_message}")
+                } else {
+                    format!(
+                        "{} (against the latest registered version)",
+                        problems.join("; ")
+                    )
+                }
+            }
+            Err(e) => format!(
+                "the latest registered version is not a schema this codec reads ({e}); the registry says: {registry_message}"
+            ),
+        },
+        _ => format!("the registry says: {registry_message}"),
+    };
+    CodecError::RegistryIncompatible {
+        registry: registry.display().to_string(),
+        subject: subject.to_string(),
+        level,
+        details,
     }
 }
 

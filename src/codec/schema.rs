@@ -202,6 +202,73 @@ pub fn check_can_read(writer: &RecordSchema, reader: &RecordSchema) -> Result<()
     Ok(())
 }
 
+/// What makes `new` incompatible with the registered `old` under a registry compatibility
+/// `level`, one line per field, phrased as the change made (`field `x` added without a
+/// default`). BACKWARD: `new` must read `old`'s data; FORWARD: `old` must read `new`'s; FULL
+/// (and NONE or an unknown level, for want of better): both.
+pub(crate) fn incompatibilities(
+    old: &RecordSchema,
+    new: &RecordSchema,
+    level: &str,
+) -> Vec<String> {
+    let level = level.to_ascii_uppercase();
+    let backward = !level.starts_with("FORWARD");
+    let forward = !level.starts_with("BACKWARD");
+    let mut out = Vec::new();
+    if old.simple_name() != new.simple_name() {
+        out.push(format!(
+            "record name changed from `{}` to `{}`",
+            old.name, new.name
+        ));
+    }
+    for nf in &new.fields {
+        match old.field(&nf.name) {
+            None if backward && nf.default.is_none() => out.push(format!(
+                "field `{}` added without a default (old data has no value for it)",
+                nf.name
+            )),
+            None => {}
+            Some(of) => {
+                let (o, n) = (type_label(of), type_label(nf));
+                if backward && !promotes(&of.ty, &nf.ty) {
+                    out.push(format!(
+                        "field `{}` changed from {o} to {n}: the new schema cannot read old data",
+                        nf.name
+                    ));
+                } else if forward && !promotes(&nf.ty, &of.ty) {
+                    out.push(format!(
+                        "field `{}` changed from {o} to {n}: the registered version cannot read new data",
+                        nf.name
+                    ));
+                }
+                if backward && of.nullable && !nf.nullable {
+                    out.push(format!(
+                        "field `{}` made required (was {o}): old data may hold null",
+                        nf.name
+                    ));
+                }
+                if forward && nf.nullable && !of.nullable {
+                    out.push(format!(
+                        "field `{}` made nullable (was {o}): the registered version cannot read null",
+                        nf.name
+                    ));
+                }
+            }
+        }
+    }
+    if forward {
+        for of in &old.fields {
+            if new.field(&of.name).is_none() && of.default.is_none() {
+                out.push(format!(
+                    "field `{}` removed, and the registered version has no default for it",
+                    of.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Whether a writer primitive can be read as a reader primitive (Avro promotion rules).
 fn promotes(writer: &FieldType, reader: &FieldType) -> bool {
     use FieldType::*;

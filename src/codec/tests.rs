@@ -508,7 +508,7 @@ async fn registry_unreachable_is_retriable_and_hides_credentials() {
     // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     let mut config = Config::default();
     config.kafka.schema_registry_url = Some("http://etl:s3cret@127.0.0.1:9".into());
-    let e = Codec::from_config(&config.kafka, cleaned(), "etl.cleaned")
+    let e = Codec::writer(&config.kafka, cleaned(), "etl.cleaned")
         .await
         .unwrap_err();
     assert!(e.is_retriable(), "{e}");

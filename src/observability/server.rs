@@ -3,7 +3,8 @@
 //!
 //! - `/healthz`: 200 while the process runs (liveness).
 //! - `/readyz`: 200 when every check the stage requires is met (Kafka reachable, database
-//!   connected, partitions assigned), else 503; the JSON body says what is missing.
+//!   connected, partitions assigned, schema registry answering), else 503; the JSON body says
+//!   what is missing.
 //! - `/metrics`: Prometheus text format, rendered from the global `metrics` recorder.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -85,6 +86,8 @@ pub enum Check {
     Partitions,
     /// The stage's database (MySQL or MongoDB) is connected.
     Database,
+    /// The schema registry answered the last request (met when none is configured).
+    SchemaRegistry,
 }
 
 impl Check {
@@ -93,14 +96,20 @@ impl Check {
             Check::Kafka => 1,
             Check::Partitions => 2,
             Check::Database => 4,
+            Check::SchemaRegistry => 8,
         }
     }
 
     /// The checks a stage requires by default, by stage name.
     pub fn defaults_for(stage: &str) -> &'static [Check] {
         match stage {
-            "clean" | "score" => &[Check::Kafka, Check::Partitions],
-            "sink-mysql" | "sink-mongo" => &[Check::Kafka, Check::Partitions, Check::Database],
+            "clean" | "score" => &[Check::Kafka, Check::Partitions, Check::SchemaRegistry],
+            "sink-mysql" | "sink-mongo" => &[
+                Check::Kafka,
+                Check::Partitions,
+                Check::Database,
+                Check::SchemaRegistry,
+            ],
             _ => &[Check::Kafka],
         }
     }
@@ -121,17 +130,21 @@ struct HealthInner {
     stalled: AtomicBool,
     /// When the transactional call in progress counts as stalled (ms since the epoch; 0: none).
     call_due_ms: AtomicU64,
+    registry: AtomicBool,
 }
 
 /// The `/readyz` body.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
-    /// The required checks that are not met: `kafka`, `partitions`, `database`.
+    /// The required checks that are not met: `kafka`, `partitions`, `database`,
+    /// `schema-registry`.
     pub missing: Vec<&'static str>,
     pub kafka_connected: bool,
     pub db_connected: bool,
     pub assigned_partitions: usize,
+    /// False while the schema registry is failing (unreachable, 5xx, refusing our credentials).
+    pub registry_reachable: bool,
     pub required: Vec<&'static str>,
     /// A transactional call is waiting for the broker (listed as `transaction` in `missing`).
     pub transaction_stalled: bool,
@@ -154,6 +167,9 @@ impl Health {
                 partitions: AtomicUsize::new(0),
                 stalled: AtomicBool::new(false),
                 call_due_ms: AtomicU64::new(0),
+                // Nothing known against it until a registry call fails (and without a
+                // registry, nothing ever is).
+                registry: AtomicBool::new(true),
             }),
         };
         h.require(checks);
@@ -191,6 +207,12 @@ impl Health {
         self.inner.call_due_ms.store(due, Ordering::Relaxed);
     }
 
+    /// Called by the codec after each schema registry request: `false` when it could not be
+    /// reached or failed (a retriable failure), `true` when it answered.
+    pub fn set_registry_reachable(&self, ok: bool) {
+        self.inner.registry.store(ok, Ordering::Relaxed);
+    }
+
     pub fn set_db_connected(&self, ok: bool) {
         self.inner.db.store(ok, Ordering::Relaxed);
     }
@@ -207,10 +229,12 @@ impl Health {
         let kafka = self.inner.kafka.load(Ordering::Relaxed);
         let db = self.inner.db.load(Ordering::Relaxed);
         let partitions = self.inner.partitions.load(Ordering::Relaxed);
+        let registry = self.inner.registry.load(Ordering::Relaxed);
         let checks = [
             (Check::Kafka, "kafka", kafka),
             (Check::Partitions, "partitions", partitions > 0),
             (Check::Database, "database", db),
+            (Check::SchemaRegistry, "schema-registry", registry),
         ];
         let required: Vec<&'static str> = checks
             .iter()
@@ -234,6 +258,7 @@ impl Health {
             kafka_connected: kafka,
             db_connected: db,
             assigned_partitions: partitions,
+            registry_reachable: registry,
             required,
         }
     }
@@ -357,6 +382,10 @@ mod tests {
         h.set_assigned_partitions(2);
         assert_eq!(h.readiness().missing, vec!["database"]);
         h.set_db_connected(true);
+        assert!(h.readiness().ready);
+        h.set_registry_reachable(false);
+        assert_eq!(h.readiness().missing, vec!["schema-registry"]);
+        h.set_registry_reachable(true);
         assert!(h.readiness().ready);
         let extract = Health::new(Check::defaults_for("extract"));
         extract.set_kafka_connected(true);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, SecretRef};
+use super::{ConfigError, Secret, SecretRef};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,9 +70,21 @@ pub struct KafkaConfig {
     /// Bootstrap servers, comma separated.
     #[serde(default = "default_brokers")]
     pub brokers: String,
-    /// Schema registry URL; when set, Avro is framed in the Confluent wire format.
+    /// Schema registry URL (Confluent REST API, without credentials); when set, Avro is
+    /// framed in the Confluent wire format.
     #[serde(default)]
     pub schema_registry_url: Option<String>,
+    /// User for the schema registry's basic auth (with `kafka.schema_registry_password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_user: Option<String>,
+    /// Password for the schema registry's basic auth (a secret: env or file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_password: Option<SecretRef>,
+    /// Compatibility level `etl-pipe topics apply` sets on the subject of each Avro topic
+    /// (`<topic>-value`) when a registry is configured: NONE, BACKWARD, BACKWARD_TRANSITIVE,
+    /// FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE.
+    #[serde(default)]
+    pub schema_registry_compatibility: Compatibility,
     /// Transaction timeout of the exactly-once stages.
     #[serde(default = "default_txn_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
@@ -88,6 +100,36 @@ pub struct KafkaConfig {
     /// `{ file = "/path" }`. Options etl-pipe sets for its guarantees are refused here.
     #[serde(default)]
     pub client_options: BTreeMap<String, ClientOption>,
+}
+
+/// A schema registry compatibility level (the Confluent names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Compatibility {
+    None,
+    /// New schemas read data written with the previous one (Confluent's default).
+    #[default]
+    Backward,
+    BackwardTransitive,
+    Forward,
+    ForwardTransitive,
+    Full,
+    FullTransitive,
+}
+
+impl Compatibility {
+    /// The name the registry's `/config` API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compatibility::None => "NONE",
+            Compatibility::Backward => "BACKWARD",
+            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Compatibility::Forward => "FORWARD",
+            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Compatibility::Full => "FULL",
+            Compatibility::FullTransitive => "FULL_TRANSITIVE",
+        }
+    }
 }
 
 /// One librdkafka option: a plain value, or a secret read from the environment or a file.
@@ -193,6 +235,9 @@ impl KafkaConfig {
     /// Resolves every secret option now, so a missing variable or file fails at start-up
     /// naming the key (never the value).
     pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.schema_registry_password {
+            p.resolve("kafka.schema_registry_password")?;
+        }
         for (k, v) in &self.client_options {
             v.resolve(k)?;
         }
@@ -201,13 +246,27 @@ impl KafkaConfig {
 
     /// Where each secret option comes from and whether it is set (for `config check`).
     pub fn secret_status(&self) -> Vec<String> {
-        self.client_options
+        let registry = self
+            .schema_registry_password
             .iter()
-            .filter_map(|(k, v)| match v {
-                ClientOption::Secret(r) => Some(r.describe(&format!("kafka.client_options.{k}"))),
-                ClientOption::Value(_) => None,
-            })
-            .collect()
+            .map(|p| p.describe("kafka.schema_registry_password"));
+        let options = self.client_options.iter().filter_map(|(k, v)| match v {
+            ClientOption::Secret(r) => Some(r.describe(&format!("kafka.client_options.{k}"))),
+            ClientOption::Value(_) => None,
+        });
+        registry.chain(options).collect()
+    }
+
+    /// The schema registry's basic-auth credentials, the password resolved now (the error
+    /// names the key, never the value). `None` without `kafka.schema_registry_user`.
+    pub fn schema_registry_auth(&self) -> Result<Option<(String, Secret)>, ConfigError> {
+        match (&self.schema_registry_user, &self.schema_registry_password) {
+            (Some(user), Some(p)) => Ok(Some((
+                user.clone(),
+                p.resolve("kafka.schema_registry_password")?,
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// Rejects contradictions, naming the key.
@@ -232,14 +291,7 @@ impl KafkaConfig {
                 "must be between 1s and 1h (brokers refuse less than group.min.session.timeout.ms, 6s by default)",
             ));
         }
-        if let Some(url) = &self.schema_registry_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::key(
-                    "kafka.schema_registry_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
-        }
+        self.validate_registry()?;
         for (k, v) in &self.client_options {
             let key = format!("kafka.client_options.{k}");
             if let Some((_, instead)) = RESERVED_CLIENT_OPTIONS.iter().find(|(r, _)| r == k) {
@@ -260,11 +312,71 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// The registry URL is http(s) and carries no credentials (they would be printed by
+    /// `config check` and land in config files); user and password come as a pair, and only
+    /// with a URL.
+    fn validate_registry(&self) -> Result<(), ConfigError> {
+        const URL: &str = "kafka.schema_registry_url";
+        if let Some(url) = &self.schema_registry_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::key(URL, "must be an http:// or https:// URL"));
+            }
+            // The authority ends at the first '/', '?' or '#' after the scheme; an '@' in it
+            // means `user[:password]@host`. The URL itself is not repeated: it holds a secret.
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                return Err(ConfigError::key(
+                    URL,
+                    "must not carry credentials (the URL is not repeated here); put the user in \
+                     kafka.schema_registry_user and the password in \
+                     kafka.schema_registry_password (env or file)",
+                ));
+            }
+        }
+        match (&self.schema_registry_user, &self.schema_registry_password) {
+            (Some(_), None) => {
+                return Err(ConfigError::key(
+                    "kafka.schema_registry_password",
+                    "is required with kafka.schema_registry_user (give `{ env = \"VAR\" }` or `{ file = \"/path\" }`)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    "kafka.schema_registry_user",
+                    "is required with kafka.schema_registry_password",
+                ))
+            }
+            (Some(user), Some(p)) => {
+                if user.is_empty() || user.contains(':') {
+                    return Err(ConfigError::key(
+                        "kafka.schema_registry_user",
+                        "must be non-empty and without ':' (basic auth)",
+                    ));
+                }
+                p.validate("kafka.schema_registry_password")?;
+                if self.schema_registry_url.is_none() {
+                    return Err(ConfigError::key(
+                        "kafka.schema_registry_user",
+                        "is set but kafka.schema_registry_url is not",
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
             brokers: default_brokers(),
             schema_registry_url: None,
+            schema_registry_user: None,
+            schema_registry_password: None,
+            schema_registry_compatibility: Compatibility::default(),
             transaction_timeout: default_txn_timeout(),
             session_timeout: default_session_timeout(),
             client_options: BTreeMap::new(),

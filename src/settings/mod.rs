@@ -13,7 +13,8 @@ mod secret;
 mod topics;
 
 pub use kafka::{
-    is_sensitive_option, ClientOption, KafkaConfig, PipelineConfig, RESERVED_CLIENT_OPTIONS,
+    is_sensitive_option, ClientOption, Compatibility, KafkaConfig, PipelineConfig,
+    RESERVED_CLIENT_OPTIONS,
 };
 pub use secret::{Secret, SecretRef};
 pub use topics::{CleanupPolicy, TopicOverride, TopicRole, TopicSpec, TopicsConfig};

@@ -72,6 +72,10 @@ impl TopicRole {
         TopicRole::ScoreBaseline,
     ];
 
+    /// The roles whose values are Avro records (cleaned and scored): their subjects
+    /// (`<topic>-value`) are the ones in the schema registry.
+    pub const AVRO: [TopicRole; 2] = [TopicRole::Cleaned, TopicRole::Scored];
+
     /// The config key of the role under `[topics]`.
     pub fn key(&self) -> &'static str {
         match self {

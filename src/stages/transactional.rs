@@ -31,9 +31,9 @@ pub(crate) fn settings(
     settings
 }
 
-/// A codec for `topic`. With a schema registry, registering the schema needs it up: that is
-/// retriable, so wait for it (`what` names the wait in the retry log). `None` when shutdown
-/// came first.
+/// The writer codec for `topic`. With a schema registry, registering the schema needs it up:
+/// that is retriable, so wait for it (`what` names the wait in the retry log). `None` when
+/// shutdown came first.
 pub(crate) async fn codec_for(
     cfg: &Common,
     schema: RecordSchema,
@@ -42,7 +42,7 @@ pub(crate) async fn codec_for(
     shutdown: &CancellationToken,
 ) -> Result<Option<Codec>, CodecError> {
     match retry(what, backoff(), shutdown, CodecError::is_retriable, || {
-        Codec::from_config(&cfg.kafka, schema.clone(), topic)
+        Codec::writer(&cfg.kafka, schema.clone(), topic)
     })
     .await
     {
@@ -50,6 +50,19 @@ pub(crate) async fn codec_for(
         Err(Stopped::Cancelled) => Ok(None),
         Err(Stopped::Permanent(e)) => Err(e),
     }
+}
+
+/// The reader codec of an input topic: it registers nothing (the writer does), so it needs
+/// no registry at start-up; it looks writer schemas up by id as messages come. Same shape
+/// as [`codec_for`] so a stage switches with one word.
+pub(crate) async fn reader_codec_for(
+    cfg: &Common,
+    schema: RecordSchema,
+    _topic: &str,
+    _what: &str,
+    _shutdown: &CancellationToken,
+) -> Result<Option<Codec>, CodecError> {
+    Codec::reader(&cfg.kafka, schema).map(Some)
 }
 
 /// Logs `<stage> stage stopped` with what the run committed ([`Stats`](crate::kafka::eos::Stats)).

@@ -48,7 +48,7 @@ pub async fn run_with_stats(
     let scored_topic = cfg.topics.name(TopicRole::Scored);
     let what = format!("registering the schema of {cleaned_topic}");
     let Some(codec_in) =
-        transactional::codec_for(cfg, schema_in, &cleaned_topic, &what, &shutdown).await?
+        transactional::reader_codec_for(cfg, schema_in, &cleaned_topic, &what, &shutdown).await?
     else {
         return Ok(Stats::default());
     };

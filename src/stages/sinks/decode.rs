@@ -7,7 +7,7 @@ use std::pin::Pin;
 use super::{Rejected, SinkConfig, SinkError, SinkMessage};
 use crate::codec::{Codec, CodecError};
 use crate::record::{Record, RecordSchema};
-use crate::settings::{Common, ConfigError, TopicRole};
+use crate::settings::{Common, ConfigError};
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone)]
@@ -113,13 +113,10 @@ pub async fn load_codec(
     let schema_err =
         |e: CodecError| SinkError::Config(ConfigError::key("sink.schema", e.to_string()));
     let schema = crate::codec::load_schema(&sink.schema).map_err(schema_err)?;
-    let topic = cfg.topics.name(TopicRole::Scored);
-    let codec = Codec::from_config(&cfg.kafka, schema.clone(), &topic)
-        .await
-        .map_err(|e| SinkError::Retriable {
-            what: "setting up the codec",
-            message: e.to_string(),
-        })?;
+    let codec = Codec::reader(&cfg.kafka, schema.clone()).map_err(|e| SinkError::Fatal {
+        what: "setting up the codec",
+        message: e.to_string(),
+    })?;
     codec.add_history(&sink.schema).map_err(schema_err)?;
     Ok((schema, std::sync::Arc::new(codec)))
 }
