@@ -325,3 +325,27 @@ async fn a_revoked_partitions_stale_batch_never_overwrites_the_new_owner() {
         "stale versions overwrote newer ones: {stale:?}"
     );
 }
+
+/// Issue #16 item 10: a transaction's commit marker takes the offset after its last record;
+/// once a partition is idle the sink commits the position past it, so lag reads 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_transactional_topic_reads_lag_zero() {
+    let db = common::mongo_db("sink_lag").await;
+    let cfg = config("sink_lag", db.name(), 40);
+    topics(&cfg, 3).await;
+    let s = schema();
+    produce_in_transactions(&cfg, &spread(&s, 90, 3), 30).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(90, || count(&db)).await, 90);
+    let ends = wait_caught_up(&cfg, mongo::STAGE, 3, Duration::from_secs(10)).await;
+    stop(task).await.unwrap();
+    for (p, (hi, committed)) in ends.iter().enumerate() {
+        assert!(
+            *hi > 30,
+            "partition {p}: 30 records and their markers, end {hi}"
+        );
+        assert_eq!(committed, hi, "partition {p}: the group's committed offset");
+    }
+    assert_eq!(status_lag(&cfg, mongo::STAGE), Some(0));
+    assert_eq!(count(&db).await, 90, "every record once");
+}

@@ -773,3 +773,34 @@ async fn an_older_version_never_replaces_a_newer_row() {
     stop(task).await.unwrap();
     assert_eq!(rows().await, before);
 }
+
+/// Issue #16 item 10: a transaction's commit marker takes the offset after its last record;
+/// once a partition is idle the sink stores and commits the position past it, so lag reads 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_transactional_topic_reads_lag_zero() {
+    let (db, pool) = common::mysql_db("sink_lag").await;
+    let cfg = config("sink_lag", &db, 40);
+    topics(&cfg, 3).await;
+    let s = schema();
+    produce_in_transactions(&cfg, &spread(&s, 90, 3), 30).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(90, || count(&pool)).await, 90);
+    let ends = wait_caught_up(&cfg, mysql::STAGE, 3, Duration::from_secs(10)).await;
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    let stored = offsets(&pool, &group).await;
+    stop(task).await.unwrap();
+    for (p, (hi, committed)) in ends.iter().enumerate() {
+        assert!(
+            *hi > 30,
+            "partition {p}: 30 records and their markers, end {hi}"
+        );
+        assert_eq!(committed, hi, "partition {p}: the group's committed offset");
+        assert_eq!(
+            stored.get(&(p as i32)),
+            Some(hi),
+            "partition {p}: the offsets table"
+        );
+    }
+    assert_eq!(status_lag(&cfg, mysql::STAGE), Some(0));
+    assert_eq!(count(&pool).await, 90, "every record once");
+}

@@ -352,3 +352,87 @@ pub fn versioned(key: &str, version: i32, fetched_at: i64) -> Record {
     r.set("fetched_at", Value::TimestampMillis(fetched_at));
     r
 }
+
+/// Produces (partition, key, payload) messages in Kafka transactions of `per_txn` messages
+/// each, as the score stage does: every transaction leaves a commit marker after its records.
+pub async fn produce_in_transactions(
+    cfg: &Config,
+    msgs: &[(i32, String, Vec<u8>)],
+    per_txn: usize,
+) {
+    use rdkafka::producer::Producer as _;
+    let producer: FutureProducer = etl_pipe::kafka::producer_config(&cfg.kafka)
+        .set("transactional.id", common::unique("txn"))
+        .create()
+        .unwrap();
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).unwrap();
+    let topic = cfg.topics.name(TopicRole::Scored);
+    for chunk in msgs.chunks(per_txn) {
+        producer.begin_transaction().unwrap();
+        let mut futs = Vec::new();
+        for (p, k, v) in chunk {
+            let rec = FutureRecord::to(&topic)
+                .partition(*p)
+                .key(k.as_bytes())
+                .payload(v.as_slice());
+            match producer.send_result(rec) {
+                Ok(f) => futs.push(f),
+                Err((e, _)) => panic!("enqueueing: {e}"),
+            }
+        }
+        for f in futs {
+            f.await.expect("delivery").expect("delivered");
+        }
+        producer.commit_transaction(t).unwrap();
+    }
+}
+
+/// Per partition of the scored topic: (high watermark, the group's committed offset or -1).
+pub fn ends_and_committed(cfg: &Config, stage: &str, partitions: i32) -> Vec<(i64, i64)> {
+    let c: rdkafka::consumer::BaseConsumer =
+        etl_pipe::kafka::consumer_config(&cfg.kafka, &cfg.pipeline.group_id(stage))
+            .create()
+            .unwrap();
+    let topic = cfg.topics.name(TopicRole::Scored);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(&topic, p);
+    }
+    let t = Duration::from_secs(10);
+    let got = c.committed_offsets(tpl, t).unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (_, hi) = c.fetch_watermarks(&topic, p, t).unwrap();
+            let committed = got
+                .find_partition(&topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(-1);
+            (hi, committed)
+        })
+        .collect()
+}
+
+/// Waits (up to `within`) until the group's committed offset of every partition is its high
+/// watermark: lag 0. Returns the last (high watermark, committed) per partition.
+pub async fn wait_caught_up(
+    cfg: &Config,
+    stage: &str,
+    partitions: i32,
+    within: Duration,
+) -> Vec<(i64, i64)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = ends_and_committed(cfg, stage, partitions);
+        if v.iter().all(|(hi, c)| hi == c) || tokio::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `etl-pipe status`'s lag of a stage's group.
+pub fn status_lag(cfg: &Config, stage: &str) -> Option<i64> {
+    let s = etl_pipe::ops::status::collect(cfg).unwrap();
+    s.groups.iter().find(|g| g.stage == stage).unwrap().lag
+}

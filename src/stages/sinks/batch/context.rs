@@ -62,22 +62,31 @@ impl<W: BatchWriter> SinkContext<W> {
             }) => {
                 ps.expected = Some(next_offset);
                 ps.written = Some(next_offset);
-                let target = if W::OFFSETS_IN_KAFKA {
-                    "mongo"
+                if c.records == 0 {
+                    tracing::debug!(
+                        partition = c.partition,
+                        next_offset,
+                        "position past transaction markers stored"
+                    );
                 } else {
-                    "mysql"
-                };
-                metrics::counter!(metric::RECORDS_OUT, "topic" => target).increment(rows as u64);
-                metrics::histogram!(metric::BATCH_SIZE).record(c.records as f64);
-                metrics::histogram!(metric::BATCH_SECONDS).record(elapsed);
-                tracing::debug!(
-                    partition = c.partition,
-                    next_offset,
-                    rows,
-                    dead_letters,
-                    seconds = elapsed,
-                    "batch written"
-                );
+                    let target = if W::OFFSETS_IN_KAFKA {
+                        "mongo"
+                    } else {
+                        "mysql"
+                    };
+                    metrics::counter!(metric::RECORDS_OUT, "topic" => target)
+                        .increment(rows as u64);
+                    metrics::histogram!(metric::BATCH_SIZE).record(c.records as f64);
+                    metrics::histogram!(metric::BATCH_SECONDS).record(elapsed);
+                    tracing::debug!(
+                        partition = c.partition,
+                        next_offset,
+                        rows,
+                        dead_letters,
+                        seconds = elapsed,
+                        "batch written"
+                    );
+                }
                 let how = Commit::after_write::<W>();
                 commit_written(consumer, &self.topic, st, &[c.partition], how);
             }
@@ -188,6 +197,39 @@ impl<W: BatchWriter> SinkContext<W> {
                 partition: p,
                 epoch,
                 records,
+                started,
+                result,
+            });
+        });
+    }
+}
+
+impl<W: BatchWriter> SinkContext<W> {
+    /// Hands an idle partition's position to a writer task, in flight like a batch without
+    /// records: no batch of the partition runs meanwhile, a revocation waits for it or cancels
+    /// it, a fence answers it, and once stored it is committed like a batch's offset.
+    pub(super) fn dispatch_position(&self, st: &mut State, p: i32, position: i64) {
+        let Some(ps) = st.parts.get_mut(&p) else {
+            return;
+        };
+        if ps.inflight || !ps.buf.is_empty() {
+            return;
+        }
+        ps.inflight = true;
+        let (epoch, expected, revoked) = (ps.epoch, ps.expected, ps.revoked.clone());
+        st.inflight += 1;
+        let writer = self.writer.clone();
+        let (tx, stop, topic) = (self.tx.clone(), self.stop.clone(), self.topic.clone());
+        self.handle.spawn(async move {
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = writer.store_position(topic, p, expected, position, stop) => r,
+                _ = revoked.cancelled() => Err(SinkError::Stopped),
+            };
+            let _ = tx.send(Completion {
+                partition: p,
+                epoch,
+                records: 0,
                 started,
                 result,
             });

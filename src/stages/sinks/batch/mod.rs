@@ -16,6 +16,13 @@
 //! partitions finish (bounded), then drops what is buffered for them. Works with the
 //! cooperative-sticky (incremental) and the eager protocols.
 //!
+//! Transaction markers: a transaction's commit marker takes the offset after its last record,
+//! and the consumer's position steps over it, but a batch's `next_offset` is its last record
+//! + 1. So when a partition has been idle (no record for `sink.batch_max_age`, nothing
+//! buffered or in flight) and its position is past the offset stored, the position is stored
+//! like a batch without records ([`BatchWriter::store_position`]) and committed to Kafka:
+//! lag reads 0 on a caught-up transactional topic (issue #16 item 10).
+//!
 //! Shutdown: stop fetching, write every buffered record regardless of age, wait for all
 //! batches, commit, leave the group. Batches still failing `sink.shutdown_timeout` after the
 //! signal are abandoned; their offsets did not move, so the next start writes them again.
@@ -95,6 +102,26 @@ pub trait BatchWriter: Send + Sync + 'static {
         batch: Batch,
         stop: CancellationToken,
     ) -> impl Future<Output = Result<Outcome, SinkError>> + Send;
+
+    /// Moves an idle partition's stored position from `expected` to `position`, past offsets
+    /// that hold no record for the sink (transaction markers, aborted records), fenced like a
+    /// batch; retrying retriable failures until `stop`. The default is for writers whose
+    /// position Kafka holds (Mongo): nothing to store, the driver commits `position`.
+    fn store_position(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        expected: Option<i64>,
+        position: i64,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Result<Outcome, SinkError>> + Send {
+        let _ = (topic, partition, expected, stop);
+        std::future::ready(Ok(Outcome::Written {
+            next_offset: position,
+            rows: 0,
+            dead_letters: 0,
+        }))
+    }
 }
 
 /// A token cancelled `grace` after `shutdown` is: the end of the shutdown's patience.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
 
 use super::commit::{commit_written, Commit};
 use super::context::{one, Driver, SinkContext};
@@ -16,6 +17,7 @@ pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkE
     let ctx = consumer.context();
     let mut last_house = Instant::now();
     let mut last_recommit = Instant::now();
+    let mut last_positions = Instant::now();
     // The writer connected to its database before the loop started; from here on each write
     // says whether the database answers (`sinks::report_db`).
     crate::observability::health().set_db_connected(true);
@@ -37,6 +39,10 @@ pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkE
             last_house = Instant::now();
             if let Some(done) = ctx.housekeeping(&consumer, &mut last_recommit) {
                 break done;
+            }
+            if last_positions.elapsed() >= ctx.max_age.min(Duration::from_secs(1)) {
+                last_positions = Instant::now();
+                ctx.store_idle_positions(&consumer);
             }
         }
     };
@@ -95,7 +101,9 @@ impl<W: BatchWriter> SinkContext<W> {
                     payload: m.payload().map(|v| v.to_vec()),
                     headers: m.headers().map(|h| h.detach()),
                 });
-                ps.first_at.get_or_insert_with(Instant::now);
+                let now = Instant::now();
+                ps.first_at.get_or_insert(now);
+                ps.last_record_at = Some(now);
                 ps.bytes += m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
                 if ps.full(self.batch_size, self.batch_max_bytes) {
                     if ps.inflight {
@@ -179,6 +187,56 @@ impl<W: BatchWriter> SinkContext<W> {
             .collect();
         for p in due {
             self.dispatch(consumer, st, p);
+        }
+    }
+
+    /// Stores the positions of idle partitions that are past the offset stored (transaction
+    /// markers): see the module docs. Every polled record of such a partition is written (its
+    /// buffer is empty and nothing is in flight), so the position skips no record; a seek
+    /// (`follow_the_store`) resets the position, so a stale one is never stored.
+    fn store_idle_positions(&self, consumer: &Driver<W>) {
+        let mut st = self.lock();
+        if st.stopping {
+            return;
+        }
+        let now = Instant::now();
+        let idle: Vec<i32> = st
+            .parts
+            .iter()
+            .filter(|(_, ps)| {
+                !ps.inflight
+                    && !ps.blocked
+                    && !ps.paused
+                    && ps.buf.is_empty()
+                    && ps.last_record_at.is_none_or(|t| now >= t + self.max_age)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let positions = match consumer.position() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer's positions");
+                return;
+            }
+        };
+        for p in idle {
+            let Some(Offset::Offset(at)) =
+                positions.find_partition(&self.topic, p).map(|e| e.offset())
+            else {
+                continue; // nothing consumed since the assignment or the last seek
+            };
+            // `expected` is the stored position (Mongo: the written one; none yet after an
+            // assignment, and a valid position is then past the group's committed offset).
+            let ahead = st
+                .parts
+                .get(&p)
+                .is_some_and(|ps| ps.expected.is_none_or(|e| at > e));
+            if ahead {
+                self.dispatch_position(&mut st, p, at);
+            }
         }
     }
 

@@ -26,6 +26,9 @@ pub(super) struct PartState {
     /// Key and payload bytes in `buf`.
     pub(super) bytes: usize,
     pub(super) first_at: Option<Instant>,
+    /// When the latest record of the partition was polled (idle partitions store their
+    /// position past transaction markers).
+    pub(super) last_record_at: Option<Instant>,
     pub(super) inflight: bool,
     pub(super) paused: bool,
     /// Start offsets could not be read (shutdown came first): its records are ignored.

@@ -291,6 +291,47 @@ impl MysqlSink {
     }
 }
 
+impl MysqlSink {
+    /// One attempt at moving a partition's stored offset from `expected` to `position` in its
+    /// own transaction, behind the same fence as a batch.
+    async fn attempt_position(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: Option<i64>,
+        position: i64,
+    ) -> Result<Outcome, SinkError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| sink_error("getting a connection", &e))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|e| sink_error("beginning a transaction", &e))?;
+        let (table, group) = (&self.offsets_table, &self.group);
+        let stored = lock_offset(&mut tx, table, group, topic, partition)
+            .await
+            .map_err(|e| sink_error("locking the partition's offset", &e))?;
+        if stored != expected {
+            let _ = tx.rollback().await;
+            return Ok(Outcome::Fenced { stored });
+        }
+        write_offset(&mut tx, table, group, topic, partition, position)
+            .await
+            .map_err(|e| sink_error("storing the offset", &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| sink_error("committing", &e))?;
+        Ok(Outcome::Written {
+            next_offset: position,
+            rows: 0,
+            dead_letters: 0,
+        })
+    }
+}
+
 impl BatchWriter for MysqlSink {
     const STAGE: &'static str = STAGE;
     const OFFSETS_IN_KAFKA: bool = false;
@@ -332,6 +373,29 @@ impl BatchWriter for MysqlSink {
                 if r.is_err() {
                     metrics::counter!(metric::TRANSACTION_ABORTS).increment(1);
                 }
+                r
+            },
+        )
+        .await
+    }
+
+    async fn store_position(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        expected: Option<i64>,
+        position: i64,
+        stop: CancellationToken,
+    ) -> Result<Outcome, SinkError> {
+        retry(
+            "storing a position past transaction markers",
+            self.sink.retry_max_backoff,
+            &stop,
+            || async {
+                let r = self
+                    .attempt_position(&topic, partition, expected, position)
+                    .await;
+                report_db(&r);
                 r
             },
         )
