@@ -17,8 +17,8 @@
 //! cooperative-sticky (incremental) and the eager protocols.
 //!
 //! Transaction markers: a transaction's commit marker takes the offset after its last record,
-//! and the consumer's position steps over it, but a batch's `next_offset` is its last record
-//! + 1. So when a partition has been idle (no record for `sink.batch_max_age`, nothing
+//! and the consumer's position steps over it, but a batch's `next_offset` is its last
+//! record plus one. So when a partition has been idle (no record for `sink.batch_max_age`, nothing
 //! buffered or in flight) and its position is past the offset stored, the position is stored
 //! like a batch without records ([`BatchWriter::store_position`]) and committed to Kafka:
 //! lag reads 0 on a caught-up transactional topic (issue #16 item 10).
