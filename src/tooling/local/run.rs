@@ -135,17 +135,7 @@ pub async fn run_scenario(
         }
         if started.elapsed() > timeout {
             scenario.finish()?;
-            return Err(LocalError::Other(format!(
-                "not every record landed within {timeout:?}: raw {raw_total:?}, scored {}, \
-                 written to mysql {}, mongo {}, dead letters {}, quarantined {}; steps done: {:?}; logs in {}",
-                at.scored,
-                at.mysql_written(),
-                written(&at.mongo_at),
-                at.dead_letters,
-                at.quarantined,
-                scenario.events.iter().map(|e| e.what.as_str()).collect::<Vec<_>>(),
-                p.dir.display()
-            )));
+            return Err(not_landed(p, timeout, raw_total, &at, &scenario));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -165,6 +155,27 @@ pub async fn run_scenario(
     o.timeline = timeline;
     o.instances = instances;
     Ok(o)
+}
+
+/// The error of a run whose records did not all land in time: where each count stood.
+fn not_landed(
+    p: &LocalPipeline,
+    timeout: Duration,
+    raw_total: Option<u64>,
+    at: &Progress,
+    scenario: &Runner,
+) -> LocalError {
+    LocalError::Other(format!(
+        "not every record landed within {timeout:?}: raw {raw_total:?}, scored {}, \
+         written to mysql {}, mongo {}, dead letters {}, quarantined {}; steps done: {:?}; logs in {}",
+        at.scored,
+        at.mysql_written(),
+        written(&at.mongo_at),
+        at.dead_letters,
+        at.quarantined,
+        scenario.events.iter().map(|e| e.what.as_str()).collect::<Vec<_>>(),
+        p.dir.display()
+    ))
 }
 
 /// The run's MySQL table and Mongo collection, as the tally reads them.

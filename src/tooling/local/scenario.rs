@@ -104,6 +104,24 @@ pub struct Sample {
     pub mongo: HashMap<i32, i64>,
 }
 
+/// Starts a stack command in the background, its output appended to the run's stack-ops.log.
+fn launch(p: &LocalPipeline, command: &str) -> Result<std::process::Child, LocalError> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(p.dir.join("stack-ops.log"))
+        .map_err(super::io("opening stack-ops.log"))?;
+    let err = log.try_clone().map_err(super::io("cloning a log handle"))?;
+    Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(super::io("running deploy/local/stack.sh"))
+}
+
 /// `deploy/local/stack.sh` (`ETL_STACK_SCRIPT` to use another).
 pub fn stack_script() -> PathBuf {
     std::env::var_os("ETL_STACK_SCRIPT")
@@ -212,26 +230,7 @@ impl Runner {
         accounted: u64,
         mongo_behind: u64,
     ) -> Result<(), LocalError> {
-        let mut k = 0;
-        while k < self.running.len() {
-            let (child, i) = &mut self.running[k];
-            match child.try_wait() {
-                Ok(Some(st)) => {
-                    let i = *i;
-                    self.running.remove(k);
-                    self.events[i].done = now;
-                    self.since = now;
-                    if !st.success() {
-                        return Err(LocalError::Other(format!(
-                            "`{}` failed ({st}); see stack-ops.log in the run's directory",
-                            self.events[i].what
-                        )));
-                    }
-                }
-                Ok(None) => k += 1,
-                Err(e) => return Err(LocalError::Other(format!("waiting for stack.sh: {e}"))),
-            }
-        }
+        self.reap(now)?;
         let Some(step) = self.steps.front() else {
             return Ok(());
         };
@@ -254,91 +253,131 @@ impl Runner {
             accounted,
             led_scored: Vec::new(),
         };
+        let background = self.perform(p, &step.action, &mut ev).await?;
+        let i = self.events.len();
+        self.events.push(ev);
+        match background {
+            Some(command) => {
+                let child = launch(p, &command)?;
+                self.running.push((child, i));
+            }
+            None => self.since = now,
+        }
+        Ok(())
+    }
+
+    /// Collects the stack commands that finished; a failed one fails the run.
+    fn reap(&mut self, now: Duration) -> Result<(), LocalError> {
+        let mut k = 0;
+        while k < self.running.len() {
+            let (child, i) = &mut self.running[k];
+            match child.try_wait() {
+                Ok(Some(st)) => {
+                    let i = *i;
+                    self.running.remove(k);
+                    self.events[i].done = now;
+                    self.since = now;
+                    if !st.success() {
+                        return Err(LocalError::Other(format!(
+                            "`{}` failed ({st}); see stack-ops.log in the run's directory",
+                            self.events[i].what
+                        )));
+                    }
+                }
+                Ok(None) => k += 1,
+                Err(e) => return Err(LocalError::Other(format!("waiting for stack.sh: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Does a step's action now (instances) or returns the stack command that does it in the
+    /// background (brokers, databases); fills in the event's description.
+    async fn perform(
+        &mut self,
+        p: &mut LocalPipeline,
+        action: &Action,
+        ev: &mut Event,
+    ) -> Result<Option<String>, LocalError> {
         let script = stack_script().display().to_string();
-        let mut background: Option<String> = None;
-        match &step.action {
+        Ok(match action {
             Action::Scale(stage, n) => {
                 let before = p.instances_of(stage).len();
                 let changed = p.scale(stage, *n).await?;
                 ev.what = format!("scale {stage} {before}→{n} ({})", changed.join(", "));
+                None
             }
             Action::Kill(stage) => {
                 let name = p.kill9(stage)?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 p.restart(&name)?;
-                ev.what = format!("SIGKILL {name} at {accounted} records accounted for, restarted");
+                ev.what = format!(
+                    "SIGKILL {name} at {} records accounted for, restarted",
+                    ev.accounted
+                );
+                None
             }
             Action::BrokerStop(node) | Action::BrokerOutage(node, _) => {
-                let node = match node {
-                    Some(n) => *n,
-                    None => busiest_leader(&p.cfg)?,
-                };
-                let scored = p.cfg.topics.name(TopicRole::Scored);
-                ev.led_scored = leaders(&p.cfg, std::slice::from_ref(&scored))?
-                    .remove(&node)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(_, part)| part)
-                    .collect();
-                let stop = format!("bash '{script}' broker-stop {node}");
-                if let Action::BrokerOutage(_, down) = &step.action {
-                    ev.what = format!(
-                        "broker {node} down for {:.0} s (it led scored partitions {:?})",
-                        down.as_secs_f64(),
-                        ev.led_scored
-                    );
-                    background = Some(format!(
-                        "{stop} && sleep {} && bash '{script}' broker-start {node}",
-                        down.as_secs_f64()
-                    ));
-                } else {
-                    self.stopped_node = Some(node);
-                    ev.what = format!(
-                        "broker-stop {node} (leader of scored partitions {:?})",
-                        ev.led_scored
-                    );
-                    background = Some(stop);
-                }
+                Some(self.broker_stop(p, action, *node, &script, ev)?)
             }
             Action::BrokerStart => {
                 let node = self.stopped_node.take().ok_or_else(|| {
                     LocalError::Other("broker-start without a broker-stop before it".into())
                 })?;
                 ev.what = format!("broker-start {node}");
-                background = Some(format!("bash '{script}' broker-start {node}"));
+                Some(format!("bash '{script}' broker-start {node}"))
             }
             Action::MysqlRestart => {
                 ev.what = "mariadb-restart".into();
-                background = Some(format!("bash '{script}' mariadb-restart"));
+                Some(format!("bash '{script}' mariadb-restart"))
             }
             Action::MongoRestart => {
                 ev.what = "ferretdb-restart".into();
-                background = Some(format!("bash '{script}' ferretdb-restart"));
+                Some(format!("bash '{script}' ferretdb-restart"))
             }
+        })
+    }
+
+    /// The command that stops a broker (the busiest leader unless one is named), and for an
+    /// outage starts it again after the downtime.
+    fn broker_stop(
+        &mut self,
+        p: &LocalPipeline,
+        action: &Action,
+        node: Option<i32>,
+        script: &str,
+        ev: &mut Event,
+    ) -> Result<String, LocalError> {
+        let node = match node {
+            Some(n) => n,
+            None => busiest_leader(&p.cfg)?,
+        };
+        let scored = p.cfg.topics.name(TopicRole::Scored);
+        ev.led_scored = leaders(&p.cfg, std::slice::from_ref(&scored))?
+            .remove(&node)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, part)| part)
+            .collect();
+        let stop = format!("bash '{script}' broker-stop {node}");
+        if let Action::BrokerOutage(_, down) = action {
+            ev.what = format!(
+                "broker {node} down for {:.0} s (it led scored partitions {:?})",
+                down.as_secs_f64(),
+                ev.led_scored
+            );
+            Ok(format!(
+                "{stop} && sleep {} && bash '{script}' broker-start {node}",
+                down.as_secs_f64()
+            ))
+        } else {
+            self.stopped_node = Some(node);
+            ev.what = format!(
+                "broker-stop {node} (leader of scored partitions {:?})",
+                ev.led_scored
+            );
+            Ok(stop)
         }
-        let i = self.events.len();
-        self.events.push(ev);
-        match background {
-            Some(command) => {
-                let log = std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(p.dir.join("stack-ops.log"))
-                    .map_err(super::io("opening stack-ops.log"))?;
-                let err = log.try_clone().map_err(super::io("cloning a log handle"))?;
-                let child = Command::new("bash")
-                    .arg("-c")
-                    .arg(&command)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(err)
-                    .spawn()
-                    .map_err(super::io("running deploy/local/stack.sh"))?;
-                self.running.push((child, i));
-            }
-            None => self.since = now,
-        }
-        Ok(())
     }
 
     /// Waits for a stack command still running (at the end of a run: a broker must be up
