@@ -210,23 +210,9 @@ impl Registry {
                 "the registry does not know it ({message})"
             )));
         }
-        if !status.is_success() {
-            let message = error_message(resp).await;
-            // The record may be fine; the registry is down or refuses us: retry, never
-            // dead-letter good data because of the registry.
-            return Err(CodecError::Registry {
-                operation,
-                status: Some(status.as_u16()),
-                message,
-                retriable: true,
-            });
-        }
-        let parsed: SchemaResponse = resp.json().await.map_err(|e| CodecError::Registry {
-            operation: operation.clone(),
-            status: Some(status.as_u16()),
-            message: format!("unexpected response body: {}", e.without_url()),
-            retriable: true,
-        })?;
+        // The record may be fine; the registry is down or refuses us: retry, never
+        // dead-letter good data because of the registry.
+        let parsed: SchemaResponse = json_body(resp, operation).await?;
         match parsed.schema_type.as_deref() {
             None | Some("AVRO") => Ok(Fetched::Schema(parsed.schema)),
             Some(other) => Ok(Fetched::NotUsable(format!(
@@ -253,21 +239,7 @@ impl Registry {
         if status.as_u16() == 404 {
             return Ok(None);
         }
-        if !status.is_success() {
-            let message = error_message(resp).await;
-            return Err(CodecError::Registry {
-                operation,
-                status: Some(status.as_u16()),
-                message,
-                retriable: true,
-            });
-        }
-        let parsed: LatestResponse = resp.json().await.map_err(|e| CodecError::Registry {
-            operation: operation.clone(),
-            status: Some(status.as_u16()),
-            message: format!("unexpected response body: {}", e.without_url()),
-            retriable: true,
-        })?;
+        let parsed: LatestResponse = json_body(resp, operation).await?;
         match parsed.schema_type.as_deref() {
             None | Some("AVRO") => Ok(Some(parsed.schema)),
             Some(_) => Ok(None),
@@ -357,4 +329,28 @@ async fn error_message(resp: reqwest::Response) -> String {
         },
         _ => status.to_string(),
     }
+}
+
+/// A successful response's JSON body; any other status, or a body that does not parse, is a
+/// retriable registry error (the registry is down or refuses us; the data may be fine).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    operation: String,
+) -> Result<T, CodecError> {
+    let status = resp.status();
+    if !status.is_success() {
+        let message = error_message(resp).await;
+        return Err(CodecError::Registry {
+            operation,
+            status: Some(status.as_u16()),
+            message,
+            retriable: true,
+        });
+    }
+    resp.json().await.map_err(|e| CodecError::Registry {
+        operation,
+        status: Some(status.as_u16()),
+        message: format!("unexpected response body: {}", e.without_url()),
+        retriable: true,
+    })
 }
