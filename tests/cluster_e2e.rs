@@ -151,9 +151,7 @@ fn steps() -> Vec<Step> {
         at(44, Action::MysqlRestart),
         at(50, Action::Kill("clean".into())),
         at(58, Action::Kill("sink-mysql".into())),
-        // A second Mongo writer joins once sink-mongo's replay after its restart is over, so
-        // that the join is a rebalance of a caught-up group.
-        Step::at_mongo_caught_up(66_000, 3_000, Action::Scale("sink-mongo".into(), 2)),
+        at(64, Action::Scale("sink-mongo".into(), 2)),
         at(76, Action::Scale("clean".into(), 1)),
         at(86, Action::Scale("sink-mysql".into(), 1)),
     ]
