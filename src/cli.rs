@@ -50,6 +50,9 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Topic sizes and each stage's members and lag.
     Status,
+    /// One record's journey: fetch, every topic it passed, its quality window, its MySQL row
+    /// and Mongo document, and the log events with its trace id.
+    Trace(TraceArgs),
     /// Run the whole pipeline here, end to end: the sample API with faults and every stage as a
     /// separate process against the local stack, until every record has landed; then a summary.
     Demo(crate::tooling::local::cli::DemoArgs),
@@ -75,6 +78,24 @@ pub enum Command {
     SampleApi(crate::tooling::sample_api::SampleApiArgs),
     /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
     BenchExtract(crate::tooling::bench_extract::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// The record's key (e.g. its summoner id) or a 32-hex trace id.
+    pub query: String,
+    /// Read topics from the first record at this time (RFC 3339 or a date); default: 24 hours ago.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Read topics up to this time (RFC 3339 or a date); default: now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Read every retained record (no --since bound).
+    #[arg(long, conflicts_with = "since")]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -195,6 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::ops::status::render(&status));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Trace(args) => trace(&load(&cli)?, args),
         Command::Replay(args) => replay(&load(&cli)?, args),
         Command::Redrive(args) => redrive(&load(&cli)?, args),
         Command::Profile(args) => Ok(crate::quality::profile::run(args, &load(&cli)?.quality)?),
@@ -328,6 +350,31 @@ fn local_runner(cli: &Cli) -> anyhow::Result<(PathBuf, PathBuf)> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
     Ok((exe, base))
+}
+
+fn trace(cfg: &Config, args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    use crate::ops::{replay::parse_datetime, trace};
+    let since_ms = match (&args.since, args.all) {
+        (Some(s), _) => Some(parse_datetime(s)?),
+        (None, true) => None,
+        (None, false) => Some(chrono::Utc::now().timestamp_millis() - 24 * 3_600_000),
+    };
+    let bounds = trace::Bounds {
+        since_ms,
+        until_ms: args.until.as_deref().map(parse_datetime).transpose()?,
+    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let j = runtime()?.block_on(trace::run(cfg, &args.query, bounds, progress))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print!("{}", trace::render(&j));
+    }
+    Ok(if j.found() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
 fn redrive(cfg: &Config, args: &RedriveArgs) -> anyhow::Result<ExitCode> {

@@ -6,3 +6,4 @@ pub mod redrive;
 pub mod replay;
 pub mod replay_mysql;
 pub mod status;
+pub mod trace;

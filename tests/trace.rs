@@ -1,0 +1,155 @@
+//! `etl-pipe trace` against a real run of the whole pipeline (sample API with faults and
+//! drift → every stage → MySQL and FerretDB): a landed record found by its trace id, a
+//! record clean dead-lettered, a quarantined one — each with its hops, its row/document or
+//! why there is none, and (dead letter) the outcome event in the logs topic.
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::message::Message;
+
+use etl_pipe::config::TopicRole;
+use etl_pipe::kafka::headers as h;
+use etl_pipe::ops::trace::{self, Bounds};
+use etl_pipe::tooling::local::run;
+use etl_pipe::tooling::local::tally;
+use etl_pipe::tooling::local::{LocalPipeline, SourceOptions};
+
+/// (key, trace id) of the first message of `role` that `keep` accepts.
+fn first(
+    p: &LocalPipeline,
+    role: TopicRole,
+    keep: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> Option<(String, String)> {
+    let mut out = None;
+    tally::scan(&p.cfg, &p.cfg.topics.name(role), |m| {
+        if out.is_none() && keep(m) {
+            let tid = m
+                .headers()
+                .and_then(|hs| h::get_str(hs, h::TRACEPARENT))
+                .and_then(etl_pipe::observability::trace::trace_id)
+                .map(str::to_string);
+            if let (Some(k), Some(t)) = (m.key(), tid) {
+                out = Some((String::from_utf8_lossy(k).into_owned(), t));
+            }
+        }
+    })
+    .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_follows_a_landed_a_dead_lettered_and_a_quarantined_record() {
+    common::require_kafka();
+    if std::env::var("ETL_MYSQL_PASSWORD").is_err() {
+        std::env::set_var("ETL_MYSQL_PASSWORD", "etl");
+    }
+    let mut source = SourceOptions::with_faults(6_000);
+    source.api_rate_limit = None;
+    source.extract_rate_limit = 1_000.0;
+    let run_id = common::unique("trace").replace('_', "-");
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = LocalPipeline::prepare(
+        Path::new(env!("CARGO_BIN_EXE_etl-pipe")),
+        Path::new("config/demo.toml"),
+        dir.path(),
+        &run_id,
+        source,
+        &[],
+    )
+    .unwrap();
+    let o = match run::run(&mut p, &[], Duration::from_secs(240), false).await {
+        Ok(o) => o,
+        Err(e) => panic!("run failed: {e}\n(logs kept in {})", dir.keep().display()),
+    };
+    assert!(o.quarantine.total() > 0, "the drift quarantined a window");
+    let cfg = p.cfg.clone();
+    let all = Bounds::default();
+
+    // A landed record, by its trace id (read from its MySQL row).
+    let pool = tally::mysql_pool(&cfg).await.unwrap();
+    let (key, tid): (String, String) = sqlx::query_as(&format!(
+        "SELECT summoner_id, _trace_id FROM `{}` LIMIT 1",
+        o.table
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let j = trace::run(&cfg, &tid, all, false).await.unwrap();
+    let text = trace::render(&j);
+    assert_eq!(j.key.as_deref(), Some(key.as_str()), "{text}");
+    let roles: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
+    assert_eq!(roles, ["raw", "cleaned", "scored"], "{text}");
+    assert!(j.mysql.found && j.mongo.found, "{text}");
+    assert!(
+        j.fetched.as_ref().is_some_and(|f| f.fetched_at.is_some()),
+        "{text}"
+    );
+    let (w, d) = j.quality.clone().expect("quality window");
+    assert!(w.contains("cleaned/") && !d.is_empty(), "{text}");
+    assert!(
+        j.hops
+            .iter()
+            .all(|h| h.trace_id.as_deref() == Some(tid.as_str())),
+        "{text}"
+    );
+
+    // A record clean dead-lettered, by its key: the dead letter with its reason, no row, and
+    // the outcome event in the logs topic.
+    let (dl_key, dl_tid) = first(&p, TopicRole::DeadLetter, |m| {
+        m.headers().and_then(|hs| h::get_str(hs, h::ERROR_STAGE)) == Some("clean")
+    })
+    .expect("a clean dead letter");
+    let j = trace::run(&cfg, &dl_key, all, false).await.unwrap();
+    let text = trace::render(&j);
+    let roles: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
+    assert_eq!(roles, ["raw", "dead_letter"], "{text}");
+    assert!(
+        j.hops[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("clean ")),
+        "{text}"
+    );
+    assert!(!j.mysql.found && !j.mongo.found, "{text}");
+    assert!(
+        j.mysql
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("dead-lettered")),
+        "{text}"
+    );
+    assert!(j.trace_ids.contains(&dl_tid), "{text}");
+    assert!(
+        j.logs
+            .iter()
+            .any(|e| e.message.starts_with("record dead_letter")),
+        "the dead letter's outcome event is in the logs topic: {text}"
+    );
+
+    // A quarantined record, by its key.
+    let (q_key, _) = first(&p, TopicRole::Quarantine, |_| true).expect("a quarantined record");
+    let j = trace::run(&cfg, &q_key, all, false).await.unwrap();
+    let text = trace::render(&j);
+    let roles: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
+    assert_eq!(roles, ["raw", "cleaned", "quarantine"], "{text}");
+    assert!(
+        j.quality
+            .as_ref()
+            .is_some_and(|(_, d)| d.starts_with("FAIL")),
+        "{text}"
+    );
+    assert!(
+        j.mongo
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("quarantined")),
+        "{text}"
+    );
+
+    // Nothing found: a key no record has.
+    let j = trace::run(&cfg, "no-such-key", all, false).await.unwrap();
+    assert!(!j.found(), "{}", trace::render(&j));
+    p.cleanup().await.unwrap();
+}
