@@ -95,7 +95,7 @@ impl Config {
         for (var, value) in env {
             apply_env_override(&mut root, var, value)?;
         }
-        let cfg: Config =
+        let mut cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::Key {
@@ -107,6 +107,7 @@ impl Config {
                     message: e.into_inner().to_string(),
                 }
             })?;
+        cfg.topics.prefix = Some(cfg.pipeline.name.clone());
         cfg.validate()?;
         Ok(cfg)
     }
@@ -227,7 +228,7 @@ mod tests {
     fn empty_config_has_working_defaults() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
-        assert_eq!(c.topics.name(TopicRole::Raw), "etl.raw");
+        assert_eq!(c.topics.name(TopicRole::Raw), "etl-pipe.raw");
         assert_eq!(
             c.topics
                 .spec(TopicRole::ExtractState)
@@ -269,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn topics_default_to_the_pipeline_name() {
+        let a = load("[pipeline]\nname = \"leagues\"\n", &[]).unwrap();
+        let b = load("", &[("ETL__PIPELINE__NAME", "ranked")]).unwrap();
+        assert_eq!(a.topics.name(TopicRole::Raw), "leagues.raw");
+        assert_eq!(a.topics.name(TopicRole::DeadLetter), "leagues.dead-letter");
+        assert_eq!(b.topics.name(TopicRole::Scored), "ranked.scored");
+        let c = load(
+            "[pipeline]\nname = \"leagues\"\n[topics.raw]\nname = \"shared.raw\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.topics.name(TopicRole::Raw), "shared.raw");
+        assert_eq!(c.topics.name(TopicRole::Cleaned), "leagues.cleaned");
+    }
+
+    #[test]
     fn env_overrides_nested_keys_with_types() {
         let c = load(
             "[topics]\npartitions = 3\n",
@@ -284,7 +301,7 @@ mod tests {
 
     #[test]
     fn contradiction_names_key() {
-        let err = load("[topics.cleaned]\nname = \"etl.raw\"\n", &[])
+        let err = load("[topics.cleaned]\nname = \"etl-pipe.raw\"\n", &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("topics.cleaned.name"), "{err}");

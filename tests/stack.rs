@@ -198,3 +198,71 @@ async fn ferretdb_unordered_insert_many_with_duplicate_and_update_upserts() {
     let a = coll.find_one(doc! {"_id": "a"}).await.unwrap().unwrap();
     assert_eq!(a.get_i32("n").unwrap(), 10);
 }
+
+/// Counts the global errors librdkafka reports through the client context (what the default
+/// context logs at ERROR as `librdkafka: Global error: …`).
+#[derive(Default, Clone)]
+struct CountingContext(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+impl rdkafka::ClientContext for CountingContext {
+    fn error(&self, _: rdkafka::error::KafkaError, _: &str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+impl rdkafka::consumer::ConsumerContext for CountingContext {}
+
+/// Reads `topic` partition 0 to its end with `enable.partition.eof`, through a consumer with
+/// context `ctx`; returns the records read.
+fn read_to_eof<C: rdkafka::consumer::ConsumerContext + 'static>(topic: &str, ctx: C) -> usize {
+    use rdkafka::consumer::BaseConsumer;
+    let c: BaseConsumer<C> = kafka::consumer_config(&common::kafka_config(), &common::unique("g"))
+        .set("enable.partition.eof", "true")
+        .create_with_context(ctx)
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no partition end");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => n += 1,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    // Serve the callbacks that follow the end.
+    let _ = c.poll(Duration::from_millis(300));
+    n
+}
+
+/// Issue #19 item 4: reading extract's checkpoints to their end logged
+/// `librdkafka: Global error: PartitionEOF` at ERROR on every start. librdkafka reports the
+/// end to the error callback too; the checkpoint reader's context (`kafka::reader::EofReader`)
+/// drops exactly that.
+#[tokio::test]
+async fn a_partition_end_is_no_global_error_for_the_checkpoint_reader() {
+    let topic = common::unique("stack_eof");
+    common::create_topic(&topic, 1).await;
+    let producer: FutureProducer = kafka::producer_config(&common::kafka_config())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let plain = CountingContext::default();
+    assert_eq!(read_to_eof(&topic, plain.clone()), 1);
+    assert!(
+        plain.0.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "librdkafka reports the partition end as a global error (the cause)"
+    );
+    let reader = kafka::reader::EofReader::default();
+    assert_eq!(read_to_eof(&topic, reader.clone()), 1);
+    assert_eq!(reader.errors_logged(), 0, "the reader logs no global error");
+}

@@ -1,6 +1,6 @@
 //! Avro encoding of cleaned and scored records: the binary datum, the framing on Kafka, and
-//! resolution of data written with an older schema. It owns the bytes of `etl.cleaned` and
-//! `etl.scored` messages.
+//! resolution of data written with an older schema. It owns the bytes of `etl-pipe.cleaned` and
+//! `etl-pipe.scored` messages.
 //!
 //! **Framing**: without a schema registry a message is Avro single-object encoded, `C3 01` +
 //! the schema's CRC-64-AVRO fingerprint (8 bytes, little endian) + datum. With

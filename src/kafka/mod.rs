@@ -5,6 +5,7 @@
 pub mod eos;
 pub mod headers;
 pub mod partitioner;
+pub mod reader;
 pub mod topics;
 
 use rdkafka::ClientConfig;

@@ -91,17 +91,18 @@ impl TopicRole {
         }
     }
 
-    fn default_name(&self) -> &'static str {
+    /// The default name's part after `<pipeline.name>.`.
+    fn default_suffix(&self) -> &'static str {
         match self {
-            TopicRole::Raw => "etl.raw",
-            TopicRole::Cleaned => "etl.cleaned",
-            TopicRole::Scored => "etl.scored",
-            TopicRole::DeadLetter => "etl.dead-letter",
-            TopicRole::Quarantine => "etl.quarantine",
-            TopicRole::Quality => "etl.quality",
-            TopicRole::Logs => "etl.logs",
-            TopicRole::ExtractState => "etl.extract-state",
-            TopicRole::ScoreBaseline => "etl.score-baseline",
+            TopicRole::Raw => "raw",
+            TopicRole::Cleaned => "cleaned",
+            TopicRole::Scored => "scored",
+            TopicRole::DeadLetter => "dead-letter",
+            TopicRole::Quarantine => "quarantine",
+            TopicRole::Quality => "quality",
+            TopicRole::Logs => "logs",
+            TopicRole::ExtractState => "extract-state",
+            TopicRole::ScoreBaseline => "score-baseline",
         }
     }
 }
@@ -124,9 +125,16 @@ impl TopicSpec {
     }
 }
 
+/// The default names' prefix when no pipeline name is known (the default `pipeline.name`).
+pub const DEFAULT_PREFIX: &str = "etl-pipe";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
+    /// The default names' prefix: `pipeline.name`, set when the config is assembled (topics
+    /// default to `<pipeline.name>.<role>`, so two pipelines never share topics by accident).
+    #[serde(skip)]
+    pub prefix: Option<String>,
     /// Default partition count of data topics.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -171,6 +179,7 @@ fn default_retention() -> String {
 impl Default for TopicsConfig {
     fn default() -> Self {
         Self {
+            prefix: None,
             partitions: default_partitions(),
             replication_factor: default_replication(),
             retention: default_retention(),
@@ -216,10 +225,13 @@ impl TopicsConfig {
 
     /// The topic name of a role.
     pub fn name(&self, role: TopicRole) -> String {
-        self.override_for(role)
-            .name
-            .clone()
-            .unwrap_or_else(|| role.default_name().to_string())
+        self.override_for(role).name.clone().unwrap_or_else(|| {
+            format!(
+                "{}.{}",
+                self.prefix.as_deref().unwrap_or(DEFAULT_PREFIX),
+                role.default_suffix()
+            )
+        })
     }
 
     /// The resolved spec of a role (call after `validate`, which checks the retention strings).

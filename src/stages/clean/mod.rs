@@ -1,4 +1,4 @@
-//! `etl-pipe clean`: raw API JSON (`etl.raw`) → typed Avro records (`etl.cleaned`), exactly
+//! `etl-pipe clean`: raw API JSON (`etl-pipe.raw`) → typed Avro records (`etl-pipe.cleaned`), exactly
 //! once. It owns the mapping from raw fields to the cleaned schema ([`mapping`], configured by
 //! `[clean]`, see [`config`]) and the lineage fields; the Kafka transactions are the shared
 //! loop in [`crate::kafka::eos`].

@@ -70,10 +70,12 @@ pub fn load(
     source: &str,
     timeout: Duration,
 ) -> Result<State, String> {
-    let consumer: BaseConsumer = crate::kafka::consumer_config(kafka, group)
-        .set("enable.partition.eof", "true")
-        .create()
-        .map_err(|e| format!("creating the state reader: {e}"))?;
+    // EofReader: the partition ends are expected here, not ERRORs in the log.
+    let consumer: BaseConsumer<crate::kafka::reader::EofReader> =
+        crate::kafka::consumer_config(kafka, group)
+            .set("enable.partition.eof", "true")
+            .create_with_context(crate::kafka::reader::EofReader::default())
+            .map_err(|e| format!("creating the state reader: {e}"))?;
     let (tpl, mut pending) = nonempty_partitions(&consumer, topic, timeout)?;
     let mut state = State::default();
     if pending.is_empty() {
@@ -103,8 +105,8 @@ pub fn load(
 }
 
 /// The partitions of the state topic that hold records, from their beginning.
-fn nonempty_partitions(
-    consumer: &BaseConsumer,
+fn nonempty_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> Result<(TopicPartitionList, HashSet<i32>), String> {

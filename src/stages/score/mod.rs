@@ -1,5 +1,5 @@
-//! `etl-pipe score`: cleaned records (`etl.cleaned`) → scored records (`etl.scored`) or
-//! quarantine (`etl.quarantine`), with one quality report per window (`etl.quality`), exactly
+//! `etl-pipe score`: cleaned records (`etl-pipe.cleaned`) → scored records (`etl-pipe.scored`) or
+//! quarantine (`etl-pipe.quarantine`), with one quality report per window (`etl-pipe.quality`), exactly
 //! once. It owns the windows, their evaluation (through [`crate::quality`]) and the routing;
 //! the Kafka transactions are the shared loop in [`crate::kafka::eos`].
 //!
