@@ -819,3 +819,26 @@ async fn a_record_larger_than_the_broker_accepts_is_dead_lettered_and_the_pass_c
         d.payload.len()
     );
 }
+
+/// Issue #19 item 4: a probe of the first page is that page's fetch (the page is not
+/// downloaded twice), and the probe can be turned off.
+#[tokio::test]
+async fn probing_the_first_page_does_not_fetch_it_twice_and_the_probe_can_be_off() {
+    let mut s = setup("x_probe1", with_token(small(2_000, 50, 16))).await;
+    s.cfg.extract.probe.url = None;
+    let report = run_once(&s.cfg, false).await.unwrap();
+    assert_eq!(report.records, 2_000, "{report}");
+    // 40 full pages + one empty page per stream; the probe was the first page's request.
+    assert_eq!(report.requests, 40 + 4, "{report}");
+    assert_eq!(sample_api::ServerStats::get(&s.api.stats.requests), 40 + 4);
+    assert_raw_exactly_once(&s.cfg, &s.dataset);
+    s.api.stop().await;
+
+    let mut s = setup("x_probe0", with_token(small(2_000, 50, 17))).await;
+    s.cfg.extract.probe.enabled = false;
+    let report = run_once(&s.cfg, false).await.unwrap();
+    assert_eq!(report.records, 2_000, "{report}");
+    assert_eq!(sample_api::ServerStats::get(&s.api.stats.requests), 40 + 4);
+    assert_raw_exactly_once(&s.cfg, &s.dataset);
+    s.api.stop().await;
+}

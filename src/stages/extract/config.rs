@@ -292,7 +292,11 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
-    /// URL probed before each pass (with the credential); unset = the first page of the first stream.
+    /// Probe before each pass (`false`: the pass's first request is the only check).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// URL probed before each pass (with the credential); unset = the first page of the first
+    /// stream, whose answer the pass then uses instead of fetching it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Probe attempts while the API is down (connection errors, timeouts, 5xx), with backoff.
@@ -307,6 +311,7 @@ fn default_probe_attempts() -> u32 {
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             url: None,
             attempts: default_probe_attempts(),
         }

@@ -283,16 +283,26 @@ async fn probe(
     shutdown: &CancellationToken,
     report: &mut RunReport,
 ) -> Result<Step, ExtractError> {
+    if !x.probe.enabled {
+        return Ok(Step::Go);
+    }
+    let first_page = match source::position_url(x, &streams[0], &Position::start(x, &streams[0])) {
+        Ok(Some(u)) => u,
+        _ => reqwest::Url::parse(&streams[0].url)
+            .map_err(|e| ConfigError::key("extract.url", e.to_string()))?,
+    };
     let probe_url = match &x.probe.url {
         Some(u) => reqwest::Url::parse(u)
             .map_err(|e| ConfigError::key("extract.probe.url", e.to_string()))?,
-        None => match source::position_url(x, &streams[0], &Position::start(x, &streams[0])) {
-            Ok(Some(u)) => u,
-            _ => reqwest::Url::parse(&streams[0].url)
-                .map_err(|e| ConfigError::key("extract.url", e.to_string()))?,
-        },
+        None => first_page.clone(),
     };
-    match ctx.http.probe(&probe_url, x.probe.attempts, shutdown).await {
+    // The first page probed is not fetched again: the pass takes the probe's answer.
+    let keep = probe_url == first_page;
+    match ctx
+        .http
+        .probe(&probe_url, x.probe.attempts, keep, shutdown)
+        .await
+    {
         Ok(()) => Ok(Step::Go),
         Err(FetchError::Cancelled) => {
             report.interrupted = true;

@@ -73,7 +73,13 @@ pub struct HttpSource {
     limiter: RateLimiter,
     retry: RetryConfig,
     pub stats: HttpStats,
+    /// The probe's answer when the probe asked for the pass's first page: the pass's first
+    /// fetch of that URL takes it instead of asking again (within [`KEPT_FOR`]).
+    kept: std::sync::Mutex<Option<(Url, Answer, std::time::Instant)>>,
 }
+
+/// How long a probe's answer stands in for the first page's fetch.
+const KEPT_FOR: Duration = Duration::from_secs(60);
 
 async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> Result<(), FetchError> {
     tokio::select! {
@@ -111,6 +117,7 @@ impl HttpSource {
             limiter: RateLimiter::new(cfg.rate_limit),
             retry: cfg.retry.clone(),
             stats: HttpStats::default(),
+            kept: std::sync::Mutex::new(None),
         })
     }
 
@@ -123,6 +130,14 @@ impl HttpSource {
         shutdown: &CancellationToken,
         mut parse: impl FnMut(Answer) -> Result<T, String>,
     ) -> Result<T, FetchError> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((u, answer, at)) = kept {
+            if &u == url && at.elapsed() < KEPT_FOR {
+                if let Ok(v) = parse(answer) {
+                    return Ok(v);
+                }
+            }
+        }
         let mut tries = Tries::new(self, url, stream);
         loop {
             let reason = match tries.next(shutdown).await? {
@@ -202,19 +217,34 @@ impl HttpSource {
     }
 
     /// The availability check: `Ok` when the API answers 2xx with the credential.
+    /// `keep`: the URL is the pass's first page, whose answer the pass then takes from here.
     pub async fn probe(
         &self,
         url: &Url,
         attempts: u32,
+        keep: bool,
         shutdown: &CancellationToken,
     ) -> Result<(), FetchError> {
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut tries = Tries::new(self, url, "probe");
         loop {
             let reason = match tries.next(shutdown).await? {
                 Attempt::Status {
-                    status: 200..=299, ..
+                    status: 200..=299,
+                    body,
+                    link,
+                    ..
                 } => {
                     tracing::info!(url = %tries.shown, attempts = tries.n, "source available");
+                    if keep {
+                        let answer = Answer {
+                            body,
+                            link,
+                            fetched_at: Utc::now(),
+                        };
+                        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((url.clone(), answer, std::time::Instant::now()));
+                    }
                     return Ok(());
                 }
                 Attempt::Status {
