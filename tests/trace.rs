@@ -40,7 +40,7 @@ fn first(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_follows_a_landed_a_dead_lettered_and_a_quarantined_record() {
+async fn trace_and_status_tell_what_happened_to_records() {
     common::require_kafka();
     if std::env::var("ETL_MYSQL_PASSWORD").is_err() {
         std::env::set_var("ETL_MYSQL_PASSWORD", "etl");
@@ -151,5 +151,30 @@ async fn trace_follows_a_landed_a_dead_lettered_and_a_quarantined_record() {
     // Nothing found: a key no record has.
     let j = trace::run(&cfg, "no-such-key", all, false).await.unwrap();
     assert!(!j.found(), "{}", trace::render(&j));
+
+    // `etl-pipe status` tells the same story: dead letters by stage and kind (what the run's
+    // own tally read), the quarantine, the last decisions with reasons, lag 0 once caught up.
+    let st = etl_pipe::ops::status::collect(&cfg).unwrap();
+    let text = etl_pipe::ops::status::render(&st);
+    let by: std::collections::BTreeMap<(String, String), u64> =
+        st.dead_letters.iter().cloned().collect();
+    assert_eq!(by, o.dead_letters.by_reason, "{text}");
+    assert_eq!(st.quarantine.0, o.quarantine.total(), "{text}");
+    assert!(st.quarantine.1 >= 1, "{text}");
+    assert!(
+        !st.decisions.is_empty() && st.decisions.len() <= 5,
+        "{text}"
+    );
+    assert!(
+        st.decisions
+            .iter()
+            .all(|d| !d.window.is_empty() && !d.decision.is_empty()),
+        "{text}"
+    );
+    for g in &st.groups {
+        assert_eq!(g.lag, Some(0), "{} caught up: {text}", g.stage);
+    }
+    // The stages have stopped: nothing answers on their health ports here.
+    assert_eq!(st.health.len(), 5, "{text}");
     p.cleanup().await.unwrap();
 }

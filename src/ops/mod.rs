@@ -5,5 +5,6 @@
 pub mod redrive;
 pub mod replay;
 pub mod replay_mysql;
+pub mod scan;
 pub mod status;
 pub mod trace;
