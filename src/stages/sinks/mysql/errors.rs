@@ -51,8 +51,13 @@ pub fn classify(e: &sqlx::Error) -> (ErrorClass, String) {
             ),
             None => (ErrorClass::Fatal, db.to_string()),
         },
+        // A TLS failure is a setting to fix (a CA not trusted, a name that does not match, a
+        // server without TLS under `required`), not an outage: retrying would hide it.
+        sqlx::Error::Tls(_) => (
+            ErrorClass::Fatal,
+            format!("TLS: {e} (check mysql.ssl_mode and mysql.ssl_ca)"),
+        ),
         sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
