@@ -127,11 +127,24 @@ pub enum AclError {
 }
 
 /// Owns the C objects of one request, so every path out frees them.
-struct Request {
+pub(super) struct Request {
+    pub(super) topics: *mut rd::rd_kafka_TopicCollection_t,
+    pub(super) options: *mut rd::rd_kafka_AdminOptions_t,
+    pub(super) queue: *mut rd::rd_kafka_queue_t,
+    pub(super) event: *mut rd::rd_kafka_event_t,
     bindings: Vec<*mut rd::rd_kafka_AclBinding_t>,
-    options: *mut rd::rd_kafka_AdminOptions_t,
-    queue: *mut rd::rd_kafka_queue_t,
-    event: *mut rd::rd_kafka_event_t,
+}
+
+impl Request {
+    pub(super) fn new() -> Request {
+        Request {
+            topics: std::ptr::null_mut(),
+            options: std::ptr::null_mut(),
+            queue: std::ptr::null_mut(),
+            event: std::ptr::null_mut(),
+            bindings: Vec::new(),
+        }
+    }
 }
 
 impl Drop for Request {
@@ -147,6 +160,9 @@ impl Drop for Request {
             }
             if !self.options.is_null() {
                 rd::rd_kafka_AdminOptions_destroy(self.options);
+            }
+            if !self.topics.is_null() {
+                rd::rd_kafka_TopicCollection_destroy(self.topics);
             }
             for b in self.bindings.drain(..) {
                 rd::rd_kafka_AclBinding_destroy(b);
@@ -172,12 +188,7 @@ pub fn create_acls(
     let admin: AdminClient<DefaultClientContext> = super::base_config(cfg).create()?;
     let rk = admin.inner().native_ptr();
     let host = c_string("host", "*")?;
-    let mut req = Request {
-        bindings: Vec::with_capacity(acls.len()),
-        options: std::ptr::null_mut(),
-        queue: std::ptr::null_mut(),
-        event: std::ptr::null_mut(),
-    };
+    let mut req = Request::new();
     let mut err = [0 as c_char; 512];
     for a in acls {
         let name = c_string("resource name", &a.name)?;

@@ -2,6 +2,7 @@
 //! producers, read-committed consumers), the header names the pipeline uses, the
 //! dead-letter envelope, topic management (`topics apply`), and the exactly-once
 //! consume–transform–produce loop ([`eos`]).
+pub mod access;
 pub mod acls;
 pub mod eos;
 pub mod headers;
