@@ -377,6 +377,7 @@ fn acls(cfg: &Config, args: &AclsArgs) -> anyhow::Result<ExitCode> {
     );
     if args.execute {
         cfg.kafka.check_secrets()?;
+        crate::kafka::access::probe(&cfg.kafka, std::time::Duration::from_secs(10))?;
         let n = acls::execute(cfg, &list).context("creating the Kafka ACLs")?;
         println!(
             "

@@ -3,11 +3,18 @@
 //! operations, KIP-430) and stops at once, naming the topic and the operation, when one is
 //! missing. Without it a stage run with the wrong credentials would fail later with a message
 //! about a transactional id or a group, or retry in a loop.
+//!
+//! [`probe`] does the same for the connection itself: a client the broker refuses (a CA it does
+//! not trust, no or wrong SASL credentials, the wrong `security.protocol`) gets librdkafka's
+//! reason and what to change, where the admin API only says "Broker transport failure".
 use std::ffi::{CStr, CString};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka_sys as rd;
 
 use super::acls::Request;
@@ -29,6 +36,15 @@ impl Access {
     }
 }
 
+/// Why a stage may not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(transparent)]
+    NotAuthorized(#[from] NotAuthorized),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
 /// The principal may not do something the stage needs: a person must grant it.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -44,6 +60,102 @@ pub struct NotAuthorized {
     pub principal: String,
 }
 
+/// The broker refused this client: a setting to fix, not an outage to wait out.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka at {brokers} refused the connection: {reason} ({hint})")]
+pub struct Refused {
+    pub brokers: String,
+    pub reason: String,
+    pub hint: &'static str,
+}
+
+/// Keeps the errors librdkafka reported (the first ones name the cause; later ones say
+/// "brokers are down").
+#[derive(Default)]
+struct LastError(Mutex<Vec<String>>);
+
+impl LastError {
+    fn keep(&self, reason: &str) {
+        if let Ok(mut seen) = self.0.lock() {
+            if seen.len() < 50 {
+                seen.push(reason.to_string());
+            }
+        }
+    }
+}
+
+impl ClientContext for LastError {
+    // Connection failures arrive as `FAIL` log lines from librdkafka's broker threads (error
+    // events wait on a queue nobody polls during a blocking metadata request).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if fac == "FAIL" || matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) {
+            self.keep(message);
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka error");
+        self.keep(reason);
+    }
+}
+
+impl ProducerContext for LastError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// What to change for each refusal librdkafka can name.
+fn hint(reason: &str) -> Option<&'static str> {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("certificate verify failed") || r.contains("could not be verified") {
+        Some("the broker's certificate is not trusted: set kafka.client_options.ssl.ca.location to the PEM file of the CA that signed it")
+    } else if r.contains("sasl authentication") || r.contains("authentication failed") {
+        Some("wrong SASL user or password: check kafka.client_options.sasl.username, sasl.password and sasl.mechanism")
+    } else if r.contains("ssl handshake failed") {
+        Some("TLS failed: check kafka.client_options.security.protocol and the ssl.* options")
+    } else if r.contains("ssl connection closed by peer (after 0ms in state up") {
+        // TLS worked and the broker hung up at the first request: it wants SASL first.
+        Some("the broker closed the connection right after TLS: it expects SASL authentication; set kafka.client_options.security.protocol=SASL_SSL with sasl.mechanism, sasl.username and sasl.password")
+    } else if r.contains("incorrect security.protocol") {
+        Some("the listener expects another security.protocol (SASL_SSL, SSL, SASL_PLAINTEXT?) and credentials: set kafka.client_options.security.protocol, sasl.mechanism, sasl.username and sasl.password")
+    } else {
+        None
+    }
+}
+
+/// Connects once (a metadata request). Fails only when the broker refused the client for a
+/// reason a setting fixes; an unreachable broker passes (the caller retries as it always does).
+pub fn probe(cfg: &KafkaConfig, timeout: Duration) -> Result<(), Refused> {
+    let mut c = super::base_config(cfg);
+    // librdkafka's log level otherwise follows the `log` crate's (off here); FAIL lines are
+    // level 3.
+    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+    // A producer, because polling it serves the main queue, where rust-rdkafka puts
+    // librdkafka's log lines and errors (nothing is produced).
+    let Ok(client) = c.create_with_context::<_, BaseProducer<LastError>>(LastError::default())
+    else {
+        return Ok(());
+    };
+    if client.client().fetch_metadata(None, timeout).is_ok() {
+        return Ok(());
+    }
+    client.poll(Duration::from_millis(100));
+    let seen = client
+        .context()
+        .0
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    match seen.into_iter().find_map(|r| hint(&r).map(|h| (r, h))) {
+        Some((reason, hint)) => Err(Refused {
+            brokers: cfg.brokers.clone(),
+            reason,
+            hint,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Per topic: `None` when the cluster did not say (no authorizer, an older broker, the topic
 /// missing, the broker unreachable: the stage's own start-up reports those), else whether the
 /// principal may describe it and which operations it may perform.
@@ -57,7 +169,8 @@ pub fn check(
     reads: &[String],
     writes: &[String],
     timeout: Duration,
-) -> Result<(), NotAuthorized> {
+) -> Result<(), AccessError> {
+    probe(cfg, timeout.min(Duration::from_secs(10)))?;
     let wanted: Vec<(&String, Access)> = reads
         .iter()
         .map(|t| (t, Access::Read))
@@ -93,7 +206,8 @@ pub fn check(
                 topic: topic.clone(),
                 operation: access,
                 principal,
-            });
+            }
+            .into());
         }
     }
     Ok(())
