@@ -33,6 +33,8 @@ pub enum Operation {
     Read,
     Write,
     Describe,
+    /// Reading a topic's settings (`max.message.bytes` caps what a producer sends).
+    DescribeConfigs,
     IdempotentWrite,
 }
 
@@ -90,6 +92,7 @@ impl Operation {
             Operation::Read => "READ",
             Operation::Write => "WRITE",
             Operation::Describe => "DESCRIBE",
+            Operation::DescribeConfigs => "DESCRIBE_CONFIGS",
             Operation::IdempotentWrite => "IDEMPOTENT_WRITE",
         }
     }
@@ -99,6 +102,7 @@ impl Operation {
             Operation::Read => O::RD_KAFKA_ACL_OPERATION_READ,
             Operation::Write => O::RD_KAFKA_ACL_OPERATION_WRITE,
             Operation::Describe => O::RD_KAFKA_ACL_OPERATION_DESCRIBE,
+            Operation::DescribeConfigs => O::RD_KAFKA_ACL_OPERATION_DESCRIBE_CONFIGS,
             Operation::IdempotentWrite => O::RD_KAFKA_ACL_OPERATION_IDEMPOTENT_WRITE,
         }
     }

@@ -40,10 +40,16 @@ pub fn principals(overrides: &[String]) -> Result<BTreeMap<&'static str, String>
 
 /// What `stage` needs: (resource, name, pattern, operations). Read and Write imply Describe.
 fn needs(cfg: &Config, stage: &str) -> Vec<(Resource, String, Pattern, Vec<Operation>)> {
-    use Operation::{Describe, IdempotentWrite, Read, Write};
+    use Operation::{Describe, DescribeConfigs, IdempotentWrite, Read, Write};
     let t = |r: TopicRole| cfg.topics.name(r);
     let p = &cfg.pipeline;
-    let topic = |r: TopicRole, ops: Vec<Operation>| (Resource::Topic, t(r), Pattern::Literal, ops);
+    // A topic written is also described (its max.message.bytes caps what is sent).
+    let topic = |r: TopicRole, mut ops: Vec<Operation>| {
+        if ops.contains(&Write) {
+            ops.push(DescribeConfigs);
+        }
+        (Resource::Topic, t(r), Pattern::Literal, ops)
+    };
     let group = |g: String| (Resource::Group, g, Pattern::Literal, vec![Read]);
     // Every stage ships its log lines to the logs topic and may dead-letter (idempotent producers).
     let mut v = vec![
@@ -162,7 +168,8 @@ pub fn mongo_grants(cfg: &Config, collection: &str) -> String {
 /// The whole printout: Kafka ACLs per stage, then the database grants.
 pub fn render(acls: &[(&'static str, Vec<AclBinding>)], mysql: &str, mongo: &str) -> String {
     let mut out = String::from(
-        "# Kafka ACLs: one principal per stage, ALLOW from any host (Read and Write imply Describe).\n\
+        "# Kafka ACLs: one principal per stage, ALLOW from any host (Read and Write imply Describe;\n\
+         # DESCRIBE_CONFIGS on a written topic: its max.message.bytes caps what is sent).\n\
          # Anything not listed is denied once the cluster has an authorizer and\n\
          # allow.everyone.if.no.acl.found=false. `topics apply`, `replay` and `redrive` are\n\
          # operator commands: run them as an administrator.\n",
