@@ -6,6 +6,7 @@ pub mod access;
 pub mod acls;
 pub mod eos;
 pub mod headers;
+pub mod partitioner;
 pub mod topics;
 
 use rdkafka::ClientConfig;
@@ -75,6 +76,9 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
             ("linger.ms", "5"),
             ("compression.type", "lz4"),
             ("message.timeout.ms", "0"),
+            // One partitioner for every topic: a key's partition number is the same in raw,
+            // cleaned and scored (same partition counts), which `etl-pipe trace` relies on.
+            ("partitioner", partitioner::PARTITIONER),
         ],
     );
     c.set("enable.idempotence", "true").set("acks", "all");
