@@ -212,8 +212,8 @@ async fn the_pipeline_runs_end_to_end_over_tls_and_scram_with_a_principal_per_st
     drop_database(&p.cfg, &database).await;
 }
 
-/// Runs `etl-pipe <args>` with the run's environment plus `extra`; its exit status and
-/// output, or a panic when it is still running after `secs`.
+/// Runs `etl-pipe <args>` with the run's environment plus `extra` (an empty value removes the
+/// variable); its exit status and output, or a panic when it is still running after `secs`.
 async fn run_cli(
     p: &LocalPipeline,
     extra: &[(String, String)],
@@ -222,8 +222,13 @@ async fn run_cli(
 ) -> (bool, String) {
     let child = tokio::process::Command::new(EXE)
         .args(args)
-        .envs(p.env.iter().map(|(a, b)| (a, b)))
-        .envs(extra.iter().map(|(a, b)| (a, b)))
+        .envs(
+            p.env
+                .iter()
+                .filter(|(k, _)| !extra.iter().any(|(e, v)| e == k && v.is_empty()))
+                .cloned(),
+        )
+        .envs(extra.iter().filter(|(_, v)| !v.is_empty()).cloned())
         .env("ETL_CONFIG", "config/demo.toml")
         .env("ETL_MYSQL_PASSWORD", "unused")
         .env("ETL_API_TOKEN", "unused")
@@ -314,4 +319,27 @@ async fn a_client_without_credentials_or_not_trusting_the_ca_is_refused_clearly(
     let err = error_lines(&out);
     assert!(!ok, "{out}");
     assert!(err.contains("wrong SASL user or password"), "{err}");
+
+    // MySQL: a CA that did not sign the server's certificate stops the sink at once (no retry
+    // loop); without TLS the server refuses the REQUIRE SSL user.
+    let mut sink = mysql_env("etl_sink", "mysql");
+    sink.push(kv(
+        "ETL__MYSQL__SSL_CA",
+        "/etc/ssl/certs/ca-certificates.crt",
+    ));
+    let (ok, out) = run_cli(&p, &sink, &["sink-mysql"], 60).await;
+    let err = error_lines(&out);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("TLS") && err.contains("not trusted") && err.contains("mysql.ssl_ca"),
+        "{err}"
+    );
+    let mut plain = mysql_env("etl_sink", "mysql");
+    plain.retain(|(k, _)| !k.contains("SSL"));
+    plain.push(kv("ETL__MYSQL__SSL_MODE", "disabled"));
+    // The run's environment names the CA; without TLS it goes.
+    plain.push(kv("ETL__MYSQL__SSL_CA", ""));
+    let (ok, out) = run_cli(&p, &plain, &["sink-mysql"], 60).await;
+    assert!(!ok, "{out}");
+    assert!(error_lines(&out).contains("Access denied"), "{out}");
 }
