@@ -4,9 +4,10 @@
 
 # ---- build -------------------------------------------------------------------
 FROM rust:1-bookworm AS build
-# librdkafka is compiled from source by the rdkafka crate (bundled, static).
+# librdkafka is compiled from source by the rdkafka crate (bundled, static), with TLS and SASL
+# SCRAM against Debian's OpenSSL (linked dynamically: libssl3 in the runtime image).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake \
+ && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -18,9 +19,10 @@ RUN cargo build --release --locked --bin etl-pipe \
 
 # ---- runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim
-# ca-certificates for HTTPS APIs; curl for the container health checks.
+# ca-certificates for HTTPS APIs; libssl3 for librdkafka's TLS and SCRAM; curl for the container
+# health checks.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin etl
 COPY --from=build /src/target/release/etl-pipe /usr/local/bin/etl-pipe

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test command: installs and starts the local stack if needed — the single Kafka broker,
-# the 3-node Kafka cluster (ETL_STACK_PROFILE=cluster), the Apicurio schema registry, MariaDB and
-# FerretDB — then runs formatting and lint checks and every test against the real services.
+# the 3-node Kafka cluster (ETL_STACK_PROFILE=cluster), the secure profile
+# (ETL_STACK_PROFILE=secure), the Apicurio schema registry, MariaDB and FerretDB — then runs formatting and lint checks and every test against the real services.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 bash deploy/local/stack.sh up
 ETL_STACK_PROFILE=cluster bash deploy/local/stack.sh up
+# Its own Kafka (SASL_SSL + SCRAM + ACLs), MariaDB (TLS required) and FerretDB (TLS): tests/secure.rs.
+ETL_STACK_PROFILE=secure bash deploy/local/stack.sh up
 # The Python confluent-kafka client the conformance test reads etl-pipe's Avro with.
 bash deploy/local/pyvenv.sh >/dev/null
 # Topics and databases that earlier (failed or killed) test runs left in the shared stack.

@@ -53,6 +53,11 @@ pub enum Command {
     /// One record's journey: fetch, every topic it passed, its quality window, its MySQL row
     /// and Mongo document, and the log events with its trace id.
     Trace(TraceArgs),
+    /// Least privilege: print the Kafka ACLs each stage needs (one principal per stage:
+    /// topics, consumer groups, transactional ids, idempotent writes) and the database grants
+    /// of each sink; `--execute` creates the ACLs through the admin API, as the configured
+    /// Kafka principal (an administrator).
+    Acls(AclsArgs),
     /// Run the whole pipeline here, end to end: the sample API with faults and every stage as a
     /// separate process against the local stack, until every record has landed; then a summary.
     Demo(crate::tooling::local::cli::DemoArgs),
@@ -96,6 +101,19 @@ pub struct TraceArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AclsArgs {
+    /// A stage's principal instead of `User:etl-<stage>`: `clean=User:svc-clean` (repeatable).
+    #[arg(long = "principal", value_name = "STAGE=PRINCIPAL")]
+    pub principals: Vec<String>,
+    /// The MySQL account the grants name.
+    #[arg(long, default_value = "'etl_sink'@'%'")]
+    pub mysql_user: String,
+    /// Create the Kafka ACLs (the database grants are only printed).
+    #[arg(long)]
+    pub execute: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -218,6 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Trace(args) => trace(&load(&cli)?, args),
         Command::Replay(args) => replay(&load(&cli)?, args),
+        Command::Acls(args) => acls(&load(&cli)?, args),
         Command::Redrive(args) => redrive(&load(&cli)?, args),
         Command::Profile(args) => Ok(crate::quality::profile::run(args, &load(&cli)?.quality)?),
         Command::Demo(args) => {
@@ -375,6 +394,44 @@ fn trace(cfg: &Config, args: &TraceArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(4)
     })
+}
+
+fn acls(cfg: &Config, args: &AclsArgs) -> anyhow::Result<ExitCode> {
+    use crate::ops::acls;
+    let principals = acls::principals(&args.principals).map_err(anyhow::Error::msg)?;
+    let list = acls::kafka_acls(cfg, &principals);
+    // The rows' table and collection: configured, or named after the schema as the sinks do.
+    let default_name = || -> anyhow::Result<String> {
+        let schema = crate::codec::load_schema(&cfg.sink.schema)
+            .with_context(|| format!("reading sink.schema {}", cfg.sink.schema.display()))?;
+        Ok(crate::stages::sinks::default_target_name(&schema))
+    };
+    let table = match &cfg.sink.mysql.table {
+        Some(t) => t.clone(),
+        None => default_name()?,
+    };
+    let collection = match &cfg.sink.mongo.collection {
+        Some(c) => c.clone(),
+        None => default_name()?,
+    };
+    print!(
+        "{}",
+        acls::render(
+            &list,
+            &acls::mysql_grants(cfg, &table, &args.mysql_user),
+            &acls::mongo_grants(cfg, &collection)
+        )
+    );
+    if args.execute {
+        cfg.kafka.check_secrets()?;
+        crate::kafka::access::probe(&cfg.kafka, std::time::Duration::from_secs(10))?;
+        let n = acls::execute(cfg, &list).context("creating the Kafka ACLs")?;
+        println!(
+            "
+created {n} Kafka ACL bindings (existing ones are left as they are)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn redrive(cfg: &Config, args: &RedriveArgs) -> anyhow::Result<ExitCode> {

@@ -29,7 +29,6 @@ use etl_pipe::tooling::local::run::{self, Outcome};
 use etl_pipe::tooling::local::scenario::{self, Action, Step};
 use etl_pipe::tooling::local::tally;
 use etl_pipe::tooling::local::{LocalPipeline, SourceOptions};
-use etl_pipe::tooling::sample_api::data::{Dataset, Expected};
 
 const REGISTRY: &str = "http://127.0.0.1:8081/apis/ccompat/v7";
 const RECORDS: u64 = 100_000;
@@ -80,24 +79,7 @@ async fn require_registry() {
 
 /// What the sample API serves: poison records by kind, good keys.
 fn expected(source: &SourceOptions) -> (BTreeMap<String, u64>, BTreeSet<String>) {
-    let mut ds = Dataset::new(source.records, source.page_size, source.seed);
-    ds.queues = vec!["RANKED_SOLO_5x5".into()];
-    ds.tiers = source.tiers.clone();
-    ds.divisions = source.divisions.clone();
-    ds.malformed_rate = source.malformed_rate;
-    ds.missing_rate = source.missing_rate;
-    ds.drift_after_pages = source.drift_after_pages;
-    let mut poison: BTreeMap<String, u64> = BTreeMap::new();
-    let mut keys = BTreeSet::new();
-    for i in 0..source.records {
-        match ds.expected(i) {
-            Expected::Poison { kind } => *poison.entry(kind.to_string()).or_default() += 1,
-            Expected::Record { key } => {
-                keys.insert(key);
-            }
-        }
-    }
-    (poison, keys)
+    common::expected_source(source)
 }
 
 /// Keys of a topic's committed records; panics naming the first key seen twice.

@@ -1,5 +1,8 @@
-"""Send a MongoDB `ping` (OP_MSG) and exit 0 when the server answers ok: 1. No driver needed."""
+"""Send a MongoDB `ping` (OP_MSG) and exit 0 when the server answers ok: 1. No driver needed.
+
+mongo_ping.py HOST PORT [CA_FILE]: with a CA file, over TLS, checking the server's certificate."""
 import socket
+import ssl
 import struct
 import sys
 
@@ -21,9 +24,17 @@ def main():
     doc = bson_doc([("ping", 1), ("$db", "admin")])
     payload = struct.pack("<I", 0) + b"\x00" + doc
     header = struct.pack("<iiii", 16 + len(payload), 1, 0, 2013)
-    with socket.create_connection((host, port), timeout=3) as s:
+    raw = socket.create_connection((host, port), timeout=3)
+    if len(sys.argv) > 3:
+        raw = ssl.create_default_context(cafile=sys.argv[3]).wrap_socket(raw, server_hostname=host)
+    with raw as s:
         s.sendall(header + payload)
-        head = s.recv(16, socket.MSG_WAITALL)
+        head = b""
+        while len(head) < 16:  # no MSG_WAITALL: TLS sockets refuse flags
+            chunk = s.recv(16 - len(head))
+            if not chunk:
+                return 1
+            head += chunk
         length = struct.unpack("<i", head[:4])[0]
         rest = b""
         while len(rest) < length - 16:
@@ -40,5 +51,5 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except OSError:
+    except (OSError, ValueError):
         sys.exit(1)

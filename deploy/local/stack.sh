@@ -10,7 +10,11 @@
 #   deploy/local/stack.sh mariadb-restart   stop MariaDB (SIGTERM, by pid file) if it runs, start it, wait until it answers
 #   deploy/local/stack.sh ferretdb-restart  the same for FerretDB (failure tests: a database goes away mid-run)
 #
-# Profile: ETL_STACK_PROFILE=single (default) or cluster. Both can run at the same time.
+# Profile: ETL_STACK_PROFILE=single (default), cluster or secure. All can run at the same time.
+#   secure   TLS and authentication everywhere, its own Kafka (SASL_SSL + SCRAM-SHA-512 + ACLs,
+#            127.0.0.1:9192), MariaDB (TLS required, 127.0.0.1:3307) and FerretDB (TLS only,
+#            127.0.0.1:27018), a throw-away CA: see deploy/local/secure.sh. Its up/down/status
+#            concern only those; it shares nothing with the other profiles but the installs.
 #   single   one Kafka 4.1 node, broker+controller, 127.0.0.1:9092 (controller 9093), one-node
 #            settings (replication 1). Pid file kafka, data in data/kafka.
 #   cluster  three Kafka 4.1 KRaft nodes, each broker+controller (node.id 1,2,3), production
@@ -793,8 +797,21 @@ case "$FERRETDB_BACKEND" in
 esac
 case "$PROFILE" in
   single | cluster) ;;
-  *) die "ETL_STACK_PROFILE must be single or cluster, not '$PROFILE'" ;;
+  secure) ;;
+  *) die "ETL_STACK_PROFILE must be single, cluster or secure, not '$PROFILE'" ;;
 esac
+# ---------------------------------------------------------------- secure profile (own services)
+# shellcheck source=deploy/local/secure.sh
+source "$(dirname "${BASH_SOURCE[0]}")/secure.sh"
+if [[ "$PROFILE" == secure ]]; then
+  case "${1:-}" in
+    up) secure_up ;;
+    down) secure_down ;;
+    status) mkdir -p "$RUN"; secure_status ;;
+    *) echo "usage: ETL_STACK_PROFILE=secure $0 up|down|status" >&2; exit 2 ;;
+  esac
+  exit $?
+fi
 case "${1:-}" in
   up) up ;;
   down) down ;;

@@ -73,6 +73,20 @@ pub(crate) enum Fetched {
     NotUsable(String),
 }
 
+/// `kafka.schema_registry_ca` read and parsed; the error names the key.
+fn read_ca(path: &std::path::Path) -> Result<reqwest::Certificate, CodecError> {
+    let fail = |m: String| CodecError::Registry {
+        operation: "configure".into(),
+        status: None,
+        message: format!("config key `kafka.schema_registry_ca`: {m}"),
+        retriable: false,
+    };
+    let pem =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| fail(format!("{} is not a PEM certificate: {e}", path.display())))
+}
+
 impl Registry {
     /// The registry of `kafka.schema_registry_url`, with the configured credentials (the
     /// password resolved now). `None` without a URL.
@@ -88,12 +102,22 @@ impl Registry {
                 message: e.to_string(),
                 retriable: false,
             })?;
-        let mut r = Registry::new(url)?;
+        let ca = match &kafka.schema_registry_ca {
+            Some(path) => Some(read_ca(path)?),
+            None => None,
+        };
+        let mut r = Registry::build(url, ca)?;
         r.auth = auth;
         Ok(Some(r))
     }
 
+    #[cfg(test)]
     pub(crate) fn new(url: &str) -> Result<Registry, CodecError> {
+        Registry::build(url, None)
+    }
+
+    /// A client of `url` trusting `ca` besides the bundled roots.
+    fn build(url: &str, ca: Option<reqwest::Certificate>) -> Result<Registry, CodecError> {
         let mut parsed = reqwest::Url::parse(url).map_err(|e| CodecError::Registry {
             operation: "configure".into(),
             status: None,
@@ -102,16 +126,18 @@ impl Registry {
         })?;
         let _ = parsed.set_username("");
         let _ = parsed.set_password(None);
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| CodecError::Registry {
-                operation: "configure".into(),
-                status: None,
-                message: e.without_url().to_string(),
-                retriable: false,
-            })?;
+            .timeout(Duration::from_secs(15));
+        if let Some(ca) = ca {
+            builder = builder.add_root_certificate(ca);
+        }
+        let client = builder.build().map_err(|e| CodecError::Registry {
+            operation: "configure".into(),
+            status: None,
+            message: e.without_url().to_string(),
+            retriable: false,
+        })?;
         Ok(Registry {
             client,
             // Credentials never go out from the URL (the config refuses them there).

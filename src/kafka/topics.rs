@@ -56,9 +56,18 @@ pub async fn apply(
 ) -> Result<Vec<(TopicSpec, TopicOutcome)>, TopicsError> {
     let admin = admin(cfg)?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(15))?;
+    let metadata = match admin.inner().fetch_metadata(None, Duration::from_secs(15)) {
+        Ok(m) => m,
+        Err(e) => {
+            // "Broker transport failure" says nothing: ask again, keeping librdkafka's reason.
+            let c = cfg.clone();
+            tokio::task::spawn_blocking(move || super::access::probe(&c, Duration::from_secs(10)))
+                .await
+                .map_err(|j| TopicsError::Other(j.to_string()))?
+                .map_err(|r| TopicsError::Other(r.to_string()))?;
+            return Err(e.into());
+        }
+    };
 
     let to_create: Vec<&TopicSpec> = specs
         .iter()

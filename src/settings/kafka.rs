@@ -80,6 +80,10 @@ pub struct KafkaConfig {
     /// Password for the schema registry's basic auth (a secret: env or file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry_password: Option<SecretRef>,
+    /// PEM file of the CA that signed an `https://` registry's certificate, trusted besides the
+    /// bundled Mozilla roots (a private CA); read at start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_ca: Option<std::path::PathBuf>,
     /// Compatibility level `etl-pipe topics apply` sets on the subject of each Avro topic
     /// (`<topic>-value`) when a registry is configured: NONE, BACKWARD, BACKWARD_TRANSITIVE,
     /// FORWARD, FORWARD_TRANSITIVE, FULL or FULL_TRANSITIVE.
@@ -365,6 +369,17 @@ impl KafkaConfig {
             }
             (None, None) => {}
         }
+        if self.schema_registry_ca.is_some()
+            && !self
+                .schema_registry_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        {
+            return Err(ConfigError::key(
+                "kafka.schema_registry_ca",
+                "is only used with an https:// kafka.schema_registry_url",
+            ));
+        }
         Ok(())
     }
 }
@@ -376,6 +391,7 @@ impl Default for KafkaConfig {
             schema_registry_url: None,
             schema_registry_user: None,
             schema_registry_password: None,
+            schema_registry_ca: None,
             schema_registry_compatibility: Compatibility::default(),
             transaction_timeout: default_txn_timeout(),
             session_timeout: default_session_timeout(),

@@ -154,3 +154,70 @@ pub async fn mongo_db(test: &str) -> mongodb::Database {
     }
     db
 }
+
+/// What the sample API serves for `source`: poison records by kind, and the good records' keys.
+pub fn expected_source(
+    source: &etl_pipe::tooling::local::SourceOptions,
+) -> (
+    std::collections::BTreeMap<String, u64>,
+    std::collections::BTreeSet<String>,
+) {
+    use etl_pipe::tooling::sample_api::data::{Dataset, Expected};
+    let mut ds = Dataset::new(source.records, source.page_size, source.seed);
+    ds.queues = vec!["RANKED_SOLO_5x5".into()];
+    ds.tiers = source.tiers.clone();
+    ds.divisions = source.divisions.clone();
+    ds.malformed_rate = source.malformed_rate;
+    ds.missing_rate = source.missing_rate;
+    ds.drift_after_pages = source.drift_after_pages;
+    let mut poison = std::collections::BTreeMap::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for i in 0..source.records {
+        match ds.expected(i) {
+            Expected::Poison { kind } => *poison.entry(kind.to_string()).or_default() += 1,
+            Expected::Record { key } => {
+                keys.insert(key);
+            }
+        }
+    }
+    (poison, keys)
+}
+
+/// The exact counts of a run: every bad source record dead-lettered by extract with its
+/// reason, every good one in raw once, and each stage's output = its input minus what it
+/// dead-lettered or quarantined, down to one row and one document per scored record.
+pub fn assert_exact_counts(
+    o: &etl_pipe::tooling::local::run::Outcome,
+    source: &etl_pipe::tooling::local::SourceOptions,
+) {
+    let (poison, keys) = expected_source(source);
+    let extract_dl: std::collections::BTreeMap<String, u64> = o
+        .dead_letters
+        .by_reason
+        .iter()
+        .filter(|((s, _), _)| s == "extract")
+        .map(|((_, k), n)| (k.clone(), *n))
+        .collect();
+    assert_eq!(extract_dl, poison, "extract dead letters by reason");
+    assert_eq!(
+        o.topics["raw"].records,
+        keys.len() as u64,
+        "raw: each good record once"
+    );
+    let dl_clean = o.dead_letters.count_stage("clean");
+    let dl_score = o.dead_letters.count_stage("score");
+    assert_eq!(
+        o.topics["cleaned"].records,
+        o.topics["raw"].records - dl_clean
+    );
+    assert_eq!(
+        o.topics["scored"].records + o.quarantine.total(),
+        o.topics["cleaned"].records - dl_score
+    );
+    assert_eq!(
+        o.mysql_rows, o.topics["scored"].records,
+        "one row per scored record"
+    );
+    assert_eq!(o.mongo_docs, o.mysql_rows, "one document per row");
+    assert!(o.mysql_rows > 0);
+}

@@ -199,6 +199,15 @@ pub fn run_blocking<T: Transform>(
     shutdown: CancellationToken,
 ) -> Result<Stats, EosError> {
     let stage = settings.stage;
+    // Wrong credentials stop the stage here, naming the topic and the operation.
+    super::access::check(
+        kafka,
+        stage,
+        &settings.input_topics,
+        &[settings.dead_letter_topic.to_string()],
+        CALL_TIMEOUT,
+    )
+    .map_err(|e| EosError::Fatal(e.to_string()))?;
     let producer = create_producer(kafka, &settings)?;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     if !init_transactions(&producer, stage, &shutdown, &mut backoff)? {

@@ -75,6 +75,21 @@ async fn connect(cfg: &Common, x: &ExtractConfig, streams: usize) -> Result<Sink
     let state_topic = cfg.topics.name(TopicRole::ExtractState);
     let txn_id = transactional_id(cfg, x);
 
+    let (kafka, reads, writes) = (
+        cfg.kafka.clone(),
+        vec![state_topic.clone()],
+        vec![
+            raw_topic.clone(),
+            dead_letter_topic.clone(),
+            state_topic.clone(),
+        ],
+    );
+    tokio::task::spawn_blocking(move || {
+        crate::kafka::access::check(&kafka, "extract", &reads, &writes, Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| ExtractError::Kafka(e.to_string()))?
+    .map_err(|e| ExtractError::Kafka(e.to_string()))?;
     let producer = Arc::new(create_producer(cfg, &txn_id)?);
     let op_timeout = cfg.kafka.transaction_timeout;
     check_topics(

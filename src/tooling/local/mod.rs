@@ -113,6 +113,9 @@ pub struct LocalPipeline {
     pub run_id: String,
     /// The `ETL__*` overrides every process of the run gets.
     pub env: Vec<(String, String)>,
+    /// Overrides for the instances of one stage only, on top of `env` (its own Kafka
+    /// principal and password, database user): stage name → variables.
+    pub stage_env: BTreeMap<String, Vec<(String, String)>>,
     /// The effective config (base file + overrides).
     pub cfg: Config,
     pub source: SourceOptions,
@@ -218,6 +221,7 @@ impl LocalPipeline {
             dir,
             run_id: run_id.into(),
             env,
+            stage_env: BTreeMap::new(),
             cfg,
             source,
             api_port,
@@ -246,9 +250,15 @@ impl LocalPipeline {
             .map_err(io(format!("opening {name}.log")))?;
         let err = log.try_clone().map_err(io("cloning a log handle"))?;
         let port = free_port()?;
+        let own: &[(String, String)] = self
+            .stage_env
+            .iter()
+            .find(|(stage, _)| instances::instance_number(name, stage).is_some())
+            .map_or(&[], |(_, v)| v.as_slice());
         let child = Command::new(&self.exe)
             .args(args)
             .envs(self.env.iter().map(|(a, b)| (a, b)))
+            .envs(own.iter().map(|(a, b)| (a, b)))
             .env("ETL_CONFIG", &self.base_config)
             .env("ETL__OBSERVABILITY__HTTP_PORT", port.to_string())
             // A stable instance id per replica (`clean-0`, `clean-1`, as a StatefulSet ordinal

@@ -198,6 +198,23 @@ pub async fn drive<W: BatchWriter>(
         tx,
         rx: Mutex::new(rx),
     };
+    let (kafka, reads, writes) = (
+        cfg.kafka.clone(),
+        vec![topic.to_string()],
+        vec![cfg.topics.name(TopicRole::DeadLetter)],
+    );
+    tokio::task::spawn_blocking(move || {
+        crate::kafka::access::check(&kafka, W::STAGE, &reads, &writes, Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| SinkError::Fatal {
+        what: "checking access",
+        message: e.to_string(),
+    })?
+    .map_err(|e| SinkError::Fatal {
+        what: "checking access",
+        message: e.to_string(),
+    })?;
     let cc = consumer_config(&cfg.kafka, &group);
     let consumer: Driver<W> = cc.create_with_context(ctx).map_err(|e| SinkError::Fatal {
         what: "creating the consumer",

@@ -51,14 +51,27 @@ pub fn classify(e: &sqlx::Error) -> (ErrorClass, String) {
             ),
             None => (ErrorClass::Fatal, db.to_string()),
         },
+        // A TLS failure is a setting to fix (a CA not trusted, a name that does not match, a
+        // server without TLS under `required`), not an outage: retrying would hide it.
+        // rustls reports a certificate it rejects as an I/O error of the handshake.
+        sqlx::Error::Tls(_) => (ErrorClass::Fatal, tls_message(e)),
+        sqlx::Error::Io(io) if io.to_string().contains("certificate") => {
+            (ErrorClass::Fatal, tls_message(e))
+        }
         sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => (ErrorClass::Retriable, e.to_string()),
         _ => (ErrorClass::Fatal, e.to_string()),
     }
+}
+
+fn tls_message(e: &sqlx::Error) -> String {
+    format!(
+        "TLS: {e} (the server's certificate is not trusted or does not name mysql.host: check \
+         mysql.ssl_mode and mysql.ssl_ca)"
+    )
 }
 
 /// A sorted error as the sink reports it outside a row insert, where bad data is no row's

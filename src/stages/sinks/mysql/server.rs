@@ -62,7 +62,7 @@ impl Flavor {
 /// Opens a pool whose sessions are strict, UTC and READ COMMITTED.
 pub async fn connect(cfg: &MysqlConfig, connections: u32) -> Result<MySqlPool, SinkError> {
     let password = cfg.password.resolve("mysql.password")?;
-    let opts = MySqlConnectOptions::new()
+    let mut opts = MySqlConnectOptions::new()
         .host(&cfg.host)
         .port(cfg.port)
         .username(&cfg.user)
@@ -71,7 +71,11 @@ pub async fn connect(cfg: &MysqlConfig, connections: u32) -> Result<MySqlPool, S
         .charset("utf8mb4")
         .timezone(Some("+00:00".to_string()))
         // Statements carry whole batches of data: never into the logs.
-        .disable_statement_logging();
+        .disable_statement_logging()
+        .ssl_mode(cfg.ssl_mode.to_sqlx());
+    if let Some(pem) = cfg.ssl_ca_pem()? {
+        opts = opts.ssl_ca_from_pem(pem);
+    }
     MySqlPoolOptions::new()
         .max_connections(connections)
         // A stopped server refuses connections and sqlx keeps trying until this timeout: short,
