@@ -249,8 +249,8 @@ impl<T: Transform> Engine<T> {
     }
 
     /// An output of `size` bytes is more than its topic takes (`max`): poison. A record is
-    /// replaced by the dead letter of its source (the input message, or the origin the
-    /// transform kept); a dead letter too large for the dead-letter topic goes without its
+    /// replaced by the dead letter of its source (the origin the transform kept, or else the
+    /// input message); a dead letter too large for the dead-letter topic goes without its
     /// payload (the message says why; the coordinates say where the record is).
     fn too_large(
         &mut self,
@@ -268,12 +268,14 @@ impl<T: Transform> Engine<T> {
              (max.message.bytes of the topic, message.max.bytes of the producer)"
         );
         let dl_topic = self.dead_letter_topic.clone();
+        // The origin the transform kept wins: a stateful transform (score) emits records
+        // held from earlier messages while it handles another.
         let dl = match (source, o.origin) {
-            (Some(src), _) => {
-                Output::dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, src)
-            }
-            (None, Some(origin)) => {
+            (_, Some(origin)) => {
                 origin.dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, o.key)
+            }
+            (Some(src), None) => {
+                Output::dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, src)
             }
             (None, None) => Output::reference(
                 dl_topic,
@@ -526,6 +528,12 @@ impl<T: Transform> Engine<T> {
     pub(super) fn fail(&mut self, f: Failure) {
         match f {
             Failure::Fatal(m) => {
+                // Nothing of the open transaction may commit: abort it now rather than leave
+                // it to the transaction timeout, which read_committed readers would wait on.
+                if self.txn == Txn::Open {
+                    self.txn = Txn::NeedsAbort;
+                    self.try_abort();
+                }
                 self.fatal = Some(m);
             }
             Failure::Abort(reason) => {
