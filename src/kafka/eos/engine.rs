@@ -528,8 +528,11 @@ impl<T: Transform> Engine<T> {
     pub(super) fn fail(&mut self, f: Failure) {
         match f {
             Failure::Fatal(m) => {
-                // Nothing of the open transaction may commit: abort it now rather than leave
-                // it to the transaction timeout, which read_committed readers would wait on.
+                self.fatal = Some(m);
+            }
+            Failure::Halt(m) => {
+                // The broker is fine: abort the transaction in hand now rather than leave it
+                // to the transaction timeout, which read_committed readers would wait on.
                 if self.txn == Txn::Open {
                     self.txn = Txn::NeedsAbort;
                     self.try_abort();
@@ -566,7 +569,7 @@ impl<T: Transform> Engine<T> {
             Err(e) => {
                 let since = *self.abort_since.get_or_insert_with(Instant::now);
                 match classify("abort_transaction", &e) {
-                    Failure::Fatal(m) => self.fatal = Some(m),
+                    Failure::Fatal(m) | Failure::Halt(m) => self.fatal = Some(m),
                     Failure::Abort(m) if since.elapsed() >= self.timing.deadline => {
                         self.fatal = Some(format!(
                             "the failed transaction could not be aborted within {:?} \

@@ -314,3 +314,49 @@ pub(super) fn replayed(offset: i64, record: Option<Record>) -> Held {
         item: Item::Replayed(record),
     }
 }
+
+/// The gate outside the stage, for benchmarks: one partition's records in order → the
+/// decision each gets, by exactly the stage's rule.
+pub struct OfflineGate {
+    lane: Lane,
+    reference: Reference,
+    quality: QualityConfig,
+}
+
+impl OfflineGate {
+    /// A gate over `specs` with a trailing window of `window_records`, PSI against
+    /// `baseline` (none: no PSI).
+    pub fn new(
+        specs: Vec<FieldSpec>,
+        window_records: usize,
+        baseline: Option<crate::quality::Baseline>,
+        quality: &QualityConfig,
+    ) -> OfflineGate {
+        let reference = match baseline {
+            Some(baseline) => Reference::Ready(Arc::new(Active {
+                baseline,
+                source: super::baseline::Source::File,
+                origin: "offline".into(),
+                coverage: Vec::new(),
+            })),
+            None => Reference::None,
+        };
+        OfflineGate {
+            lane: Lane::new("offline", 0, specs, window_records),
+            reference,
+            quality: quality.clone(),
+        }
+    }
+
+    /// Adds the record at `offset` (increasing); returns `(offset, decision)` of the records
+    /// judged now (a partition's first ones wait for a full window).
+    pub fn push(&mut self, offset: i64, record: Record) -> Vec<(i64, Decision)> {
+        self.lane.held.push(replayed(offset, Some(record)));
+        self.lane
+            .release(&self.reference, &self.quality, true)
+            .judged
+            .into_iter()
+            .map(|j| (j.held.offset, j.verdict.decision))
+            .collect()
+    }
+}

@@ -47,6 +47,7 @@ mod transform;
 mod window;
 
 pub use config::{Policy, ScoreConfig};
+pub use lane::OfflineGate;
 pub use run::{run, run_with_stats};
 pub use transform::{Parts, ScoreTransform};
 
