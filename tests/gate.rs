@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use etl_pipe::codec::{load_schema, Codec, Framing};
 use etl_pipe::config::{Config, TopicRole};
 use etl_pipe::kafka;
-use etl_pipe::quality::{BaselineBuilder, FieldKind, FieldSpec};
+use etl_pipe::quality::BaselineBuilder;
 use etl_pipe::record::{Record, Value};
 use etl_pipe::stages::score::{self, Policy, ScoreConfig};
 
@@ -87,17 +85,7 @@ fn input() -> Vec<(String, i32, Vec<u8>)> {
 }
 
 fn baseline_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let specs: Vec<FieldSpec> = FIELDS
-        .iter()
-        .map(|f| {
-            let kind = if NUMERIC.contains(f) {
-                FieldKind::Numeric
-            } else {
-                FieldKind::Categorical
-            };
-            FieldSpec::new(*f, kind)
-        })
-        .collect();
+    let specs = common::field_specs(&FIELDS, &NUMERIC);
     let mut b = BaselineBuilder::new(specs, &Default::default());
     let mut rng = StdRng::seed_from_u64(4242);
     for i in 0..20_000 {
@@ -119,10 +107,7 @@ async fn setup_with(
     window_records: usize,
     policy: Policy,
 ) -> Config {
-    common::require_kafka();
-    let mut cfg = common::test_config(test);
-    cfg.topics.partitions = partitions;
-    cfg.score = Some(ScoreConfig {
+    let score = ScoreConfig {
         window_records,
         policy,
         batch_size: 2000,
@@ -132,21 +117,8 @@ async fn setup_with(
         fields: Some(FIELDS.iter().map(|s| s.to_string()).collect()),
         baseline: Some(baseline.to_path_buf()),
         ..Default::default()
-    });
-    // Near-unique names: their PSI means nothing.
-    cfg.quality.fields.insert(
-        "summoner_name".into(),
-        etl_pipe::quality::FieldThresholds {
-            psi_warn: Some(f64::INFINITY),
-            psi_fail: Some(f64::INFINITY),
-            ..Default::default()
-        },
-    );
-    cfg.validate().unwrap();
-    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
-        .await
-        .unwrap();
-    cfg
+    };
+    common::score_pipeline(test, partitions, score).await
 }
 
 /// Produces `records` in order, at most `rate` per second (0 = as fast as possible), each
@@ -214,22 +186,12 @@ fn committed(cfg: &Config) -> Vec<i64> {
 /// Whether the score stage's group has committed the end of every input partition.
 fn caught_up(cfg: &Config) -> bool {
     let topic = cfg.topics.name(TopicRole::Cleaned);
-    let c = reader(cfg, &cfg.pipeline.group_id("score"));
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..cfg.topics.partitions {
-        tpl.add_partition(&topic, p);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    (0..cfg.topics.partitions).all(|p| {
+    let c = reader(cfg, "gate-test-watermarks");
+    committed(cfg).into_iter().enumerate().all(|(p, at)| {
         let (_, high) = c
-            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+            .fetch_watermarks(&topic, p as i32, Duration::from_secs(10))
             .unwrap();
-        let at = committed
-            .find_partition(&topic, p)
-            .map(|e| e.offset())
-            .unwrap_or(Offset::Invalid);
-        // The last input offset is followed by the producer's nothing: high = end of data.
-        matches!(at, Offset::Offset(o) if o >= high)
+        at >= high
     })
 }
 
@@ -238,58 +200,9 @@ fn keys(cfg: &Config, role: TopicRole) -> BTreeSet<String> {
     messages(cfg, role).into_iter().map(|m| m.key).collect()
 }
 
-/// A message read back: key, payload, headers.
-struct Got {
-    key: String,
-    payload: Vec<u8>,
-    headers: std::collections::HashMap<String, String>,
-}
-
 /// The messages committed in `topic`.
-fn messages(cfg: &Config, role: TopicRole) -> Vec<Got> {
-    let topic = cfg.topics.name(role);
-    let c = reader(cfg, "gate-test-reader");
-    let mut tpl = TopicPartitionList::new();
-    let parts = cfg.topics.spec(role).unwrap().partitions;
-    for p in 0..parts {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut at_end = BTreeSet::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while at_end.len() < parts as usize {
-        assert!(Instant::now() < deadline, "reading {topic} took over 120 s");
-        match c.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(m)) => {
-                use rdkafka::message::Headers;
-                at_end.remove(&m.partition());
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|x| {
-                                let v = String::from_utf8_lossy(x.value.unwrap_or_default());
-                                (x.key.to_string(), v.into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Got {
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-        }
-    }
-    out
+fn messages(cfg: &Config, role: TopicRole) -> Vec<common::Got> {
+    common::read_committed(cfg, &cfg.topics.name(role))
 }
 
 type Stage = tokio::task::JoinHandle<Result<(), score::ScoreError>>;

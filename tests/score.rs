@@ -3,6 +3,8 @@
 //! scored ∪ quarantine ∪ dead-letter — also across a SIGKILL and a rebalance.
 mod common;
 
+use common::read_committed;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,8 +12,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use etl_pipe::codec::{load_schema, Codec, Framing};
 use etl_pipe::config::{Config, TopicRole};
 use etl_pipe::kafka::{self, headers as h};
-use etl_pipe::quality::{BaselineBuilder, FieldKind, FieldSpec};
+use etl_pipe::quality::BaselineBuilder;
 use etl_pipe::record::{Record, Value};
 use etl_pipe::stages::score::{self, ScoreConfig};
 
@@ -238,71 +239,6 @@ async fn produce_garbage(cfg: &Config, produced: &mut Produced, partition: i32) 
     key
 }
 
-/// A message read back.
-#[derive(Debug, Clone)]
-struct Got {
-    key: String,
-    payload: Vec<u8>,
-    headers: HashMap<String, String>,
-}
-
-/// Everything committed in `topic` (read_committed, from the beginning to the end).
-fn read_committed(cfg: &Config, topic: &str) -> Vec<Got> {
-    let mut c = kafka::base_config(&cfg.kafka);
-    c.set("enable.auto.commit", "false")
-        .set("group.id", "score-test-reader")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = c.create().unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    assert!(!parts.is_empty(), "topic {topic} has no partitions");
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut at_end = HashSet::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while at_end.len() < parts.len() {
-        assert!(Instant::now() < deadline, "reading {topic} took over 60s");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(m)) => {
-                at_end.remove(&m.partition());
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|hd| {
-                                (
-                                    hd.key.to_string(),
-                                    String::from_utf8_lossy(hd.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Got {
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    payload: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-        }
-    }
-    out
-}
-
 fn reports(cfg: &Config) -> Vec<Json> {
     read_committed(cfg, &cfg.topics.name(TopicRole::Quality))
         .into_iter()
@@ -352,24 +288,7 @@ async fn wait_done(cfg: &Config, ends: &[i64], timeout: Duration) {
 
 /// A config for a fresh pipeline with the score section, topics created.
 async fn setup(test: &str, partitions: i32, score: ScoreConfig) -> Config {
-    common::require_kafka();
-    let mut cfg = common::test_config(test);
-    cfg.topics.partitions = partitions;
-    cfg.score = Some(score);
-    // The names are high-cardinality: their PSI means nothing; their missing ratio matters.
-    cfg.quality.fields.insert(
-        "summoner_name".into(),
-        etl_pipe::quality::FieldThresholds {
-            psi_warn: Some(f64::INFINITY),
-            psi_fail: Some(f64::INFINITY),
-            ..Default::default()
-        },
-    );
-    cfg.validate().unwrap();
-    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
-        .await
-        .unwrap();
-    cfg
+    common::score_pipeline(test, partitions, score).await
 }
 
 fn score_config(window_records: usize, baseline_n: u64) -> ScoreConfig {
@@ -647,17 +566,7 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
 async fn a_baseline_file_measures_psi_in_every_window() {
     let mut score = score_config(150, 300);
     // A baseline from the same stable distribution, saved as `profile --save-baseline` does.
-    let specs: Vec<FieldSpec> = FIELDS
-        .iter()
-        .map(|f| {
-            let kind = if ["league_points", "wins", "losses"].contains(f) {
-                FieldKind::Numeric
-            } else {
-                FieldKind::Categorical
-            };
-            FieldSpec::new(*f, kind)
-        })
-        .collect();
+    let specs = common::field_specs(&FIELDS, &["league_points", "wins", "losses"]);
     let mut b = BaselineBuilder::new(specs, &Default::default());
     let mut rng = StdRng::seed_from_u64(42);
     for i in 0..2000 {

@@ -246,11 +246,7 @@ impl Trailing {
         }
         reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
         TrailingVerdict {
-            decision: reasons
-                .iter()
-                .map(|r| r.level)
-                .max()
-                .unwrap_or(Decision::Pass),
+            decision: super::decision::worst(&reasons),
             reasons,
         }
     }
