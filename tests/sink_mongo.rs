@@ -349,3 +349,130 @@ async fn an_idle_transactional_topic_reads_lag_zero() {
     assert_eq!(status_lag(&cfg, mongo::STAGE), Some(0));
     assert_eq!(count(&db).await, 90, "every record once");
 }
+
+/// `_source_offset` of every document, by `_id`.
+async fn source_offsets(db: &mongodb::Database) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cursor = db.collection::<Document>(COLL).find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        let d = cursor.deserialize_current().unwrap();
+        out.insert(
+            d.get_str("_id").unwrap().to_string(),
+            d.get_i64("_source_offset").unwrap(),
+        );
+    }
+    out
+}
+
+/// A replay of a whole batch (every key already stored, so every document goes through the
+/// `update` command) is written. FerretDB 1.24 holds one backend connection per statement of
+/// an `update` command until the command ends (50 on PostgreSQL): a 300-statement command
+/// waited for ever for a connection it held itself, and sink-mongo hung after every restart
+/// (the cluster end-to-end test). The sink now caps the statements per command on FerretDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_of_stored_keys_is_written_in_one_go() {
+    let db = common::mongo_db("sink_mreplay").await;
+    let mut cfg = config("sink_mreplay", db.name(), 300);
+    cfg.sink.mongo.write_timeout = Duration::from_secs(20);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let first = spread(&s, 300, 1);
+    produce(&cfg, &first).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(300, || count(&db)).await, 300);
+    // The same 300 keys and versions again (what a replay after a crash delivers).
+    produce(&cfg, &first).await;
+    let mut done = false;
+    for _ in 0..60 {
+        if source_offsets(&db).await.values().all(|o| *o >= 300) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop(task).await.unwrap();
+    assert!(
+        done,
+        "the replayed batch was not written within 30 s: {} of 300 documents from the second round",
+        source_offsets(&db)
+            .await
+            .values()
+            .filter(|o| **o >= 300)
+            .count()
+    );
+    assert_eq!(count(&db).await, 300);
+    assert_eq!(committed(&cfg, 1), vec![600]);
+    assert!(dead_letters(&cfg, 0).await.is_empty());
+}
+
+/// `_loaded_at` (ms) of every document, by `_id`.
+async fn loaded_at(db: &mongodb::Database) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cursor = db.collection::<Document>(COLL).find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        let d = cursor.deserialize_current().unwrap();
+        out.insert(
+            d.get_str("_id").unwrap().to_string(),
+            d.get_datetime("_loaded_at").unwrap().timestamp_millis(),
+        );
+    }
+    out
+}
+
+/// A replay of messages already written (the group's offsets moved back, as after a crash
+/// between the write and the offset commit) writes nothing again: the stored documents come
+/// from the very same messages. Before, every replayed document went through an `update`
+/// statement — on FerretDB a scan of the collection each — and a replay of a few thousand
+/// documents stalled sink-mongo for minutes (the cluster end-to-end test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_messages_already_stored_are_not_written_again() {
+    let db = common::mongo_db("sink_mexact").await;
+    let cfg = config("sink_mexact", db.name(), 500);
+    topics(&cfg, 2).await;
+    let s = schema();
+    produce(&cfg, &spread(&s, 2_000, 2)).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    assert_eq!(wait_for(2_000, || count(&db)).await, 2_000);
+    stop(task).await.unwrap();
+    assert_eq!(committed(&cfg, 2), vec![1_000, 1_000]);
+    let before = loaded_at(&db).await;
+
+    // Back to the start, as if the offsets had never been committed.
+    let c: BaseConsumer =
+        etl_pipe::kafka::consumer_config(&cfg.kafka, &cfg.pipeline.group_id(mongo::STAGE))
+            .create()
+            .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let topic = cfg.topics.name(TopicRole::Scored);
+    for p in 0..2 {
+        tpl.add_partition_offset(&topic, p, Offset::Offset(0))
+            .unwrap();
+    }
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).unwrap();
+    drop(c);
+    assert_eq!(committed(&cfg, 2), vec![0, 0]);
+
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    let mut caught_up = false;
+    for _ in 0..120 {
+        if committed(&cfg, 2) == vec![1_000, 1_000] {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop(task).await.unwrap();
+    assert!(
+        caught_up,
+        "the replay was not committed: {:?}",
+        committed(&cfg, 2)
+    );
+    let after = loaded_at(&db).await;
+    let rewritten = before
+        .iter()
+        .filter(|(k, t)| after.get(*k) != Some(t))
+        .count();
+    assert_eq!(rewritten, 0, "documents written again by the replay");
+    assert_eq!(after.len(), 2_000);
+    assert!(dead_letters(&cfg, 0).await.is_empty());
+}

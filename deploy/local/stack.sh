@@ -16,8 +16,11 @@
 #   cluster  three Kafka 4.1 KRaft nodes, each broker+controller (node.id 1,2,3), production
 #            replication settings (RF 3, min ISR 2, no unclean election):
 #              node 1  broker 127.0.0.1:19092  controller 127.0.0.1:19093
-#              node 2  broker 127.0.0.1:29092  controller 127.0.0.1:29093
-#              node 3  broker 127.0.0.1:39092  controller 127.0.0.1:39093
+#              node 2  broker 127.0.0.1:19192  controller 127.0.0.1:19193
+#              node 3  broker 127.0.0.1:19292  controller 127.0.0.1:19293
+#            All below Linux's ephemeral range (32768-60999): a client retrying a stopped node's
+#            port in that range can be given the port itself as its local port (a TCP
+#            self-connect), and the node cannot bind it again (seen here with 39092).
 #            (ETL_CLUSTER_BROKER_PORTS / ETL_CLUSTER_CONTROLLER_PORTS: three ports each, space
 #            separated). Pid files kafka-node1..3, data in data/kafka-cluster/nodeN, the cluster id
 #            in data/kafka-cluster/cluster.id. `up` prints the bootstrap list and writes it to
@@ -28,12 +31,16 @@
 #   http://127.0.0.1:8081/apis/ccompat/v7, health at http://127.0.0.1:9081/health/ready
 #   (ETL_REGISTRY_PORT, ETL_REGISTRY_MANAGEMENT_PORT; ETL_STACK_REGISTRY=0 leaves it out).
 #   It needs Java 21+, found under /usr/lib/jvm, $JAVA_HOME or PATH (or ETL_REGISTRY_JAVA).
+#   FerretDB stores its data in PostgreSQL (Debian's postgresql package, a server of the stack's
+#   own on 127.0.0.1:5432 = ETL_POSTGRES_PORT, data in data/postgres, or
+#   /var/lib/postgresql/etl-pipe-stack when run as root; ETL_POSTGRES_DATA overrides).
+#   ETL_FERRETDB_BACKEND=sqlite keeps FerretDB's SQLite storage instead (no extra server).
 # down: stops the profile's Kafka; the shared services go down with the last Kafka profile
 #   standing (a `down` of one profile leaves them running while the other profile's Kafka runs).
 #
 # Everything lives under $ETL_STACK_HOME (default ~/.local/share/etl-pipe-stack):
 #   cache/  downloaded/built software (Kafka jars, FerretDB binary, Apicurio) -- kept between runs
-#   data/   Kafka log dirs, MariaDB datadir, FerretDB SQLite files
+#   data/   Kafka log dirs, MariaDB datadir, FerretDB state (and SQLite files with that backend)
 #   run/    pid files and service logs
 set -euo pipefail
 
@@ -57,11 +64,16 @@ KAFKA_HEAP="${ETL_KAFKA_HEAP:-768m}"
 
 KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/libs"
 FERRETDB_BIN="$CACHE/ferretdb-$FERRETDB_VERSION/ferretdb"
+# FerretDB's storage: postgresql (default; a PostgreSQL server of the stack's own on PG_PORT) or
+# sqlite (files under data/ferretdb, no extra server).
+FERRETDB_BACKEND="${ETL_FERRETDB_BACKEND:-postgresql}"
+PG_PORT="${ETL_POSTGRES_PORT:-5432}"
+PG_PASSWORD="${ETL_POSTGRES_PASSWORD:-ferretdb}"
 
 PROFILE="${ETL_STACK_PROFILE:-single}"
 # Ports far from the single broker's 9092/9093, so both profiles can run side by side.
-read -r -a CLUSTER_BROKER_PORTS <<<"${ETL_CLUSTER_BROKER_PORTS:-19092 29092 39092}"
-read -r -a CLUSTER_CONTROLLER_PORTS <<<"${ETL_CLUSTER_CONTROLLER_PORTS:-19093 29093 39093}"
+read -r -a CLUSTER_BROKER_PORTS <<<"${ETL_CLUSTER_BROKER_PORTS:-19092 19192 19292}"
+read -r -a CLUSTER_CONTROLLER_PORTS <<<"${ETL_CLUSTER_CONTROLLER_PORTS:-19093 19193 19293}"
 CLUSTER_HEAP="${ETL_CLUSTER_HEAP:-512m}"
 CLUSTER_DATA="$DATA/kafka-cluster"
 CLUSTER_NODES=(1 2 3)
@@ -286,6 +298,31 @@ log.retention.hours=168
 PROPS
 }
 
+ephemeral_warn() { # ephemeral_warn PORT -- says so if the kernel may hand PORT out as a local port
+  local lo hi
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || return 0
+  if (($1 >= lo && $1 <= hi)); then
+    say "warning: port $1 is in the ephemeral range $lo-$hi: a client retrying it while the node is down can take it (TCP self-connect) and the node then fails to start"
+  fi
+}
+
+cluster_layout_check() { # formatted storage is bound to the voter set: a changed one starts afresh
+  local f="$CLUSTER_DATA/voters" n
+  mkdir -p "$CLUSTER_DATA"
+  local was="(not recorded)"
+  [[ -f "$f" ]] && was="$(cat "$f")"
+  if [[ -d "$CLUSTER_DATA/node1" && "$was" != "$(cluster_voters)" ]]; then
+    for n in "${CLUSTER_NODES[@]}"; do
+      pid_of "$(node_name "$n")" "$(node_match "$n")" >/dev/null && die "the cluster's ports changed ($was -> $(cluster_voters)) while nodes run: run down first"
+    done
+    say "the cluster's ports changed ($was -> $(cluster_voters)): removing its data ($CLUSTER_DATA) and formatting anew"
+    rm -rf "$CLUSTER_DATA"
+    mkdir -p "$CLUSTER_DATA"
+  fi
+  cluster_voters >"$f"
+  for n in "${CLUSTER_NODES[@]}"; do ephemeral_warn "$(node_broker_port "$n")"; ephemeral_warn "$(node_controller_port "$n")"; done
+}
+
 cluster_id() { # the one cluster id all nodes are formatted with, made once
   local f="$CLUSTER_DATA/cluster.id"
   mkdir -p "$CLUSTER_DATA"
@@ -433,14 +470,85 @@ install_ferretdb() {
 
 mongo_ready() { python3 "$(dirname "${BASH_SOURCE[0]}")/mongo_ping.py" 127.0.0.1 "$MONGO_PORT"; }
 
+ferretdb_handler_flags() { # the storage flags FerretDB runs with (also how a running one is recognised)
+  if [[ "$FERRETDB_BACKEND" == postgresql ]]; then
+    echo "--handler=postgresql --postgresql-url=postgres://ferretdb:$PG_PASSWORD@127.0.0.1:$PG_PORT/ferretdb"
+  else
+    echo "--handler=sqlite --sqlite-url=file:$DATA/ferretdb/"
+  fi
+}
+
 start_ferretdb() {
-  if pid_of ferretdb ferretdb >/dev/null; then say "ferretdb already running (pid $(pid_of ferretdb ferretdb))"; return 0; fi
+  local pid
+  if pid="$(pid_of ferretdb ferretdb)"; then
+    if pid_of ferretdb "--handler=$FERRETDB_BACKEND" >/dev/null; then say "ferretdb already running (pid $pid)"; return 0; fi
+    say "ferretdb runs on another storage backend than $FERRETDB_BACKEND (ETL_FERRETDB_BACKEND): restarting it"
+    stop_one ferretdb ferretdb
+  fi
   port_free "$MONGO_PORT" || die "port $MONGO_PORT is taken by a process this script did not start (set ETL_MONGO_PORT)"
   mkdir -p "$DATA/ferretdb"
-  say "starting ferretdb on 127.0.0.1:$MONGO_PORT"
-  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" --listen-addr="127.0.0.1:$MONGO_PORT" \
+  say "starting ferretdb ($FERRETDB_BACKEND storage) on 127.0.0.1:$MONGO_PORT"
+  # shellcheck disable=SC2046 # the handler flags are one word each
+  nohup "$FERRETDB_BIN" $(ferretdb_handler_flags) --listen-addr="127.0.0.1:$MONGO_PORT" \
     --state-dir="$DATA/ferretdb" --debug-addr=- --telemetry=disable --log-level=warn >"$RUN/ferretdb.log" 2>&1 &
   echo $! >"$RUN/ferretdb.pid"
+}
+
+# ---------------------------------------------------------------- PostgreSQL (FerretDB's storage)
+# FerretDB's production backend. The SQLite backend wedged under concurrent writers and restarts
+# (an update's transaction and a collection creation waiting on a connection an open cursor held;
+# only a FerretDB restart helped), which the cluster test's faults hit; see the README.
+PG_BIN=""
+install_postgres() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/initdb" && -x "$d/postgres" ]] && PG_BIN="$d"; done
+  [[ -n "$PG_BIN" ]] && return 0
+  need apt-get "PostgreSQL 13+ (Debian: postgresql)"
+  say "installing postgresql from Debian (apt-get)"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) \
+    >"$RUN/apt-postgresql.log" 2>&1 || { tail -n 30 "$RUN/apt-postgresql.log" >&2; die "apt-get install postgresql failed"; }
+  for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/initdb" && -x "$d/postgres" ]] && PG_BIN="$d"; done
+  [[ -n "$PG_BIN" ]] || die "postgresql installed but no initdb/postgres found under /usr/lib/postgresql"
+}
+
+# PostgreSQL refuses to run as root: as root it runs as the `postgres` user the Debian package
+# makes, with its data outside root's home (which that user cannot enter).
+pg_as() { if [[ "$(id -u)" == 0 ]]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+pg_data_dir() {
+  if [[ -n "${ETL_POSTGRES_DATA:-}" ]]; then echo "$ETL_POSTGRES_DATA"
+  elif [[ "$(id -u)" == 0 ]]; then echo "/var/lib/postgresql/etl-pipe-stack"
+  else echo "$DATA/postgres"; fi
+}
+pg_psql() { pg_as "$PG_BIN/psql" -h "$(pg_data_dir)" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+postgres_ready() { pg_psql -d postgres -c 'SELECT 1'; }
+
+start_postgres() {
+  local dir
+  dir="$(pg_data_dir)"
+  if pid_of postgres "$dir" >/dev/null; then say "postgresql already running (pid $(pid_of postgres "$dir"))"; return 0; fi
+  port_free "$PG_PORT" || die "port $PG_PORT is taken by a process this script did not start (set ETL_POSTGRES_PORT)"
+  if [[ ! -f "$dir/PG_VERSION" ]]; then
+    say "initialising PostgreSQL data directory $dir"
+    mkdir -p "$dir"
+    [[ "$(id -u)" == 0 ]] && chown postgres:postgres "$dir" && chmod 700 "$dir"
+    # Trust only on the socket, which lives in the data directory (only its owner can reach it);
+    # TCP on loopback needs the password.
+    pg_as "$PG_BIN/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 \
+      >"$RUN/postgres-init.log" 2>&1 || { cat "$RUN/postgres-init.log" >&2; die "initdb failed"; }
+  fi
+  say "starting postgresql on 127.0.0.1:$PG_PORT"
+  local as=()
+  [[ "$(id -u)" == 0 ]] && as=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  nohup "${as[@]}" "$PG_BIN/postgres" -D "$dir" -p "$PG_PORT" \
+    -c listen_addresses=127.0.0.1 -c unix_socket_directories="$dir" -c max_connections=300 \
+    -c shared_buffers=256MB >"$RUN/postgres.log" 2>&1 &
+  echo $! >"$RUN/postgres.pid"
+  wait_for postgres 60 postgres_ready "$dir"
+  pg_psql -d postgres <<SQL
+SELECT 'CREATE ROLE ferretdb LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferretdb')\\gexec
+ALTER ROLE ferretdb PASSWORD '$PG_PASSWORD';
+SELECT 'CREATE DATABASE ferretdb OWNER ferretdb' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'ferretdb')\\gexec
+SQL
 }
 
 # ---------------------------------------------------------------- schema registry (Apicurio)
@@ -533,6 +641,7 @@ up() {
   install_mariadb
   install_kafka
   install_ferretdb
+  if [[ "$FERRETDB_BACKEND" == postgresql ]]; then install_postgres; fi
   install_kafka_log_binding
   if registry_on; then
     need curl "curl (Debian: curl)"
@@ -541,10 +650,12 @@ up() {
   fi
   local n t0=$SECONDS
   if [[ "$PROFILE" == cluster ]]; then
+    cluster_layout_check
     for n in "${CLUSTER_NODES[@]}"; do start_cluster_node "$n"; done
   else
     start_kafka
   fi
+  if [[ "$FERRETDB_BACKEND" == postgresql ]]; then start_postgres; fi
   start_ferretdb
   start_mariadb
   if registry_on; then start_registry; fi
@@ -569,11 +680,11 @@ up() {
 
 registry_on() { [[ "$REGISTRY_ENABLED" != 0 ]]; }
 
-stop_one() {
-  local name="$1" match="$2" pid i
+stop_one() { # stop_one NAME MATCH [SIGNAL]
+  local name="$1" match="$2" sig="${3:-TERM}" pid i
   if pid="$(pid_of "$name" "$match")"; then
     say "stopping $name (pid $pid)"
-    kill "$pid" 2>/dev/null || true
+    kill -s "$sig" "$pid" 2>/dev/null || true
     for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$pid" 2>/dev/null; then say "$name did not stop in 30s; killing"; kill -9 "$pid" 2>/dev/null || true; fi
   else
@@ -598,6 +709,8 @@ down() {
     return 0
   fi
   stop_one ferretdb ferretdb
+  # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+  stop_one postgres "$(pg_data_dir)" INT
   stop_one mariadb mariadbd
   stop_one registry "$(registry_match)"
 }
@@ -638,6 +751,7 @@ ferretdb_restart() { # idempotent: stops it if it runs (pid file), starts it, wa
   [[ -x "$FERRETDB_BIN" ]] || die "FerretDB is not installed: run $0 up first"
   local t0=$SECONDS
   stop_one ferretdb ferretdb
+  if [[ "$FERRETDB_BACKEND" == postgresql ]]; then install_postgres; start_postgres; fi
   start_ferretdb
   wait_for ferretdb 60 mongo_ready ferretdb
   say "ferretdb answers after $((SECONDS - t0))s"
@@ -658,7 +772,10 @@ status() {
     if p="$(pid_of kafka kafka.Kafka)"; then say "kafka     up   pid $p   bootstrap 127.0.0.1:$KAFKA_PORT"; else say "kafka     down"; rc=1; fi
   fi
   if p="$(pid_of mariadb mariadbd)"; then say "mariadb   up   pid $p   mysql://$MYSQL_USER:***@127.0.0.1:$MYSQL_PORT/$MYSQL_DATABASE"; else say "mariadb   down"; rc=1; fi
-  if p="$(pid_of ferretdb ferretdb)"; then say "ferretdb  up   pid $p   mongodb://127.0.0.1:$MONGO_PORT"; else say "ferretdb  down"; rc=1; fi
+  if p="$(pid_of ferretdb ferretdb)"; then say "ferretdb  up   pid $p   mongodb://127.0.0.1:$MONGO_PORT   ($FERRETDB_BACKEND storage)"; else say "ferretdb  down"; rc=1; fi
+  if [[ "$FERRETDB_BACKEND" == postgresql ]]; then
+    if p="$(pid_of postgres "$(pg_data_dir)")"; then say "postgres  up   pid $p   127.0.0.1:$PG_PORT   (FerretDB's storage, data $(pg_data_dir))"; else say "postgres  down"; rc=1; fi
+  fi
   if registry_on; then
     if p="$(pid_of registry "$(registry_match)")"; then
       say "registry  up   pid $p   $REGISTRY_URL   (health http://127.0.0.1:$REGISTRY_MGMT_PORT/health/ready)"
@@ -670,6 +787,10 @@ status() {
   return $rc
 }
 
+case "$FERRETDB_BACKEND" in
+  postgresql | sqlite) ;;
+  *) die "ETL_FERRETDB_BACKEND must be postgresql or sqlite, not '$FERRETDB_BACKEND'" ;;
+esac
 case "$PROFILE" in
   single | cluster) ;;
   *) die "ETL_STACK_PROFILE must be single or cluster, not '$PROFILE'" ;;

@@ -4,6 +4,7 @@
 //! consume–transform–produce loop ([`eos`]).
 pub mod eos;
 pub mod headers;
+pub mod partitioner;
 pub mod topics;
 
 use rdkafka::ClientConfig;
@@ -73,6 +74,9 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
             ("linger.ms", "5"),
             ("compression.type", "lz4"),
             ("message.timeout.ms", "0"),
+            // One partitioner for every topic: a key's partition number is the same in raw,
+            // cleaned and scored (same partition counts), which `etl-pipe trace` relies on.
+            ("partitioner", partitioner::PARTITIONER),
         ],
     );
     c.set("enable.idempotence", "true").set("acks", "all");

@@ -11,6 +11,7 @@
 pub mod kafka_layer;
 pub mod lag;
 pub mod names;
+pub mod outcome;
 pub mod server;
 pub mod trace;
 

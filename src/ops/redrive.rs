@@ -128,6 +128,17 @@ pub async fn run(
         if dry_run {
             continue;
         }
+        if let Some(hs) = msg.headers() {
+            let mut o = crate::observability::outcome::RecordOutcome::from_dead_letter(
+                "redriven",
+                "redrive",
+                msg.key(),
+                hs,
+            );
+            o.reason = format!("to {dest} (attempt {attempts})");
+            o.source = Some((topic.clone(), msg.partition(), msg.offset()));
+            crate::observability::outcome::record(&o);
+        }
         let mut record = FutureRecord::to(&dest).headers(redriven_headers(msg.headers(), attempts));
         if let Some(k) = msg.key() {
             record = record.key(k);

@@ -1,7 +1,7 @@
 """Confluent wire-format round trip with the reference client, against the local stack.
 
     PY="$(bash deploy/local/pyvenv.sh)"
-    "$PY" tests/python/confluent_roundtrip.py 127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092 \
+    "$PY" tests/python/confluent_roundtrip.py 127.0.0.1:19092,127.0.0.1:19192,127.0.0.1:19292 \
         http://127.0.0.1:8081/apis/ccompat/v7 roundtrip-check [--keep]
 
 Creates TOPIC (1 partition, the brokers' default replication factor, so it works on the single

@@ -15,6 +15,7 @@ use super::failure::{classify, is_retriable, retry_call, stalled, Failure};
 use super::limits::{left_out, MessageLimits};
 use super::{Output, Stats, Timing, Transform};
 use crate::kafka::headers::{with_message, ERROR_MESSAGE};
+use crate::observability::outcome::{self, RecordOutcome};
 
 /// `etl.error.kind` of a record whose output the broker would refuse as too large.
 pub(super) const OUTPUT_TOO_LARGE: &str = "output_too_large";
@@ -46,6 +47,8 @@ pub(super) struct Engine<T> {
     pub(super) positions: Vec<(String, i32, i64)>,
     out_by_topic: Vec<(Arc<str>, u64)>,
     dl_by_kind: Vec<(&'static str, u64)>,
+    /// The dead letters of the transaction in hand, logged as record outcomes once it commits.
+    outcomes: Vec<RecordOutcome>,
     /// Reused for every transform call, so a batch does not allocate a vector per message.
     outbuf: Vec<Output>,
     pub(super) stats: Stats,
@@ -119,6 +122,7 @@ impl<T: Transform> Engine<T> {
             positions: Vec::new(),
             out_by_topic: Vec::new(),
             dl_by_kind: Vec::new(),
+            outcomes: Vec::new(),
             outbuf: Vec::new(),
             stats: Stats::default(),
         }
@@ -192,6 +196,14 @@ impl<T: Transform> Engine<T> {
     /// Produces one output; one the broker would refuse as too large is replaced by a dead
     /// letter ([`Self::too_large`]).
     fn produce(&mut self, o: Output, source: Option<&BorrowedMessage<'_>>) -> Result<(), Failure> {
+        if let (Some(_), Some(hs)) = (o.dead_letter, &o.headers) {
+            self.outcomes.push(RecordOutcome::from_dead_letter(
+                "dead_letter",
+                self.stage,
+                o.key.as_deref(),
+                hs,
+            ));
+        }
         let max = self
             .limits
             .max_for_blocking(&o.topic)
@@ -454,6 +466,10 @@ impl<T: Transform> Engine<T> {
         self.stats.dead_letters += dls;
         self.stats.transactions += 1;
         self.batch_in = 0;
+        for o in self.outcomes.drain(..) {
+            outcome::record(&o);
+        }
+        outcome::flush();
         self.transform.committed();
     }
 
@@ -591,6 +607,7 @@ impl<T: Transform> Engine<T> {
         self.batch_in = 0;
         self.out_by_topic.clear();
         self.dl_by_kind.clear();
+        self.outcomes.clear();
     }
 
     /// Seeks every assigned partition back to its committed offset.

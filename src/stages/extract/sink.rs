@@ -258,6 +258,14 @@ impl Sink {
             ]);
             // No trustworthy key: name the element's place instead (readable in Kafdrop).
             let key = format!("{}#{}", po.url, d.index);
+            crate::observability::outcome::record(
+                &crate::observability::outcome::RecordOutcome::from_dead_letter(
+                    "dead_letter",
+                    "extract",
+                    Some(key.as_bytes()),
+                    &h,
+                ),
+            );
             self.send(
                 &self.dead_letter_topic,
                 key.as_bytes(),

@@ -104,6 +104,7 @@ impl DeadLetters {
         use rdkafka::producer::FutureRecord;
         let mut pending = Vec::with_capacity(rejected.len());
         let mut sending = Vec::with_capacity(rejected.len());
+        let mut outcomes = Vec::with_capacity(rejected.len());
         for r in rejected {
             let Some(m) = msgs.get(r.index) else { continue };
             if sent.contains(m.offset) {
@@ -116,6 +117,14 @@ impl DeadLetters {
                 source: Some((topic, m.partition, m.offset)),
             };
             let headers = dl.headers(m.headers.as_ref().map(|h| h.as_borrowed()));
+            outcomes.push(
+                crate::observability::outcome::RecordOutcome::from_dead_letter(
+                    "db_rejected",
+                    self.stage,
+                    m.key.as_deref(),
+                    &headers,
+                ),
+            );
             let mut rec: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers);
             if let Some(k) = &m.key {
@@ -148,6 +157,10 @@ impl DeadLetters {
                 message: e.to_string(),
             });
         }
+        for o in &outcomes {
+            crate::observability::outcome::record(o);
+        }
+        crate::observability::outcome::flush();
         if let Some((first, _)) = sending.first() {
             tracing::warn!(
                 topic,

@@ -118,10 +118,7 @@ pub async fn run_scenario(
         });
         // Steps count every record accounted for downstream: how many windows fail on drift
         // varies with timing.
-        let mongo_behind = at.mysql_written().saturating_sub(written(&at.mongo_at));
-        scenario
-            .tick(p, started.elapsed(), at.accounted(), mongo_behind)
-            .await?;
+        scenario.tick(p, started.elapsed(), at.accounted()).await?;
         if last_sample.elapsed() > Duration::from_secs(2) {
             last_sample = Instant::now();
             p.sample_instances().await;

@@ -23,10 +23,6 @@ pub enum Trigger {
     /// of clean and score, quarantine), even while an earlier step's stack command runs (a
     /// broker outage goes on while instances join and leave).
     Accounted(u64),
-    /// Like `Accounted`, and sink-mongo within `max_behind` records of sink-mysql: FerretDB 1.24
-    /// (SQLite) can deadlock when a second sink-mongo joins while the first still replays
-    /// after a restart, so a step that adds a Mongo writer waits for the replay to end.
-    AccountedMongoCaughtUp(u64, u64),
     /// This long after the step before it finished, its stack command included (the run's
     /// start for the first step).
     After(Duration),
@@ -59,14 +55,6 @@ pub struct Step {
 }
 
 impl Step {
-    /// At `accounted` records, once sink-mongo is within `max_behind` of sink-mysql.
-    pub fn at_mongo_caught_up(accounted: u64, max_behind: u64, action: Action) -> Step {
-        Step {
-            when: Trigger::AccountedMongoCaughtUp(accounted, max_behind),
-            action,
-        }
-    }
-
     pub fn at(accounted: u64, action: Action) -> Step {
         Step {
             when: Trigger::Accounted(accounted),
@@ -228,7 +216,6 @@ impl Runner {
         p: &mut LocalPipeline,
         now: Duration,
         accounted: u64,
-        mongo_behind: u64,
     ) -> Result<(), LocalError> {
         self.reap(now)?;
         let Some(step) = self.steps.front() else {
@@ -236,7 +223,6 @@ impl Runner {
         };
         let due = match step.when {
             Trigger::Accounted(n) => accounted >= n,
-            Trigger::AccountedMongoCaughtUp(n, max) => accounted >= n && mongo_behind <= max,
             Trigger::After(d) => self.running.is_empty() && now >= self.since + d,
         };
         if !due {
