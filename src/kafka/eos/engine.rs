@@ -280,8 +280,7 @@ impl<T: Transform> Engine<T> {
              (max.message.bytes of the topic, message.max.bytes of the producer)"
         );
         let dl_topic = self.dead_letter_topic.clone();
-        // The origin the transform kept wins: a stateful transform (score) emits records
-        // held from earlier messages while it handles another.
+        // The origin wins: a stateful transform (score) emits records held from earlier.
         let dl = match (source, o.origin) {
             (_, Some(origin)) => {
                 origin.dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, o.key)
@@ -543,12 +542,9 @@ impl<T: Transform> Engine<T> {
     /// Records a failure: fatal stops the loop; otherwise abort (now if possible) and rewind.
     pub(super) fn fail(&mut self, f: Failure) {
         match f {
-            Failure::Fatal(m) => {
-                self.fatal = Some(m);
-            }
+            Failure::Fatal(m) => self.fatal = Some(m),
+            // The broker is fine: abort now, not at the transaction timeout readers wait on.
             Failure::Halt(m) => {
-                // The broker is fine: abort the transaction in hand now rather than leave it
-                // to the transaction timeout, which read_committed readers would wait on.
                 if self.txn == Txn::Open {
                     self.txn = Txn::NeedsAbort;
                     self.try_abort();
