@@ -71,10 +71,11 @@ pub enum Command {
     /// mapping, exactly once; records that cannot be mapped go to dead-letter with the reason.
     /// Stops on SIGINT/SIGTERM after committing the batch in hand.
     Clean,
-    /// Run the score stage: cleaned → scored, per-partition windows judged PASS / WARN / FAIL
-    /// by `[score]` and `[quality]`; FAIL windows go to quarantine, one report per window to
-    /// the quality topic, exactly once. Stops on SIGINT/SIGTERM after committing the batch in
-    /// hand (records of open windows are read again by the next run).
+    /// Run the score stage: cleaned → scored, each record judged PASS / WARN / FAIL on the
+    /// trailing window of its partition by `[score]` and `[quality]`; FAIL records go to
+    /// quarantine (or on, flagged, or stop the stage: `score.policy`), one report per block of
+    /// offsets to the quality topic, exactly once. Stops on SIGINT/SIGTERM after committing the
+    /// batch in hand.
     Score,
     /// Pull records from the HTTP API (`[extract]`) into the raw topic: a pass every
     /// `extract.interval`, or one pass with `--once`. Resumes from checkpoints after a restart.
@@ -83,6 +84,10 @@ pub enum Command {
     SampleApi(crate::tooling::sample_api::SampleApiArgs),
     /// Benchmark the extract stage: an in-process sample API into fresh topics, one pass.
     BenchExtract(crate::tooling::bench_extract::BenchArgs),
+    /// Measure the quality gate offline on the sample API's data: false alarms on undrifted
+    /// records, drifted records caught and undrifted ones quarantined with them, by the
+    /// `[score]` and `[quality]` settings (needs `score.baseline`).
+    BenchGate(crate::tooling::bench_gate::BenchGateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -266,6 +271,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     crate::tooling::sample_api::serve(args, crate::shutdown::on_signals()).await
                 })
                 .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchGate(args) => {
+            let cfg = load(&cli)?;
+            crate::tooling::bench_gate::run(&cfg, args).map_err(anyhow::Error::msg)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchExtract(args) => {

@@ -127,6 +127,7 @@ impl Config {
         }
         if let Some(score) = &self.score {
             score.validate(self.kafka.transaction_timeout, &self.clean_or_default())?;
+            score.validate_window(&self.quality)?;
         }
         self.extract.validate()?;
         Ok(())

@@ -129,8 +129,7 @@ fn demo_clean() -> clean::CleanConfig {
 
 fn score_config() -> ScoreConfig {
     ScoreConfig {
-        window_records: 100,
-        window_max_age: Duration::from_secs(2),
+        window_records: 10,
         batch_max_age: Duration::from_millis(100),
         schema_in: format!("{SCHEMAS}/league_entry.cleaned.avsc").into(),
         schema_out: format!("{SCHEMAS}/league_entry.scored.avsc").into(),

@@ -414,8 +414,8 @@ async fn caught_up_stages_commit_past_the_transaction_markers_so_lag_reads_zero(
     clean.batch_max_age = Duration::from_millis(50);
     cfg.clean = Some(clean);
     cfg.score = Some(ScoreConfig {
-        window_records: 1000,
-        window_max_age: Duration::from_secs(1),
+        // Each partition's first records wait for a full window: 50 records reach it.
+        window_records: 10,
         baseline_from_first_records: 0,
         ..Default::default()
     });

@@ -59,8 +59,7 @@ fn entry(i: i32) -> Record {
 /// A score config with small windows and no baseline (no store to wait for).
 fn score_config() -> ScoreConfig {
     ScoreConfig {
-        window_records: 100,
-        window_max_age: Duration::from_secs(2),
+        window_records: 10,
         batch_max_age: Duration::from_millis(100),
         schema_in: format!("{SCHEMAS}/league_entry.cleaned.avsc").into(),
         schema_out: format!("{SCHEMAS}/league_entry.scored.avsc").into(),

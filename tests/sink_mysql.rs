@@ -65,7 +65,7 @@ async fn writes_typed_rows_with_lineage_and_offsets() {
     assert_eq!(types["win_rate"], "double");
     assert_eq!(types["veteran"], "tinyint(1)");
     assert_eq!(types["fetched_at"], "datetime(3)");
-    assert_eq!(types["summoner_name"], "varchar(255)");
+    assert_eq!(types["summoner_name"], "longtext");
     assert_eq!(types["_source_offset"], "bigint(20)");
     assert_eq!(types["_loaded_at"], "datetime(3)");
 
@@ -497,8 +497,10 @@ async fn a_table_wide_error_stops_the_sink_instead_of_dead_lettering_the_stream(
     .execute(&pool)
     .await
     .unwrap();
+    // A foreign key needs an indexable column (the sink creates LONGTEXT).
     sqlx::query(&format!(
-        "ALTER TABLE {TABLE} ADD CONSTRAINT tier_fk FOREIGN KEY (tier) REFERENCES tiers (tier)"
+        "ALTER TABLE {TABLE} MODIFY tier VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL, \
+         ADD CONSTRAINT tier_fk FOREIGN KEY (tier) REFERENCES tiers (tier)"
     ))
     .execute(&pool)
     .await

@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(s.field("win_rate").unwrap().ty, FieldType::Double);
         assert!(s.field("wins").unwrap().doc.is_some());
         let scored = RecordSchema::parse(SCORED).unwrap();
-        assert_eq!(scored.fields.len(), 22);
+        assert_eq!(scored.fields.len(), 23);
         assert_eq!(&scored.fields[..20], &s.fields[..]);
     }
 
@@ -662,8 +662,8 @@ mod tests {
                     r#""name": "quality_decision", "type": "string""#,
                 )
                 .replace(
-                    r#"FAIL windows go to quarantine).", "default": null"#,
-                    r#"FAIL windows go to quarantine).""#,
+                    r#"otherwise FAIL records go to quarantine).", "default": null"#,
+                    r#"otherwise FAIL records go to quarantine).""#,
                 ),
         )
         .unwrap();

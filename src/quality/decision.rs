@@ -74,6 +74,15 @@ pub struct Reason {
     pub message: String,
 }
 
+/// The worst level among `reasons` (PASS when there are none).
+pub fn worst(reasons: &[Reason]) -> Decision {
+    reasons
+        .iter()
+        .map(|r| r.level)
+        .max()
+        .unwrap_or(Decision::Pass)
+}
+
 /// Thresholds, PSI binning and baseline sampling (`[quality]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

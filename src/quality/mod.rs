@@ -45,11 +45,13 @@ pub mod html;
 pub mod missing;
 pub mod profile;
 pub mod psi;
+pub mod trailing;
 pub mod vif;
 pub mod window;
 
 pub use decision::{Decision, FieldThresholds, Metric, QualityConfig, Reason};
 pub use psi::{psi, Baseline, BaselineBuilder, BaselineField, FieldBaseline};
+pub use trailing::{Trailing, TrailingVerdict};
 pub use vif::{CoMoments, Vif, VifOutcome};
 pub use window::{
     FieldReport, Figure, PsiStatus, QualityReport, VifStatus, VifSummary, WindowStats,

@@ -289,11 +289,7 @@ impl WindowStats {
         reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
         QualityReport {
             rows: self.rows,
-            decision: reasons
-                .iter()
-                .map(|r| r.level)
-                .max()
-                .unwrap_or(Decision::Pass),
+            decision: super::decision::worst(&reasons),
             reasons,
             fields,
             vif: summary,

@@ -3,15 +3,20 @@
 //! names, and fail with a clear message when a service is unreachable — never skip.
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use etl_pipe::config::{Config, KafkaConfig};
+use etl_pipe::kafka;
 
 pub fn kafka_brokers() -> String {
     std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -220,4 +225,111 @@ pub fn assert_exact_counts(
     );
     assert_eq!(o.mongo_docs, o.mysql_rows, "one document per row");
     assert!(o.mysql_rows > 0);
+}
+
+/// A message read back.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Everything committed in `topic` (read_committed, from the beginning to the end).
+pub fn read_committed(cfg: &Config, topic: &str) -> Vec<Got> {
+    let mut c = kafka::base_config(&cfg.kafka);
+    c.set("enable.auto.commit", "false")
+        .set("group.id", "test-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = c.create().unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!parts.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = HashSet::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < parts.len() {
+        assert!(Instant::now() < deadline, "reading {topic} took over 60s");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|hd| {
+                                (
+                                    hd.key.to_string(),
+                                    String::from_utf8_lossy(hd.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Got {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+        }
+    }
+    out
+}
+
+/// A fresh pipeline with this `[score]` section and its topics created. The names are
+/// near-unique: their PSI means nothing (their missing ratio does), so it is off for them.
+pub async fn score_pipeline(
+    test: &str,
+    partitions: i32,
+    score: etl_pipe::stages::score::ScoreConfig,
+) -> Config {
+    require_kafka();
+    let mut cfg = test_config(test);
+    cfg.topics.partitions = partitions;
+    cfg.score = Some(score);
+    cfg.quality.fields.insert(
+        "summoner_name".into(),
+        etl_pipe::quality::FieldThresholds {
+            psi_warn: Some(f64::INFINITY),
+            psi_fail: Some(f64::INFINITY),
+            ..Default::default()
+        },
+    );
+    cfg.validate().unwrap();
+    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
+        .await
+        .unwrap();
+    cfg
+}
+
+/// Field specs for `fields`, the ones in `numeric` numeric, the others categorical.
+pub fn field_specs(fields: &[&str], numeric: &[&str]) -> Vec<etl_pipe::quality::FieldSpec> {
+    use etl_pipe::quality::{FieldKind, FieldSpec};
+    fields
+        .iter()
+        .map(|f| {
+            let kind = if numeric.contains(f) {
+                FieldKind::Numeric
+            } else {
+                FieldKind::Categorical
+            };
+            FieldSpec::new(*f, kind)
+        })
+        .collect()
 }

@@ -261,8 +261,8 @@ impl<T: Transform> Engine<T> {
     }
 
     /// An output of `size` bytes is more than its topic takes (`max`): poison. A record is
-    /// replaced by the dead letter of its source (the input message, or the origin the
-    /// transform kept); a dead letter too large for the dead-letter topic goes without its
+    /// replaced by the dead letter of its source (the origin the transform kept, or else the
+    /// input message); a dead letter too large for the dead-letter topic goes without its
     /// payload (the message says why; the coordinates say where the record is).
     fn too_large(
         &mut self,
@@ -280,12 +280,13 @@ impl<T: Transform> Engine<T> {
              (max.message.bytes of the topic, message.max.bytes of the producer)"
         );
         let dl_topic = self.dead_letter_topic.clone();
+        // The origin wins: a stateful transform (score) emits records held from earlier.
         let dl = match (source, o.origin) {
-            (Some(src), _) => {
-                Output::dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, src)
-            }
-            (None, Some(origin)) => {
+            (_, Some(origin)) => {
                 origin.dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, o.key)
+            }
+            (Some(src), None) => {
+                Output::dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, src)
             }
             (None, None) => Output::reference(
                 dl_topic,
@@ -541,7 +542,13 @@ impl<T: Transform> Engine<T> {
     /// Records a failure: fatal stops the loop; otherwise abort (now if possible) and rewind.
     pub(super) fn fail(&mut self, f: Failure) {
         match f {
-            Failure::Fatal(m) => {
+            Failure::Fatal(m) => self.fatal = Some(m),
+            // The broker is fine: abort now, not at the transaction timeout readers wait on.
+            Failure::Halt(m) => {
+                if self.txn == Txn::Open {
+                    self.txn = Txn::NeedsAbort;
+                    self.try_abort();
+                }
                 self.fatal = Some(m);
             }
             Failure::Abort(reason) => {
@@ -574,7 +581,7 @@ impl<T: Transform> Engine<T> {
             Err(e) => {
                 let since = *self.abort_since.get_or_insert_with(Instant::now);
                 match classify("abort_transaction", &e) {
-                    Failure::Fatal(m) => self.fatal = Some(m),
+                    Failure::Fatal(m) | Failure::Halt(m) => self.fatal = Some(m),
                     Failure::Abort(m) if since.elapsed() >= self.timing.deadline => {
                         self.fatal = Some(format!(
                             "the failed transaction could not be aborted within {:?} \

@@ -14,6 +14,9 @@ pub(super) enum Failure {
     Abort(String),
     /// Stop the stage.
     Fatal(String),
+    /// The transform stopped the stage on purpose (e.g. the quality gate's `halt`): abort
+    /// the transaction in hand, then stop.
+    Halt(String),
 }
 
 impl Failure {
@@ -21,7 +24,7 @@ impl Failure {
     pub(super) fn from_transform(what: &str, e: TransformError) -> Failure {
         match e {
             TransformError::Retriable(m) => Failure::Abort(format!("{what}: {m}")),
-            TransformError::Fatal(m) => Failure::Fatal(format!("{what}: {m}")),
+            TransformError::Fatal(m) => Failure::Halt(format!("{what}: {m}")),
         }
     }
 }

@@ -277,7 +277,7 @@ fn init_transactions(
         match producer.init_transactions(CALL_TIMEOUT) {
             Ok(()) => return Ok(true),
             Err(e) => match classify("init_transactions", &e) {
-                Failure::Fatal(m) => return Err(EosError::Fatal(m)),
+                Failure::Fatal(m) | Failure::Halt(m) => return Err(EosError::Fatal(m)),
                 Failure::Abort(m) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(stage, error = %m, retry_in = ?wait, "cannot initialise transactions; retrying");

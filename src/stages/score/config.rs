@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::load_schema;
-use crate::quality::{Baseline, FieldSpec};
+use crate::quality::psi::psi_noise_rows;
+use crate::quality::{Baseline, FieldSpec, QualityConfig};
 use crate::record::{FieldType, RecordSchema};
 use crate::settings::ConfigError;
 use crate::stages::clean::{CleanConfig, Derive, LINEAGE_FIELDS};
@@ -21,6 +22,31 @@ use crate::stages::clean::{CleanConfig, Derive, LINEAGE_FIELDS};
 pub const WINDOW_FIELD: &str = "quality_window";
 /// Field of the output schema that receives the window's decision.
 pub const DECISION_FIELD: &str = "quality_decision";
+/// Optional field of the output schema that receives the reasons of a WARN or FAIL.
+pub const REASONS_FIELD: &str = "quality_reasons";
+
+/// What the stage does with a record whose trailing window FAILs (`score.policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// To the quarantine topic (held, can be redriven).
+    #[default]
+    Quarantine,
+    /// To scored anyway, marked FAIL with its reasons.
+    Flag,
+    /// Stop the stage; nothing past the record is committed.
+    Halt,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::Quarantine => "quarantine",
+            Policy::Flag => "flag",
+            Policy::Halt => "halt",
+        })
+    }
+}
 
 /// Largest window: every record of an open window is held in memory.
 const MAX_WINDOW_RECORDS: usize = 1_000_000;
@@ -31,33 +57,30 @@ const MIN_BASELINE_RECORDS: u64 = 100;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreConfig {
-    /// A window closes when it holds this many messages of one input partition. Its
-    /// records are held in memory (and produced nowhere) until it closes.
+    /// The trailing window: each record is judged on the last this many decoded records of
+    /// its input partition, itself included (missing and type-error ratios, PSI, and the VIF
+    /// described under "Quality gate" in the README). A partition's first records wait until
+    /// it has this many. Also the size, in offsets, of the blocks each report covers.
     #[serde(default = "default_window_records")]
     pub window_records: usize,
-    /// A window that has been open this long is closed with what it has, so a quiet
-    /// partition's records wait at most this long (plus one transaction) downstream.
-    #[serde(default = "default_window_max_age", with = "humantime_serde")]
-    pub window_max_age: Duration,
-    /// Windows with fewer decoded records than this report PSI and VIF but do not judge
-    /// them: on few rows their sampling noise alone reaches the lines (the PSI of an
-    /// unchanged distribution is about (bins − 1) / rows, 0.09 at 100 rows). Missing and
-    /// type-error ratios are judged in every window. Small windows are those closed by
-    /// `window_max_age` on a quiet partition.
-    #[serde(default = "default_drift_min_rows")]
-    pub drift_min_rows: u64,
-    /// Most input messages read in one transaction (a transaction also carries the outputs
-    /// of every window that closed meanwhile).
+    /// What a FAIL record does: `quarantine` (to the quarantine topic), `flag` (to scored
+    /// anyway, with `quality_decision = FAIL` and the reasons in `quality_reasons` and the
+    /// headers) or `halt` (the stage stops with an error naming the window and the reasons;
+    /// the offsets stay before the record, so a restart after a fix resumes there).
+    #[serde(default)]
+    pub policy: Policy,
+    /// Most input messages read in one transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Longest time a transaction stays open; also how often windows are checked for age.
+    /// Longest time a transaction stays open.
     #[serde(default = "default_batch_max_age", with = "humantime_serde")]
     pub batch_max_age: Duration,
     /// Avro schema (`.avsc`) of the input (cleaned) records.
     #[serde(default = "default_schema_in")]
     pub schema_in: PathBuf,
     /// Avro schema of the output (scored) records: every input field plus the nullable
-    /// strings `quality_window` and `quality_decision`.
+    /// strings `quality_window` and `quality_decision` (and, when the schema has it,
+    /// `quality_reasons`).
     #[serde(default = "default_schema_out")]
     pub schema_out: PathBuf,
     /// Fields to profile (missing ratio, PSI, VIF of the numeric ones). Default: the input
@@ -79,12 +102,6 @@ pub struct ScoreConfig {
 fn default_window_records() -> usize {
     1000
 }
-fn default_window_max_age() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_drift_min_rows() -> u64 {
-    100
-}
 fn default_batch_size() -> usize {
     10_000
 }
@@ -105,8 +122,7 @@ impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
             window_records: default_window_records(),
-            window_max_age: default_window_max_age(),
-            drift_min_rows: default_drift_min_rows(),
+            policy: Policy::default(),
             batch_size: default_batch_size(),
             batch_max_age: default_batch_max_age(),
             schema_in: default_schema_in(),
@@ -136,6 +152,28 @@ impl ScoreConfig {
         clean: &CleanConfig,
     ) -> Result<(), ConfigError> {
         self.resolve(transaction_timeout, clean).map(|_| ())
+    }
+
+    /// The trailing window must be large enough for PSI: with fewer rows, the PSI of an
+    /// unchanged distribution reaches `quality.psi_fail` by chance alone (see
+    /// [`psi_noise_rows`]). Without a baseline there is no PSI and no such floor.
+    pub fn validate_window(&self, quality: &QualityConfig) -> Result<(), ConfigError> {
+        if self.baseline.is_none() && self.baseline_from_first_records == 0 {
+            return Ok(());
+        }
+        let min = psi_noise_rows(quality.bins, quality.psi_fail);
+        if self.window_records < min {
+            return Err(ConfigError::key(
+                "score.window_records",
+                format!(
+                    "{} rows are too few for PSI over {} bins: an unchanged distribution reaches \
+                     quality.psi_fail ({}) by chance more often than once in 10 000 windows; use \
+                     at least {min}",
+                    self.window_records, quality.bins, quality.psi_fail
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The checks that read no file. `transaction_timeout` is `kafka.transaction_timeout`,
@@ -168,22 +206,6 @@ impl ScoreConfig {
                     "must be between 1 and {MAX_WINDOW_RECORDS} (the records of an open window \
                      are held in memory), got {}",
                     self.window_records
-                ),
-            ));
-        }
-        if self.window_max_age < Duration::from_millis(10) {
-            return Err(ConfigError::key(
-                "score.window_max_age",
-                "must be at least 10ms (e.g. \"5s\")",
-            ));
-        }
-        if self.drift_min_rows > self.window_records as u64 {
-            return Err(ConfigError::key(
-                "score.drift_min_rows",
-                format!(
-                    "{} is more than score.window_records ({}): no window would ever have its \
-                     PSI and VIF judged",
-                    self.drift_min_rows, self.window_records
                 ),
             ));
         }
@@ -301,6 +323,7 @@ impl ScoreConfig {
                             && !linear.contains(&f.name.as_str())
                             && f.name != WINDOW_FIELD
                             && f.name != DECISION_FIELD
+                            && f.name != REASONS_FIELD
                     })
                     .map(FieldSpec::from_schema)
                     .collect();
@@ -350,6 +373,13 @@ fn check_out_schema(input: &RecordSchema, out: &RecordSchema) -> Result<(), Conf
                 if o.nullable { " (nullable)" } else { "" },
                 f.ty,
                 if f.nullable { " (nullable)" } else { "" },
+            )));
+        }
+    }
+    if let Some(f) = out.field(REASONS_FIELD) {
+        if f.ty != FieldType::String || !f.nullable {
+            return Err(err(format!(
+                "field `{REASONS_FIELD}` must be a nullable string"
             )));
         }
     }
@@ -442,8 +472,8 @@ mod tests {
     fn bad_values_name_the_key() {
         let cases = [
             ("window_records = 0", "score.window_records"),
-            ("window_max_age = \"1ms\"", "score.window_max_age"),
-            ("window_max_age = \"soon\"", "score.window_max_age"),
+            ("window_records = 50", "score.window_records"),
+            ("policy = \"drop\"", "score.policy"),
             (
                 "baseline_from_first_records = 10",
                 "score.baseline_from_first_records",
@@ -451,7 +481,6 @@ mod tests {
             ("fields = []", "score.fields"),
             ("batch_size = 0", "score.batch_size"),
             ("batch_max_age = \"40s\"", "score.batch_max_age"),
-            ("window_records = 50", "score.drift_min_rows"),
             ("fields = [\"nope\"]", "score.fields"),
             ("fields = [\"wins\", \"wins\"]", "score.fields"),
             ("baseline = \"/nonexistent/base.json\"", "score.baseline"),

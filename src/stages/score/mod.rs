@@ -1,49 +1,53 @@
 //! `etl-pipe score`: cleaned records (`etl-pipe.cleaned`) → scored records (`etl-pipe.scored`) or
-//! quarantine (`etl-pipe.quarantine`), with one quality report per window (`etl-pipe.quality`), exactly
-//! once. It owns the windows, their evaluation (through [`crate::quality`]) and the routing;
-//! the Kafka transactions are the shared loop in [`crate::kafka::eos`].
+//! quarantine (`etl-pipe.quarantine`), with one quality report per block of offsets
+//! (`etl-pipe.quality`), exactly once. It owns the quality gate (through [`crate::quality`]) and
+//! the routing; the Kafka transactions are the shared loop in [`crate::kafka::eos`].
 //!
-//! **Windows.** One open window per input partition. A decoded record (or the dead letter of
-//! an undecodable one) is *held* in its partition's window; nothing is produced for it yet.
-//! The window closes when it holds `score.window_records` messages or has been open
-//! `score.window_max_age`. At close the stage computes the [`QualityReport`] of its records
-//! (missing ratios, PSI against the baseline, VIF) and, in the transaction that follows:
-//! - PASS / WARN: every record to `scored` (the output schema: the same fields plus
-//!   `quality_window` = the window id `<topic>/<partition>/<first offset>-<last offset>` and
-//!   `quality_decision`);
-//! - FAIL: every record to `quarantine`, original key, bytes and headers unchanged, plus the
-//!   envelope (`etl.error.kind = quality_fail`, the reasons as the message, source
-//!   topic/partition/offset, attempts) and `etl.quality.window`;
-//! - the window's dead letters (`etl.error.kind` from [`CodecError::kind`]) to `dead-letter`;
-//! - the report JSON to `quality`, key = the window id;
-//! - the input offset after the window's last message.
+//! **The gate** (`lane`). Each record is judged on the trailing window of the last
+//! `score.window_records` (N) decoded records of its partition, itself included: missing and
+//! type-error ratios and PSI of that window (integer counts, updated record by record), plus
+//! the VIF of the window as it stood at the start of the record's block (blocks are the
+//! offset ranges `[k·N, (k+1)·N)`). A partition's first N − 1 records wait for the first full
+//! window and are judged on it; no record is judged on fewer than N. The verdict depends on
+//! the partition's records in order only — not on speed, batches or restarts — and a record
+//! goes out in the transaction that reads it (after its partition's first N − 1).
+//! - PASS / WARN → `scored` (the output schema: the same fields plus `quality_window` = the
+//!   window id `<topic>/<partition>/<first offset>-<last offset>`, `quality_decision`,
+//!   `quality_reasons`);
+//! - FAIL → by `score.policy` ([`Policy`]): `quarantine` (original key, bytes and headers
+//!   plus the envelope, `etl.error.kind = quality_fail`), `flag` (to scored, marked FAIL), or
+//!   `halt` (a fatal error naming the window and reasons; nothing from the record on
+//!   commits);
+//! - undecodable → `dead-letter` (`etl.error.kind` from [`CodecError::kind`]);
+//! - when a record starts a new block, the report of the block before (its decisions, the
+//!   worst verdict's reasons, the full figures of the trailing window at its end) → `quality`.
 //!
-//! **Offsets.** Every transaction of the loop commits, per partition, the first offset of
-//! the window still open there ([`Transform::held_from`]), never past a record not yet
-//! emitted. A crash or an aborted transaction therefore re-reads the open windows' records
-//! from Kafka (and the windows restart at the same offsets), and a record is emitted only
-//! in the transaction that also moves the offset past it: each input message ends up in
-//! exactly one of scored ∪ quarantine ∪ dead-letter, once.
+//! **Offsets and restarts** (`history`). Every transaction commits, per partition, the first
+//! offset not emitted yet ([`Transform::held_from`]): only a partition's first records wait.
+//! An instance that takes a partition over (start, restart, rebalance, rewind after an abort)
+//! rebuilds the gate by reading the records before the committed offset again, as many as
+//! the window and the current block's VIF need: the state is recomputed from the input
+//! offsets, nothing else is stored.
 //!
-//! **Small windows.** A window closed by age may hold few rows; below
-//! `score.drift_min_rows` its PSI and VIF are reported but not judged (their sampling noise
-//! alone reaches the lines); missing and type-error ratios are judged in every window.
+//! The baseline is described in [`baseline`]; while it is being built from the first
+//! records, every record waits.
 //!
-//! The baseline is described in [`baseline`].
+//! Files: `transform` (the gates on the loop), `lane` (one partition's gate), `history`
+//! (reading back), `route` (outputs and reports), `window` (a held message), `run`
+//! (set-up), [`config`] (`[score]`).
 //!
-//! Files: `transform` (the windows on the loop), `window` and `close` (a window and its
-//! closing), `run` (set-up), [`config`] (`[score]`).
-//!
-//! [`QualityReport`]: crate::quality::QualityReport
 //! [`Transform::held_from`]: crate::kafka::eos::Transform::held_from
 pub mod baseline;
-mod close;
 pub mod config;
+mod history;
+mod lane;
+mod route;
 mod run;
 mod transform;
 mod window;
 
-pub use config::ScoreConfig;
+pub use config::{Policy, ScoreConfig};
+pub use lane::OfflineGate;
 pub use run::{run, run_with_stats};
 pub use transform::{Parts, ScoreTransform};
 
@@ -56,6 +60,10 @@ use crate::settings::ConfigError;
 pub const STAGE: &str = "score";
 /// Header naming the window a scored or quarantined record was evaluated in.
 pub const WINDOW_HEADER: &str = "etl.quality.window";
+/// Header with the decision of a scored record (`PASS`, `WARN`, or `FAIL` under `flag`).
+pub const DECISION_HEADER: &str = "etl.quality.decision";
+/// Header with the reasons of a WARN or FAIL, `; `-separated.
+pub const REASONS_HEADER: &str = "etl.quality.reasons";
 /// `etl.error.kind` of a quarantined record.
 pub const QUALITY_FAIL: &str = "quality_fail";
 

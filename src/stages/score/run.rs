@@ -80,7 +80,7 @@ pub async fn run_with_stats(
         input = %settings.input_topics.join(","),
         scored = %scored_topic,
         window_records = score.window_records,
-        window_max_age = ?score.window_max_age,
+        policy = %score.policy,
         fields = %specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
         baseline = ?info.source,
         baseline_rows = info.rows,
@@ -94,7 +94,8 @@ pub async fn run_with_stats(
         baselines,
         handle,
     };
-    let transform = ScoreTransform::new(cfg, score, quality, parts);
+    let transform =
+        ScoreTransform::new(cfg, score, quality, parts).map_err(ScoreError::Baseline)?;
     let stats = eos::run(cfg.kafka.clone(), settings, transform, shutdown).await?;
     log_stopped!(LOG_TARGET, STAGE, stats);
     Ok(stats)

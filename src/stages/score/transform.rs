@@ -1,14 +1,16 @@
-//! The score stage's [`Transform`] on the exactly-once loop: decodes each cleaned message
-//! into its partition's open window, closes a window when it is full or old enough, emits the
-//! closed windows' outputs at the next flush, and tells the loop which offsets are still held.
+//! The score stage's [`Transform`] on the exactly-once loop: decodes each cleaned message,
+//! passes it through its partition's gate ([`Lane`]) and routes what the gate judged in the
+//! same transaction; rebuilds a partition's gate from the records before its committed offset
+//! when it takes the partition over; tells the loop which offsets are still held.
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::message::{BorrowedMessage, Message};
 
-use super::baseline::Baselines;
-use super::close::Closer;
-use super::window::{Closed, Due, Held, HeldRecord, Item, Window};
+use super::baseline::{Baselines, Source};
+use super::history::History;
+use super::lane::{replayed, Lane, Reference, Step};
+use super::route::{Routed, Router};
+use super::window::{Closed, Held, HeldRecord, Item};
 use super::{ScoreConfig, LOG_TARGET, STAGE};
 use crate::codec::{Codec, CodecError};
 use crate::kafka::eos::{Output, Transform, TransformError};
@@ -16,20 +18,22 @@ use crate::quality::{FieldSpec, QualityConfig};
 use crate::record::Record;
 use crate::settings::{Common, TopicRole};
 
-/// The score stage's [`Transform`]: holds messages in per-partition windows and emits a
-/// window's outputs when it closes.
+/// The score stage's [`Transform`]: one gate per input partition.
 pub struct ScoreTransform {
     codec_in: Arc<Codec>,
     handle: tokio::runtime::Handle,
-    closer: Closer,
+    router: Router,
+    quality: QualityConfig,
+    specs: Vec<FieldSpec>,
     window_records: usize,
-    window_max_age: Duration,
     dead_letter: Arc<str>,
     baselines: Baselines,
-    windows: Vec<Window>,
-    due: Vec<Due>,
-    /// Emitted into the open transaction; logged and counted when it commits.
+    history: History,
+    lanes: Vec<Lane>,
+    /// Reports in the open transaction; logged and counted when it commits.
     pending: Vec<Closed>,
+    /// Records routed in the open transaction, by outcome; counted when it commits.
+    routed: [u64; 4],
 }
 
 /// Everything [`ScoreTransform::new`] needs besides the config.
@@ -42,30 +46,41 @@ pub struct Parts {
 }
 
 impl ScoreTransform {
-    pub fn new(cfg: &Common, score: &ScoreConfig, quality: &QualityConfig, parts: Parts) -> Self {
+    pub fn new(
+        cfg: &Common,
+        score: &ScoreConfig,
+        quality: &QualityConfig,
+        parts: Parts,
+    ) -> Result<Self, String> {
         let dead_letter: Arc<str> = cfg.topics.name(TopicRole::DeadLetter).into();
-        ScoreTransform {
+        let reasons_field = parts
+            .codec_out
+            .schema()
+            .field(super::config::REASONS_FIELD)
+            .is_some();
+        Ok(ScoreTransform {
             codec_in: parts.codec_in,
             handle: parts.handle,
-            closer: Closer {
+            router: Router {
                 codec_out: parts.codec_out,
-                specs: parts.specs,
-                quality: quality.clone(),
-                drift_min_rows: score.drift_min_rows,
                 scored: cfg.topics.name(TopicRole::Scored).into(),
                 quarantine: cfg.topics.name(TopicRole::Quarantine).into(),
                 quality_topic: cfg.topics.name(TopicRole::Quality).into(),
                 dead_letter: dead_letter.clone(),
                 instance: cfg.pipeline.instance_id(),
+                policy: score.policy,
+                reasons_field,
             },
+            quality: quality.clone(),
+            specs: parts.specs,
             window_records: score.window_records,
-            window_max_age: score.window_max_age,
             dead_letter,
             baselines: parts.baselines,
-            windows: Vec::new(),
-            due: Vec::new(),
+            history: History::open(cfg, &cfg.pipeline.group_id(STAGE))?,
+            lanes: Vec::new(),
             pending: Vec::new(),
-        }
+            routed: [0; 4],
+        })
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError> {
@@ -78,14 +93,7 @@ impl ScoreTransform {
         }
     }
 
-    /// Evaluates a window and queues its outputs for the next flush.
-    fn close(&mut self, w: Window, closed_by: &'static str) {
-        if let Some(due) = self.closer.close(w, closed_by, &self.baselines) {
-            self.due.push(due);
-        }
-    }
-
-    /// The message as held in its window: the decoded record, or the dead letter of an
+    /// The message as the gate holds it: the decoded record, or the dead letter of an
     /// undecodable one.
     fn hold(&mut self, msg: &BorrowedMessage<'_>) -> Result<Held, TransformError> {
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
@@ -116,27 +124,97 @@ impl ScoreTransform {
                 ))
             }
         };
-        Ok(Held {
-            offset,
-            timestamp: msg.timestamp().to_millis(),
-            item,
-        })
+        Ok(Held { offset, item })
     }
 
-    /// Index of the open window of `topic`/`partition`, opened now if there is none.
-    fn window_of(&mut self, topic: &str, partition: i32) -> usize {
-        match self
-            .windows
-            .iter()
-            .position(|w| w.partition == partition && w.topic == topic)
-        {
-            Some(i) => i,
-            None => {
-                let capacity = self.window_records.min(4096);
-                self.windows.push(Window::open(topic, partition, capacity));
-                self.windows.len() - 1
-            }
+    fn reference(&self) -> Reference {
+        match self.baselines.active() {
+            Some(a) => Reference::Ready(a),
+            None if self.baselines.info().source == Source::Building => Reference::Building,
+            None => Reference::None,
         }
+    }
+
+    /// Index of the gate of `topic`/`partition`; a new one is rebuilt from the records
+    /// before `offset` (the first offset this instance reads there).
+    fn lane_of(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<usize, TransformError> {
+        if let Some(i) = self
+            .lanes
+            .iter()
+            .position(|l| l.partition == partition && *l.topic == *topic)
+        {
+            return Ok(i);
+        }
+        let mut lane = Lane::new(topic, partition, self.specs.clone(), self.window_records);
+        let n = self.window_records as i64;
+        let started = std::time::Instant::now();
+        let block_of = |o: i64| o.div_euclid(n.max(1));
+        // Enough: N decoded records before the first record of the last block read, so the
+        // window at that block's start — and the VIF it sets — is the one a run that never
+        // stopped had.
+        let enough = |read: &[(i64, Option<Record>)]| {
+            let Some(&(last, _)) = read.last() else {
+                return false;
+            };
+            let start = read
+                .iter()
+                .position(|(o, _)| block_of(*o) == block_of(last))
+                .unwrap_or(0);
+            read[..start].iter().filter(|(_, r)| r.is_some()).count() >= n as usize
+        };
+        let mut decode = |bytes: &[u8]| match self.decode(bytes) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_retriable() => Err(TransformError::Retriable(e.to_string())),
+            Err(_) => Ok(None),
+        };
+        let read = self
+            .history
+            .read_back(topic, partition, offset, 3 * n, &mut decode, &enough)?;
+        let (records, reference) = (read.len(), self.reference());
+        for (o, record) in read {
+            // Emitted before: only the state matters.
+            lane.replay(replayed(o, record), &reference, &self.quality);
+        }
+        lane.drop_held();
+        tracing::info!(
+            target: LOG_TARGET,
+            stage = STAGE,
+            topic,
+            partition,
+            from = offset,
+            records,
+            took = ?started.elapsed(),
+            "partition's quality window rebuilt from the records before its committed offset"
+        );
+        self.lanes.push(lane);
+        Ok(self.lanes.len() - 1)
+    }
+
+    /// Routes what gate `i` gave: the report of a block that ended, the judged messages.
+    fn emit(&mut self, i: usize, step: Step, out: &mut Vec<Output>) -> Result<(), TransformError> {
+        for end in &step.ended {
+            let (o, closed) = self.router.report(end, &self.baselines.info());
+            out.push(o);
+            self.pending.push(closed);
+        }
+        let (topic, partition) = (self.lanes[i].topic.clone(), self.lanes[i].partition);
+        for j in step.judged {
+            let routed = self.router.route(j, &topic, partition, out)?;
+            let slot = match routed {
+                Routed::Scored => 0,
+                Routed::Flagged => 1,
+                Routed::Quarantined => 2,
+                Routed::DeadLetter => 3,
+                Routed::Skipped => continue,
+            };
+            self.routed[slot] += 1;
+        }
+        Ok(())
     }
 }
 
@@ -144,77 +222,76 @@ impl Transform for ScoreTransform {
     fn transform(
         &mut self,
         msg: &BorrowedMessage<'_>,
-        _out: &mut Vec<Output>,
+        out: &mut Vec<Output>,
     ) -> Result<(), TransformError> {
+        let i = self.lane_of(msg.topic(), msg.partition(), msg.offset())?;
         let held = self.hold(msg)?;
-        let i = self.window_of(msg.topic(), msg.partition());
-        self.windows[i].held.push(held);
-        if self.windows[i].held.len() >= self.window_records {
-            let w = self.windows.swap_remove(i);
-            self.close(w, "records");
-        }
-        Ok(())
+        let reference = self.reference();
+        let step = self.lanes[i].push(held, &reference, &self.quality);
+        self.emit(i, step, out)
     }
 
     fn flush(&mut self, out: &mut Vec<Output>) -> Result<(), TransformError> {
         self.baselines.tick();
-        let mut i = 0;
-        while i < self.windows.len() {
-            if self.windows[i].opened.elapsed() >= self.window_max_age {
-                let w = self.windows.swap_remove(i);
-                self.close(w, "age");
-            } else {
-                i += 1;
+        let reference = self.reference();
+        for i in 0..self.lanes.len() {
+            if self.lanes[i].held() == 0 {
+                continue;
             }
+            let step = self.lanes[i].release(&reference, &self.quality, false);
+            self.emit(i, step, out)?;
         }
-        for d in self.due.drain(..) {
-            out.extend(d.outputs);
-            self.pending.push(d.closed);
-        }
-        let held: usize = self.windows.iter().map(|w| w.held.len()).sum();
+        let held: usize = self.lanes.iter().map(Lane::held).sum();
         metrics::gauge!("etl_score_held_records").set(held as f64);
         Ok(())
     }
 
     fn held_from(&self, topic: &str, partition: i32) -> Option<i64> {
-        let open = self
-            .windows
+        self.lanes
             .iter()
-            .filter(|w| w.partition == partition && w.topic == topic)
-            .map(Window::first_offset);
-        let due = self
-            .due
-            .iter()
-            .filter(|d| d.partition == partition && d.topic == topic)
-            .map(|d| d.first_offset);
-        open.chain(due).min()
+            .find(|l| l.partition == partition && *l.topic == *topic)
+            .and_then(Lane::held_from)
     }
 
     fn reset(&mut self, partitions: &[(String, i32)]) {
         let hit = |t: &str, p: i32| partitions.iter().any(|(pt, pp)| *pp == p && pt == t);
-        self.windows.retain(|w| !hit(&w.topic, w.partition));
-        self.due.retain(|d| !hit(&d.topic, d.partition));
+        self.lanes.retain(|l| !hit(&l.topic, l.partition));
         self.pending.retain(|c| !hit(&c.topic, c.partition));
+        // Counts of an aborted transaction are dropped whole (a rebalance commits first).
+        self.routed = [0; 4];
     }
 
     fn committed(&mut self) {
         for c in self.pending.drain(..) {
             c.emit();
         }
+        let [scored, flagged, quarantined, _] = std::mem::take(&mut self.routed);
+        for (decision, n) in [
+            ("pass_or_warn", scored),
+            ("flagged", flagged),
+            ("quarantined", quarantined),
+        ] {
+            if n > 0 {
+                metrics::counter!("etl_quality_records_total", "outcome" => decision).increment(n);
+            }
+        }
+        if quarantined > 0 {
+            metrics::counter!("etl_quarantined_records_total").increment(quarantined);
+        }
     }
 }
 
 impl Drop for ScoreTransform {
     fn drop(&mut self) {
-        let held: usize = self.windows.iter().map(|w| w.held.len()).sum();
+        let held: usize = self.lanes.iter().map(Lane::held).sum();
         if held > 0 {
             tracing::info!(
                 target: LOG_TARGET,
                 stage = STAGE,
                 records = held,
-                windows = self.windows.len(),
-                "stopping with open windows: their records were not emitted and their offsets \
-                 not committed; the next run reads them again"
+                "stopping with records still waiting for a full window (or the baseline): \
+                 they were not emitted and their offsets not committed; the next run reads \
+                 them again"
             );
         }
     }

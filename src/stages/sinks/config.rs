@@ -132,7 +132,9 @@ pub struct SinkMysqlConfig {
     /// Bytes per INSERT statement at most; lowered to the server's `max_allowed_packet`.
     #[serde(default = "default_max_statement_bytes")]
     pub max_statement_bytes: usize,
-    /// `VARCHAR` length (characters) of string columns in a table the sink creates.
+    /// `VARCHAR` length (characters) of a string key column in a table the sink creates (at
+    /// most 768: InnoDB's 3072-byte key). Other string columns are `LONGTEXT`, which holds
+    /// whatever the schema allows, so MySQL stores every record MongoDB stores.
     #[serde(default = "default_string_length")]
     pub string_length: u32,
     /// `auto`, `values` or `alias` (see [`UpsertSyntax`]).

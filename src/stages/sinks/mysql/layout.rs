@@ -69,7 +69,7 @@ impl Layout {
                 ty: f.ty.clone(),
                 nullable: f.nullable,
                 source: Source::Field(f.name.clone()),
-                create_type: format!("{} {null}", sql_type(&f.ty, string_length)),
+                create_type: format!("{} {null}", sql_type(&f.ty)),
                 doc: f.doc.clone(),
             });
         }
@@ -130,9 +130,7 @@ fn key_type(f: &FieldSchema, string_length: u32, coll: &str) -> Result<String, S
         FieldType::String => Ok(format!(
             "VARCHAR({key_len}) CHARACTER SET utf8mb4 COLLATE {coll}"
         )),
-        FieldType::Int | FieldType::Long | FieldType::TimestampMillis => {
-            Ok(sql_type(&f.ty, string_length))
-        }
+        FieldType::Int | FieldType::Long | FieldType::TimestampMillis => Ok(sql_type(&f.ty)),
         _ => Err(key_error(format!(
             "`{}` is a {}; a key must be a string, int, long or timestamp",
             f.name,

@@ -2,15 +2,18 @@
 //! the types an existing column may have instead.
 use crate::record::FieldType;
 
-/// The column type the sink creates for an Avro type.
-pub fn sql_type(ty: &FieldType, string_length: u32) -> String {
+/// The column type the sink creates for an Avro type (not a key: see `layout::key_type`).
+/// Strings are `LONGTEXT`, which holds any string an Avro record can carry: a `VARCHAR(n)`
+/// would reject (error 1406) what sink-mongo stores, and the two sinks would hold different
+/// records.
+pub fn sql_type(ty: &FieldType) -> String {
     match ty {
         FieldType::Boolean => "BOOLEAN".into(),
         FieldType::Int => "INT".into(),
         FieldType::Long => "BIGINT".into(),
         FieldType::Float => "FLOAT".into(),
         FieldType::Double => "DOUBLE".into(),
-        FieldType::String => format!("VARCHAR({string_length})"),
+        FieldType::String => "LONGTEXT".into(),
         FieldType::TimestampMillis => "DATETIME(3)".into(),
     }
 }

@@ -1,0 +1,352 @@
+//! A trailing window: the quality figures of the last N rows of a stream, kept up to date
+//! row by row. Missing and type-error counts and PSI bucket counts are integers (a row in,
+//! the oldest row out), so the figures after a row depend on the last N rows only — not on
+//! what came before them or on how the stream was cut into batches. VIF is not updated row
+//! by row: [`Trailing::stats`] gives a fresh [`WindowStats`] of the rows held (the full
+//! report, VIF included) when the caller wants one.
+use std::collections::{HashMap, VecDeque};
+
+use super::psi::{bin_of, proportions, psi};
+use super::{
+    classify, Baseline, Cell, Classified, Decision, FieldKind, FieldSpec, FieldView, Metric,
+    QualityConfig, Reason, WindowStats,
+};
+
+/// One field's value in a held row, classified once.
+#[derive(Debug, Clone)]
+enum Slot {
+    Missing,
+    TypeError,
+    Number(f64),
+    Category(Box<str>),
+}
+
+/// A held row: its classified values, its PSI bucket per field, and a tag of the caller's
+/// (the input offset in the score stage).
+#[derive(Debug, Clone)]
+struct Row {
+    tag: i64,
+    slots: Vec<Slot>,
+    buckets: Vec<Option<u32>>,
+}
+
+impl FieldView for Row {
+    fn cell(&self, index: usize, _name: &str) -> Cell<'_> {
+        match self.slots.get(index) {
+            Some(Slot::Number(x)) => Cell::Number(*x),
+            Some(Slot::Category(s)) => Cell::Text(s),
+            Some(Slot::TypeError) => Cell::Other,
+            Some(Slot::Missing) | None => Cell::Null,
+        }
+    }
+}
+
+/// Where a field's values fall among its baseline's PSI buckets.
+#[derive(Debug, Clone)]
+enum Buckets {
+    Numeric {
+        edges: Vec<f64>,
+    },
+    Categorical {
+        index: HashMap<String, usize>,
+        other: usize,
+    },
+}
+
+impl Buckets {
+    fn of(&self, slot: &Slot) -> Option<u32> {
+        match (self, slot) {
+            (Buckets::Numeric { edges }, Slot::Number(x)) => Some(bin_of(edges, *x) as u32),
+            (Buckets::Categorical { index, other }, Slot::Category(c)) => {
+                Some(index.get(&**c).copied().unwrap_or(*other) as u32)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A field's counts over the held rows.
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    missing: u64,
+    type_errors: u64,
+    /// Per PSI bucket; empty when the field has no PSI (no baseline for it).
+    buckets: Vec<u64>,
+    expected: Vec<f64>,
+    map: Option<Buckets>,
+}
+
+/// The last `capacity` rows of a stream and their quality figures.
+#[derive(Debug, Clone)]
+pub struct Trailing {
+    specs: Vec<FieldSpec>,
+    capacity: usize,
+    rows: VecDeque<Row>,
+    counts: Vec<Counts>,
+    baseline: Option<Baseline>,
+}
+
+/// The decision on the rows held, from missing and type-error ratios and PSI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrailingVerdict {
+    pub decision: Decision,
+    /// WARN and FAIL reasons, worst first.
+    pub reasons: Vec<Reason>,
+}
+
+impl Trailing {
+    /// An empty window of `capacity` rows over these fields, PSI against `baseline`.
+    pub fn new(specs: Vec<FieldSpec>, capacity: usize, baseline: Option<&Baseline>) -> Self {
+        let mut t = Trailing {
+            counts: vec![Counts::default(); specs.len()],
+            specs,
+            capacity: capacity.max(1),
+            rows: VecDeque::with_capacity(capacity.min(1 << 16)),
+            baseline: None,
+        };
+        t.set_baseline(baseline);
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= self.capacity
+    }
+
+    /// Tags of the oldest and the newest row held.
+    pub fn tags(&self) -> Option<(i64, i64)> {
+        Some((self.rows.front()?.tag, self.rows.back()?.tag))
+    }
+
+    /// Measures PSI against `baseline` from now on (the held rows are counted again).
+    pub fn set_baseline(&mut self, baseline: Option<&Baseline>) {
+        self.baseline = baseline.cloned();
+        for (i, spec) in self.specs.iter().enumerate() {
+            let c = &mut self.counts[i];
+            c.map = None;
+            c.buckets.clear();
+            c.expected.clear();
+            let Some(field) = baseline.and_then(|b| b.field(&spec.name)) else {
+                continue;
+            };
+            if field.dist.kind() != spec.kind {
+                continue;
+            }
+            let Some(counter) = super::psi::PsiCounter::new(field) else {
+                continue;
+            };
+            let (map, expected) = match counter {
+                super::psi::PsiCounter::Numeric {
+                    edges, expected, ..
+                } => (Buckets::Numeric { edges }, expected),
+                super::psi::PsiCounter::Categorical {
+                    index, expected, ..
+                } => {
+                    let other = expected.len().saturating_sub(1);
+                    (Buckets::Categorical { index, other }, expected)
+                }
+            };
+            c.buckets = vec![0; expected.len()];
+            c.expected = expected;
+            c.map = Some(map);
+        }
+        for row in self.rows.iter_mut() {
+            for (i, slot) in row.slots.iter().enumerate() {
+                let b = self.counts[i].map.as_ref().and_then(|m| m.of(slot));
+                row.buckets[i] = b;
+                if let Some(n) = b.and_then(|b| self.counts[i].buckets.get_mut(b as usize)) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds a row (tagged `tag`); the oldest one leaves when the window is full.
+    pub fn push<V: FieldView + ?Sized>(&mut self, tag: i64, row: &V) {
+        let mut slots = Vec::with_capacity(self.specs.len());
+        let mut buckets = Vec::with_capacity(self.specs.len());
+        for (i, spec) in self.specs.iter().enumerate() {
+            let slot = match classify(row.cell(i, &spec.name), spec.kind) {
+                Classified::Missing => Slot::Missing,
+                Classified::TypeError => Slot::TypeError,
+                Classified::Number(x) => Slot::Number(x),
+                Classified::Category(c) => Slot::Category(c.into()),
+            };
+            let c = &mut self.counts[i];
+            match slot {
+                Slot::Missing => c.missing += 1,
+                Slot::TypeError => c.type_errors += 1,
+                _ => {}
+            }
+            let b = c.map.as_ref().and_then(|m| m.of(&slot));
+            if let Some(n) = b.and_then(|b| c.buckets.get_mut(b as usize)) {
+                *n += 1;
+            }
+            slots.push(slot);
+            buckets.push(b);
+        }
+        self.rows.push_back(Row {
+            tag,
+            slots,
+            buckets,
+        });
+        if self.rows.len() > self.capacity {
+            if let Some(old) = self.rows.pop_front() {
+                self.forget(&old);
+            }
+        }
+    }
+
+    fn forget(&mut self, row: &Row) {
+        for (i, slot) in row.slots.iter().enumerate() {
+            let c = &mut self.counts[i];
+            match slot {
+                Slot::Missing => c.missing = c.missing.saturating_sub(1),
+                Slot::TypeError => c.type_errors = c.type_errors.saturating_sub(1),
+                _ => {}
+            }
+            if let Some(n) = row.buckets[i].and_then(|b| c.buckets.get_mut(b as usize)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// PSI of field `i` over the held rows; `None` without a baseline for it or values.
+    pub fn psi(&self, i: usize, epsilon: f64) -> Option<f64> {
+        let c = self.counts.get(i)?;
+        c.map.as_ref()?;
+        proportions(&c.buckets).map(|a| psi(&c.expected, &a, epsilon))
+    }
+
+    /// The decision on the held rows by missing and type-error ratios and PSI (VIF is the
+    /// caller's, from [`Trailing::stats`]).
+    pub fn verdict(&self, cfg: &QualityConfig) -> TrailingVerdict {
+        let n = self.rows.len() as f64;
+        let mut reasons = Vec::new();
+        if n > 0.0 {
+            for (i, spec) in self.specs.iter().enumerate() {
+                let c = &self.counts[i];
+                reasons.extend(cfg.judge(&spec.name, Metric::MissingRatio, c.missing as f64 / n));
+                reasons.extend(cfg.judge(
+                    &spec.name,
+                    Metric::TypeErrorRatio,
+                    c.type_errors as f64 / n,
+                ));
+                if let Some(v) = self.psi(i, cfg.epsilon) {
+                    reasons.extend(cfg.judge(&spec.name, Metric::Psi, v));
+                }
+            }
+        }
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
+        TrailingVerdict {
+            decision: super::decision::worst(&reasons),
+            reasons,
+        }
+    }
+
+    /// A fresh [`WindowStats`] of the held rows (the full report: moments, PSI, VIF).
+    pub fn stats(&self) -> WindowStats {
+        let mut w = WindowStats::new(self.specs.clone(), self.baseline.as_ref());
+        for r in &self.rows {
+            w.push(r);
+        }
+        w
+    }
+
+    /// Whether any field is numeric (VIF can apply).
+    pub fn has_numeric(&self) -> bool {
+        self.specs.iter().any(|s| s.kind == FieldKind::Numeric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quality::BaselineBuilder;
+    use crate::record::{Record, Value};
+
+    fn rec(x: i32, name: Option<&str>) -> Record {
+        let mut r = Record::new();
+        r.set("x", Value::Int(x));
+        r.set(
+            "name",
+            name.map_or(Value::Null, |n| Value::String(n.into())),
+        );
+        r
+    }
+
+    fn specs() -> Vec<FieldSpec> {
+        vec![
+            FieldSpec::new("x", FieldKind::Numeric),
+            FieldSpec::new("name", FieldKind::Categorical),
+        ]
+    }
+
+    #[test]
+    fn figures_depend_on_the_last_rows_only_and_match_a_fresh_window() {
+        let cfg = QualityConfig::default();
+        let mut b = BaselineBuilder::new(specs(), &cfg);
+        for i in 0..1000 {
+            b.push(&rec(i % 100, Some(["a", "b"][i as usize % 2])));
+        }
+        let baseline = b.build();
+        // One window has seen a long history, the other only the last 50 rows.
+        let mut long = Trailing::new(specs(), 50, Some(&baseline));
+        let mut short = Trailing::new(specs(), 50, Some(&baseline));
+        let row = |i: i32| rec(i % 150, (i % 7 != 0).then_some(["a", "c"][i as usize % 2]));
+        for i in 0..500 {
+            long.push(i as i64, &row(i));
+        }
+        for i in 450..500 {
+            short.push(i as i64, &row(i));
+        }
+        assert_eq!(long.tags(), Some((450, 499)));
+        assert_eq!(long.verdict(&cfg), short.verdict(&cfg));
+        let fresh = long.stats().report(&cfg);
+        for i in 0..2 {
+            assert_eq!(long.psi(i, cfg.epsilon), fresh.fields[i].psi, "field {i}");
+        }
+        assert_eq!(fresh.rows, 50);
+        // A baseline set afterwards counts the held rows again.
+        let mut late = Trailing::new(specs(), 50, None);
+        for i in 450..500 {
+            late.push(i as i64, &row(i));
+        }
+        assert_eq!(late.psi(0, cfg.epsilon), None);
+        late.set_baseline(Some(&baseline));
+        assert_eq!(late.verdict(&cfg), short.verdict(&cfg));
+    }
+
+    #[test]
+    fn missing_values_and_drift_fail_and_leave_with_their_rows() {
+        let cfg = QualityConfig::default();
+        let mut b = BaselineBuilder::new(specs(), &cfg);
+        for i in 0..1000 {
+            b.push(&rec(i % 100, Some("a")));
+        }
+        let baseline = b.build();
+        let mut t = Trailing::new(specs(), 100, Some(&baseline));
+        for i in 0..100 {
+            t.push(i, &rec(i as i32 % 100, Some("a")));
+        }
+        assert_eq!(t.verdict(&cfg).decision, Decision::Pass);
+        for i in 0..30 {
+            t.push(100 + i, &rec(500, None));
+        }
+        let v = t.verdict(&cfg);
+        assert_eq!(v.decision, Decision::Fail);
+        assert!(v.reasons.iter().any(|r| r.metric == Metric::MissingRatio));
+        assert!(v.reasons.iter().any(|r| r.metric == Metric::Psi));
+        for i in 0..100 {
+            t.push(200 + i, &rec(i as i32 % 100, Some("a")));
+        }
+        assert_eq!(t.verdict(&cfg).decision, Decision::Pass);
+    }
+}

@@ -1,0 +1,362 @@
+//! One input partition's gate: the trailing window of its last `score.window_records`
+//! decoded records, the verdict each record gets, and the tally of the block of offsets the
+//! next report covers.
+//!
+//! The rule (README "Quality gate"): a record is judged on the window of the last N decoded
+//! records of its partition, itself included — missing and type-error ratios and PSI of that
+//! window, and the VIF of the window as it stood at the last block boundary (blocks are the
+//! offset ranges `[k·N, (k+1)·N)`). A partition's first N − 1 records are held until a
+//! full window exists and are then judged on it; while the baseline is being built every
+//! record waits (outside the window) and is judged on its own window once it is there. Everything here is a function of the partition's records in order:
+//! [`Lane::push`] is all there is, and a restarted stage rebuilds the same state by pushing
+//! the records before its committed offset again (`history`).
+use std::sync::Arc;
+
+use super::baseline::Active;
+use super::window::{Held, Item};
+use crate::quality::{Decision, FieldSpec, Metric, QualityConfig, QualityReport, Reason, Trailing};
+use crate::record::Record;
+
+/// The verdict on one record (shared by the records judged together).
+#[derive(Debug)]
+pub(super) struct Verdict {
+    pub(super) decision: Decision,
+    pub(super) reasons: Vec<Reason>,
+    /// The trailing window judged: `<topic>/<partition>/<first offset>-<last offset>`.
+    pub(super) window: String,
+    /// The reasons' messages joined with `; `.
+    pub(super) message: String,
+}
+
+/// A message with its verdict, ready to be routed.
+pub(super) struct Judged {
+    pub(super) held: Held,
+    pub(super) verdict: Arc<Verdict>,
+}
+
+/// What a block of offsets saw: its messages and the decisions made while it was current.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Tally {
+    pub(super) first_offset: i64,
+    pub(super) last_offset: i64,
+    pub(super) messages: u64,
+    pub(super) dead_letters: u64,
+    pub(super) pass: u64,
+    pub(super) warn: u64,
+    pub(super) fail: u64,
+    /// The first verdict of the worst level judged in the block.
+    pub(super) worst: Option<Arc<Verdict>>,
+}
+
+impl Tally {
+    pub(super) fn decision(&self) -> Decision {
+        self.worst.as_ref().map_or(Decision::Pass, |v| v.decision)
+    }
+
+    fn count(&mut self, v: &Arc<Verdict>) {
+        match v.decision {
+            Decision::Pass => self.pass += 1,
+            Decision::Warn => self.warn += 1,
+            Decision::Fail => self.fail += 1,
+        }
+        if self.worst.as_ref().is_none_or(|w| v.decision > w.decision) {
+            self.worst = Some(v.clone());
+        }
+    }
+}
+
+/// A block that ended: its tally and the full report of the trailing window at its end.
+pub(super) struct BlockEnd {
+    pub(super) topic: String,
+    pub(super) partition: i32,
+    pub(super) tally: Tally,
+    /// The trailing window at the block's last record.
+    pub(super) window: String,
+    pub(super) report: QualityReport,
+    pub(super) psi_measured: bool,
+}
+
+/// What pushing one message gave.
+#[derive(Default)]
+pub(super) struct Step {
+    pub(super) ended: Vec<BlockEnd>,
+    pub(super) judged: Vec<Judged>,
+}
+
+/// The baseline the gate measures PSI against.
+pub(super) enum Reference {
+    /// A baseline (file or store).
+    Ready(Arc<Active>),
+    /// Being built from the first records: hold everything until it is there.
+    Building,
+    /// No baseline configured: no PSI.
+    None,
+}
+
+/// One input partition's gate.
+pub(super) struct Lane {
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    trail: Trailing,
+    block_size: i64,
+    /// The baseline `trail` counts against (compared by pointer).
+    baseline: Option<Arc<Active>>,
+    /// VIF reasons of the window at the last block boundary; `None` until a full window.
+    vif: Option<Vec<Reason>>,
+    last_block: Option<i64>,
+    tally: Tally,
+    /// Messages not emitted yet, in offset order; the first `pushed` of them are in the
+    /// window already (a partition's first records, waiting for a full window).
+    held: Vec<Held>,
+    pushed: usize,
+}
+
+impl Lane {
+    pub(super) fn new(topic: &str, partition: i32, specs: Vec<FieldSpec>, n: usize) -> Lane {
+        Lane {
+            topic: topic.into(),
+            partition,
+            trail: Trailing::new(specs, n, None),
+            block_size: n.max(1) as i64,
+            baseline: None,
+            vif: None,
+            last_block: None,
+            tally: Tally::default(),
+            held: Vec::new(),
+            pushed: 0,
+        }
+    }
+
+    /// The first offset still held (not judged, not emitted).
+    pub(super) fn held_from(&self) -> Option<i64> {
+        self.held.first().map(|h| h.offset)
+    }
+
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Forgets what is held (after a replay of records that were emitted before).
+    pub(super) fn drop_held(&mut self) {
+        self.held.clear();
+        self.pushed = 0;
+    }
+
+    /// The block (of `block_size` offsets) an offset is in.
+    pub(super) fn block_of(&self, offset: i64) -> i64 {
+        offset.div_euclid(self.block_size)
+    }
+
+    /// Adds a message of the partition (in offset order) and judges what can be judged.
+    pub(super) fn push(&mut self, h: Held, reference: &Reference, cfg: &QualityConfig) -> Step {
+        self.held.push(h);
+        self.release(reference, cfg, false)
+    }
+
+    /// Adds a message read again while the partition's state is rebuilt (emitted before: its
+    /// verdict is only counted in the block's tally). Builds the window even while the
+    /// baseline is being built.
+    pub(super) fn replay(&mut self, h: Held, reference: &Reference, cfg: &QualityConfig) {
+        self.held.push(h);
+        let _ = self.release(reference, cfg, true);
+    }
+
+    /// Moves the held messages into the window in order, each judged on the window ending at
+    /// it once the window is full (the ones before the first full window are judged on it).
+    /// Nothing moves while the baseline is being built (unless `replay`).
+    pub(super) fn release(
+        &mut self,
+        reference: &Reference,
+        cfg: &QualityConfig,
+        replay: bool,
+    ) -> Step {
+        self.sync(reference);
+        let mut step = Step::default();
+        if matches!(reference, Reference::Building) && !replay {
+            return step;
+        }
+        while self.pushed < self.held.len() {
+            let offset = self.held[self.pushed].offset;
+            step.ended.extend(self.advance(offset, cfg));
+            match &self.held[self.pushed].item {
+                Item::Record(r) => self.trail.push(offset, &r.record),
+                Item::Replayed(Some(record)) => self.trail.push(offset, record),
+                Item::DeadLetter(_) | Item::Replayed(None) => self.tally.dead_letters += 1,
+            }
+            self.pushed += 1;
+            if !self.trail.is_full() {
+                continue;
+            }
+            if self.vif.is_none() {
+                self.vif = Some(vif_reasons(&self.trail.stats().report(cfg)));
+            }
+            let verdict = Arc::new(self.verdict(cfg));
+            for held in self.held.drain(..self.pushed) {
+                if matches!(held.item, Item::Record(_) | Item::Replayed(Some(_))) {
+                    self.tally.count(&verdict);
+                }
+                step.judged.push(Judged {
+                    held,
+                    verdict: verdict.clone(),
+                });
+            }
+            self.pushed = 0;
+        }
+        step
+    }
+
+    /// Block bookkeeping for the message at `offset` entering the window: the report of the
+    /// block that ended before it, if it starts a new one.
+    fn advance(&mut self, offset: i64, cfg: &QualityConfig) -> Option<BlockEnd> {
+        let block = self.block_of(offset);
+        let mut ended = None;
+        if self.last_block.is_some_and(|b| b != block) {
+            ended = self.end_block(cfg);
+        }
+        if self.last_block != Some(block) {
+            self.tally = Tally {
+                first_offset: offset,
+                ..Tally::default()
+            };
+            self.last_block = Some(block);
+        }
+        self.tally.last_offset = offset;
+        self.tally.messages += 1;
+        ended
+    }
+
+    /// Measures against the current baseline (the window is counted again when it changed).
+    fn sync(&mut self, reference: &Reference) {
+        let now = match reference {
+            Reference::Ready(a) => Some(a),
+            _ => None,
+        };
+        let same = match (&self.baseline, now) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.trail.set_baseline(now.map(|a| &a.baseline));
+            self.baseline = now.cloned();
+        }
+    }
+
+    fn verdict(&self, cfg: &QualityConfig) -> Verdict {
+        let mut v = self.trail.verdict(cfg);
+        if let Some(vif) = &self.vif {
+            if !vif.is_empty() {
+                v.reasons.extend(vif.iter().cloned());
+                v.reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
+                v.decision = v.decision.max(vif[0].level);
+            }
+        }
+        let message = v
+            .reasons
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Verdict {
+            decision: v.decision,
+            reasons: v.reasons,
+            window: self.window_id(),
+            message,
+        }
+    }
+
+    fn window_id(&self) -> String {
+        let (a, b) = self.trail.tags().unwrap_or((-1, -1));
+        format!("{}/{}/{a}-{b}", self.topic, self.partition)
+    }
+
+    /// The block before the message being pushed ended: the report of the window as it
+    /// stands, whose VIF holds for the next block.
+    fn end_block(&mut self, cfg: &QualityConfig) -> Option<BlockEnd> {
+        let tally = std::mem::take(&mut self.tally);
+        if self.trail.is_empty() {
+            return (tally.messages > 0).then(|| self.block_end(tally, None));
+        }
+        let report = self.trail.stats().report(cfg);
+        if self.trail.is_full() {
+            self.vif = Some(vif_reasons(&report));
+        }
+        Some(self.block_end(tally, Some(report)))
+    }
+
+    fn block_end(&self, tally: Tally, report: Option<QualityReport>) -> BlockEnd {
+        let report = report.unwrap_or_else(|| self.trail.stats().report(&QualityConfig::default()));
+        BlockEnd {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            tally,
+            window: self.window_id(),
+            report,
+            psi_measured: self.baseline.is_some(),
+        }
+    }
+}
+
+/// The VIF reasons of a report, worst first.
+fn vif_reasons(report: &QualityReport) -> Vec<Reason> {
+    report
+        .reasons
+        .iter()
+        .filter(|r| r.metric == Metric::Vif)
+        .cloned()
+        .collect()
+}
+
+/// A record seen again while the state of a partition is rebuilt (`None`: undecodable).
+pub(super) fn replayed(offset: i64, record: Option<Record>) -> Held {
+    Held {
+        offset,
+        item: Item::Replayed(record),
+    }
+}
+
+/// The gate outside the stage, for benchmarks: one partition's records in order → the
+/// decision each gets, by exactly the stage's rule.
+pub struct OfflineGate {
+    lane: Lane,
+    reference: Reference,
+    quality: QualityConfig,
+}
+
+impl OfflineGate {
+    /// A gate over `specs` with a trailing window of `window_records`, PSI against
+    /// `baseline` (none: no PSI).
+    pub fn new(
+        specs: Vec<FieldSpec>,
+        window_records: usize,
+        baseline: Option<crate::quality::Baseline>,
+        quality: &QualityConfig,
+    ) -> OfflineGate {
+        let reference = match baseline {
+            Some(baseline) => Reference::Ready(Arc::new(Active {
+                baseline,
+                source: super::baseline::Source::File,
+                origin: "offline".into(),
+                coverage: Vec::new(),
+            })),
+            None => Reference::None,
+        };
+        OfflineGate {
+            lane: Lane::new("offline", 0, specs, window_records),
+            reference,
+            quality: quality.clone(),
+        }
+    }
+
+    /// Adds the record at `offset` (increasing); returns `(offset, decision)` of the records
+    /// judged now (a partition's first ones wait for a full window).
+    pub fn push(&mut self, offset: i64, record: Record) -> Vec<(i64, Decision)> {
+        self.lane.held.push(replayed(offset, Some(record)));
+        self.lane
+            .release(&self.reference, &self.quality, true)
+            .judged
+            .into_iter()
+            .map(|j| (j.held.offset, j.verdict.decision))
+            .collect()
+    }
+}
