@@ -39,6 +39,7 @@ pub struct GroupStatus {
 /// One window's quality decision (from the `quality` topic).
 #[derive(Debug, Clone)]
 pub struct Decision {
+    /// When the report was written (its message's timestamp).
     pub closed_at: String,
     pub window: String,
     pub decision: String,
@@ -221,7 +222,13 @@ pub fn collect(cfg: &Config) -> Result<Status, rdkafka::error::KafkaError> {
             &parts(TopicRole::Quality),
             DECISIONS as i64,
             |m| {
-                if let Some(d) = m.payload().and_then(decision) {
+                let at = m
+                    .timestamp()
+                    .to_millis()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default();
+                if let Some(d) = m.payload().and_then(|p| decision(p, at)) {
                     decisions.push(d);
                 }
             },
@@ -240,8 +247,8 @@ pub fn collect(cfg: &Config) -> Result<Status, rdkafka::error::KafkaError> {
     })
 }
 
-/// A quality report's decision and reasons.
-fn decision(payload: &[u8]) -> Option<Decision> {
+/// A quality report's decision and reasons; `at`: when it was written.
+fn decision(payload: &[u8], at: String) -> Option<Decision> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
     let reasons: Vec<String> = v
@@ -258,7 +265,7 @@ fn decision(payload: &[u8]) -> Option<Decision> {
         })
         .unwrap_or_default();
     Some(Decision {
-        closed_at: s("closed_at"),
+        closed_at: at,
         window: s("window"),
         decision: s("decision"),
         reasons: reasons.join("; "),
