@@ -148,6 +148,49 @@ async fn trace_and_status_tell_what_happened_to_records() {
         "{text}"
     );
 
+    // The block's outcome event names the first quarantined records' trace ids, and those
+    // are quarantined records.
+    let mut quarantined_ids = std::collections::HashSet::new();
+    tally::scan(&cfg, &cfg.topics.name(TopicRole::Quarantine), |m| {
+        if let Some(t) = m
+            .headers()
+            .and_then(|hs| h::get_str(hs, h::TRACEPARENT))
+            .and_then(etl_pipe::observability::trace::trace_id)
+        {
+            quarantined_ids.insert(t.to_string());
+        }
+    })
+    .unwrap();
+    let mut named = Vec::new();
+    tally::scan(&cfg, &cfg.topics.name(TopicRole::Logs), |m| {
+        let Some(v) = m.payload() else { return };
+        let Ok(e) = serde_json::from_slice::<serde_json::Value>(v) else {
+            return;
+        };
+        let field = |k: &str| {
+            e.get(k)
+                .or_else(|| e.get("fields").and_then(|f| f.get(k)))
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+        };
+        if field("outcome").as_deref() == Some("quarantined") {
+            named.extend(
+                field("first_trace_ids")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
+            );
+        }
+    })
+    .unwrap();
+    assert!(!named.is_empty(), "a quarantined block's outcome event");
+    assert!(
+        named.iter().all(|t| quarantined_ids.contains(t)),
+        "the ids it names are quarantined records: {named:?}"
+    );
+
     // Nothing found: a key no record has.
     let j = trace::run(&cfg, "no-such-key", all, false).await.unwrap();
     assert!(!j.found(), "{}", trace::render(&j));

@@ -34,6 +34,85 @@ pub struct ScoreTransform {
     pending: Vec<Closed>,
     /// Records routed in the open transaction, by outcome; counted when it commits.
     routed: [u64; 4],
+    /// The open transaction's FAIL records (quarantined or flagged): logged as one record
+    /// outcome event when it commits.
+    failed: FailedRecords,
+}
+
+/// FAIL records of one transaction, for their outcome event: how many, the first few trace
+/// ids, and the first record's window and reasons.
+#[derive(Default)]
+struct FailedRecords {
+    outcome: &'static str,
+    records: u64,
+    trace_ids: Vec<String>,
+    first: Option<(String, i32, i64, String, String)>,
+}
+
+/// Trace ids a FAIL outcome event names.
+const FAILED_TRACE_IDS: usize = 5;
+
+/// The trace id of a held record (from its `traceparent` header).
+fn trace_of(held: &Held) -> Option<String> {
+    let Item::Record(r) = &held.item else {
+        return None;
+    };
+    r.headers
+        .as_ref()
+        .and_then(|hs| crate::kafka::headers::get_str(hs, crate::kafka::headers::TRACEPARENT))
+        .and_then(crate::observability::trace::trace_id)
+        .map(str::to_string)
+}
+
+impl FailedRecords {
+    fn add(
+        &mut self,
+        outcome: &'static str,
+        (topic, partition, offset): (&str, i32, i64),
+        trace_id: Option<String>,
+        verdict: &super::lane::Verdict,
+    ) {
+        self.outcome = outcome;
+        self.records += 1;
+        if let Some(t) = trace_id.filter(|_| self.trace_ids.len() < FAILED_TRACE_IDS) {
+            self.trace_ids.push(t);
+        }
+        self.first.get_or_insert_with(|| {
+            (
+                topic.to_string(),
+                partition,
+                offset,
+                verdict.window.clone(),
+                verdict.message.clone(),
+            )
+        });
+    }
+
+    /// The outcome event (`observability::outcome` fields), then empty.
+    fn emit(&mut self) {
+        let Some((topic, partition, offset, window, reason)) = self.first.take() else {
+            return;
+        };
+        tracing::info!(
+            event = "record_outcome",
+            outcome = self.outcome,
+            stage = STAGE,
+            kind = "quality_fail",
+            trace_id = self.trace_ids.first().map(String::as_str),
+            first_trace_ids = %self.trace_ids.join(","),
+            records = self.records,
+            window = %window,
+            source_topic = %topic,
+            source_partition = partition,
+            source_offset = offset,
+            reason = %reason,
+            "records {}: {} (first in window {})",
+            self.outcome,
+            self.records,
+            window
+        );
+        *self = FailedRecords::default();
+    }
 }
 
 /// Everything [`ScoreTransform::new`] needs besides the config.
@@ -79,6 +158,7 @@ impl ScoreTransform {
             history: History::open(cfg, &cfg.pipeline.group_id(STAGE))?,
             lanes: Vec::new(),
             pending: Vec::new(),
+            failed: FailedRecords::default(),
             routed: [0; 4],
         })
     }
@@ -204,7 +284,19 @@ impl ScoreTransform {
         }
         let (topic, partition) = (self.lanes[i].topic.clone(), self.lanes[i].partition);
         for j in step.judged {
+            // What a FAIL record's outcome event needs, read before routing moves the record.
+            let fail = (j.verdict.decision == crate::quality::Decision::Fail)
+                .then(|| (j.verdict.clone(), j.held.offset, trace_of(&j.held)));
             let routed = self.router.route(j, &topic, partition, out)?;
+            let outcome = match routed {
+                Routed::Quarantined => Some("quarantined"),
+                Routed::Flagged => Some("flagged"),
+                _ => None,
+            };
+            if let (Some((verdict, offset, tid)), Some(o)) = (fail, outcome) {
+                self.failed
+                    .add(o, (&topic, partition, offset), tid, &verdict);
+            }
             let slot = match routed {
                 Routed::Scored => 0,
                 Routed::Flagged => 1,
@@ -259,12 +351,14 @@ impl Transform for ScoreTransform {
         self.pending.retain(|c| !hit(&c.topic, c.partition));
         // Counts of an aborted transaction are dropped whole (a rebalance commits first).
         self.routed = [0; 4];
+        self.failed = FailedRecords::default();
     }
 
     fn committed(&mut self) {
         for c in self.pending.drain(..) {
             c.emit();
         }
+        self.failed.emit();
         let [scored, flagged, quarantined, _] = std::mem::take(&mut self.routed);
         for (decision, n) in [
             ("pass_or_warn", scored),
