@@ -59,10 +59,23 @@ impl History {
         let retriable = |e: KafkaError| {
             TransformError::Retriable(format!("reading {topic}[{partition}] back: {e}"))
         };
-        let (low, _) = self
-            .consumer
-            .fetch_watermarks(topic, partition, READ_TIMEOUT)
-            .map_err(retriable)?;
+        // A leader moving (a broker stopping) fails metadata calls for a moment: retried here
+        // within READ_TIMEOUT, so that it does not abort the stage's transaction (whose abort
+        // can itself fail while the coordinator moves, and stop the stage).
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let low = loop {
+            match self
+                .consumer
+                .fetch_watermarks(topic, partition, READ_TIMEOUT)
+            {
+                Ok((low, _)) => break low,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "reading back: watermarks; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(retriable(e)),
+            }
+        };
         if before <= low {
             return Ok(Vec::new());
         }
@@ -107,7 +120,11 @@ impl History {
                 Some(Ok(m)) if m.offset() >= before => break,
                 Some(Ok(m)) => out.push((m.offset(), m.payload().unwrap_or_default().to_vec())),
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(fail(e.to_string())),
+                // Transient fetch errors (a leader moving) resolve themselves within the
+                // deadline: librdkafka refetches metadata and goes on.
+                Some(Err(e)) => {
+                    tracing::debug!(topic, partition, error = %e, "reading back; waiting")
+                }
             }
         }
         // Stop fetching until the next read-back.
