@@ -342,6 +342,15 @@ start_cluster_node() { # start_cluster_node N -- starts it if it is not running;
   local n="$1" name port props
   name="$(node_name "$n")"; port="$(node_broker_port "$n")"; props="$RUN/$name.properties"
   if pid_of "$name" "$(node_match "$n")" >/dev/null; then say "$name already running (pid $(pid_of "$name" "$(node_match "$n")"))"; return 0; fi
+  # Our node running without its pid file (a stop and a start that raced, e.g. a test's
+  # teardown against a broker outage it had started): adopt it rather than refuse the port.
+  local orphan
+  orphan="$(pgrep -f -- "kafka.Kafka $props" | head -n1 || true)"
+  if [[ -n "$orphan" ]]; then
+    echo "$orphan" >"$RUN/$name.pid"
+    say "$name already running (pid $orphan, pid file restored)"
+    return 0
+  fi
   port_free "$port" || die "port $port is taken by a process this script did not start (set ETL_CLUSTER_BROKER_PORTS)"
   port_free "$(node_controller_port "$n")" || die "port $(node_controller_port "$n") is taken by a process this script did not start (set ETL_CLUSTER_CONTROLLER_PORTS)"
   write_cluster_config "$n"
