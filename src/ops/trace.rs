@@ -265,6 +265,17 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// The lineage and quality columns of a row / fields of a document that trace shows.
+const LANDED_FIELDS: [&str; 7] = [
+    "_trace_id",
+    "_source_topic",
+    "_source_partition",
+    "_source_offset",
+    "_loaded_at",
+    "quality_window",
+    "quality_decision",
+];
+
 fn absent(note: &str) -> Landed {
     Landed {
         found: false,
@@ -430,15 +441,7 @@ async fn mysql_row(cfg: &Config, key: &str) -> Landed {
         Ok(p) => p,
         Err(e) => return absent(&format!("not read: {e}")),
     };
-    let cols = [
-        "_trace_id",
-        "_source_topic",
-        "_source_partition",
-        "_source_offset",
-        "_loaded_at",
-        "quality_window",
-        "quality_decision",
-    ];
+    let cols = LANDED_FIELDS;
     let select: Vec<String> = cols
         .iter()
         .map(|c| format!("CAST(`{c}` AS CHAR)"))
@@ -505,15 +508,7 @@ async fn mongo_doc(cfg: &Config, key: &str) -> Landed {
         Ok(c) => c,
         Err(e) => return absent(&format!("not read: {e}")),
     };
-    let fields = [
-        "_trace_id",
-        "_source_topic",
-        "_source_partition",
-        "_source_offset",
-        "_loaded_at",
-        "quality_window",
-        "quality_decision",
-    ];
+    let fields = LANDED_FIELDS;
     match coll.find_one(mongodb::bson::doc! {"_id": key}).await {
         Ok(Some(d)) => Landed {
             found: true,
