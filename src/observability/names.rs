@@ -58,6 +58,13 @@ pub const LOG_EVENTS_SENT: &str = "etl_log_events_sent_total";
 /// of it is durable (MySQL: committed with its offsets; Mongo: acknowledged). The pipeline's
 /// freshness: what `bench-e2e` reports as the end-to-end latency.
 pub const FETCH_TO_COMMIT_SECONDS: &str = "etl_sink_fetch_to_commit_seconds";
+/// Histogram (seconds), labels `phase`: where a sink's batch spends its time. Per partition,
+/// `wait` (the previous batch done until this one is handed to a writer: waiting for records)
+/// and `queued` (handed over until a writer task runs it); per write, `prepare` (decode and
+/// render), `acquire` (a database connection), `fence` (begin and lock the partition's
+/// offset), `insert` (the row statements; Mongo: the bulk write), `offset` (store the offset)
+/// and `commit`. `bench-sink` prints them; the issue #18 investigation needed them.
+pub const SINK_PHASE_SECONDS: &str = "etl_sink_phase_seconds";
 
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 2 min.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -111,6 +118,11 @@ pub fn describe() {
         "Log events that did not reach the logs topic"
     );
     describe_counter!(LOG_EVENTS_SENT, "Log events delivered to the logs topic");
+    describe_histogram!(
+        SINK_PHASE_SECONDS,
+        Unit::Seconds,
+        "Time a sink's batch spends per phase (wait, queued, prepare, acquire, fence, insert, offset, commit)"
+    );
     describe_histogram!(
         FETCH_TO_COMMIT_SECONDS,
         Unit::Seconds,

@@ -41,6 +41,22 @@ pub use mysql::MysqlConfig;
 /// Metric names: the shared ones of `observability::names`.
 pub(crate) use crate::observability::names as metric;
 
+/// Records the phases of a batch in [`metric::SINK_PHASE_SECONDS`]: each `end` records the
+/// time since the previous one (or the start).
+pub(crate) struct Phases(std::time::Instant);
+
+impl Phases {
+    pub(crate) fn new() -> Phases {
+        Phases(std::time::Instant::now())
+    }
+    pub(crate) fn end(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        metrics::histogram!(metric::SINK_PHASE_SECONDS, "phase" => phase)
+            .record(now.duration_since(self.0).as_secs_f64());
+        self.0 = now;
+    }
+}
+
 /// Names of the lineage columns / document fields every sink writes next to the record's own
 /// fields. The leading underscore keeps them apart from schema fields.
 pub mod lineage {

@@ -12,26 +12,47 @@ pub(super) struct Capture {
     counters: Mutex<HashMap<String, u64>>,
 }
 
-struct H(&'static Capture, String);
+/// A series is kept under its name (all labels together) and, when it has labels, also under
+/// `name{label=value,...}`.
+struct H(&'static Capture, Vec<String>);
 impl metrics::HistogramFn for H {
     fn record(&self, v: f64) {
         if let Ok(mut m) = self.0.hist.lock() {
-            m.entry(self.1.clone()).or_default().push(v);
+            for name in &self.1 {
+                m.entry(name.clone()).or_default().push(v);
+            }
         }
     }
 }
-struct C(&'static Capture, String);
+struct C(&'static Capture, Vec<String>);
 impl metrics::CounterFn for C {
     fn increment(&self, v: u64) {
         if let Ok(mut m) = self.0.counters.lock() {
-            *m.entry(self.1.clone()).or_default() += v;
+            for name in &self.1 {
+                *m.entry(name.clone()).or_default() += v;
+            }
         }
     }
     fn absolute(&self, v: u64) {
         if let Ok(mut m) = self.0.counters.lock() {
-            m.insert(self.1.clone(), v);
+            for name in &self.1 {
+                m.insert(name.clone(), v);
+            }
         }
     }
+}
+
+/// The names a series is kept under: see [`H`].
+fn names(key: &Key) -> Vec<String> {
+    let mut names = vec![key.name().to_string()];
+    let labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    if !labels.is_empty() {
+        names.push(format!("{}{{{}}}", key.name(), labels.join(",")));
+    }
+    names
 }
 
 struct CaptureRecorder(&'static Capture);
@@ -40,13 +61,13 @@ impl Recorder for CaptureRecorder {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(C(self.0, key.name().to_string())))
+        Counter::from_arc(Arc::new(C(self.0, names(key))))
     }
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
         Gauge::noop()
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(Arc::new(H(self.0, key.name().to_string())))
+        Histogram::from_arc(Arc::new(H(self.0, names(key))))
     }
 }
 
@@ -80,6 +101,13 @@ impl Capture {
             .map(|m| m.get(name).copied().unwrap_or(0))
             .unwrap_or(0)
     }
+    /// The sum of a histogram's samples.
+    pub(super) fn sum(&self, name: &str) -> f64 {
+        self.hist
+            .lock()
+            .map(|m| m.get(name).map_or(0.0, |v| v.iter().sum()))
+            .unwrap_or(0.0)
+    }
     /// (count, p50, p95, p99, max) of a histogram, in its unit.
     pub(super) fn percentiles(&self, name: &str) -> (usize, f64, f64, f64, f64) {
         let mut v = self
@@ -103,6 +131,23 @@ pub(super) fn peak_rss_mib() -> f64 {
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Resets the peak resident set (`VmHWM`) to the current one, so that the next
+/// [`peak_rss_mib`] covers only what runs from here (Linux: `5` into `/proc/self/clear_refs`).
+/// Returns the resident set at the reset, in MiB.
+pub(super) fn reset_peak_rss() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

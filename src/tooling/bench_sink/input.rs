@@ -72,6 +72,23 @@ pub(super) fn key_of(r: &Record, i: usize) -> String {
     }
 }
 
+/// Record `j` as produced: its key, its Avro payload and a `traceparent` header.
+pub(super) fn encoded(
+    codec: &Codec,
+    schema: &RecordSchema,
+    j: usize,
+) -> Result<(String, Vec<u8>, rdkafka::message::OwnedHeaders), SinkError> {
+    let r = league_record(schema, j);
+    let key = key_of(&r, j);
+    let bytes = codec.encode(&r).map_err(|e| fatal("encoding", e))?;
+    let tp = format!("00-{:032x}-{:016x}-01", (j as u128) + 1, j + 1);
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: crate::kafka::headers::TRACEPARENT,
+        value: Some(tp.as_str()),
+    });
+    Ok((key, bytes, headers))
+}
+
 pub(super) async fn create_topics(cfg: &Config, partitions: i32) -> Result<(), SinkError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::kafka::base_config(&cfg.kafka)
@@ -122,14 +139,7 @@ pub(super) async fn produce(
         let end = (i + 20_000).min(n);
         let mut futs = Vec::with_capacity(end - i);
         for j in i..end {
-            let r = league_record(&schema, j);
-            let key = key_of(&r, j);
-            let bytes = codec.encode(&r).map_err(|e| fatal("encoding", e))?;
-            let tp = format!("00-{:032x}-{:016x}-01", (j as u128) + 1, j + 1);
-            let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                key: crate::kafka::headers::TRACEPARENT,
-                value: Some(tp.as_str()),
-            });
+            let (key, bytes, headers) = encoded(codec, &schema, j)?;
             let mut rec = FutureRecord::to(&topic)
                 .partition((j as i32) % partitions)
                 .key(key.as_bytes())

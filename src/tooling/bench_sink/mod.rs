@@ -12,6 +12,7 @@
 //! records and topics, `baseline` the original project's way.
 mod baseline;
 mod capture;
+mod ceiling;
 mod input;
 
 use std::sync::Arc;
@@ -91,7 +92,7 @@ pub async fn run(cfg: &Config, args: &BenchArgs) -> Result<(), SinkError> {
     }
 
     println!(
-        "peak RSS {:.0} MiB (whole process, producing included)",
+        "peak RSS {:.0} MiB (whole process, from the last sink run on: the ceilings' rows included)",
         peak_rss_mib()
     );
     if !args.keep {
@@ -154,12 +155,16 @@ impl Bench<'_> {
         let sink_rate = n as f64 / steady;
         println!("sink-mysql: {} rows in {:.1} s from the first batch ({:.1} s with start-up and group join): {:.0} rows/s", n, steady, total, sink_rate);
         print_latency("sink-mysql");
-        println!("  peak RSS so far {:.0} MiB", peak_rss_mib());
+        print_phases(steady, self.args.partitions);
 
+        let ceilings =
+            ceiling::mysql(bc, &self.schema, &self.codec, n, self.args.partitions).await?;
         let (one_tx, auto) =
             baseline::mysql_row_by_row(bc, &self.schema, n, self.args.row_by_row).await?;
         println!(
-            "=> sink-mysql is {:.1}x the row-by-row loop in one transaction, {:.1}x autocommit",
+            "=> sink-mysql is {:.0} % of LOAD DATA and {:.0} % of its own upserts without Kafka; {:.1}x the row-by-row loop in one transaction, {:.1}x autocommit",
+            100.0 * sink_rate / ceilings.load_data,
+            100.0 * sink_rate / ceilings.upserts,
             sink_rate / one_tx,
             sink_rate / auto
         );
@@ -177,10 +182,17 @@ impl Bench<'_> {
         let bulk = n as f64 / steady;
         println!("sink-mongo: {} documents in {:.1} s from the first batch ({:.1} s with start-up): {:.0} docs/s", n, steady, total, bulk);
         print_latency("sink-mongo");
+        print_phases(steady, self.args.partitions);
 
+        let concurrency = mc.sink.mongo.write_concurrency;
+        let insert_many = ceiling::mongo(&mc, db, &self.schema, n, concurrency).await?;
         let one =
             baseline::mongo_one_by_one(&mc, db, &self.schema, self.args.mongo_one_by_one).await?;
-        println!("=> sink-mongo is {:.1}x one-by-one upserts", bulk / one);
+        println!(
+            "=> sink-mongo is {:.0} % of insert_many; {:.1}x one-by-one upserts",
+            100.0 * bulk / insert_many,
+            bulk / one
+        );
         // The Mongo database is left in place: dropping a database FerretDB (SQLite) is
         // still writing can crash it.
         println!("  (MongoDB database {db} left in place)");
@@ -204,6 +216,7 @@ impl Bench<'_> {
         println!("produced {} records at {:.0}/s", n, rate);
 
         capture().reset();
+        let before = capture::reset_peak_rss();
         let token = CancellationToken::new();
         let started = Instant::now();
         let (c2, s2, d2, t2) = (
@@ -222,6 +235,10 @@ impl Bench<'_> {
         let seconds = wait_written(n, started, &task).await?;
         token.cancel();
         task.await.map_err(|e| fatal("the sink task", e))??;
+        println!(
+            "  RSS {before:.0} MiB when the sink started (producing done), peak {:.0} MiB while it ran",
+            peak_rss_mib()
+        );
         Ok(seconds)
     }
 }
@@ -264,4 +281,36 @@ fn print_latency(label: &str) {
         p99 * 1e3,
         max * 1e3
     );
+}
+
+/// Where the batches spent their time ([`metric::SINK_PHASE_SECONDS`]): per phase the count,
+/// p50 and p99, and its share of the partitions' time (`seconds` of the run × `partitions`);
+/// then how many database transactions were open on average.
+fn print_phases(seconds: f64, partitions: i32) {
+    let c = capture();
+    let budget = seconds * f64::from(partitions.max(1));
+    println!("  time per phase (share of {partitions} partitions × {seconds:.1} s):");
+    for phase in [
+        "wait", "queued", "prepare", "acquire", "fence", "insert", "offset", "commit",
+    ] {
+        let name = format!("{}{{phase={phase}}}", metric::SINK_PHASE_SECONDS);
+        let (n, p50, _, p99, _) = c.percentiles(&name);
+        if n == 0 {
+            continue;
+        }
+        println!(
+            "    {phase:<8} n {n:>6}  p50 {:>7.1} ms  p99 {:>7.1} ms  total {:>7.1} s  {:>5.1} %",
+            p50 * 1e3,
+            p99 * 1e3,
+            c.sum(&name),
+            100.0 * c.sum(&name) / budget
+        );
+    }
+    let tx = c.sum(metric::TRANSACTION_SECONDS);
+    if tx > 0.0 {
+        println!(
+            "    database transactions open on average: {:.2} (of {partitions} partitions)",
+            tx / seconds
+        );
+    }
 }

@@ -1,6 +1,9 @@
-//! The poll thread's loop: poll, copy each message into its partition's buffer, and every
-//! few milliseconds apply finished batches, hand out due ones and retry failed commits; on
-//! shutdown, write what is in hand, wait for it, commit and leave the group.
+//! The poll thread's loop: poll the consumer (callbacks, and records of partitions without a
+//! queue of their own), take records from each partition's queue while the partition has room,
+//! copy them into its buffer, and every few milliseconds apply finished batches, hand out due
+//! ones and retry failed commits; on shutdown, write what is in hand, wait for it, commit and
+//! leave the group.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -13,8 +16,16 @@ use super::state::State;
 use super::BatchWriter;
 use crate::stages::sinks::{SinkError, SinkMessage};
 
-pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkError> {
+/// Longest wait on the consumer's queue while idle: records arriving in a partition's queue
+/// are noticed within it.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+/// Most records taken from one partition's queue before the next partition's turn.
+const DRAIN_MAX: usize = 1_000;
+
+pub(super) fn poll_loop<W: BatchWriter>(consumer: Arc<Driver<W>>) -> Result<(), SinkError> {
     let ctx = consumer.context();
+    // The last round took records from a partition's queue: poll again at once.
+    let mut took = false;
     let mut last_house = Instant::now();
     let mut last_recommit = Instant::now();
     let mut last_positions = Instant::now();
@@ -22,18 +33,26 @@ pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkE
     // says whether the database answers (`sinks::report_db`).
     crate::observability::health().set_db_connected(true);
     let result = loop {
-        let timeout = ctx.poll_timeout(&consumer);
+        let timeout = if took {
+            Duration::ZERO
+        } else {
+            ctx.poll_timeout(&consumer).min(IDLE_POLL)
+        };
         let mut idle = true;
-        crate::observability::server::report_consumer(&consumer);
+        crate::observability::server::report_consumer(&*consumer);
         match consumer.poll(timeout) {
             Some(Ok(m)) => {
                 idle = false;
-                ctx.buffer(&consumer, &m);
+                ctx.buffer(&consumer, &m, true);
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consumer error");
             }
             None => {}
+        }
+        took = ctx.drain_queues(&consumer);
+        if took {
+            idle = false;
         }
         if idle || last_house.elapsed() >= Duration::from_millis(2) {
             last_house = Instant::now();
@@ -55,6 +74,8 @@ pub(super) fn poll_loop<W: BatchWriter>(consumer: Driver<W>) -> Result<(), SinkE
     consumer.unsubscribe();
     // Serve the revocation so the group hands the partitions over at once.
     let _ = consumer.poll(Duration::from_millis(100));
+    // The queues hold the consumer: drop them, so that it closes when this thread ends.
+    ctx.queues().clear();
     tracing::info!(stage = W::STAGE, ok = result.is_ok(), "sink stopped");
     result
 }
@@ -85,13 +106,55 @@ impl<W: BatchWriter> SinkContext<W> {
         }
     }
 
-    /// Copies a message into its partition's buffer; dispatches the buffer when it is full
-    /// and the partition has no batch in flight, else pauses the partition.
-    fn buffer(&self, consumer: &Driver<W>, m: &BorrowedMessage<'_>) {
+    /// Takes records from each partition's queue while the partition has room (see
+    /// [`buffer`](Self::buffer)); true when any record was taken.
+    fn drain_queues(&self, consumer: &Driver<W>) -> bool {
+        let queues = self.queues();
+        let mut took = false;
+        for (&p, q) in queues.iter() {
+            if !self.has_room(p) {
+                continue;
+            }
+            for _ in 0..DRAIN_MAX {
+                match q.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        took = true;
+                        if !self.buffer(consumer, &m, false) {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(partition = p, error = %e, "consumer error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        took
+    }
+
+    /// Whether a partition's records are taken now: not while its next batch is full and the
+    /// previous one is still being written, nor when stopping or blocked (those are ignored).
+    fn has_room(&self, p: i32) -> bool {
+        let st = self.lock();
+        !st.stopping
+            && st.parts.get(&p).is_some_and(|ps| {
+                let busy = ps.inflight && ps.full(self.batch_size, self.batch_max_bytes);
+                !ps.blocked && !busy
+            })
+    }
+
+    /// Copies a message into its partition's buffer and dispatches the buffer when it is full
+    /// and the partition has no batch in flight. Returns whether the partition has room for
+    /// more; when it has none and the record came from the consumer's queue (`pause`: the
+    /// partition has no queue of its own), pauses the partition.
+    fn buffer(&self, consumer: &Driver<W>, m: &BorrowedMessage<'_>, pause: bool) -> bool {
         let p = m.partition();
         let mut st = self.lock();
         let stopping = st.stopping;
         let mut full = false;
+        let mut room = true;
         if let Some(ps) = st.parts.get_mut(&p) {
             if !ps.blocked && !stopping {
                 ps.buf.push(SinkMessage {
@@ -106,13 +169,14 @@ impl<W: BatchWriter> SinkContext<W> {
                 ps.last_record_at = Some(now);
                 ps.bytes += m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
                 if ps.full(self.batch_size, self.batch_max_bytes) {
-                    if ps.inflight {
-                        if !ps.paused {
+                    if !ps.inflight {
+                        full = true;
+                    } else {
+                        room = false;
+                        if pause && !ps.paused {
                             let _ = consumer.pause(&one(&self.topic, p));
                             ps.paused = true;
                         }
-                    } else {
-                        full = true;
                     }
                 }
             }
@@ -120,6 +184,7 @@ impl<W: BatchWriter> SinkContext<W> {
         if full {
             self.dispatch(consumer, &mut st, p);
         }
+        room
     }
 
     /// Applies finished batches, dispatches due ones and retries failed commits; `Some` when

@@ -40,6 +40,7 @@ impl<W: BatchWriter> ConsumerContext for SinkContext<W> {
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 let _ = consumer.unassign();
+                self.queues().clear();
                 let mut st = self.lock();
                 for (_, ps) in st.parts.drain() {
                     ps.revoked.cancel();
@@ -74,6 +75,9 @@ impl<W: BatchWriter> SinkContext<W> {
                 }
             }
         }
+        // Before the assignment starts fetching: records fetched earlier would sit in the
+        // consumer's queue, ahead of the partition's own.
+        self.split(parts);
         let r = if cooperative {
             consumer.incremental_assign(tpl)
         } else {
@@ -166,6 +170,12 @@ impl<W: BatchWriter> SinkContext<W> {
         let mut st = self.lock();
         if !consumer.assignment_lost() {
             commit_written(consumer, &self.topic, &mut st, parts, Commit::Latest);
+        }
+        {
+            let mut queues = self.queues();
+            for p in parts {
+                queues.remove(p);
+            }
         }
         for p in parts {
             if let Some(ps) = st.parts.remove(p) {

@@ -30,6 +30,8 @@ pub(super) struct PartState {
     /// position past transaction markers).
     pub(super) last_record_at: Option<Instant>,
     pub(super) inflight: bool,
+    /// When its last batch finished (the `wait` phase runs from here to the next dispatch).
+    pub(super) done_at: Option<Instant>,
     pub(super) paused: bool,
     /// Start offsets could not be read (shutdown came first): its records are ignored.
     pub(super) blocked: bool,

@@ -17,7 +17,7 @@ use crate::settings::Common;
 use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
 use crate::stages::sinks::{
     check_rejected_share, decode_each, default_target_name, report_db, retry, version_field,
-    Connect, DeadLetters, RecordDecoder, Rejected, SentDeadLetters, SinkConfig, SinkError,
+    Connect, DeadLetters, Phases, RecordDecoder, Rejected, SentDeadLetters, SinkConfig, SinkError,
     SinkMessage,
 };
 
@@ -194,10 +194,12 @@ impl BatchWriter for MongoSink {
         };
         let next_offset = last.offset + 1;
         // Never closed, so acquiring only waits.
+        let mut phase = Phases::new();
         let _permit = self.writes.acquire().await.map_err(|e| SinkError::Fatal {
             what: "the write permit",
             message: e.to_string(),
         })?;
+        phase.end("acquire");
         let (upserts, mut rejected) = retry(
             "decoding a batch",
             self.sink.retry_max_backoff,
@@ -205,6 +207,7 @@ impl BatchWriter for MongoSink {
             || self.prepare(&batch.topic, &batch.messages),
         )
         .await?;
+        phase.end("prepare");
         let failed = retry(
             "writing a batch to MongoDB",
             self.sink.retry_max_backoff,
@@ -223,6 +226,7 @@ impl BatchWriter for MongoSink {
             },
         )
         .await?;
+        phase.end("insert");
         rejected.extend(failed);
         if !rejected.is_empty() {
             rejected.sort_by_key(|r| r.index);

@@ -35,7 +35,7 @@ use super::{RecordDecoder, SinkConfig, SinkError};
 use crate::record::RecordSchema;
 use crate::settings::Common;
 
-pub use config::MysqlConfig;
+pub use config::{MysqlConfig, MysqlSslMode};
 pub use ddl::ensure_table;
 pub use errors::{classify, classify_number, ErrorClass};
 pub use layout::{Column, Layout, Source};

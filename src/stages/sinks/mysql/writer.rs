@@ -22,8 +22,8 @@ use crate::settings::Common;
 use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
 use crate::stages::sinks::{
     check_rejected_share, decode_each, default_target_name, metric, report_db, retry,
-    version_field, Connect, DeadLetters, RecordDecoder, Rejected, SentDeadLetters, SinkConfig,
-    SinkError, SinkMessage,
+    version_field, Connect, DeadLetters, Phases, RecordDecoder, Rejected, SentDeadLetters,
+    SinkConfig, SinkError, SinkMessage,
 };
 
 /// A connected MySQL sink: pool, layout and statement limits.
@@ -231,11 +231,13 @@ impl MysqlSink {
         sent: &SentDeadLetters,
     ) -> Result<Outcome, SinkError> {
         let started = Instant::now();
+        let mut phase = Phases::new();
         let mut conn = self
             .pool
             .acquire()
             .await
             .map_err(|e| sink_error("getting a connection", &e))?;
+        phase.end("acquire");
         let mut tx = conn
             .begin()
             .await
@@ -248,9 +250,11 @@ impl MysqlSink {
             let _ = tx.rollback().await;
             return Ok(Outcome::Fenced { stored });
         }
+        phase.end("fence");
         let mut rejected = prepared.rejected.clone();
         self.insert_rows(&mut tx, &prepared.rows, &mut rejected)
             .await?;
+        phase.end("insert");
         if !rejected.is_empty() {
             rejected.sort_by_key(|r| r.index);
             // Before anything is sent: a table-wide problem stops here, rolled back.
@@ -278,9 +282,11 @@ impl MysqlSink {
         )
         .await
         .map_err(|e| sink_error("storing the offset", &e))?;
+        phase.end("offset");
         tx.commit()
             .await
             .map_err(|e| sink_error("committing", &e))?;
+        phase.end("commit");
         metrics::histogram!(metric::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
         let dead = rejected.len();
         Ok(Outcome::Written {
@@ -355,6 +361,7 @@ impl BatchWriter for MysqlSink {
             });
         };
         let next_offset = last.offset + 1;
+        let mut phase = Phases::new();
         let prepared = retry(
             "decoding a batch",
             self.sink.retry_max_backoff,
@@ -362,6 +369,7 @@ impl BatchWriter for MysqlSink {
             || self.prepare(&batch.topic, &batch.messages),
         )
         .await?;
+        phase.end("prepare");
         let sent = SentDeadLetters::default();
         retry(
             "writing a batch to MySQL",
