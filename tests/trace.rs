@@ -1,7 +1,8 @@
 //! `etl-pipe trace` against a real run of the whole pipeline (sample API with faults and
 //! drift → every stage → MySQL and FerretDB): a landed record found by its trace id, a
-//! record clean dead-lettered, a quarantined one — each with its hops, its row/document or
-//! why there is none, and (dead letter) the outcome event in the logs topic.
+//! record clean dead-lettered, one MySQL refused (a CHECK constraint), a quarantined one — each
+//! with its hops, its row/document or why there is none, and the outcome events in the logs
+//! topic.
 mod common;
 
 use std::path::Path;
@@ -59,6 +60,30 @@ async fn trace_and_status_tell_what_happened_to_records() {
         &[],
     )
     .unwrap();
+    // The run's table exists beforehand with a CHECK constraint MySQL enforces: it refuses
+    // about one row in 256 (keys are hex), which sink-mysql dead-letters (`mysql_data`) while
+    // sink-mongo stores the document — the "DB-rejected" record.
+    let table = tally::mysql_table(&p.cfg).unwrap();
+    {
+        use etl_pipe::stages::sinks::mysql::{ensure_table, Flavor, Layout};
+        let schema = etl_pipe::codec::load_schema(&p.cfg.sink.schema).unwrap();
+        let layout = Layout::new(
+            &schema,
+            &table,
+            p.cfg.sink.key_field.as_deref(),
+            p.cfg.sink.mysql.string_length,
+            Flavor::MariaDb,
+        )
+        .unwrap();
+        let pool = tally::mysql_pool(&p.cfg).await.unwrap();
+        ensure_table(&pool, &layout).await.unwrap();
+        sqlx::query(&format!(
+            "ALTER TABLE `{table}` ADD CONSTRAINT no_a7 CHECK (RIGHT(summoner_id, 2) <> 'a7')"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     let o = match run::run(&mut p, &[], Duration::from_secs(240), false).await {
         Ok(o) => o,
         Err(e) => panic!("run failed: {e}\n(logs kept in {})", dir.keep().display()),
@@ -126,6 +151,40 @@ async fn trace_and_status_tell_what_happened_to_records() {
             .iter()
             .any(|e| e.message.starts_with("record dead_letter")),
         "the dead letter's outcome event is in the logs topic: {text}"
+    );
+
+    // A record MySQL refused, by its key: scored, then dead-lettered by sink-mysql with
+    // MySQL's reason; no row, but a document; the outcome event in the logs topic.
+    let (db_key, db_tid) = first(&p, TopicRole::DeadLetter, |m| {
+        m.headers().and_then(|hs| h::get_str(hs, h::ERROR_STAGE)) == Some("sink-mysql")
+    })
+    .expect("a record MySQL rejected");
+    assert!(db_key.ends_with("a7"), "{db_key}");
+    let j = trace::run(&cfg, &db_key, all, false).await.unwrap();
+    let text = trace::render(&j);
+    let roles: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
+    assert_eq!(roles, ["raw", "cleaned", "scored", "dead_letter"], "{text}");
+    assert!(
+        j.hops[3]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("sink-mysql ") && r.contains("no_a7")),
+        "{text}"
+    );
+    assert!(!j.mysql.found && j.mongo.found, "{text}");
+    assert!(
+        j.mysql
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("dead-lettered")),
+        "{text}"
+    );
+    assert!(j.trace_ids.contains(&db_tid), "{text}");
+    assert!(
+        j.logs
+            .iter()
+            .any(|e| e.message.starts_with("record db_rejected")),
+        "the rejection's outcome event is in the logs topic: {text}"
     );
 
     // A quarantined record, by its key.

@@ -1,15 +1,19 @@
-//! `etl-pipe bench-sink`: the sinks against the row-by-row way of the original project.
+//! `etl-pipe bench-sink`: the sinks against their databases' ceilings and against the
+//! row-by-row way of the original project.
 //!
 //! Produces N scored records (Avro, the real codec) to a fresh topic, runs `sink-mysql`
-//! in-process until every record is committed, then times the original project's way (an
-//! ORM-style loop: one prepared `INSERT` per row, in one transaction and in autocommit) on a
-//! smaller count; then the same for MongoDB (`sink-mongo` vs one `replace_one` upsert per
-//! document). Prints rows/s, batch latency percentiles and peak RSS. Uses fresh topics,
+//! in-process until every record is committed, then measures the ceilings on the same rows and
+//! table shape (`ceiling`: LOAD DATA LOCAL INFILE, the sink's upserts without Kafka) and the
+//! original project's way (an ORM-style loop: one prepared `INSERT` per row, in one transaction
+//! and in autocommit) on a smaller count; then the same for MongoDB (`sink-mongo` vs
+//! `insert_many` and one `replace_one` upsert per document). Prints rows/s, the ratios, batch
+//! latency percentiles, the time per phase and the sink's peak RSS. Uses fresh topics,
 //! database and collections, and removes them afterwards unless `--keep`.
 //! Not a test: figures depend on the machine; record them with the machine's description.
 //!
 //! This module owns the flags and the phases of a run; `capture` what is measured, `input` the
-//! records and topics, `baseline` the original project's way.
+//! records and topics, `ceiling` the databases' ceilings, `baseline` the original project's
+//! way.
 mod baseline;
 mod capture;
 mod ceiling;
