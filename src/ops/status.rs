@@ -397,3 +397,42 @@ pub fn render(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// One HTTP answer from a listener on a free loopback port; returns the port.
+    fn answer_once(reply: &'static str) -> u16 {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let mut req = [0u8; 512];
+                let _ = c.read(&mut req);
+                let _ = c.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn readyz_answers_read_as_ready_not_ready_or_unreachable() {
+        let ok = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nready");
+        assert_eq!(super::readyz(ok), "ready");
+        let down = answer_once(
+            "HTTP/1.1 503 Service Unavailable\r\n\r\n{\"ready\":false,\"missing\":[\"database\"]}",
+        );
+        let r = super::readyz(down);
+        assert!(
+            r.starts_with("NOT READY (HTTP 503)") && r.contains("database"),
+            "{r}"
+        );
+        // A port nobody listens on (bound, then released).
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert_eq!(super::readyz(free), "not reachable here");
+    }
+}
