@@ -40,6 +40,45 @@ fn first(
     out
 }
 
+/// The trace of a dead-lettered record, checked alike whichever stage refused it: hops `roles`
+/// ending in the dead letter, whose reason starts with `stage` and contains `reason_has`; no
+/// MySQL row ("dead-lettered: …"); the record's trace id; the `record <outcome>` event in the
+/// logs topic. Returns the rendered trace for further messages.
+fn assert_dead_lettered(
+    j: &trace::Journey,
+    tid: &str,
+    roles: &[&str],
+    stage: &str,
+    reason_has: &str,
+    outcome: &str,
+) -> String {
+    let text = trace::render(j);
+    let got: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
+    assert_eq!(got, roles, "{text}");
+    assert!(
+        j.hops[roles.len() - 1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("{stage} ")) && r.contains(reason_has)),
+        "{text}"
+    );
+    assert!(!j.mysql.found, "{text}");
+    assert!(
+        j.mysql
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("dead-lettered")),
+        "{text}"
+    );
+    assert!(j.trace_ids.iter().any(|t| t == tid), "{text}");
+    let event = format!("record {outcome}");
+    assert!(
+        j.logs.iter().any(|e| e.message.starts_with(&event)),
+        "the `{event}` event is in the logs topic: {text}"
+    );
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_and_status_tell_what_happened_to_records() {
     common::require_kafka();
@@ -127,31 +166,15 @@ async fn trace_and_status_tell_what_happened_to_records() {
     })
     .expect("a clean dead letter");
     let j = trace::run(&cfg, &dl_key, all, false).await.unwrap();
-    let text = trace::render(&j);
-    let roles: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
-    assert_eq!(roles, ["raw", "dead_letter"], "{text}");
-    assert!(
-        j.hops[1]
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("clean ")),
-        "{text}"
+    let text = assert_dead_lettered(
+        &j,
+        &dl_tid,
+        &["raw", "dead_letter"],
+        "clean",
+        "",
+        "dead_letter",
     );
-    assert!(!j.mysql.found && !j.mongo.found, "{text}");
-    assert!(
-        j.mysql
-            .note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("dead-lettered")),
-        "{text}"
-    );
-    assert!(j.trace_ids.contains(&dl_tid), "{text}");
-    assert!(
-        j.logs
-            .iter()
-            .any(|e| e.message.starts_with("record dead_letter")),
-        "the dead letter's outcome event is in the logs topic: {text}"
-    );
+    assert!(!j.mongo.found, "{text}");
 
     // A record MySQL refused, by its key: scored, then dead-lettered by sink-mysql with
     // MySQL's reason; no row, but a document; the outcome event in the logs topic.
@@ -161,31 +184,15 @@ async fn trace_and_status_tell_what_happened_to_records() {
     .expect("a record MySQL rejected");
     assert!(db_key.ends_with("a7"), "{db_key}");
     let j = trace::run(&cfg, &db_key, all, false).await.unwrap();
-    let text = trace::render(&j);
-    let roles: Vec<&str> = j.hops.iter().map(|h| h.role).collect();
-    assert_eq!(roles, ["raw", "cleaned", "scored", "dead_letter"], "{text}");
-    assert!(
-        j.hops[3]
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("sink-mysql ") && r.contains("no_a7")),
-        "{text}"
+    let text = assert_dead_lettered(
+        &j,
+        &db_tid,
+        &["raw", "cleaned", "scored", "dead_letter"],
+        "sink-mysql",
+        "no_a7",
+        "db_rejected",
     );
-    assert!(!j.mysql.found && j.mongo.found, "{text}");
-    assert!(
-        j.mysql
-            .note
-            .as_deref()
-            .is_some_and(|n| n.starts_with("dead-lettered")),
-        "{text}"
-    );
-    assert!(j.trace_ids.contains(&db_tid), "{text}");
-    assert!(
-        j.logs
-            .iter()
-            .any(|e| e.message.starts_with("record db_rejected")),
-        "the rejection's outcome event is in the logs topic: {text}"
-    );
+    assert!(j.mongo.found, "{text}");
 
     // A quarantined record, by its key.
     let (q_key, _) = first(&p, TopicRole::Quarantine, |_| true).expect("a quarantined record");

@@ -6,11 +6,11 @@ use sqlx::mysql::{MySql, MySqlArguments};
 use sqlx::query::Query;
 
 use super::fatal;
-use super::input::{key_of, league_record};
+use super::input::{bench_collection, key_of, league_document, league_record};
 use crate::config::Config;
 use crate::record::{Record, RecordSchema, Value};
 use crate::stages::sinks::mysql::{self, Flavor, Layout};
-use crate::stages::sinks::{mongo, SinkError, SinkMessage};
+use crate::stages::sinks::SinkError;
 
 /// Inserts `n` records (numbered after the `skip` the sink loaded) one `INSERT` at a time: all
 /// in one transaction, then a quarter of them in autocommit. Prints and returns the rows/s of
@@ -122,24 +122,10 @@ pub(super) async fn mongo_one_by_one(
     schema: &RecordSchema,
     n: usize,
 ) -> Result<f64, SinkError> {
-    let client = mongodb::Client::with_uri_str(&cfg.mongo.uri)
-        .await
-        .map_err(|e| fatal("mongo client", e))?;
-    let coll = client
-        .database(db)
-        .collection::<mongodb::bson::Document>("league_entry_one_by_one");
+    let coll = bench_collection(cfg, db, "league_entry_one_by_one").await?;
     let t = Instant::now();
     for i in 0..n {
-        let r = league_record(schema, i);
-        let msg = SinkMessage {
-            partition: 0,
-            offset: i as i64,
-            key: Some(key_of(&r, i).into_bytes()),
-            payload: None,
-            headers: None,
-        };
-        let (id, doc) = mongo::document(None, "bench", mongodb::bson::DateTime::now(), &msg, &r)
-            .map_err(|e| fatal("document", e.message))?;
+        let (id, doc) = league_document(schema, i, mongodb::bson::DateTime::now())?;
         coll.replace_one(mongodb::bson::doc! {"_id": id}, doc)
             .upsert(true)
             .await

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::fatal;
-use super::input::{encoded, key_of, league_record};
+use super::input::{bench_collection, encoded, league_document};
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::record::RecordSchema;
 use crate::stages::sinks::mysql::{self, MysqlSink, RowText};
-use crate::stages::sinks::{mongo, RecordDecoder, SinkError, SinkMessage};
+use crate::stages::sinks::{RecordDecoder, SinkError, SinkMessage};
 
 /// Records rendered at a time.
 const CHUNK: usize = 10_000;
@@ -222,15 +222,11 @@ async fn upserts(
     batch: usize,
     connections: u32,
 ) -> Result<f64, SinkError> {
-    let batches: Vec<&[RowText]> = rows.chunks(batch.max(1)).collect();
-    let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let work = (0..connections).map(|_| async {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(rows) = batches.get(i) else {
-                return Ok::<(), SinkError>(());
-            };
+    in_parallel(
+        rows.chunks(batch.max(1)).collect(),
+        connections as usize,
+        |rows| async move {
             let mut conn = sink
                 .pool()
                 .acquire()
@@ -242,14 +238,14 @@ async fn upserts(
             let mut rejected = Vec::new();
             sink.insert_rows(&mut tx, rows, &mut rejected).await?;
             tx.commit().await.map_err(|e| fatal("commit", e))?;
-            if !rejected.is_empty() {
-                return Err(fatal("the upsert ceiling", "MySQL rejected a row"));
+            if rejected.is_empty() {
+                Ok(())
+            } else {
+                Err(fatal("the upsert ceiling", "MySQL rejected a row"))
             }
-        }
-    });
-    for r in futures::future::join_all(work).await {
-        r?;
-    }
+        },
+    )
+    .await?;
     Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -262,48 +258,47 @@ pub(super) async fn mongo(
     n: usize,
     concurrency: usize,
 ) -> Result<f64, SinkError> {
-    let client = mongodb::Client::with_uri_str(&cfg.mongo.uri)
-        .await
-        .map_err(|e| fatal("mongo client", e))?;
-    let coll = client
-        .database(db)
-        .collection::<mongodb::bson::Document>("league_entry_ceiling_insert_many");
+    let coll = bench_collection(cfg, db, "league_entry_ceiling_insert_many").await?;
     let loaded_at = mongodb::bson::DateTime::now();
-    let mut docs = Vec::with_capacity(n);
-    for i in 0..n {
-        let r = league_record(schema, i);
-        let msg = SinkMessage {
-            partition: 0,
-            offset: i as i64,
-            key: Some(key_of(&r, i).into_bytes()),
-            payload: None,
-            headers: None,
-        };
-        let (_, d) = mongo::document(None, "bench", loaded_at, &msg, &r)
-            .map_err(|e| fatal("document", e.message))?;
-        docs.push(d);
-    }
-    let batches: Vec<&[mongodb::bson::Document]> = docs.chunks(1_000).collect();
-    let next = AtomicUsize::new(0);
+    let docs = (0..n)
+        .map(|i| league_document(schema, i, loaded_at).map(|(_, d)| d))
+        .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
-    let work = (0..concurrency.max(1)).map(|_| async {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(b) = batches.get(i) else {
-                return Ok::<(), SinkError>(());
-            };
-            coll.insert_many(b.iter())
-                .await
-                .map_err(|e| fatal("insert_many", e))?;
-        }
-    });
-    for r in futures::future::join_all(work).await {
-        r?;
-    }
+    in_parallel(docs.chunks(1_000).collect(), concurrency, |b| async {
+        coll.insert_many(b.iter())
+            .await
+            .map(|_| ())
+            .map_err(|e| fatal("insert_many", e))
+    })
+    .await?;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     println!(
         "ceiling, insert_many (batches of 1 000, {} at once): {n} documents at {rate:.0} docs/s",
         concurrency.max(1)
     );
     Ok(rate)
+}
+
+/// Runs `work` on every item, `workers` at a time (each worker takes the next item when done);
+/// the first error wins.
+async fn in_parallel<T: Copy, F, Fut>(
+    items: Vec<T>,
+    workers: usize,
+    work: F,
+) -> Result<(), SinkError>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), SinkError>>,
+{
+    let next = AtomicUsize::new(0);
+    let worker = || async {
+        while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            work(*item).await?;
+        }
+        Ok::<(), SinkError>(())
+    };
+    for r in futures::future::join_all((0..workers.max(1)).map(|_| worker())).await {
+        r?;
+    }
+    Ok(())
 }

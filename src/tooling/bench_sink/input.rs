@@ -89,6 +89,37 @@ pub(super) fn encoded(
     Ok((key, bytes, headers))
 }
 
+/// Record `i` as the document sink-mongo writes (`_id` = its key, lineage from a message of
+/// partition 0 at offset `i` of topic `bench`).
+pub(super) fn league_document(
+    schema: &RecordSchema,
+    i: usize,
+    loaded_at: mongodb::bson::DateTime,
+) -> Result<(mongodb::bson::Bson, mongodb::bson::Document), SinkError> {
+    let r = league_record(schema, i);
+    let msg = crate::stages::sinks::SinkMessage {
+        partition: 0,
+        offset: i as i64,
+        key: Some(key_of(&r, i).into_bytes()),
+        payload: None,
+        headers: None,
+    };
+    crate::stages::sinks::mongo::document(None, "bench", loaded_at, &msg, &r)
+        .map_err(|e| fatal("document", e.message))
+}
+
+/// Collection `name` of database `db` on the configured MongoDB.
+pub(super) async fn bench_collection(
+    cfg: &Config,
+    db: &str,
+    name: &str,
+) -> Result<mongodb::Collection<mongodb::bson::Document>, SinkError> {
+    let client = mongodb::Client::with_uri_str(&cfg.mongo.uri)
+        .await
+        .map_err(|e| fatal("mongo client", e))?;
+    Ok(client.database(db).collection(name))
+}
+
 pub(super) async fn create_topics(cfg: &Config, partitions: i32) -> Result<(), SinkError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::kafka::base_config(&cfg.kafka)
