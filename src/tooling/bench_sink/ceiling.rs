@@ -129,34 +129,41 @@ fn client() -> Result<&'static str, SinkError> {
         })
 }
 
-/// Writes the rows to a file (the tuple without its parentheses: the sink's literals, comma
-/// separated) and times the client's `LOAD DATA LOCAL INFILE` of it; checks the row count.
+/// A file removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes the rows to a temporary file for LOAD DATA: each tuple without its parentheses (the
+/// sink's own literals, comma separated), one per line.
+fn rows_file(rows: &[RowText]) -> Result<TempFile, SinkError> {
+    let file =
+        TempFile(std::env::temp_dir().join(format!("etl-pipe-bench-{}.rows", std::process::id())));
+    let err = |e: std::io::Error| fatal("writing the rows file", e);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file.0).map_err(err)?);
+    for r in rows {
+        w.write_all(&r.text.as_bytes()[1..r.text.len() - 1])
+            .and_then(|()| w.write_all(b"\n"))
+            .map_err(err)?;
+    }
+    w.flush().map_err(err)?;
+    Ok(file)
+}
+
+/// Times the client's `LOAD DATA LOCAL INFILE` of the rows ([`rows_file`]) into `table`;
+/// checks the row count.
 async fn load_data(
     cfg: &Config,
     sink: &MysqlSink,
     table: &str,
     rows: &[RowText],
 ) -> Result<f64, SinkError> {
-    let path = std::env::temp_dir().join(format!("etl-pipe-bench-{}.rows", std::process::id()));
-    // Removed however this returns.
-    struct Remove<'a>(&'a std::path::Path);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(self.0);
-        }
-    }
-    let _remove = Remove(&path);
-    {
-        let f = std::fs::File::create(&path).map_err(|e| fatal("writing the rows file", e))?;
-        let mut w = std::io::BufWriter::new(f);
-        for r in rows {
-            let inner = &r.text[1..r.text.len() - 1];
-            w.write_all(inner.as_bytes())
-                .and_then(|()| w.write_all(b"\n"))
-                .map_err(|e| fatal("writing the rows file", e))?;
-        }
-        w.flush().map_err(|e| fatal("writing the rows file", e))?;
-    }
+    let file = rows_file(rows)?;
+    let path = &file.0;
     let cols: Vec<String> = sink
         .layout()
         .columns
