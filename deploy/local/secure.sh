@@ -178,7 +178,7 @@ secure_start_mariadb() {
   say "starting secure mariadb (TLS required) on 127.0.0.1:$SECURE_MYSQL_PORT"
   nohup "$MYSQLD" --no-defaults --user="$(id -un)" --datadir="$dir" --bind-address=127.0.0.1 --port="$SECURE_MYSQL_PORT" \
     --socket="$RUN/secure-mysqld.sock" --pid-file="$RUN/secure-mariadbd.pid" --character-set-server=utf8mb4 \
-    --collation-server=utf8mb4_unicode_ci --innodb-buffer-pool-size=64M --max-connections=200 --skip-name-resolve \
+    --collation-server=utf8mb4_unicode_ci --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=1 --max-connections=200 --skip-name-resolve \
     --ssl-ca="$SECURE_TLS/ca.pem" --ssl-cert="$SECURE_TLS/server.pem" --ssl-key="$SECURE_TLS/server.key" \
     --require-secure-transport=ON --log-error="$RUN/secure-mariadb.log" >>"$RUN/secure-mariadb.log" 2>&1 &
   echo $! >"$RUN/secure-mariadb.pid"
@@ -193,7 +193,8 @@ SQL
 }
 
 secure_mysql_ready() { # over TCP with TLS, checking the certificate against the CA
-  mariadb --protocol=TCP -h127.0.0.1 -P"$SECURE_MYSQL_PORT" -uetl_admin -p"$(secure_password etl_admin)" \
+  # The password through the environment, not the command line (`ps` shows arguments).
+  MYSQL_PWD="$(secure_password etl_admin)" mariadb --protocol=TCP -h127.0.0.1 -P"$SECURE_MYSQL_PORT" -uetl_admin \
     --ssl --ssl-ca="$SECURE_TLS/ca.pem" --ssl-verify-server-cert -N -e 'SELECT 1'
 }
 
