@@ -23,6 +23,11 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // OpenSSL registers an exit handler that frees its tables when it is first initialised;
+    // librdkafka's broker threads (TLS, SCRAM) can still be using them while the process exits,
+    // e.g. a stage stopping at start-up with an error: SIGSEGV in HMAC, seen in 2 of 12 such
+    // exits. This initialises OpenSSL first, with OPENSSL_INIT_NO_ATEXIT (the OS frees it).
+    openssl_sys::init();
     let cli = etl_pipe::cli::Cli::parse();
     match etl_pipe::cli::run(cli) {
         Ok(code) => code,

@@ -89,6 +89,23 @@ fn mysql_env(user: &str, database: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The schema registry behind the profile's HTTPS proxy: the CA and HTTP basic auth.
+fn registry_url() -> String {
+    std::env::var("ETL_TEST_SECURE_REGISTRY")
+        .unwrap_or_else(|_| "https://127.0.0.1:8444/apis/ccompat/v7".into())
+}
+fn registry_env() -> Vec<(String, String)> {
+    vec![
+        kv("ETL__KAFKA__SCHEMA_REGISTRY_URL", registry_url()),
+        kv("ETL__KAFKA__SCHEMA_REGISTRY_CA", ca()),
+        kv("ETL__KAFKA__SCHEMA_REGISTRY_USER", "etl-registry"),
+        kv(
+            "ETL__KAFKA__SCHEMA_REGISTRY_PASSWORD",
+            format!("{{ file = \"{}\" }}", password("etl-registry").display()),
+        ),
+    ]
+}
+
 fn mongo_env() -> Vec<(String, String)> {
     vec![kv(
         "ETL__MONGO__URI",
@@ -108,6 +125,7 @@ async fn prepare(test: &str, source: SourceOptions, dir: &Path) -> (LocalPipelin
     let mut env = kafka_env("admin");
     env.extend(mysql_env("etl_admin", &database));
     env.extend(mongo_env());
+    env.extend(registry_env());
     // 3 000 records over 3 partitions: the gate holds a partition's first
     // `score.window_records` − 1 records until its window is full, so the demo's 1 000 would
     // keep the records of a partition with fewer than that (after dead letters) for ever.
@@ -185,6 +203,19 @@ async fn the_pipeline_runs_end_to_end_over_tls_and_scram_with_a_principal_per_st
         "readiness per stage: {:?}",
         o.ready
     );
+    // Cleaned and scored went through the HTTPS registry with basic auth: Confluent-framed.
+    for role in [TopicRole::Cleaned, TopicRole::Scored] {
+        let got = common::read_committed(&p.cfg, &p.cfg.topics.name(role));
+        assert!(!got.is_empty(), "{role:?} is empty");
+        let unframed = got
+            .iter()
+            .filter(|m| m.payload.len() < 5 || m.payload[0] != 0)
+            .count();
+        assert_eq!(
+            unframed, 0,
+            "{role:?}: records without the Confluent framing"
+        );
+    }
     // Each stage really ran as its own principal: the logs name it at start-up.
     for stage in ["clean", "score", "sink-mysql", "sink-mongo"] {
         let log = std::fs::read_to_string(p.log_path(&format!("{stage}-0"))).unwrap();
@@ -194,7 +225,7 @@ async fn the_pipeline_runs_end_to_end_over_tls_and_scram_with_a_principal_per_st
     let secrets: Vec<String> = acls::STAGES
         .iter()
         .map(|s| format!("etl-{s}"))
-        .chain(["admin".into(), "etl_admin".into(), "etl_sink".into()])
+        .chain(["admin", "etl_admin", "etl_sink", "etl-registry"].map(String::from))
         .map(|u| {
             std::fs::read_to_string(password(&u))
                 .unwrap()
@@ -224,6 +255,17 @@ async fn run_cli(
     args: &[&str],
     secs: u64,
 ) -> (bool, String) {
+    let (status, text) = run_cli_status(p, extra, args, secs).await;
+    (status.success(), text)
+}
+
+/// [`run_cli`] with the exit status itself (a crash is not an exit 1).
+async fn run_cli_status(
+    p: &LocalPipeline,
+    extra: &[(String, String)],
+    args: &[&str],
+    secs: u64,
+) -> (std::process::ExitStatus, String) {
     let child = tokio::process::Command::new(EXE)
         .args(args)
         .envs(
@@ -248,7 +290,7 @@ async fn run_cli(
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), text)
+    (out.status, text)
 }
 
 /// The error lines (`error: …`), not the JSON log lines.
@@ -346,4 +388,43 @@ async fn a_client_without_credentials_or_not_trusting_the_ca_is_refused_clearly(
     let (ok, out) = run_cli(&p, &plain, &["sink-mysql"], 60).await;
     assert!(!ok, "{out}");
     assert!(error_lines(&out).contains("Access denied"), "{out}");
+}
+
+/// The registry behind the profile's HTTPS proxy: a wrong password or a CA that does not sign
+/// its certificate stops a stage at start with the reason, instead of a retry for ever; and the
+/// stage exits with 1, not a crash (OpenSSL's exit handler freed its tables while a librdkafka
+/// thread was still in its SCRAM handshake: SIGSEGV in HMAC, now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_refusing_the_password_or_the_ca_stops_the_stage_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = prepare(
+        "secure_registry",
+        SourceOptions::with_faults(10),
+        dir.path(),
+    )
+    .await;
+    let wrong = dir.path().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    let wrong_password = vec![kv(
+        "ETL__KAFKA__SCHEMA_REGISTRY_PASSWORD",
+        format!("{{ file = \"{}\" }}", wrong.display()),
+    )];
+    for attempt in 0..8 {
+        let (status, out) = run_cli_status(&p, &wrong_password, &["clean"], 60).await;
+        assert_eq!(status.code(), Some(1), "attempt {attempt}: {status}\n{out}");
+        let err = error_lines(&out);
+        assert!(
+            err.contains("401 Unauthorized (the registry refused the credentials: check kafka.schema_registry_user and kafka.schema_registry_password)"),
+            "{err}"
+        );
+        assert!(!out.contains("not-the-password"), "{out}");
+    }
+    let no_ca = vec![kv("ETL__KAFKA__SCHEMA_REGISTRY_CA", "")];
+    let (status, out) = run_cli_status(&p, &no_ca, &["score"], 60).await;
+    assert_eq!(status.code(), Some(1), "{status}\n{out}");
+    let err = error_lines(&out);
+    assert!(
+        err.contains("the registry's certificate is not trusted: set kafka.schema_registry_ca"),
+        "{err}"
+    );
 }

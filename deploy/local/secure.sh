@@ -15,6 +15,13 @@
 #             no grant here: `etl-pipe acls` prints the sink's).
 #   FerretDB  TLS only, 127.0.0.1:27018 (ETL_SECURE_MONGO_PORT). FerretDB 1.x on SQLite does not
 #             authenticate: TLS is what this profile checks for MongoDB.
+#   Registry  https://127.0.0.1:8444/apis/ccompat/v7 (ETL_SECURE_REGISTRY_PORT): nginx (Debian's
+#             nginx-light) terminating TLS with the server certificate and asking for HTTP basic
+#             auth (user `etl-registry`, password in secrets/etl-registry.password, an apr1 hash in
+#             registry.htpasswd) in front of the stack's Apicurio at 127.0.0.1:8081, which this
+#             profile starts if it is not running. A TLS proxy with basic auth is how a registry
+#             without built-in authentication is usually exposed; Apicurio's own auth needs an
+#             OIDC server.
 #
 # Everything is under $DATA/secure: tls/ (a throw-away CA, made once with openssl: ca.pem, and
 # the servers' certificate server.pem/server.key with SAN IP:127.0.0.1 and DNS:localhost, also as
@@ -31,6 +38,8 @@ SECURE_KAFKA_PORT="${ETL_SECURE_KAFKA_PORT:-9192}"
 SECURE_KAFKA_CONTROLLER_PORT="${ETL_SECURE_KAFKA_CONTROLLER_PORT:-9193}"
 SECURE_MYSQL_PORT="${ETL_SECURE_MYSQL_PORT:-3307}"
 SECURE_MONGO_PORT="${ETL_SECURE_MONGO_PORT:-27018}"
+SECURE_REGISTRY_PORT="${ETL_SECURE_REGISTRY_PORT:-8444}"
+SECURE_REGISTRY_USER=etl-registry
 SECURE_KAFKA_USERS=(admin etl-extract etl-clean etl-score etl-sink-mysql etl-sink-mongo)
 SECURE_MYSQL_USERS=(etl_admin etl_sink)
 # The DN of the broker certificate: the principal of the controller connection (mutual TLS).
@@ -43,7 +52,7 @@ secure_make_secrets() { # once: CA, server certificate, keystore, one password p
   mkdir -p "$SECURE_TLS" "$SECURE_SECRETS"
   chmod 700 "$SECURE_SECRETS" "$SECURE_TLS"
   local u
-  for u in "${SECURE_KAFKA_USERS[@]}" "${SECURE_MYSQL_USERS[@]}" keystore; do
+  for u in "${SECURE_KAFKA_USERS[@]}" "${SECURE_MYSQL_USERS[@]}" "$SECURE_REGISTRY_USER" keystore; do
     if [[ ! -s "$SECURE_SECRETS/$u.password" ]]; then
       (umask 077 && openssl rand -hex 16 >"$SECURE_SECRETS/$u.password")
     fi
@@ -215,6 +224,63 @@ secure_start_ferretdb() {
   echo $! >"$RUN/secure-ferretdb.pid"
 }
 
+# ---------------------------------------------------------------- schema registry, HTTPS + basic auth
+install_nginx() {
+  command -v nginx >/dev/null && return 0
+  need apt-get "nginx (Debian: nginx-light)"
+  say "installing nginx-light from Debian (apt-get)"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light) \
+    >"$RUN/apt-nginx.log" 2>&1 || { tail -n 30 "$RUN/apt-nginx.log" >&2; die "apt-get install nginx-light failed"; }
+}
+
+secure_registry_match() { echo "$SECURE_DIR/nginx/nginx.conf"; }
+secure_registry_ready() { # the registry's subjects through the proxy, with the CA and the password
+  curl -fsS -o /dev/null --cacert "$SECURE_TLS/ca.pem" -K - \
+    "https://127.0.0.1:$SECURE_REGISTRY_PORT/apis/ccompat/v7/subjects" \
+    <<<"user = \"$SECURE_REGISTRY_USER:$(secure_password "$SECURE_REGISTRY_USER")\""
+}
+
+secure_start_registry_proxy() {
+  if pid_of secure-registry "$(secure_registry_match)" >/dev/null; then say "secure registry proxy already running"; return 0; fi
+  port_free "$SECURE_REGISTRY_PORT" || die "port $SECURE_REGISTRY_PORT is taken by a process this script did not start (set ETL_SECURE_REGISTRY_PORT)"
+  local dir="$SECURE_DIR/nginx"
+  mkdir -p "$dir/tmp"
+  (umask 077 && printf '%s:%s\n' "$SECURE_REGISTRY_USER" \
+    "$(openssl passwd -apr1 -stdin <<<"$(secure_password "$SECURE_REGISTRY_USER")")" >"$dir/registry.htpasswd")
+  cat >"$dir/nginx.conf" <<CONF
+# Written by deploy/local/secure.sh: HTTPS + basic auth in front of the local Apicurio.
+daemon off;
+user $(id -un);
+worker_processes 1;
+pid $RUN/secure-registry-nginx.pid;
+error_log $RUN/secure-registry.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  server {
+    listen 127.0.0.1:$SECURE_REGISTRY_PORT ssl;
+    ssl_certificate $SECURE_TLS/server.pem;
+    ssl_certificate_key $SECURE_TLS/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    auth_basic "etl-pipe schema registry";
+    auth_basic_user_file $dir/registry.htpasswd;
+    location / {
+      proxy_pass http://127.0.0.1:$REGISTRY_PORT;
+      proxy_set_header Host \$host;
+    }
+  }
+}
+CONF
+  say "starting the secure registry proxy (nginx, HTTPS + basic auth) on 127.0.0.1:$SECURE_REGISTRY_PORT → 127.0.0.1:$REGISTRY_PORT"
+  nohup nginx -e "$RUN/secure-registry.log" -c "$dir/nginx.conf" >>"$RUN/secure-registry.log" 2>&1 &
+  echo $! >"$RUN/secure-registry.pid"
+}
+
 # ---------------------------------------------------------------- commands
 secure_up() {
   need python3 "Python 3 (Debian: python3)"
@@ -223,15 +289,23 @@ secure_up() {
   install_kafka
   install_kafka_log_binding
   install_ferretdb
+  need curl "curl (Debian: curl)"
+  install_nginx
+  install_java21
+  install_registry
   secure_make_secrets
   local t0=$SECONDS
   secure_start_kafka
   secure_start_ferretdb
   secure_start_mariadb
+  start_registry
+  secure_start_registry_proxy
   wait_for secure-ferretdb 60 secure_mongo_ready "$(secure_ferretdb_match)"
   wait_for secure-kafka 90 secure_kafka_port_open secure-kafka.properties
   wait_for secure-kafka 90 secure_kafka_ready secure-kafka.properties
   wait_for secure-mariadb 60 secure_mysql_ready secure-mysqld.sock
+  wait_for registry 120 registry_ready "$(registry_match)"
+  wait_for secure-registry 30 secure_registry_ready "$(secure_registry_match)"
   say "secure profile ready after $((SECONDS - t0))s"
   secure_status
 }
@@ -240,6 +314,7 @@ secure_down() {
   stop_one secure-kafka secure-kafka.properties
   stop_one secure-ferretdb "$(secure_ferretdb_match)"
   stop_one secure-mariadb secure-mysqld.sock
+  stop_one secure-registry "$(secure_registry_match)"
 }
 
 secure_status() {
@@ -253,6 +328,9 @@ secure_status() {
   if p="$(pid_of secure-ferretdb "$(secure_ferretdb_match)")"; then
     say "secure ferretdb  up   pid $p   mongodb://127.0.0.1:$SECURE_MONGO_PORT/?tls=true (TLS only)"
   else say "secure ferretdb  down"; rc=1; fi
+  if p="$(pid_of secure-registry "$(secure_registry_match)")"; then
+    say "secure registry  up   pid $p   https://127.0.0.1:$SECURE_REGISTRY_PORT/apis/ccompat/v7 (basic auth $SECURE_REGISTRY_USER; → Apicurio 127.0.0.1:$REGISTRY_PORT)"
+  else say "secure registry  down"; rc=1; fi
   say "CA $SECURE_TLS/ca.pem   passwords $SECURE_SECRETS/<user>.password   admin client config $RUN/secure-admin.properties"
   return $rc
 }

@@ -155,6 +155,19 @@ impl CodecError {
         }
     }
 
+    /// `true` for what a person must fix, although it may pass by itself mid-run (a rotated
+    /// password, a renewed certificate): the registry refused the credentials (401/403) or
+    /// its TLS certificate. At start-up a stage stops with it rather than retry for ever;
+    /// mid-run it stays retriable (readiness reports the registry).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            CodecError::Registry {
+                status, message, ..
+            } => matches!(status, Some(401 | 403)) || message.starts_with(registry::TLS_REFUSED),
+            _ => false,
+        }
+    }
+
     /// A short stable name of the error, for the dead-letter header `etl.error.kind` and
     /// metric labels.
     pub fn kind(&self) -> &'static str {

@@ -335,17 +335,37 @@ impl Registry {
 }
 
 fn transport(operation: &str, e: reqwest::Error) -> CodecError {
+    // reqwest's own text ("error sending request") hides the cause: walk the chain.
+    let e = e.without_url();
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let message = if chain.contains("certificate") {
+        format!(
+            "{TLS_REFUSED}{chain} (the registry's certificate is not trusted: set \
+             kafka.schema_registry_ca to the CA that signed it)"
+        )
+    } else {
+        format!("unreachable: {chain}")
+    };
     CodecError::Registry {
         operation: operation.to_string(),
         status: None,
-        message: format!("unreachable: {}", e.without_url()),
+        message,
         retriable: true,
     }
 }
 
+/// How a registry error whose TLS handshake failed on the certificate starts.
+pub(crate) const TLS_REFUSED: &str = "TLS: ";
+
 async fn error_message(resp: reqwest::Response) -> String {
     let status = resp.status();
-    match resp.json::<ErrorResponse>().await {
+    let text = match resp.json::<ErrorResponse>().await {
         Ok(ErrorResponse {
             error_code,
             message: Some(m),
@@ -354,6 +374,14 @@ async fn error_message(resp: reqwest::Response) -> String {
             None => format!("{status}: {m}"),
         },
         _ => status.to_string(),
+    };
+    match status.as_u16() {
+        401 => format!(
+            "{text} (the registry refused the credentials: check kafka.schema_registry_user \
+             and kafka.schema_registry_password)"
+        ),
+        403 => format!("{text} (the registry's user may not do this: check its permissions)"),
+        _ => text,
     }
 }
 

@@ -161,7 +161,9 @@ pub fn mongo_grants(cfg: &Config, collection: &str) -> String {
          use {db}\n\
          db.createRole({{ role: \"etl_sink_mongo\", roles: [], privileges: [\n\
          \x20 {{ resource: {{ db: \"{db}\", collection: \"{collection}\" }}, actions: [\"find\", \"insert\", \"update\"] }} ] }})\n\
-         db.createUser({{ user: \"etl_sink_mongo\", pwd: passwordPrompt(), roles: [\"etl_sink_mongo\"] }})\n"
+         // The user lives in `admin`, where the sink authenticates (the driver's default\n\
+         // auth source; or set `authSource` in mongo.uri), with the role of {db}.\n\
+         db.getSiblingDB(\"admin\").createUser({{ user: \"etl_sink_mongo\", pwd: passwordPrompt(), roles: [{{ role: \"etl_sink_mongo\", db: \"{db}\" }}] }})\n"
     )
 }
 
@@ -218,6 +220,21 @@ mod tests {
                     .join(" ")
             })
             .collect()
+    }
+
+    #[test]
+    fn the_mongo_user_is_made_where_the_sink_authenticates_with_the_role_of_its_database() {
+        let cfg = Config::default();
+        let g = mongo_grants(&cfg, "league_entry");
+        let db = &cfg.mongo.database;
+        assert!(g.contains(&format!("use {db}\ndb.createRole(")), "{g}");
+        // The sink's credential has no auth source of its own: the driver's default, `admin`.
+        assert!(
+            g.contains(&format!(
+                "db.getSiblingDB(\"admin\").createUser({{ user: \"etl_sink_mongo\", pwd: passwordPrompt(), roles: [{{ role: \"etl_sink_mongo\", db: \"{db}\" }}] }})"
+            )),
+            "{g}"
+        );
     }
 
     #[test]

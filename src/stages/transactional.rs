@@ -32,8 +32,9 @@ pub(crate) fn settings(
 }
 
 /// The writer codec for `topic`. With a schema registry, registering the schema needs it up:
-/// that is retriable, so wait for it (`what` names the wait in the retry log). `None` when
-/// shutdown came first.
+/// that is retriable, so wait for it (`what` names the wait in the retry log); refused
+/// credentials or an untrusted certificate stop the stage ([`CodecError::is_refusal`]).
+/// `None` when shutdown came first.
 pub(crate) async fn codec_for(
     cfg: &Common,
     schema: RecordSchema,
@@ -41,7 +42,8 @@ pub(crate) async fn codec_for(
     what: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<Codec>, CodecError> {
-    match retry(what, backoff(), shutdown, CodecError::is_retriable, || {
+    let retriable = |e: &CodecError| e.is_retriable() && !e.is_refusal();
+    match retry(what, backoff(), shutdown, retriable, || {
         Codec::writer(&cfg.kafka, schema.clone(), topic)
     })
     .await

@@ -99,7 +99,8 @@ impl MongoSink {
         opts.app_name = Some(format!("etl-pipe {STAGE}"));
         opts.server_selection_timeout = Some(Duration::from_secs(10));
         if let Some(user) = &db.user {
-            let mut cred = Credential::default();
+            // An `authSource` / `authMechanism` from mongo.uri stays.
+            let mut cred = opts.credential.take().unwrap_or_else(Credential::default);
             cred.username = Some(user.clone());
             if let Some(p) = &db.password {
                 cred.password = Some(p.resolve("mongo.password")?.expose().to_string());
