@@ -302,6 +302,7 @@ fn score_config(window_records: usize, baseline_n: u64) -> ScoreConfig {
         fields: Some(FIELDS.iter().map(|s| s.to_string()).collect()),
         baseline: None,
         baseline_from_first_records: baseline_n,
+        ..Default::default()
     }
 }
 
@@ -564,7 +565,7 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
 
 #[tokio::test]
 async fn a_baseline_file_measures_psi_in_every_window() {
-    let mut score = score_config(150, 300);
+    let mut score = score_config(200, 300);
     // A baseline from the same stable distribution, saved as `profile --save-baseline` does.
     let specs = common::field_specs(&FIELDS, &["league_points", "wins", "losses"]);
     let mut b = BaselineBuilder::new(specs, &Default::default());
@@ -578,8 +579,8 @@ async fn a_baseline_file_measures_psi_in_every_window() {
     score.baseline = Some(path.clone());
     let cfg = setup("score_file", 1, score).await;
     let mut produced = Produced::default();
-    produce(&cfg, &mut produced, 0, 300, false, 7).await;
-    produce(&cfg, &mut produced, 0, 300, true, 8).await;
+    produce(&cfg, &mut produced, 0, 400, false, 7).await;
+    produce(&cfg, &mut produced, 0, 400, true, 8).await;
 
     let shutdown = CancellationToken::new();
     let stage = {
@@ -595,7 +596,7 @@ async fn a_baseline_file_measures_psi_in_every_window() {
             .await
         })
     };
-    wait_done(&cfg, &[600], Duration::from_secs(180)).await;
+    wait_done(&cfg, &[800], Duration::from_secs(180)).await;
     shutdown.cancel();
     stage.await.unwrap().unwrap();
     let by_window = check_exactly_once(&cfg, &produced);
@@ -605,13 +606,13 @@ async fn a_baseline_file_measures_psi_in_every_window() {
         hit * 100 >= drifted * 85,
         "{hit} of {drifted} drifted records caught"
     );
-    // Blocks of 150 offsets: the last one is not reported yet.
+    // Blocks of 200 offsets: the last one is not reported yet.
     assert_eq!(by_window.len(), 3, "{:?}", by_window.keys());
     for (id, r) in &by_window {
         assert_eq!(r["psi_measured"], true, "{id}");
         assert_eq!(r["baseline"]["source"], "file");
         assert_eq!(r["trailing"]["baseline_rows"], 2000);
-        if parse_window(id).1 >= 300 {
+        if parse_window(id).1 >= 400 {
             assert_eq!(r["decision"], "FAIL", "{id}: {r}");
         } else {
             assert_ne!(r["decision"], "FAIL", "{id}: {r}");
@@ -865,7 +866,12 @@ fn a_bad_score_section_fails_naming_the_key() {
     assert!(!ok && err.contains("score.policy"), "{err}");
     let (ok, err) = run(&[("ETL__SCORE__WINDOW_RECORDS", "100")]);
     assert!(
-        !ok && err.contains("score.window_records") && err.contains("at least 137"),
+        !ok && err.contains("score.window_records") && err.contains("at least 184"),
+        "{err}"
+    );
+    let (ok, err) = run(&[("ETL__SCORE__MIN_WINDOW_RECORDS", "150")]);
+    assert!(
+        !ok && err.contains("score.min_window_records") && err.contains("at least 184"),
         "{err}"
     );
     let (ok, err) = run(&[("ETL__SCORE__BASELINE", "/nonexistent/baseline.json")]);
@@ -879,7 +885,7 @@ fn a_missing_baseline_store_topic_stops_the_stage_naming_it() {
     common::require_kafka();
     // Topics of a fresh pipeline that nobody created.
     let mut cfg = common::test_config("score_no_store");
-    cfg.score = Some(score_config(150, 200));
+    cfg.score = Some(score_config(200, 200));
     let out = Command::new(env!("CARGO_BIN_EXE_etl-pipe"))
         .arg("score")
         .envs(env_for(&cfg))

@@ -126,10 +126,6 @@ async fn prepare(test: &str, source: SourceOptions, dir: &Path) -> (LocalPipelin
     env.extend(mysql_env("etl_admin", &database));
     env.extend(mongo_env());
     env.extend(registry_env());
-    // 3 000 records over 3 partitions: the gate holds a partition's first
-    // `score.window_records` − 1 records until its window is full, so the demo's 1 000 would
-    // keep the records of a partition with fewer than that (after dead letters) for ever.
-    env.push(kv("ETL__SCORE__WINDOW_RECORDS", "200"));
     let mut p = LocalPipeline::prepare(
         Path::new(EXE),
         Path::new("config/demo.toml"),

@@ -109,9 +109,10 @@ pub fn run(cfg: &Config, args: &BenchGateArgs) -> Result<(), String> {
     };
     let n = score.window_records;
     println!(
-        "bench-gate: {} records per run, {} partitions, window {n}, fields {}, baseline {} ({} rows), concurrency {}, load average {}",
+        "bench-gate: {} records per run, {} partitions, window {n}, verdicts from {} records (short window), fields {}, baseline {} ({} rows), concurrency {}, load average {}",
         args.records,
         args.partitions,
+        score.min_window(&cfg.quality),
         resolved
             .specs
             .iter()
@@ -136,6 +137,7 @@ pub fn run(cfg: &Config, args: &BenchGateArgs) -> Result<(), String> {
                 OfflineGate::new(
                     resolved.specs.clone(),
                     n,
+                    score.min_window(&cfg.quality),
                     Some(baseline.clone()),
                     &cfg.quality,
                 )

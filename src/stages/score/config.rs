@@ -50,6 +50,22 @@ impl std::fmt::Display for Policy {
 
 /// Largest window: every record of an open window is held in memory.
 const MAX_WINDOW_RECORDS: usize = 1_000_000;
+/// `key` set to `rows`, fewer than the `min` PSI needs.
+fn too_few(key: &str, rows: usize, min: usize, quality: &QualityConfig) -> ConfigError {
+    ConfigError::key(
+        key,
+        format!(
+            "{rows} rows are too few for PSI over {} bins: an unchanged distribution reaches \
+             quality.psi_fail ({}) by chance more often than once in a million windows; use at \
+             least {min}",
+            quality.bins, quality.psi_fail
+        ),
+    )
+}
+
+/// The default fewest records of a verdict when PSI asks for fewer (missing ratios of a few
+/// dozen rows are noise too).
+const MIN_VERDICT_RECORDS: usize = 100;
 /// Smallest useful baseline (the PSI of a few dozen rows is noise).
 const MIN_BASELINE_RECORDS: u64 = 100;
 
@@ -59,10 +75,20 @@ const MIN_BASELINE_RECORDS: u64 = 100;
 pub struct ScoreConfig {
     /// The trailing window: each record is judged on the last this many decoded records of
     /// its input partition, itself included (missing and type-error ratios, PSI, and the VIF
-    /// described under "Quality gate" in the README). A partition's first records wait until
-    /// it has this many. Also the size, in offsets, of the blocks each report covers.
+    /// described under "Quality gate" in the README); until a partition has this many, on all
+    /// of its records so far (from `min_window_records` on). Also the size, in offsets, of
+    /// the blocks each report covers.
     #[serde(default = "default_window_records")]
     pub window_records: usize,
+    /// The fewest decoded records a verdict rests on: a partition's first records wait until
+    /// it has this many (not the whole window), and every record is also judged on the short
+    /// trailing window of its last this many records, where a shift shows before it fills
+    /// the long window. Unset: the smallest size at which PSI over `quality.bins` bins of an
+    /// unchanged distribution stays under `quality.psi_fail` in 999 999 of a million windows
+    /// (184 at 10 bins and 0.25; see README "Quality gate"), at least 100, at most
+    /// `window_records`. Equal to `window_records`: one window only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_window_records: Option<usize>,
     /// What a FAIL record does: `quarantine` (to the quarantine topic), `flag` (to scored
     /// anyway, with `quality_decision = FAIL` and the reasons in `quality_reasons` and the
     /// headers) or `halt` (the stage stops with an error naming the window and the reasons;
@@ -122,6 +148,7 @@ impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
             window_records: default_window_records(),
+            min_window_records: None,
             policy: Policy::default(),
             batch_size: default_batch_size(),
             batch_max_age: default_batch_max_age(),
@@ -154,23 +181,50 @@ impl ScoreConfig {
         self.resolve(transaction_timeout, clean).map(|_| ())
     }
 
-    /// The trailing window must be large enough for PSI: with fewer rows, the PSI of an
-    /// unchanged distribution reaches `quality.psi_fail` by chance alone (see
-    /// [`psi_noise_rows`]). Without a baseline there is no PSI and no such floor.
-    pub fn validate_window(&self, quality: &QualityConfig) -> Result<(), ConfigError> {
+    /// The fewest records a verdict rests on (`score.min_window_records`, or its default).
+    pub fn min_window(&self, quality: &QualityConfig) -> usize {
+        let derived = || self.psi_floor(quality).max(MIN_VERDICT_RECORDS);
+        self.min_window_records
+            .unwrap_or_else(derived)
+            .min(self.window_records)
+    }
+
+    /// The fewest rows whose PSI stays under `quality.psi_fail` by chance (0 without PSI).
+    fn psi_floor(&self, quality: &QualityConfig) -> usize {
         if self.baseline.is_none() && self.baseline_from_first_records == 0 {
+            return 0;
+        }
+        psi_noise_rows(quality.bins, quality.psi_fail)
+    }
+
+    /// Both windows must be large enough for PSI: with fewer rows, the PSI of an unchanged
+    /// distribution reaches `quality.psi_fail` by chance alone (see [`psi_noise_rows`]).
+    /// Without a baseline there is no PSI and no such floor.
+    pub fn validate_window(&self, quality: &QualityConfig) -> Result<(), ConfigError> {
+        let min = self.psi_floor(quality);
+        if let Some(m) = self.min_window_records {
+            if m == 0 || m > self.window_records {
+                return Err(ConfigError::key(
+                    "score.min_window_records",
+                    format!(
+                        "{m}: must be between 1 and score.window_records ({})",
+                        self.window_records
+                    ),
+                ));
+            }
+            if m < min {
+                return Err(too_few("score.min_window_records", m, min, quality));
+            }
+        }
+        if min == 0 {
             return Ok(());
         }
-        let min = psi_noise_rows(quality.bins, quality.psi_fail);
         if self.window_records < min {
-            return Err(ConfigError::key(
+            return Err(too_few(
                 "score.window_records",
-                format!(
-                    "{} rows are too few for PSI over {} bins: an unchanged distribution reaches \
-                     quality.psi_fail ({}) by chance more often than once in 10 000 windows; use \
-                     at least {min}",
-                    self.window_records, quality.bins, quality.psi_fail
-                ),
+                self.window_records,
+                min,
+                quality,
             ));
         }
         Ok(())

@@ -1,20 +1,25 @@
-//! One input partition's gate: the trailing window of its last `score.window_records`
-//! decoded records, the verdict each record gets, and the tally of the block of offsets the
-//! next report covers.
+//! One input partition's gate: the trailing windows of its last `score.window_records` (N)
+//! and `score.min_window_records` (M) decoded records, the verdict each record gets, and the
+//! tally of the block of offsets the next report covers.
 //!
-//! The rule (README "Quality gate"): a record is judged on the window of the last N decoded
-//! records of its partition, itself included — missing and type-error ratios and PSI of that
-//! window, and the VIF of the window as it stood at the last block boundary (blocks are the
-//! offset ranges `[k·N, (k+1)·N)`). A partition's first N − 1 records are held until a
-//! full window exists and are then judged on it; while the baseline is being built every
-//! record waits (outside the window) and is judged on its own window once it is there. Everything here is a function of the partition's records in order:
-//! [`Lane::push`] is all there is, and a restarted stage rebuilds the same state by pushing
-//! the records before its committed offset again (`history`).
+//! The rule (README "Quality gate"): a record is judged on the windows of the last N and the
+//! last M decoded records of its partition, itself included — missing and type-error ratios
+//! and PSI of each (a PSI line only on a window large enough for it), and the VIF of the long
+//! window as it stood at the last block boundary (blocks are the offset ranges
+//! `[k·N, (k+1)·N)`). A partition's first M − 1 records are held until M exist and are then
+//! judged on that window; while the baseline is being built every record waits (outside the
+//! window) and is judged on its own windows once it is there. Everything here is a function
+//! of the partition's records in order: [`Lane::push`] is all there is, and a restarted stage
+//! rebuilds the same state by pushing the records before its committed offset again
+//! (`history`).
 use std::sync::Arc;
 
 use super::baseline::Active;
 use super::window::{Held, Item};
-use crate::quality::{Decision, FieldSpec, Metric, QualityConfig, QualityReport, Reason, Trailing};
+use crate::quality::psi::psi_noise_rows;
+use crate::quality::{
+    Decision, FieldSpec, Metric, QualityConfig, QualityReport, Reason, Trailing, TrailingVerdict,
+};
 use crate::record::Record;
 
 /// The verdict on one record (shared by the records judged together).
@@ -98,6 +103,11 @@ pub(super) struct Lane {
     pub(super) topic: Arc<str>,
     pub(super) partition: i32,
     trail: Trailing,
+    /// The last `min_rows` records (when fewer than the window): a shift shows here while
+    /// the long window is still mostly made of records from before it.
+    short: Option<Trailing>,
+    /// The fewest records a verdict rests on (`score.min_window_records`).
+    min_rows: usize,
     block_size: i64,
     /// The baseline `trail` counts against (compared by pointer).
     baseline: Option<Arc<Active>>,
@@ -112,10 +122,20 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    pub(super) fn new(topic: &str, partition: i32, specs: Vec<FieldSpec>, n: usize) -> Lane {
+    /// A gate with a trailing window of `n` records; verdicts from `min_rows` records on.
+    pub(super) fn new(
+        topic: &str,
+        partition: i32,
+        specs: Vec<FieldSpec>,
+        n: usize,
+        min_rows: usize,
+    ) -> Lane {
+        let min_rows = min_rows.clamp(1, n.max(1));
         Lane {
             topic: topic.into(),
             partition,
+            short: (min_rows < n).then(|| Trailing::new(specs.clone(), min_rows, None)),
+            min_rows,
             trail: Trailing::new(specs, n, None),
             block_size: n.max(1) as i64,
             baseline: None,
@@ -178,13 +198,22 @@ impl Lane {
         while self.pushed < self.held.len() {
             let offset = self.held[self.pushed].offset;
             step.ended.extend(self.advance(offset, cfg));
-            match &self.held[self.pushed].item {
-                Item::Record(r) => self.trail.push(offset, &r.record),
-                Item::Replayed(Some(record)) => self.trail.push(offset, record),
-                Item::DeadLetter(_) | Item::Replayed(None) => self.tally.dead_letters += 1,
+            let record = match &self.held[self.pushed].item {
+                Item::Record(r) => Some(&r.record),
+                Item::Replayed(Some(record)) => Some(record),
+                Item::DeadLetter(_) | Item::Replayed(None) => None,
+            };
+            match record {
+                Some(record) => {
+                    self.trail.push(offset, record);
+                    if let Some(short) = &mut self.short {
+                        short.push(offset, record);
+                    }
+                }
+                None => self.tally.dead_letters += 1,
             }
             self.pushed += 1;
-            if !self.trail.is_full() {
+            if self.trail.len() < self.min_rows {
                 continue;
             }
             if self.vif.is_none() {
@@ -238,12 +267,33 @@ impl Lane {
         };
         if !same {
             self.trail.set_baseline(now.map(|a| &a.baseline));
+            if let Some(short) = &mut self.short {
+                short.set_baseline(now.map(|a| &a.baseline));
+            }
             self.baseline = now.cloned();
         }
     }
 
     fn verdict(&self, cfg: &QualityConfig) -> Verdict {
         let mut v = self.trail.verdict(cfg);
+        sound_only(&mut v, self.trail.len(), cfg);
+        // The short window's reasons where they are worse than the long one's for the same
+        // field and metric (the long window's otherwise: one reason per field and metric).
+        if let Some(short) = self.short.as_ref().filter(|t| t.is_full()) {
+            let mut sv = short.verdict(cfg);
+            sound_only(&mut sv, short.len(), cfg);
+            for mut r in sv.reasons {
+                let same = |x: &Reason| x.field == r.field && x.metric == r.metric;
+                if v.reasons.iter().any(|x| same(x) && x.level >= r.level) {
+                    continue;
+                }
+                v.reasons.retain(|x| !same(x));
+                r.message = format!("{} over the last {} records", r.message, self.min_rows);
+                v.decision = v.decision.max(r.level);
+                v.reasons.push(r);
+            }
+            v.reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
+        }
         if let Some(vif) = &self.vif {
             if !vif.is_empty() {
                 v.reasons.extend(vif.iter().cloned());
@@ -278,7 +328,7 @@ impl Lane {
             return (tally.messages > 0).then(|| self.block_end(tally, None));
         }
         let report = self.trail.stats().report(cfg);
-        if self.trail.is_full() {
+        if self.trail.len() >= self.min_rows {
             self.vif = Some(vif_reasons(&report));
         }
         Some(self.block_end(tally, Some(report)))
@@ -295,6 +345,16 @@ impl Lane {
             psi_measured: self.baseline.is_some(),
         }
     }
+}
+
+/// Drops the PSI reasons a window of `rows` rows cannot support: a PSI line counts only from
+/// the size at which an unchanged distribution crosses it by chance less than once in a million
+/// windows ([`psi_noise_rows`]); e.g. at 10 bins the 0.25 FAIL line from 184 rows, the 0.1
+/// WARN line from 460. The decision is recomputed from what is left.
+fn sound_only(v: &mut TrailingVerdict, rows: usize, cfg: &QualityConfig) {
+    v.reasons
+        .retain(|r| r.metric != Metric::Psi || psi_noise_rows(cfg.bins, r.threshold) <= rows);
+    v.decision = crate::quality::decision::worst(&v.reasons);
 }
 
 /// The VIF reasons of a report, worst first.
@@ -329,6 +389,7 @@ impl OfflineGate {
     pub fn new(
         specs: Vec<FieldSpec>,
         window_records: usize,
+        min_window_records: usize,
         baseline: Option<crate::quality::Baseline>,
         quality: &QualityConfig,
     ) -> OfflineGate {
@@ -342,7 +403,7 @@ impl OfflineGate {
             None => Reference::None,
         };
         OfflineGate {
-            lane: Lane::new("offline", 0, specs, window_records),
+            lane: Lane::new("offline", 0, specs, window_records, min_window_records),
             reference,
             quality: quality.clone(),
         }

@@ -7,10 +7,12 @@
 //! `score.window_records` (N) decoded records of its partition, itself included: missing and
 //! type-error ratios and PSI of that window (integer counts, updated record by record), plus
 //! the VIF of the window as it stood at the start of the record's block (blocks are the
-//! offset ranges `[k·N, (k+1)·N)`). A partition's first N − 1 records wait for the first full
-//! window and are judged on it; no record is judged on fewer than N. The verdict depends on
-//! the partition's records in order only — not on speed, batches or restarts — and a record
-//! goes out in the transaction that reads it (after its partition's first N − 1).
+//! offset ranges `[k·N, (k+1)·N)`), and on the short trailing window of its last
+//! `score.min_window_records` (M) records, where a shift shows sooner. A partition's first
+//! M − 1 records wait for M and are judged then; no record is judged on fewer than M. The
+//! verdict depends on the partition's records in order only — not on speed, batches or
+//! restarts — and a record goes out in the transaction that reads it (after its partition's
+//! first M − 1).
 //! - PASS / WARN → `scored` (the output schema: the same fields plus `quality_window` = the
 //!   window id `<topic>/<partition>/<first offset>-<last offset>`, `quality_decision`,
 //!   `quality_reasons`);

@@ -26,6 +26,7 @@ pub struct ScoreTransform {
     quality: QualityConfig,
     specs: Vec<FieldSpec>,
     window_records: usize,
+    min_window_records: usize,
     dead_letter: Arc<str>,
     baselines: Baselines,
     history: History,
@@ -153,6 +154,7 @@ impl ScoreTransform {
             quality: quality.clone(),
             specs: parts.specs,
             window_records: score.window_records,
+            min_window_records: score.min_window(quality),
             dead_letter,
             baselines: parts.baselines,
             history: History::open(cfg, &cfg.pipeline.group_id(STAGE))?,
@@ -230,7 +232,13 @@ impl ScoreTransform {
         {
             return Ok(i);
         }
-        let mut lane = Lane::new(topic, partition, self.specs.clone(), self.window_records);
+        let mut lane = Lane::new(
+            topic,
+            partition,
+            self.specs.clone(),
+            self.window_records,
+            self.min_window_records,
+        );
         let n = self.window_records as i64;
         let started = std::time::Instant::now();
         let block_of = |o: i64| o.div_euclid(n.max(1));
