@@ -43,6 +43,9 @@ pub enum Command {
     SinkMongo,
     /// Benchmark the sinks against row-by-row writes (local stack; not a test).
     BenchSink(crate::tooling::bench_sink::BenchArgs),
+    /// Benchmark clean and score against a transactional pass-through of the same records
+    /// (their ceiling; local stack; not a test).
+    BenchStages(crate::tooling::bench_stages::BenchStagesArgs),
     /// Move a stage's position (consumer group; for sink-mysql also its offsets table) so it
     /// reprocesses or skips records. Dry run unless --execute; refuses while the stage runs.
     Replay(ReplayArgs),
@@ -262,6 +265,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::tooling::bench_sink::install_recorder();
             let _guard = crate::observability::init(None, "bench-sink")?;
             runtime()?.block_on(crate::tooling::bench_sink::run(&cfg, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchStages(args) => {
+            let cfg = load(&cli)?;
+            let _guard = crate::observability::init(None, "bench-stages")?;
+            runtime()?
+                .block_on(crate::tooling::bench_stages::run(&cfg, args))
+                .map_err(anyhow::Error::msg)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::SampleApi(args) => {

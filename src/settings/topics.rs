@@ -223,6 +223,22 @@ impl TopicsConfig {
         }
     }
 
+    /// Names the topic of a role (benchmarks and tests give every run its own topics).
+    pub fn set_name(&mut self, role: TopicRole, name: String) {
+        let o = match role {
+            TopicRole::Raw => &mut self.raw,
+            TopicRole::Cleaned => &mut self.cleaned,
+            TopicRole::Scored => &mut self.scored,
+            TopicRole::DeadLetter => &mut self.dead_letter,
+            TopicRole::Quarantine => &mut self.quarantine,
+            TopicRole::Quality => &mut self.quality,
+            TopicRole::Logs => &mut self.logs,
+            TopicRole::ExtractState => &mut self.extract_state,
+            TopicRole::ScoreBaseline => &mut self.score_baseline,
+        };
+        o.name = Some(name);
+    }
+
     /// The topic name of a role.
     pub fn name(&self, role: TopicRole) -> String {
         self.override_for(role).name.clone().unwrap_or_else(|| {

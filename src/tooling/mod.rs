@@ -5,5 +5,6 @@
 pub mod bench_extract;
 pub mod bench_gate;
 pub mod bench_sink;
+pub mod bench_stages;
 pub mod local;
 pub mod sample_api;
