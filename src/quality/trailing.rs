@@ -4,9 +4,10 @@
 //! what came before them or on how the stream was cut into batches. VIF is not updated row
 //! by row: [`Trailing::stats`] gives a fresh [`WindowStats`] of the rows held (the full
 //! report, VIF included) when the caller wants one.
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
-use super::psi::{bin_of, proportions, psi};
+use super::psi::bin_of;
 use super::{
     classify, Baseline, Cell, Classified, Decision, FieldKind, FieldSpec, FieldView, Metric,
     QualityConfig, Reason, WindowStats,
@@ -74,6 +75,34 @@ struct Counts {
     buckets: Vec<u64>,
     expected: Vec<f64>,
     map: Option<Buckets>,
+    /// Per bucket, the PSI term last computed and the (count, total) it was computed for:
+    /// a row in and a row out change two buckets of a full window, so the other terms (and
+    /// their logarithms) are reused. Each term is a function of its count and the total
+    /// only, so the sum is the same as computing every term afresh.
+    terms: RefCell<Vec<(u64, u64, f64)>>,
+}
+
+impl Counts {
+    /// PSI of the counted values against `expected`, `psi(expected, proportions(buckets))`
+    /// term for term; `None` without values.
+    fn psi(&self, epsilon: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let mut terms = self.terms.borrow_mut();
+        terms.resize(self.buckets.len(), (u64::MAX, 0, 0.0));
+        let mut sum = 0.0;
+        for ((&count, &e), term) in self.buckets.iter().zip(&self.expected).zip(terms.iter_mut()) {
+            if (term.0, term.1) != (count, total) {
+                let a = count as f64 / total as f64;
+                let (e, a) = (e.max(epsilon), a.max(epsilon));
+                *term = (count, total, (a - e) * (a / e).ln());
+            }
+            sum += term.2;
+        }
+        Some(sum)
+    }
 }
 
 /// The last `capacity` rows of a stream and their quality figures.
@@ -133,6 +162,7 @@ impl Trailing {
             c.map = None;
             c.buckets.clear();
             c.expected.clear();
+            c.terms.borrow_mut().clear();
             let Some(field) = baseline.and_then(|b| b.field(&spec.name)) else {
                 continue;
             };
@@ -222,7 +252,7 @@ impl Trailing {
     pub fn psi(&self, i: usize, epsilon: f64) -> Option<f64> {
         let c = self.counts.get(i)?;
         c.map.as_ref()?;
-        proportions(&c.buckets).map(|a| psi(&c.expected, &a, epsilon))
+        c.psi(epsilon)
     }
 
     /// The decision on the held rows by missing and type-error ratios and PSI (VIF is the
@@ -239,6 +269,11 @@ impl Trailing {
                     Metric::TypeErrorRatio,
                     c.type_errors as f64 / n,
                 ));
+                // A field whose PSI lines are both off (e.g. a near-unique name) is not measured.
+                let off = cfg.thresholds(&spec.name, Metric::Psi);
+                if !(off.warn.is_finite() || off.fail.is_finite()) {
+                    continue;
+                }
                 if let Some(v) = self.psi(i, cfg.epsilon) {
                     reasons.extend(cfg.judge(&spec.name, Metric::Psi, v));
                 }
@@ -348,5 +383,32 @@ mod tests {
             t.push(200 + i, &rec(i as i32 % 100, Some("a")));
         }
         assert_eq!(t.verdict(&cfg).decision, Decision::Pass);
+    }
+
+    #[test]
+    fn psi_from_cached_terms_equals_psi_computed_afresh_bit_for_bit() {
+        use crate::quality::psi::{proportions, psi};
+        let mut b = BaselineBuilder::new(specs(), &Default::default());
+        for i in 0..500 {
+            b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
+        }
+        let baseline = b.build();
+        let mut t = Trailing::new(specs(), 200, Some(&baseline));
+        let mut x: u64 = 7;
+        for i in 0..3000 {
+            // A drifting, uneven stream: bins fill and empty at different rates.
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = ((x >> 33) % 97) as i32 + if i > 1500 { 40 } else { 0 };
+            t.push(i, &rec(v, Some(["a", "b", "c", "d"][((x >> 20) % 4) as usize])));
+            for f in 0..2 {
+                let c = &t.counts[f];
+                let fresh = proportions(&c.buckets).map(|a| psi(&c.expected, &a, 1e-4));
+                assert_eq!(
+                    t.psi(f, 1e-4).map(f64::to_bits),
+                    fresh.map(f64::to_bits),
+                    "row {i}, field {f}"
+                );
+            }
+        }
     }
 }
