@@ -93,7 +93,12 @@ impl Counts {
         let mut terms = self.terms.borrow_mut();
         terms.resize(self.buckets.len(), (u64::MAX, 0, 0.0));
         let mut sum = 0.0;
-        for ((&count, &e), term) in self.buckets.iter().zip(&self.expected).zip(terms.iter_mut()) {
+        for ((&count, &e), term) in self
+            .buckets
+            .iter()
+            .zip(&self.expected)
+            .zip(terms.iter_mut())
+        {
             if (term.0, term.1) != (count, total) {
                 let a = count as f64 / total as f64;
                 let (e, a) = (e.max(epsilon), a.max(epsilon));
@@ -105,6 +110,22 @@ impl Counts {
     }
 }
 
+/// Adds (`by` = 1) or removes (−1) a held row's missing, type-error and bucket counts.
+fn count_row(counts: &mut [Counts], row: &Row, by: i64) {
+    let step = |n: &mut u64| *n = n.saturating_add_signed(by);
+    for (i, slot) in row.slots.iter().enumerate() {
+        let c = &mut counts[i];
+        match slot {
+            Slot::Missing => step(&mut c.missing),
+            Slot::TypeError => step(&mut c.type_errors),
+            _ => {}
+        }
+        if let Some(n) = row.buckets[i].and_then(|b| c.buckets.get_mut(b as usize)) {
+            step(n);
+        }
+    }
+}
+
 /// The last `capacity` rows of a stream and their quality figures.
 #[derive(Debug, Clone)]
 pub struct Trailing {
@@ -113,6 +134,9 @@ pub struct Trailing {
     rows: VecDeque<Row>,
     counts: Vec<Counts>,
     baseline: Option<Baseline>,
+    /// The short window: its size and the counts of the last that many rows (a tail of
+    /// `rows`, so its rows are classified once).
+    tail: Option<(usize, Vec<Counts>)>,
 }
 
 /// The decision on the rows held, from missing and type-error ratios and PSI.
@@ -132,9 +156,40 @@ impl Trailing {
             capacity: capacity.max(1),
             rows: VecDeque::with_capacity(capacity.min(1 << 16)),
             baseline: None,
+            tail: None,
         };
         t.set_baseline(baseline);
         t
+    }
+
+    /// Also counts the last `size` rows on their own (a short window inside this one; no
+    /// effect unless smaller than the capacity). See [`Trailing::tail_verdict`].
+    pub fn with_tail(mut self, size: usize) -> Self {
+        if size > 0 && size < self.capacity {
+            self.tail = Some((size, Vec::new()));
+            self.recount_tail();
+        }
+        self
+    }
+
+    /// The tail's counts afresh from the last rows (its buckets shaped like the window's).
+    fn recount_tail(&mut self) {
+        let Some((size, tail)) = &mut self.tail else {
+            return;
+        };
+        *tail = self
+            .counts
+            .iter()
+            .map(|c| Counts {
+                buckets: vec![0; c.buckets.len()],
+                expected: c.expected.clone(),
+                ..Counts::default()
+            })
+            .collect();
+        let skip = self.rows.len().saturating_sub(*size);
+        for row in self.rows.iter().skip(skip) {
+            count_row(tail, row, 1);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -196,6 +251,7 @@ impl Trailing {
                 }
             }
         }
+        self.recount_tail();
     }
 
     /// Adds a row (tagged `tag`); the oldest one leaves when the window is full.
@@ -222,11 +278,19 @@ impl Trailing {
             slots.push(slot);
             buckets.push(b);
         }
-        self.rows.push_back(Row {
+        let row = Row {
             tag,
             slots,
             buckets,
-        });
+        };
+        if let Some((size, tail)) = &mut self.tail {
+            count_row(tail, &row, 1);
+            // The row leaving the tail (still in the window).
+            if self.rows.len() >= *size {
+                count_row(tail, &self.rows[self.rows.len() - *size], -1);
+            }
+        }
+        self.rows.push_back(row);
         if self.rows.len() > self.capacity {
             if let Some(old) = self.rows.pop_front() {
                 self.forget(&old);
@@ -258,11 +322,21 @@ impl Trailing {
     /// The decision on the held rows by missing and type-error ratios and PSI (VIF is the
     /// caller's, from [`Trailing::stats`]).
     pub fn verdict(&self, cfg: &QualityConfig) -> TrailingVerdict {
-        let n = self.rows.len() as f64;
+        self.verdict_of(&self.counts, self.rows.len(), cfg)
+    }
+
+    /// The same decision on the short window ([`Trailing::with_tail`]) once it is full.
+    pub fn tail_verdict(&self, cfg: &QualityConfig) -> Option<TrailingVerdict> {
+        let (size, tail) = self.tail.as_ref()?;
+        (self.rows.len() >= *size).then(|| self.verdict_of(tail, *size, cfg))
+    }
+
+    fn verdict_of(&self, counts: &[Counts], rows: usize, cfg: &QualityConfig) -> TrailingVerdict {
+        let n = rows as f64;
         let mut reasons = Vec::new();
         if n > 0.0 {
             for (i, spec) in self.specs.iter().enumerate() {
-                let c = &self.counts[i];
+                let c = &counts[i];
                 reasons.extend(cfg.judge(&spec.name, Metric::MissingRatio, c.missing as f64 / n));
                 reasons.extend(cfg.judge(
                     &spec.name,
@@ -271,10 +345,10 @@ impl Trailing {
                 ));
                 // A field whose PSI lines are both off (e.g. a near-unique name) is not measured.
                 let off = cfg.thresholds(&spec.name, Metric::Psi);
-                if !(off.warn.is_finite() || off.fail.is_finite()) {
+                if self.counts[i].map.is_none() || !(off.warn.is_finite() || off.fail.is_finite()) {
                     continue;
                 }
-                if let Some(v) = self.psi(i, cfg.epsilon) {
+                if let Some(v) = c.psi(cfg.epsilon) {
                     reasons.extend(cfg.judge(&spec.name, Metric::Psi, v));
                 }
             }
@@ -397,9 +471,14 @@ mod tests {
         let mut x: u64 = 7;
         for i in 0..3000 {
             // A drifting, uneven stream: bins fill and empty at different rates.
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = ((x >> 33) % 97) as i32 + if i > 1500 { 40 } else { 0 };
-            t.push(i, &rec(v, Some(["a", "b", "c", "d"][((x >> 20) % 4) as usize])));
+            t.push(
+                i,
+                &rec(v, Some(["a", "b", "c", "d"][((x >> 20) % 4) as usize])),
+            );
             for f in 0..2 {
                 let c = &t.counts[f];
                 let fresh = proportions(&c.buckets).map(|a| psi(&c.expected, &a, 1e-4));
@@ -408,6 +487,44 @@ mod tests {
                     fresh.map(f64::to_bits),
                     "row {i}, field {f}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn the_tail_counts_as_a_window_of_its_own_size_would() {
+        let mut b = BaselineBuilder::new(specs(), &Default::default());
+        for i in 0..500 {
+            b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
+        }
+        let baseline = b.build();
+        let cfg = QualityConfig::default();
+        let mut long = Trailing::new(specs(), 300, None).with_tail(120);
+        let mut short = Trailing::new(specs(), 120, None);
+        let mut x: u64 = 11;
+        for i in 0..2000 {
+            if i == 150 {
+                // The baseline arrives mid-stream: both count their rows again.
+                long.set_baseline(Some(&baseline));
+                short.set_baseline(Some(&baseline));
+            }
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((x >> 33) % 97) as i32 + if (800..1100).contains(&i) { 50 } else { 0 };
+            let name = ["a", "b", "c", "d"][((x >> 20) % 4) as usize];
+            let r = if x % 13 == 0 {
+                rec(v, None)
+            } else {
+                rec(v, Some(name))
+            };
+            long.push(i, &r);
+            short.push(i, &r);
+            let tail = long.tail_verdict(&cfg);
+            if long.len() < 120 {
+                assert!(tail.is_none(), "row {i}");
+            } else {
+                assert_eq!(tail, Some(short.verdict(&cfg)), "row {i}");
             }
         }
     }

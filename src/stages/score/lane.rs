@@ -102,10 +102,9 @@ pub(super) enum Reference {
 pub(super) struct Lane {
     pub(super) topic: Arc<str>,
     pub(super) partition: i32,
+    /// The long window, counting its last `min_rows` records on their own too (the short
+    /// window: a shift shows there while the long one still holds mostly older records).
     trail: Trailing,
-    /// The last `min_rows` records (when fewer than the window): a shift shows here while
-    /// the long window is still mostly made of records from before it.
-    short: Option<Trailing>,
     /// The fewest records a verdict rests on (`score.min_window_records`).
     min_rows: usize,
     block_size: i64,
@@ -134,9 +133,8 @@ impl Lane {
         Lane {
             topic: topic.into(),
             partition,
-            short: (min_rows < n).then(|| Trailing::new(specs.clone(), min_rows, None)),
             min_rows,
-            trail: Trailing::new(specs, n, None),
+            trail: Trailing::new(specs, n, None).with_tail(min_rows),
             block_size: n.max(1) as i64,
             baseline: None,
             vif: None,
@@ -204,12 +202,7 @@ impl Lane {
                 Item::DeadLetter(_) | Item::Replayed(None) => None,
             };
             match record {
-                Some(record) => {
-                    self.trail.push(offset, record);
-                    if let Some(short) = &mut self.short {
-                        short.push(offset, record);
-                    }
-                }
+                Some(record) => self.trail.push(offset, record),
                 None => self.tally.dead_letters += 1,
             }
             self.pushed += 1;
@@ -267,9 +260,6 @@ impl Lane {
         };
         if !same {
             self.trail.set_baseline(now.map(|a| &a.baseline));
-            if let Some(short) = &mut self.short {
-                short.set_baseline(now.map(|a| &a.baseline));
-            }
             self.baseline = now.cloned();
         }
     }
@@ -279,9 +269,8 @@ impl Lane {
         sound_only(&mut v, self.trail.len(), cfg);
         // The short window's reasons where they are worse than the long one's for the same
         // field and metric (the long window's otherwise: one reason per field and metric).
-        if let Some(short) = self.short.as_ref().filter(|t| t.is_full()) {
-            let mut sv = short.verdict(cfg);
-            sound_only(&mut sv, short.len(), cfg);
+        if let Some(mut sv) = self.trail.tail_verdict(cfg) {
+            sound_only(&mut sv, self.min_rows, cfg);
             for mut r in sv.reasons {
                 let same = |x: &Reason| x.field == r.field && x.metric == r.metric;
                 if v.reasons.iter().any(|x| same(x) && x.level >= r.level) {
