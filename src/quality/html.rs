@@ -1,16 +1,19 @@
 //! The self-contained HTML report of `etl-pipe profile --html OUT`: inline CSS and SVG bar
-//! charts (PSI, VIF, missing and type-error ratios), no scripts, no network.
+//! charts (PSI, VIF, missing and type-error ratios, and per field the baseline's and the
+//! file's distribution over the PSI buckets side by side), no scripts, no network.
 use std::fmt::Write as _;
 
 use super::profile::ProfileOutput;
-use super::{Decision, FieldReport, Metric, QualityConfig, QualityReport, VifStatus};
+use super::{Decision, Distribution, FieldReport, Metric, QualityConfig, QualityReport, VifStatus};
 
 const GREEN: &str = "#2e7d32";
 const AMBER: &str = "#e0a000";
 const RED: &str = "#c62828";
 const GREY: &str = "#9e9e9e";
+/// The baseline's bars in the distribution charts.
+pub(super) const BASELINE: &str = "#78909c";
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -25,7 +28,7 @@ fn esc(s: &str) -> String {
     o
 }
 
-fn colour(d: Option<Decision>) -> &'static str {
+pub(super) fn colour(d: Option<Decision>) -> &'static str {
     match d {
         Some(Decision::Pass) => GREEN,
         Some(Decision::Warn) => AMBER,
@@ -165,9 +168,10 @@ pub fn render(out: &ProfileOutput, cfg: &QualityConfig) -> String {
     let r = &out.report;
     let mut h = String::new();
     let title = format!("Quality profile: {}", out.file);
-    head(&mut h, &title);
+    head(&mut h, &title, "");
     summary(&mut h, out, &title);
     psi_section(&mut h, out, cfg);
+    distribution_section(&mut h, r, cfg);
     vif_section(&mut h, r, cfg);
     ratio_sections(&mut h, r, cfg);
     figures_table(&mut h, r);
@@ -184,7 +188,7 @@ pub fn render(out: &ProfileOutput, cfg: &QualityConfig) -> String {
 }
 
 /// The document head with its inline style sheet.
-fn head(h: &mut String, title: &str) {
+pub(super) fn head(h: &mut String, title: &str, extra_css: &str) {
     let _ = write!(
         h,
         r#"<!DOCTYPE html>
@@ -197,6 +201,10 @@ table {{ border-collapse: collapse; font-size: 13px; }} th, td {{ padding: 4px 8
 th {{ background: #f5f5f5; }} td.l, th.l {{ text-align: left; }}
 .meta {{ color: #555; font-size: 13px; }} svg text {{ font-family: inherit; }}
 li {{ font-size: 13px; }}
+.dist {{ display: inline-block; vertical-align: top; margin: 0 18px 18px 0; }}
+.dist h3 {{ font-size: 14px; margin: 6px 0; }} .dist .badge {{ font-size: 12px; padding: 1px 6px; }}
+.swatch {{ display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 10px; }}
+{extra_css}
 </style></head><body>
 "#,
         esc(title)
@@ -264,6 +272,135 @@ fn psi_section(h: &mut String, out: &ProfileOutput, cfg: &QualityConfig) {
         cfg.psi_fail.min(2.5) * 4.0,
     );
     h.push_str(&chart("psi", &bars, max, cfg.psi_warn, cfg.psi_fail));
+}
+
+/// Per field with a PSI: the baseline's and the file's share of values in each bucket.
+fn distribution_section(h: &mut String, r: &QualityReport, cfg: &QualityConfig) {
+    let with: Vec<(&FieldReport, &Distribution)> = r
+        .fields
+        .iter()
+        .filter_map(|f| f.distribution.as_ref().map(|d| (f, d)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        r#"<h2>Distributions: baseline vs this file</h2><p class="meta">Share of each field's values per PSI bucket: numeric fields over the baseline's quantile bins, categorical ones over the baseline's most frequent categories and <i>other</i> (rarer and unseen categories). <span class="swatch" style="background:{BASELINE}"></span>baseline <span class="swatch" style="background:{GREEN}"></span>this file (coloured by the field's PSI level)</p>"#
+    );
+    for (f, d) in with {
+        let lvl = f.psi.and_then(|v| level(cfg, f, Metric::Psi, v));
+        let psi = f
+            .psi
+            .map_or_else(|| status(f.psi_status), |v| format!("PSI {v:.4}"));
+        let _ = write!(
+            h,
+            r#"<div class="dist"><h3>{} <span class="badge" style="background:{}">{} {}</span></h3>{}</div>"#,
+            esc(&f.name),
+            colour(lvl),
+            esc(&psi),
+            lvl.map_or(String::new(), |l| l.to_string()),
+            paired_bars(&format!("dist-{}", esc(&f.name)), &shown(d), colour(lvl))
+        );
+    }
+}
+
+/// At most 12 buckets: the rest of a long category list is added to its last, `other`.
+fn shown(d: &Distribution) -> Distribution {
+    const MAX: usize = 12;
+    let n = d.buckets.len();
+    if n <= MAX {
+        return d.clone();
+    }
+    let sum = |v: &[f64]| v[MAX - 1..].iter().sum::<f64>();
+    let mut out = Distribution {
+        buckets: d.buckets[..MAX - 1].to_vec(),
+        baseline: d.baseline[..MAX - 1].to_vec(),
+        window: d.window[..MAX - 1].to_vec(),
+    };
+    out.buckets.push(format!("other (+{} categories)", n - MAX));
+    out.baseline.push(sum(&d.baseline));
+    out.window.push(sum(&d.window));
+    out
+}
+
+/// Vertical bars, baseline and window side by side per bucket, as inline SVG.
+fn paired_bars(id: &str, d: &Distribution, current: &str) -> String {
+    const LEFT: f64 = 44.0;
+    const TOP: f64 = 10.0;
+    const PLOT_H: f64 = 130.0;
+    const LABEL_H: f64 = 78.0;
+    let n = d.buckets.len().max(1);
+    let slot = (460.0 / n as f64).clamp(30.0, 60.0);
+    let width = LEFT + slot * n as f64 + 10.0;
+    let height = TOP + PLOT_H + LABEL_H;
+    let top = d
+        .baseline
+        .iter()
+        .chain(&d.window)
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.05f64, f64::max)
+        * 1.1;
+    let y = |v: f64| TOP + PLOT_H * (1.0 - (v / top).clamp(0.0, 1.0));
+    let base = TOP + PLOT_H;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="pair" id="{id}" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" role="img">"#
+    );
+    for t in [0.0, top / 2.0, top / 1.1] {
+        let _ = write!(
+            s,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end" fill="#555">{:.0}%</text>"##,
+            width - 10.0,
+            LEFT - 4.0,
+            y(t) + 3.0,
+            t * 100.0,
+            y = y(t)
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<line x1="{LEFT}" x2="{:.1}" y1="{base}" y2="{base}" stroke="#444"/>"##,
+        width - 10.0
+    );
+    let bar_w = slot * 0.36;
+    for (i, label) in d.buckets.iter().enumerate() {
+        let x0 = LEFT + slot * i as f64 + slot * 0.12;
+        let b = d.baseline.get(i).copied().unwrap_or(0.0);
+        let w = d.window.get(i).copied().unwrap_or(0.0);
+        let tip = format!(
+            "{}: baseline {:.1}%, this file {:.1}%",
+            esc(label),
+            b * 100.0,
+            w * 100.0
+        );
+        for (k, v, c, class) in [(0.0, b, BASELINE, "base"), (1.0, w, current, "cur")] {
+            let top_y = y(v);
+            let _ = write!(
+                s,
+                r#"<rect class="{class}" x="{:.1}" y="{top_y:.1}" width="{bar_w:.1}" height="{:.1}" fill="{c}"><title>{tip}</title></rect>"#,
+                x0 + k * bar_w,
+                (base - top_y).max(0.0)
+            );
+        }
+        let short: String = if label.chars().count() > 16 {
+            label.chars().take(15).chain(['…']).collect()
+        } else {
+            label.clone()
+        };
+        let lx = x0 + bar_w;
+        let ly = base + 12.0;
+        let _ = write!(
+            s,
+            r#"<text x="{lx:.1}" y="{ly:.1}" font-size="10" text-anchor="end" transform="rotate(-40 {lx:.1} {ly:.1})">{}<title>{}</title></text>"#,
+            esc(&short),
+            esc(label)
+        );
+    }
+    s.push_str("</svg>");
+    s
 }
 
 fn vif_section(h: &mut String, r: &QualityReport, cfg: &QualityConfig) {
@@ -396,6 +533,81 @@ fn figures_table(h: &mut String, r: &QualityReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quality::profile::{BaselineSource, Format};
+    use crate::quality::{BaselineBuilder, Cell, FieldKind, FieldSpec, WindowStats};
+
+    #[test]
+    fn distributions_are_paired_bars_with_escaped_labels() {
+        let d = Distribution {
+            buckets: vec!["(-inf, 1]".into(), "<b>".into(), "other".into()],
+            baseline: vec![0.5, 0.3, 0.2],
+            window: vec![0.1, 0.1, 0.8],
+        };
+        let svg = paired_bars("dist-x", &d, RED);
+        assert_eq!(svg.matches(r#"class="base""#).count(), 3);
+        assert_eq!(svg.matches(r#"class="cur""#).count(), 3);
+        assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
+        assert!(svg.contains("other: baseline 20.0%, this file 80.0%"));
+        // A long category list is cut to 12 buckets, the rest added to `other`.
+        let long = Distribution {
+            buckets: (0..20)
+                .map(|i| format!("c{i}"))
+                .chain(["other".to_string()])
+                .collect(),
+            baseline: vec![1.0 / 21.0; 21],
+            window: vec![1.0 / 21.0; 21],
+        };
+        let s = shown(&long);
+        assert_eq!(s.buckets.len(), 12);
+        assert_eq!(s.buckets[11], "other (+9 categories)");
+        assert!((s.baseline.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_profile_page_draws_each_fields_distribution_and_fetches_nothing() {
+        let cfg = QualityConfig::default();
+        let specs = vec![
+            FieldSpec::new("x<1>", FieldKind::Numeric),
+            FieldSpec::new("tier", FieldKind::Categorical),
+        ];
+        let mut b = BaselineBuilder::new(specs.clone(), &cfg);
+        for i in 0..1000 {
+            b.push(
+                &[
+                    Cell::Number(f64::from(i % 100)),
+                    Cell::Text(["A", "B"][i as usize % 2]),
+                ][..],
+            );
+        }
+        let base = b.build();
+        let mut w = WindowStats::new(specs, Some(&base));
+        for i in 0..500 {
+            w.push(&[Cell::Number(f64::from(i % 100 + 50)), Cell::Text("C")][..]);
+        }
+        let mut report = w.report(&cfg);
+        for (f, d) in report.fields.iter_mut().zip(w.distributions()) {
+            f.distribution = d;
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["fields"][1]["distribution"]["buckets"][2], "other");
+        assert_eq!(json["fields"][1]["distribution"]["window"][2], 1.0);
+        let out = ProfileOutput {
+            file: "f.jsonl".into(),
+            format: Format::Jsonl,
+            baseline: Some(BaselineSource {
+                path: "b.jsonl".into(),
+                from: "jsonl".into(),
+                rows: 1000,
+            }),
+            report,
+        };
+        let page = render(&out, &cfg);
+        assert!(page.contains("Distributions: baseline vs this file"));
+        assert!(page.contains(r#"id="dist-x&lt;1&gt;""#) && page.contains(r#"id="dist-tier""#));
+        assert!(page.contains("(-inf, 9]") && page.contains("(89, +inf)"));
+        assert!(!page.contains("x<1>") && !page.contains("<script") && !page.contains("http"));
+        assert!(page.contains("PSI ") && page.contains("FAIL</span>"));
+    }
 
     #[test]
     fn escapes_and_clips() {

@@ -2,7 +2,7 @@
 //! field ([`missing`]), PSI against a baseline ([`psi`](mod@psi)), VIF of the numeric fields
 //! ([`vif`]), the per-window accumulator and its report ([`window`]), the PASS / WARN /
 //! FAIL decision with its thresholds ([`decision`]), and the `etl-pipe profile` command
-//! ([`profile`], [`html`]).
+//! ([`profile`], [`html`]), and the page of `etl-pipe quality report` ([`timeline`]).
 //!
 //! Everything here is streaming: an accumulator takes one row at a time through the
 //! [`FieldView`] trait (implemented for [`Record`] and JSON objects; `profile` adds CSV
@@ -45,6 +45,7 @@ pub mod html;
 pub mod missing;
 pub mod profile;
 pub mod psi;
+pub mod timeline;
 pub mod trailing;
 pub mod vif;
 pub mod window;
@@ -54,7 +55,7 @@ pub use psi::{psi, Baseline, BaselineBuilder, BaselineField, FieldBaseline};
 pub use trailing::{Trailing, TrailingVerdict};
 pub use vif::{CoMoments, Vif, VifOutcome};
 pub use window::{
-    FieldReport, Figure, PsiStatus, QualityReport, VifStatus, VifSummary, WindowStats,
+    Distribution, FieldReport, Figure, PsiStatus, QualityReport, VifStatus, VifSummary, WindowStats,
 };
 
 /// How a field is analysed: numbers (PSI over quantile bins, VIF) or categories (PSI over

@@ -85,6 +85,36 @@ pub fn psi_noise_rows(bins: usize, line: f64) -> usize {
     (q / line).ceil() as usize
 }
 
+/// The labels of the bins between `edges`: `(-inf, e1]`, `(e1, e2]`, …, `(ek, +inf)`.
+pub fn bin_labels(edges: &[f64]) -> Vec<String> {
+    let mut labels = Vec::with_capacity(edges.len() + 1);
+    let mut low = "-inf".to_string();
+    for &e in edges {
+        let high = short_number(e);
+        labels.push(format!("({low}, {high}]"));
+        low = high;
+    }
+    labels.push(format!("({low}, +inf)"));
+    labels
+}
+
+/// A number in few characters: integers whole, others to 4 significant digits.
+pub fn short_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e12 {
+        format!("{x:.0}")
+    } else if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-3) {
+        format!("{x:.3e}")
+    } else {
+        let digits = (3 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+        let s = format!("{x:.digits$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+}
+
 /// Nearest-rank quantile edges at i/bins (i = 1..bins−1) of a sorted sample, equal edges merged.
 pub fn quantile_edges(sorted: &[f64], bins: usize) -> Vec<f64> {
     let n = sorted.len();
@@ -519,6 +549,38 @@ impl PsiCounter {
         }
     }
 
+    /// The buckets' labels with the baseline's and the window's proportions.
+    pub fn distribution(&self) -> super::window::Distribution {
+        let (expected, counts, buckets) = match self {
+            PsiCounter::Numeric {
+                edges,
+                expected,
+                counts,
+            } => (expected, counts, bin_labels(edges)),
+            PsiCounter::Categorical {
+                index,
+                expected,
+                counts,
+            } => {
+                let mut names = vec![String::new(); expected.len()];
+                for (name, &i) in index {
+                    if let Some(slot) = names.get_mut(i) {
+                        slot.clone_from(name);
+                    }
+                }
+                if let Some(last) = names.last_mut() {
+                    *last = "other".into();
+                }
+                (expected, counts, names)
+            }
+        };
+        super::window::Distribution {
+            buckets,
+            baseline: expected.clone(),
+            window: proportions(counts).unwrap_or_else(|| vec![0.0; counts.len()]),
+        }
+    }
+
     /// The window's PSI; `None` when the window has no values for the field.
     pub fn psi(&self, epsilon: f64) -> Option<f64> {
         let (expected, counts) = match self {
@@ -572,6 +634,30 @@ mod tests {
         assert_eq!(bin_of(&[10.0, 20.0], 10.0), 0);
         assert_eq!(bin_of(&[10.0, 20.0], 10.5), 1);
         assert_eq!(bin_of(&[10.0, 20.0], 99.0), 2);
+    }
+
+    #[test]
+    fn distribution_labels_bins_and_categories() {
+        assert_eq!(
+            bin_labels(&[10.0, 20.5]),
+            vec!["(-inf, 10]", "(10, 20.5]", "(20.5, +inf)"]
+        );
+        assert_eq!(short_number(0.123456), "0.1235");
+        assert_eq!(short_number(1234.5678), "1235");
+        assert_eq!(short_number(2e-5), "2.000e-5");
+        let base: Vec<f64> = (0..1000).map(f64::from).collect();
+        let b = numeric_baseline(&base, 10);
+        let mut c = PsiCounter::new(&b.fields[0]).unwrap();
+        let empty = c.distribution();
+        assert_eq!(empty.buckets.len(), 10);
+        assert!(empty.window.iter().all(|&p| p == 0.0));
+        for x in [5000.0, 5001.0] {
+            c.add_number(x);
+        }
+        let d = c.distribution();
+        assert_eq!(d.buckets[0], "(-inf, 99]");
+        assert_eq!(d.window[9], 1.0);
+        assert!((d.baseline[0] - 0.1).abs() < 1e-12);
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! "psi", "psi_status", "vif", "vif_status", "decision"}], "vif": {"status", "fields",
 //! "rows_used", "needed"}, "baseline_rows", "notes": [...]}`. `psi` is a number or
 //! `null` (with `psi_status` saying why); `vif` is a number, the string `"inf"`, or
-//! `null` (with `vif_status`).
-use serde::{Serialize, Serializer};
+//! `null` (with `vif_status`). `profile` adds `distribution` to a field with a PSI (see
+//! [`Distribution`]); the score stage's reports leave it out.
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::missing::FieldCounts;
 use super::psi::PsiCounter;
@@ -109,6 +110,22 @@ pub struct FieldReport {
     pub vif: Option<Figure>,
     pub vif_status: VifStatus,
     pub decision: Decision,
+    /// The baseline's and the window's share of values per PSI bucket (`profile` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+}
+
+/// A field's values per PSI bucket, in the baseline and in the window: what its PSI is
+/// computed from, kept so a reader can see where the mass moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    /// One label per bucket: a numeric bin `(a, b]` from the baseline's quantile edges, or a
+    /// category (the last one is `other`: the baseline's rarer categories and unseen ones).
+    pub buckets: Vec<String>,
+    /// The baseline's proportion in each bucket.
+    pub baseline: Vec<f64>,
+    /// The window's proportion in each bucket (all 0 when the window has no values).
+    pub window: Vec<f64>,
 }
 
 /// The quality report of one window.
@@ -247,6 +264,15 @@ impl WindowStats {
         }
     }
 
+    /// Each field's baseline and window proportions per PSI bucket (`None` for a field
+    /// without PSI).
+    pub fn distributions(&self) -> Vec<Option<Distribution>> {
+        self.psi
+            .iter()
+            .map(|p| p.as_ref().ok().map(PsiCounter::distribution))
+            .collect()
+    }
+
     /// The figures and the decision for the rows pushed so far.
     pub fn report(&self, cfg: &QualityConfig) -> QualityReport {
         let vif = self.vif.vif();
@@ -367,6 +393,7 @@ impl WindowStats {
             vif: vif_fig.map(Figure),
             vif_status,
             decision,
+            distribution: None,
         };
         (field, mine)
     }

@@ -194,6 +194,9 @@ pub fn profile(
     let late = stream(&mut src, sample, &columns, &known, &mut push)?;
 
     let mut report = window.report(cfg);
+    for (f, d) in report.fields.iter_mut().zip(window.distributions()) {
+        f.distribution = d;
+    }
     add_notes(&mut report, &src, args.infer_rows, &absent, late);
     let mut written = Vec::new();
     if let (Some(out), Some(builder)) = (&args.save_baseline, saver) {
