@@ -193,7 +193,7 @@ fn from_apache(v: AValue) -> Record {
     }
     match v {
         AValue::Record(fields) => Record {
-            fields: fields.into_iter().map(|(n, v)| (n, conv(v))).collect(),
+            fields: fields.into_iter().map(|(n, v)| (n.into(), conv(v))).collect(),
         },
         _ => Record::new(),
     }
@@ -226,7 +226,7 @@ impl<'de> Deserialize<'de> for DynRecord {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DynRecord, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(20));
                 while let Some((k, v)) = map.next_entry::<String, DynValue>()? {
-                    fields.push((k, v.0));
+                    fields.push((k.into(), v.0));
                 }
                 Ok(DynRecord(Record { fields }))
             }

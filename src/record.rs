@@ -46,8 +46,13 @@ impl Value {
 /// A record: field values in schema order.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Record {
-    pub fields: Vec<(String, Value)>,
+    /// Field names are shared (`Arc<str>`): a decoder or mapper hands out the schema's names
+    /// without an allocation per field and record.
+    pub fields: Vec<(Name, Value)>,
 }
+
+/// A field name as records carry it.
+pub type Name = std::sync::Arc<str>;
 
 impl Record {
     pub fn new() -> Self {
@@ -56,14 +61,22 @@ impl Record {
 
     /// The value of a field, if the record has it.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
+    /// [`Record::set`] with a shared name: appending it costs no allocation.
+    pub fn set_shared(&mut self, name: &Name, value: Value) {
+        match self.fields.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((name.clone(), value)),
+        }
     }
 
     /// Sets a field, replacing its value if present, appending otherwise.
     pub fn set(&mut self, name: &str, value: Value) {
-        match self.fields.iter_mut().find(|(n, _)| n == name) {
+        match self.fields.iter_mut().find(|(n, _)| &**n == name) {
             Some((_, v)) => *v = value,
-            None => self.fields.push((name.to_string(), value)),
+            None => self.fields.push((name.into(), value)),
         }
     }
 }

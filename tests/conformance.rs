@@ -89,7 +89,7 @@ fn to_json(v: &Value) -> Json {
 fn record_json(r: &Record) -> BTreeMap<String, Json> {
     r.fields
         .iter()
-        .map(|(k, v)| (k.clone(), to_json(v)))
+        .map(|(k, v)| (k.to_string(), to_json(v)))
         .collect()
 }
 
@@ -447,7 +447,7 @@ async fn etl_pipe_reads_what_python_writes() {
                         Value::Float(f) => json!(*f as f64),
                         other => to_json(other),
                     };
-                    (k.as_str(), j)
+                    (&**k, j)
                 })
                 .collect();
             serde_json::to_string(&plain).unwrap()

@@ -73,7 +73,7 @@ fn assert_reads(writer: &RecordSchema, reader: &RecordSchema, what: &str) {
         let written = sample(writer, seed, nulls);
         let bytes = w.encode(&written).unwrap();
         let read = r.decode(&bytes).unwrap();
-        let names: Vec<_> = read.fields.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<_> = read.fields.iter().map(|(n, _)| n.to_string()).collect();
         let expected: Vec<_> = reader.fields.iter().map(|f| f.name.clone()).collect();
         assert_eq!(names, expected, "{what}: fields in reader order");
         for f in &reader.fields {

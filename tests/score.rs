@@ -1001,7 +1001,7 @@ async fn records_written_with_an_older_cleaned_schema_are_scored() {
         let id = format!("h{i}");
         let mut r = entry(&id, false, &mut rng);
         let payload = if i % 2 == 0 {
-            r.fields.retain(|(n, _)| n != "trace_id");
+            r.fields.retain(|(n, _)| &**n != "trace_id");
             r.set("region", Value::String("EUW".into()));
             old_codec.encode(&r).unwrap()
         } else {

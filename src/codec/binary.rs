@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::schema::check_can_read;
 use super::CodecError;
-use crate::record::{FieldSchema, FieldType, Record, RecordSchema, Value};
+use crate::record::{FieldSchema, FieldType, Name, Record, RecordSchema, Value};
 
 /// Appends the Avro binary datum of `record` under `schema` to `out`.
 ///
@@ -21,7 +21,7 @@ pub(crate) fn encode_datum(
     let mut matched = 0usize;
     for (i, field) in schema.fields.iter().enumerate() {
         let value = match record.fields.get(i) {
-            Some((n, v)) if *n == field.name => Some(v),
+            Some((n, v)) if **n == *field.name => Some(v),
             _ => record.get(&field.name),
         };
         let value = match value {
@@ -109,11 +109,12 @@ pub(crate) fn write_long(out: &mut Vec<u8>, v: i64) {
 #[derive(Debug)]
 pub(crate) struct ReadPlan {
     pub(crate) writer: Arc<RecordSchema>,
-    reader: Arc<RecordSchema>,
     steps: Vec<Step>,
     /// Reader-order values to start from: the defaults of reader-only fields (placeholders
     /// elsewhere). Empty when writer and reader have the same fields in the same order.
     template: Vec<Value>,
+    /// The reader's field names, shared by every decoded record.
+    names: Vec<Name>,
 }
 
 #[derive(Debug)]
@@ -122,6 +123,11 @@ struct Step {
     nullable: bool,
     /// Reader position and type, or `None` to skip a writer-only field.
     target: Option<(usize, FieldType)>,
+}
+
+/// A schema's field names as records carry them.
+fn names_of(schema: &RecordSchema) -> Vec<Name> {
+    schema.fields.iter().map(|f| Name::from(f.name.as_str())).collect()
 }
 
 impl ReadPlan {
@@ -138,8 +144,8 @@ impl ReadPlan {
             })
             .collect();
         ReadPlan {
-            writer: schema.clone(),
-            reader: schema,
+            names: names_of(&schema),
+            writer: schema,
             steps,
             template: Vec::new(),
         }
@@ -192,8 +198,8 @@ impl ReadPlan {
                 .collect()
         };
         Ok(ReadPlan {
+            names: names_of(&reader),
             writer,
-            reader,
             steps,
             template,
         })
@@ -202,13 +208,13 @@ impl ReadPlan {
     /// Decodes one datum (the bytes after the framing header); all of `bytes` must be used.
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError> {
         let mut r = Cursor { buf: bytes, pos: 0 };
-        let names = &self.reader.fields;
-        let mut fields: Vec<(String, Value)>;
+        let names = &self.names;
+        let mut fields: Vec<(Name, Value)>;
         if self.template.is_empty() {
             fields = Vec::with_capacity(names.len());
-            for (step, f) in self.steps.iter().zip(names) {
-                let v = read_field(&mut r, step).map_err(|m| malformed(&f.name, &r, m))?;
-                fields.push((f.name.clone(), v));
+            for (step, name) in self.steps.iter().zip(names) {
+                let v = read_field(&mut r, step).map_err(|m| malformed(name, &r, m))?;
+                fields.push((name.clone(), v));
             }
         } else {
             let mut values = self.template.clone();
@@ -218,11 +224,7 @@ impl ReadPlan {
                     values[i] = v;
                 }
             }
-            fields = names
-                .iter()
-                .zip(values)
-                .map(|(f, v)| (f.name.clone(), v))
-                .collect();
+            fields = names.iter().cloned().zip(values).collect();
         }
         if r.pos != bytes.len() {
             return Err(CodecError::Malformed {

@@ -36,7 +36,7 @@ fn rec(fields: Vec<(&str, Value)>) -> Record {
     Record {
         fields: fields
             .into_iter()
-            .map(|(n, v)| (n.to_string(), v))
+            .map(|(n, v)| (n.into(), v))
             .collect(),
     }
 }
@@ -241,7 +241,7 @@ fn scored_reader_resolves_cleaned_writer_in_both_framings() {
     assert!(e.to_string().contains("schemas/history"), "{e}");
     reader.add_writer_schema(cleaned()).unwrap();
     let read = reader.decode(&bytes).unwrap();
-    let names: Vec<&str> = read.fields.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = read.fields.iter().map(|(n, _)| &**n).collect();
     let scored = scored();
     let expected: Vec<&str> = scored.fields.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, expected, "fields in reader order");
@@ -344,7 +344,7 @@ fn encode_errors_name_the_field_and_are_poison() {
         assert!(m.contains(&format!("`{field}`")) && m.contains(what), "{m}");
     };
     let mut r = league_record(1);
-    r.fields.retain(|(n, _)| n != "summoner_id");
+    r.fields.retain(|(n, _)| &**n != "summoner_id");
     check(r, "summoner_id", "no default");
     let mut r = league_record(1);
     r.set("tier", Value::Null);

@@ -3,7 +3,7 @@
 //! error that stops the stage before the record is committed (`halt`); undecodable → dead
 //! letter. And the report of a block of offsets, published to the quality topic.
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde::Serialize;
@@ -17,7 +17,7 @@ use crate::codec::Codec;
 use crate::kafka::eos::{Origin, Output, TransformError};
 use crate::kafka::headers::DeadLetter;
 use crate::quality::{Decision, QualityReport, Reason};
-use crate::record::Value;
+use crate::record::{Name, Value};
 
 /// Where outputs go and what a FAIL does.
 pub(super) struct Router {
@@ -173,12 +173,15 @@ impl Router {
             payload,
             headers,
         } = r;
+        // The output fields' names, made once.
+        static NAMES: LazyLock<[Name; 3]> =
+            LazyLock::new(|| [WINDOW_FIELD, DECISION_FIELD, REASONS_FIELD].map(Name::from));
         let decision = v.decision.to_string();
-        record.set(WINDOW_FIELD, Value::String(v.window.clone()));
-        record.set(DECISION_FIELD, Value::String(decision.clone()));
+        record.set_shared(&NAMES[0], Value::String(v.window.clone()));
+        record.set_shared(&NAMES[1], Value::String(decision.clone()));
         if self.reasons_field {
             let reasons = (!v.message.is_empty()).then(|| Value::String(field_text(&v.message)));
-            record.set(REASONS_FIELD, reasons.unwrap_or(Value::Null));
+            record.set_shared(&NAMES[2], reasons.unwrap_or(Value::Null));
         }
         match self.codec_out.encode(&record) {
             Ok(bytes) => {

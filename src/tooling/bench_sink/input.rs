@@ -59,7 +59,7 @@ pub fn league_record(schema: &RecordSchema, i: usize) -> Record {
                 _ => Value::Double(i as f64),
             },
         };
-        r.fields.push((f.name.clone(), v));
+        r.fields.push((f.name.as_str().into(), v));
     }
     r
 }

@@ -18,7 +18,7 @@ impl Plan {
         };
         check_value(&self.name, &v, self.min, self.max, &self.allowed).map_err(
             |(kind, message)| MappingError {
-                field: Some(self.name.clone()),
+                field: Some(self.name.to_string()),
                 kind,
                 message,
             },
@@ -48,7 +48,7 @@ impl Plan {
             _ => format!("`{name}`: required, but it has no value"),
         };
         Err(MappingError {
-            field: Some(name.clone()),
+            field: Some(name.to_string()),
             kind: ErrorKind::MissingRequired,
             message,
         })

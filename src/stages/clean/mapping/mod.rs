@@ -158,7 +158,7 @@ impl Mapper {
                 Ok(_) if matches!(p.source, Source::Derived { .. }) => Ok(Value::Null),
                 Ok(x) => p.resolve(x),
                 Err((kind, msg)) => Err(MappingError {
-                    field: Some(p.name.clone()),
+                    field: Some(p.name.to_string()),
                     kind,
                     message: format!("`{}`: {msg}", p.name),
                 }),
@@ -190,7 +190,7 @@ impl Mapper {
             match got {
                 Ok(x) => v.values[i] = x,
                 Err((kind, msg)) => v.errors.push(MappingError {
-                    field: Some(p.name.clone()),
+                    field: Some(p.name.to_string()),
                     kind,
                     message: if msg.starts_with('`') {
                         msg

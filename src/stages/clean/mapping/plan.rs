@@ -7,7 +7,7 @@ use super::coerce::parse_rfc3339_ms;
 use super::derive::check_derive;
 use super::lineage::{check_lineage_types, lineage_field, LineageField};
 use super::{is_numeric, Mapper};
-use crate::record::{FieldSchema, FieldType, RecordSchema, Value};
+use crate::record::{FieldSchema, FieldType, Name, RecordSchema, Value};
 use crate::settings::ConfigError;
 use crate::stages::clean::config::{CleanConfig, Derive, FieldMapping, Scalar};
 
@@ -31,7 +31,8 @@ pub(super) enum Source {
 /// How one schema field is filled and checked.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
-    pub(super) name: String,
+    /// Shared with every record mapped (no allocation per field and record).
+    pub(super) name: Name,
     pub(super) ty: FieldType,
     pub(super) source: Source,
     pub(super) required: bool,
@@ -45,7 +46,7 @@ impl Plan {
     /// A field without a mapping entry: no default, range or enum.
     fn unmapped(f: &FieldSchema, source: Source, required: bool) -> Plan {
         Plan {
-            name: f.name.clone(),
+            name: f.name.as_str().into(),
             ty: f.ty.clone(),
             source,
             required,
@@ -165,7 +166,7 @@ fn plan_field(
     let default = default_value(f, &m, &allowed, &key)?;
     let required = is_required(f, &m, default.is_some(), &key)?;
     Ok(Plan {
-        name: f.name.clone(),
+        name: f.name.as_str().into(),
         ty: f.ty.clone(),
         source,
         required,

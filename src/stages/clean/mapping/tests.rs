@@ -95,7 +95,7 @@ fn good_record_maps_to_every_field_in_schema_order() {
         .record
         .fields
         .iter()
-        .map(|(n, v)| (n.as_str(), v.clone()))
+        .map(|(n, v)| (&**n, v.clone()))
         .collect();
     assert_eq!(got, expected);
     // And the codec accepts it.

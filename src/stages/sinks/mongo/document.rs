@@ -54,7 +54,7 @@ pub fn document(
     let mut d = Document::new();
     d.insert("_id", id.clone());
     for (name, v) in &record.fields {
-        d.insert(name.clone(), to_bson(v));
+        d.insert(&**name, to_bson(v));
     }
     d.insert(
         lineage::TRACE_ID,
