@@ -193,7 +193,10 @@ fn from_apache(v: AValue) -> Record {
     }
     match v {
         AValue::Record(fields) => Record {
-            fields: fields.into_iter().map(|(n, v)| (n.into(), conv(v))).collect(),
+            fields: fields
+                .into_iter()
+                .map(|(n, v)| (n.into(), conv(v)))
+                .collect(),
         },
         _ => Record::new(),
     }

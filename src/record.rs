@@ -61,7 +61,10 @@ impl Record {
 
     /// The value of a field, if the record has it.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
     }
 
     /// [`Record::set`] with a shared name: appending it costs no allocation.

@@ -127,7 +127,11 @@ struct Step {
 
 /// A schema's field names as records carry them.
 fn names_of(schema: &RecordSchema) -> Vec<Name> {
-    schema.fields.iter().map(|f| Name::from(f.name.as_str())).collect()
+    schema
+        .fields
+        .iter()
+        .map(|f| Name::from(f.name.as_str()))
+        .collect()
 }
 
 impl ReadPlan {

@@ -34,10 +34,7 @@ fn scored() -> RecordSchema {
 
 fn rec(fields: Vec<(&str, Value)>) -> Record {
     Record {
-        fields: fields
-            .into_iter()
-            .map(|(n, v)| (n.into(), v))
-            .collect(),
+        fields: fields.into_iter().map(|(n, v)| (n.into(), v)).collect(),
     }
 }
 
