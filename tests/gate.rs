@@ -205,21 +205,11 @@ fn messages(cfg: &Config, role: TopicRole) -> Vec<common::Got> {
     common::read_committed(cfg, &cfg.topics.name(role))
 }
 
-type Stage = tokio::task::JoinHandle<Result<(), score::ScoreError>>;
+type Stage = tokio::task::JoinHandle<Result<etl_pipe::kafka::eos::Stats, score::ScoreError>>;
 
 fn start_stage(cfg: &Config) -> (CancellationToken, Stage) {
     let shutdown = CancellationToken::new();
-    let (cfg, token) = (cfg.clone(), shutdown.clone());
-    let task = tokio::spawn(async move {
-        score::run(
-            &cfg.common(),
-            &cfg.score.clone().unwrap_or_default(),
-            &cfg.quality,
-            &cfg.clean_or_default(),
-            token,
-        )
-        .await
-    });
+    let task = common::spawn_score(cfg, &shutdown);
     (shutdown, task)
 }
 
@@ -227,7 +217,9 @@ fn start(cfg: &Config) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let (shutdown, task) = start_stage(cfg);
     (
         shutdown,
-        tokio::spawn(async move { task.await.unwrap().unwrap() }),
+        tokio::spawn(async move {
+            task.await.unwrap().unwrap();
+        }),
     )
 }
 

@@ -161,19 +161,7 @@ async fn the_page_names_the_failing_blocks_and_their_reasons() {
     produce(&cfg, 400, true, 8).await;
 
     let shutdown = CancellationToken::new();
-    let stage = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            score::run(
-                &cfg.common(),
-                &cfg.score.clone().unwrap_or_default(),
-                &cfg.quality,
-                &cfg.clean_or_default(),
-                shutdown,
-            )
-            .await
-        })
-    };
+    let stage = common::spawn_score(&cfg, &shutdown);
     wait_done(&cfg, 800).await;
     shutdown.cancel();
     stage.await.unwrap().unwrap();

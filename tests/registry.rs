@@ -16,7 +16,7 @@ use etl_pipe::codec::{load_schema, Codec, CodecError, Framing};
 use etl_pipe::config::{Config, SecretRef, TopicRole};
 use etl_pipe::kafka;
 use etl_pipe::record::{Record, Value};
-use etl_pipe::stages::score::{self, ScoreConfig};
+use etl_pipe::stages::score::ScoreConfig;
 use registry_support::{Mode, Proxy};
 
 const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
@@ -81,24 +81,6 @@ async fn score_topics(cfg: &Config) {
     }
 }
 
-fn spawn_score(
-    cfg: &Config,
-    shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<Result<(), score::ScoreError>> {
-    let cfg = cfg.clone();
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        score::run(
-            &cfg.common(),
-            &cfg.score.clone().unwrap_or_default(),
-            &cfg.quality,
-            &cfg.clean_or_default(),
-            shutdown,
-        )
-        .await
-    })
-}
-
 async fn produce(topic: &str, codec: &Codec, range: std::ops::Range<i32>) {
     let producer: FutureProducer = kafka::producer_config(&common::kafka_config())
         .create()
@@ -139,7 +121,7 @@ async fn score_registers_its_output_schema_and_never_its_input() {
     let scored = cfg.topics.name(TopicRole::Scored);
 
     let shutdown = CancellationToken::new();
-    let stage = spawn_score(&cfg, &shutdown);
+    let stage = common::spawn_score(&cfg, &shutdown);
     // The writer (score's scored output) registers its subject at start-up.
     let registered = wait_for_subject(&format!("{scored}-value"), Duration::from_secs(60)).await;
     assert!(
@@ -186,7 +168,7 @@ async fn score_alone_leaves_the_input_subject_unregistered() {
     cfg.score = Some(score_config());
     score_topics(&cfg).await;
     let shutdown = CancellationToken::new();
-    let stage = spawn_score(&cfg, &shutdown);
+    let stage = common::spawn_score(&cfg, &shutdown);
     let scored = cfg.topics.name(TopicRole::Scored);
     assert!(
         wait_for_subject(&format!("{scored}-value"), Duration::from_secs(60))
@@ -306,7 +288,7 @@ async fn a_registry_outage_mid_stream_is_waited_out_and_nothing_is_dead_lettered
     let dead_letter = cfg.topics.name(TopicRole::DeadLetter);
 
     let shutdown = CancellationToken::new();
-    let stage = spawn_score(&cfg, &shutdown);
+    let stage = common::spawn_score(&cfg, &shutdown);
     assert!(
         wait_for_subject(&format!("{scored}-value"), Duration::from_secs(60))
             .await
@@ -460,10 +442,13 @@ async fn score_stops_at_start_up_when_the_registry_refuses_its_output_schema() {
     registry_support::set_level(&subject, "BACKWARD").await;
 
     let shutdown = CancellationToken::new();
-    let result = tokio::time::timeout(Duration::from_secs(60), spawn_score(&cfg, &shutdown))
-        .await
-        .expect("score stops at once, it does not wait for the registry to change its mind")
-        .unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        common::spawn_score(&cfg, &shutdown),
+    )
+    .await
+    .expect("score stops at once, it does not wait for the registry to change its mind")
+    .unwrap();
     let m = result.unwrap_err().to_string();
     assert!(m.contains(&subject), "{m}");
     assert!(

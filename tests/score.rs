@@ -473,19 +473,7 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
     produce(&cfg, &mut produced, 1, 500, false, 3).await;
 
     let shutdown = CancellationToken::new();
-    let stage = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            score::run_with_stats(
-                &cfg.common(),
-                &cfg.score.clone().unwrap_or_default(),
-                &cfg.quality,
-                &cfg.clean_or_default(),
-                shutdown,
-            )
-            .await
-        })
-    };
+    let stage = common::spawn_score(&cfg, &shutdown);
     // Nothing goes out before the baseline (the first 300 records) is built; then each
     // record is judged on the last 200 of its partition.
     wait_done(&cfg, &[501, 500], Duration::from_secs(180)).await;
@@ -583,19 +571,7 @@ async fn a_baseline_file_measures_psi_in_every_window() {
     produce(&cfg, &mut produced, 0, 400, true, 8).await;
 
     let shutdown = CancellationToken::new();
-    let stage = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            score::run(
-                &cfg.common(),
-                &cfg.score.clone().unwrap_or_default(),
-                &cfg.quality,
-                &cfg.clean_or_default(),
-                shutdown,
-            )
-            .await
-        })
-    };
+    let stage = common::spawn_score(&cfg, &shutdown);
     wait_done(&cfg, &[800], Duration::from_secs(180)).await;
     shutdown.cancel();
     stage.await.unwrap().unwrap();
@@ -809,17 +785,7 @@ async fn a_second_instance_joining_mid_run_keeps_exactly_once() {
         let mut c = cfg.clone();
         c.pipeline.instance = Some(instance.into());
         let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
-        let task = tokio::spawn(async move {
-            score::run_with_stats(
-                &c.common(),
-                &c.score.clone().unwrap_or_default(),
-                &c.quality,
-                &c.clean_or_default(),
-                s,
-            )
-            .await
-        });
+        let task = common::spawn_score(&c, &shutdown);
         (shutdown, task)
     };
     let (stop_a, a) = start("a");
@@ -946,19 +912,7 @@ async fn produce_payloads(
 /// stops it; returns its stats.
 async fn score_until(cfg: &Config, ends: &[i64]) -> etl_pipe::kafka::eos::Stats {
     let shutdown = CancellationToken::new();
-    let stage = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            score::run_with_stats(
-                &cfg.common(),
-                &cfg.score.clone().unwrap_or_default(),
-                &cfg.quality,
-                &cfg.clean_or_default(),
-                shutdown,
-            )
-            .await
-        })
-    };
+    let stage = common::spawn_score(cfg, &shutdown);
     let waited = tokio::time::timeout(
         Duration::from_secs(90),
         wait_done(cfg, ends, Duration::from_secs(90)),

@@ -292,6 +292,25 @@ pub fn read_committed(cfg: &Config, topic: &str) -> Vec<Got> {
     out
 }
 
+/// The score stage of `cfg`, in-process until `shutdown`: what it committed, or its error.
+pub fn spawn_score(
+    cfg: &Config,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<etl_pipe::kafka::eos::Stats, etl_pipe::stages::score::ScoreError>>
+{
+    let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        etl_pipe::stages::score::run_with_stats(
+            &cfg.common(),
+            &cfg.score.clone().unwrap_or_default(),
+            &cfg.quality,
+            &cfg.clean_or_default(),
+            shutdown,
+        )
+        .await
+    })
+}
+
 /// A fresh pipeline with this `[score]` section and its topics created. The names are
 /// near-unique: their PSI means nothing (their missing ratio does), so it is off for them.
 pub async fn score_pipeline(
