@@ -57,17 +57,47 @@ fn python() -> String {
 }
 
 fn run_python(args: &[&str]) -> String {
-    let out = Command::new(python())
+    use std::io::Read;
+    let mut child = Command::new(python())
         .arg(SCRIPT)
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("running tests/python/conformance.py");
+    // Read both pipes while waiting (a full pipe would stall the script).
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    // A test tool that hangs must fail the test, not the whole run: once the registry left a
+    // request unanswered and the client (then without a timeout) waited for ever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let stderr = String::from_utf8_lossy(&stderr);
+    let status = status
+        .unwrap_or_else(|| panic!("conformance.py {args:?} still running after 240 s:\n{stderr}"));
     assert!(
-        out.status.success(),
-        "conformance.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        status.success(),
+        "conformance.py {args:?} failed:\n{stderr}"
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(stdout).unwrap()
 }
 
 /// A record's value as the JSON conformance.py prints: timestamps as epoch milliseconds,

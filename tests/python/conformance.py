@@ -34,6 +34,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+# Seconds a registry request may take; the client retries a timed-out one on a new
+# connection (once a request was left unanswered and the client, without one, waited for ever).
+REGISTRY_TIMEOUT_S = 20
+
 
 def fail(msg):
     print(f"conformance.py: FAIL: {msg}", file=sys.stderr)
@@ -54,7 +58,7 @@ def plain(v):
 
 
 def read(args):
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = SchemaRegistryClient({"url": args.registry, "timeout": REGISTRY_TIMEOUT_S})
     deserializer = AvroDeserializer(registry)
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -98,7 +102,7 @@ def read(args):
 
 
 def produce(args):
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = SchemaRegistryClient({"url": args.registry, "timeout": REGISTRY_TIMEOUT_S})
     with open(args.schema) as f:
         schema = f.read()
     serializer = AvroSerializer(registry, schema, conf={"auto.register.schemas": True})
