@@ -33,38 +33,13 @@ const FIELDS: [&str; 5] = ["summoner_name", "tier", "league_points", "wins", "lo
 /// A league entry; drifted ones have league points shifted by +25 (a moderate shift: a
 /// window that holds a part of the drifted segment may land on either side of the lines).
 fn entry(id: &str, drifted: bool, rng: &mut StdRng) -> Record {
-    let mut r = Record::new();
     let wins = rng.gen_range(0..400);
     let losses = rng.gen_range(0..400);
     let tiers = ["IRON", "BRONZE", "SILVER", "GOLD"];
-    r.set("summoner_id", Value::String(id.into()));
-    r.set(
-        "summoner_name",
-        Value::String(format!("player {}", rng.gen_range(0..50))),
-    );
-    r.set("queue_type", Value::String("RANKED_SOLO_5x5".into()));
-    r.set(
-        "tier",
-        Value::String(tiers[rng.gen_range(0..tiers.len())].into()),
-    );
-    r.set("rank", Value::String("I".into()));
+    let name = Value::String(format!("player {}", rng.gen_range(0..50)));
+    let tier = tiers[rng.gen_range(0..tiers.len())];
     let lp = rng.gen_range(0..100) + if drifted { 25 } else { 0 };
-    r.set("league_points", Value::Int(lp));
-    r.set("wins", Value::Int(wins));
-    r.set("losses", Value::Int(losses));
-    r.set("veteran", Value::Boolean(false));
-    r.set("inactive", Value::Boolean(false));
-    r.set("fresh_blood", Value::Null);
-    r.set("hot_streak", Value::Boolean(false));
-    r.set("games", Value::Int(wins + losses));
-    r.set("win_rate", Value::Null);
-    r.set("source", Value::String("league-v4".into()));
-    r.set("trace_id", Value::Null);
-    r.set("source_topic", Value::String("etl.raw".into()));
-    r.set("source_partition", Value::Int(0));
-    r.set("source_offset", Value::Long(0));
-    r.set("fetched_at", Value::TimestampMillis(1_735_689_600_000));
-    r
+    common::league_entry(id, name, tier, lp, wins, losses)
 }
 
 /// The input: (key, partition, payload), in production order; the same for both runs.

@@ -29,7 +29,6 @@ const FIELDS: [&str; 4] = ["summoner_name", "tier", "league_points", "wins"];
 
 /// A league entry; drifted: league points +60 and 30 % of the names missing.
 fn entry(id: &str, drifted: bool, rng: &mut StdRng) -> Record {
-    let mut r = Record::new();
     let wins = rng.gen_range(0..400);
     let losses = rng.gen_range(0..400);
     let name = if drifted && rng.gen_bool(0.3) {
@@ -38,30 +37,8 @@ fn entry(id: &str, drifted: bool, rng: &mut StdRng) -> Record {
         Value::String(format!("player {}", rng.gen_range(0..50)))
     };
     let tier = ["IRON", "SILVER", "GOLD"][rng.gen_range(0..3)];
-    r.set("summoner_id", Value::String(id.into()));
-    r.set("summoner_name", name);
-    r.set("queue_type", Value::String("RANKED_SOLO_5x5".into()));
-    r.set("tier", Value::String(tier.into()));
-    r.set("rank", Value::String("I".into()));
-    r.set(
-        "league_points",
-        Value::Int(rng.gen_range(0..100) + if drifted { 60 } else { 0 }),
-    );
-    r.set("wins", Value::Int(wins));
-    r.set("losses", Value::Int(losses));
-    r.set("veteran", Value::Boolean(false));
-    r.set("inactive", Value::Boolean(false));
-    r.set("fresh_blood", Value::Null);
-    r.set("hot_streak", Value::Boolean(false));
-    r.set("games", Value::Int(wins + losses));
-    r.set("win_rate", Value::Null);
-    r.set("source", Value::String("league-v4".into()));
-    r.set("trace_id", Value::Null);
-    r.set("source_topic", Value::String("etl.raw".into()));
-    r.set("source_partition", Value::Int(0));
-    r.set("source_offset", Value::Long(0));
-    r.set("fetched_at", Value::TimestampMillis(1_735_689_600_000));
-    r
+    let lp = rng.gen_range(0..100) + if drifted { 60 } else { 0 };
+    common::league_entry(id, name, tier, lp, wins, losses)
 }
 
 async fn produce(cfg: &Config, n: usize, drifted: bool, seed: u64) {

@@ -292,6 +292,41 @@ pub fn read_committed(cfg: &Config, topic: &str) -> Vec<Got> {
     out
 }
 
+/// A cleaned league entry with these drawn values; the other fields fixed (rank I, no flags
+/// but `veteran`/`inactive` false, `games` = wins + losses, lineage of offset 0 of `etl.raw`).
+pub fn league_entry(
+    id: &str,
+    name: etl_pipe::record::Value,
+    tier: &str,
+    league_points: i32,
+    wins: i32,
+    losses: i32,
+) -> etl_pipe::record::Record {
+    use etl_pipe::record::{Record, Value};
+    let mut r = Record::new();
+    r.set("summoner_id", Value::String(id.into()));
+    r.set("summoner_name", name);
+    r.set("queue_type", Value::String("RANKED_SOLO_5x5".into()));
+    r.set("tier", Value::String(tier.into()));
+    r.set("rank", Value::String("I".into()));
+    r.set("league_points", Value::Int(league_points));
+    r.set("wins", Value::Int(wins));
+    r.set("losses", Value::Int(losses));
+    r.set("veteran", Value::Boolean(false));
+    r.set("inactive", Value::Boolean(false));
+    r.set("fresh_blood", Value::Null);
+    r.set("hot_streak", Value::Boolean(false));
+    r.set("games", Value::Int(wins + losses));
+    r.set("win_rate", Value::Null);
+    r.set("source", Value::String("league-v4".into()));
+    r.set("trace_id", Value::Null);
+    r.set("source_topic", Value::String("etl.raw".into()));
+    r.set("source_partition", Value::Int(0));
+    r.set("source_offset", Value::Long(0));
+    r.set("fetched_at", Value::TimestampMillis(1_735_689_600_000));
+    r
+}
+
 /// The score stage of `cfg`, in-process until `shutdown`: what it committed, or its error.
 pub fn spawn_score(
     cfg: &Config,
