@@ -120,85 +120,14 @@ async fn rounds(
     pass_raw: &str,
     pass_cleaned: &str,
 ) -> BenchResult<()> {
-    let cleaned = cfg.topics.name(TopicRole::Cleaned);
-    let clean = cfg.clean_or_default();
-    let score = cfg.score.clone().unwrap_or_default();
     let mut table: Vec<(String, Measured, Measured)> = Vec::new();
     for round in 1..=args.rounds {
         // Each round reads the inputs from the start under fresh groups.
         let mut c = cfg.clone();
         c.pipeline.name = format!("{}.r{round}", cfg.pipeline.name);
-        let raw_end = end_offsets(&c, &c.topics.name(TopicRole::Raw))?;
-        let s = pass_settings(
-            &c,
-            "pass-raw",
-            TopicRole::Raw,
-            clean.batch_size,
-            clean.batch_max_age,
-        );
-        let pass = measure(
-            &c,
-            "pass-raw",
-            TopicRole::Raw,
-            raw_end,
-            pass_through(&c, s, pass_raw),
-        )
-        .await?;
-        // Round 1's clean writes the cleaned topic the score runs read; later rounds' clean
-        // write a topic of their own.
-        let mut cc = c.clone();
-        if round > 1 {
-            cc.topics
-                .set_name(TopicRole::Cleaned, format!("{cleaned}.r{round}"));
-            create_topics(&cc, &[]).await?;
-        }
-        let (common, clean_cfg) = (cc.common(), clean.clone());
-        let stage = measure(
-            &cc,
-            "clean",
-            TopicRole::Raw,
-            raw_end,
-            move |stop| async move {
-                crate::stages::clean::run(&common, &clean_cfg, stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await?;
+        let (stage, pass) = clean_round(&c, round, pass_raw).await?;
         table.push((format!("clean (round {round})"), stage, pass));
-
-        // Offsets, not records: a transactional topic's offsets include the commit markers
-        // (one per partition per transaction).
-        let cleaned_end = end_offsets(&c, &cleaned)?;
-        let s = pass_settings(
-            &c,
-            "pass-cleaned",
-            TopicRole::Cleaned,
-            score.batch_size,
-            score.batch_max_age,
-        );
-        let pass = measure(
-            &c,
-            "pass-cleaned",
-            TopicRole::Cleaned,
-            cleaned_end,
-            pass_through(&c, s, pass_cleaned),
-        )
-        .await?;
-        let (common, score_cfg, quality) = (c.common(), score.clone(), c.quality.clone());
-        let clean_cfg = clean.clone();
-        let stage = measure(
-            &c,
-            "score",
-            TopicRole::Cleaned,
-            cleaned_end,
-            move |stop| async move {
-                crate::stages::score::run(&common, &score_cfg, &quality, &clean_cfg, stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await?;
+        let (stage, pass) = score_round(&c, pass_cleaned).await?;
         table.push((format!("score (round {round})"), stage, pass));
     }
     println!("  stage               offsets/s   CPU s   pass-through offsets/s   CPU s   stage / pass-through");
@@ -217,6 +146,84 @@ async fn rounds(
         crate::tooling::bench_gate::load_average()
     );
     Ok(())
+}
+
+/// The pass-through of `raw` with clean's batch settings, then clean itself: (clean, pass).
+async fn clean_round(c: &Config, round: u32, pass_raw: &str) -> BenchResult<(Measured, Measured)> {
+    let clean = c.clean_or_default();
+    let raw_end = end_offsets(c, &c.topics.name(TopicRole::Raw))?;
+    let (size, age) = (clean.batch_size, clean.batch_max_age);
+    let pass = measure_pass(c, "pass-raw", TopicRole::Raw, raw_end, pass_raw, size, age).await?;
+    // Round 1's clean writes the cleaned topic the score runs read; later rounds' clean write
+    // a topic of their own.
+    let mut cc = c.clone();
+    if round > 1 {
+        let cleaned = c.topics.name(TopicRole::Cleaned);
+        cc.topics
+            .set_name(TopicRole::Cleaned, format!("{cleaned}.r{round}"));
+        create_topics(&cc, &[]).await?;
+    }
+    let common = cc.common();
+    let stage = measure(
+        &cc,
+        "clean",
+        TopicRole::Raw,
+        raw_end,
+        move |stop| async move {
+            crate::stages::clean::run(&common, &clean, stop)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await?;
+    Ok((stage, pass))
+}
+
+/// The pass-through of `cleaned` with score's batch settings, then score: (score, pass).
+async fn score_round(c: &Config, pass_cleaned: &str) -> BenchResult<(Measured, Measured)> {
+    let score = c.score.clone().unwrap_or_default();
+    // Offsets, not records: a transactional topic's offsets include the commit markers (one
+    // per partition per transaction).
+    let cleaned_end = end_offsets(c, &c.topics.name(TopicRole::Cleaned))?;
+    let (size, age) = (score.batch_size, score.batch_max_age);
+    let pass = measure_pass(
+        c,
+        "pass-cleaned",
+        TopicRole::Cleaned,
+        cleaned_end,
+        pass_cleaned,
+        size,
+        age,
+    )
+    .await?;
+    let (common, quality, clean) = (c.common(), c.quality.clone(), c.clean_or_default());
+    let stage = measure(
+        c,
+        "score",
+        TopicRole::Cleaned,
+        cleaned_end,
+        move |stop| async move {
+            crate::stages::score::run(&common, &score, &quality, &clean, stop)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await?;
+    Ok((stage, pass))
+}
+
+/// A pass-through of `input` to `to` as group `name`, with these batch bounds, measured.
+async fn measure_pass(
+    c: &Config,
+    name: &'static str,
+    input: TopicRole,
+    end: u64,
+    to: &str,
+    batch_size: usize,
+    batch_max_age: Duration,
+) -> BenchResult<Measured> {
+    let s = pass_settings(c, name, input, batch_size, batch_max_age);
+    measure(c, name, input, end, pass_through(c, s, to)).await
 }
 
 /// The loop settings of a pass-through standing in for `stage` (its batch bounds).
