@@ -125,7 +125,9 @@ wait_for() { # wait_for NAME SECONDS CHECK-FUNCTION PROC-MATCH [CHECK-ARGS...]
   shift 4
   for ((i = 0; i < secs * 2; i++)); do
     if "$check" "$@" >/dev/null 2>&1; then return 0; fi
-    if ! pid_of "$name" "$match" >/dev/null; then
+    # Confirmed after a pause: /proc/PID/cmdline reads empty while the process execs (nohup →
+    # the server), which once passed for "exited" during a MariaDB restart under load.
+    if ! pid_of "$name" "$match" >/dev/null && { sleep 1; ! pid_of "$name" "$match" >/dev/null; }; then
       tail_log "$name"
       die "$name exited during start-up (log: $RUN/$name.log)"
     fi
