@@ -14,20 +14,14 @@
 //! without it). About 3 minutes on 2 cores (the run ~2 min, the checks ~45 s).
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::ClientConfig;
 
-use etl_pipe::config::TopicRole;
-use etl_pipe::kafka::headers as h;
 use etl_pipe::tooling::local::run::{self, Outcome};
 use etl_pipe::tooling::local::scenario::{self, Action, Step};
-use etl_pipe::tooling::local::tally;
 use etl_pipe::tooling::local::{LocalPipeline, SourceOptions};
 
 const REGISTRY: &str = "http://127.0.0.1:8081/apis/ccompat/v7";
@@ -75,44 +69,6 @@ async fn require_registry() {
             "the schema registry at {REGISTRY} does not answer ({other:?}): `bash deploy/local/stack.sh up` starts it"
         ),
     }
-}
-
-/// What the sample API serves: poison records by kind, good keys.
-fn expected(source: &SourceOptions) -> (BTreeMap<String, u64>, BTreeSet<String>) {
-    common::expected_source(source)
-}
-
-/// Keys of a topic's committed records; panics naming the first key seen twice.
-fn unique_keys(
-    p: &LocalPipeline,
-    role: TopicRole,
-    keep: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> bool,
-) -> BTreeSet<String> {
-    let cfg = &p.cfg;
-    let mut seen = BTreeSet::new();
-    let mut twice: Vec<String> = Vec::new();
-    tally::scan(cfg, &cfg.topics.name(role), |m| {
-        if !keep(m) {
-            return;
-        }
-        let k = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        if !seen.insert(k.clone()) {
-            twice.push(format!(
-                "{k} (partition {} offset {})",
-                m.partition(),
-                m.offset()
-            ));
-        }
-    })
-    .unwrap();
-    assert!(
-        twice.is_empty(),
-        "{} holds {} duplicate keys (read_committed), e.g. {:?}",
-        role.key(),
-        twice.len(),
-        &twice[..twice.len().min(5)]
-    );
-    seen
 }
 
 /// The steps, by records accounted for downstream (so they happen while records flow,
@@ -205,133 +161,7 @@ async fn check(p: &LocalPipeline, o: &Outcome, source: &SourceOptions, n_steps: 
         "topics replicated 3 times"
     );
     assert_eq!(o.crashes.len(), 5, "one SIGKILL per stage: {:?}", o.crashes);
-    let (poison, keys) = expected(source);
-    assert!(!poison.is_empty());
-
-    // Extract: every record the API served bad is a dead letter with its reason, once.
-    let extract_dl: BTreeMap<String, u64> = o
-        .dead_letters
-        .by_reason
-        .iter()
-        .filter(|((s, _), _)| s == "extract")
-        .map(|((_, k), n)| (k.clone(), *n))
-        .collect();
-    assert_eq!(extract_dl, poison, "extract dead letters by reason");
-
-    // No key twice in any read_committed topic (each good key is served once: a key twice is a
-    // duplicate whatever its source offset).
-    let raw = unique_keys(p, TopicRole::Raw, |_| true);
-    assert_eq!(raw, keys, "raw holds every good key once");
-    let cleaned = unique_keys(p, TopicRole::Cleaned, |_| true);
-    let quarantined = unique_keys(p, TopicRole::Quarantine, |_| true);
-    let failed = unique_keys(p, TopicRole::DeadLetter, |m| {
-        m.headers()
-            .and_then(|hs| h::get_str(hs, h::ERROR_STAGE))
-            .is_some_and(|s| s != "extract")
-    });
-    // Scored: keys once, their (partition, offset), and Confluent framing.
-    let mut scored: HashMap<String, (i32, i64)> = HashMap::new();
-    let mut twice = Vec::new();
-    let mut unframed = 0u64;
-    tally::scan(cfg, &cfg.topics.name(TopicRole::Scored), |m| {
-        let k = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        if m.payload().is_none_or(|b| b.len() < 5 || b[0] != 0) {
-            unframed += 1;
-        }
-        let at = (m.partition(), m.offset());
-        if let Some(prev) = scored.insert(k.clone(), at) {
-            twice.push(format!("{k}: {prev:?} and {at:?}"));
-            scored.insert(k, prev.max(at));
-        }
-    })
-    .unwrap();
-    assert!(
-        twice.is_empty(),
-        "scored holds {} duplicate keys, e.g. {:?}",
-        twice.len(),
-        &twice[..twice.len().min(5)]
-    );
-    assert_eq!(unframed, 0, "scored records without the Confluent framing");
-
-    let dl_clean = o.dead_letters.count_stage("clean");
-    let dl_score = o.dead_letters.count_stage("score");
-    assert_eq!(cleaned.len() as u64, raw.len() as u64 - dl_clean);
-    assert_eq!(
-        scored.len() as u64 + quarantined.len() as u64,
-        cleaned.len() as u64 - dl_score
-    );
-    assert_eq!(
-        o.dead_letters.count_stage("sink-mysql") + o.dead_letters.count_stage("sink-mongo"),
-        0,
-        "no sink dead letters"
-    );
-
-    // Rows and documents: one per scored key, each the newest version that reached scored.
-    let pool = tally::mysql_pool(cfg).await.unwrap();
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(&format!(
-        "SELECT summoner_id, `_source_partition`, `_source_offset` FROM `{}`",
-        o.table
-    ))
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let coll = tally::mongo_collection(cfg).await.unwrap();
-    let docs: Vec<Document> = coll
-        .find(doc! {})
-        .projection(doc! {"_id": 1, "_source_partition": 1, "_source_offset": 1})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut reverted = Vec::new();
-    let mut mysql_keys = BTreeSet::new();
-    for (k, part, off) in &rows {
-        assert!(mysql_keys.insert(k.clone()), "row key {k} twice");
-        match scored.get(k) {
-            Some(newest) if (*part, *off) != *newest => reverted.push(format!(
-                "mysql {k}: row from {part}@{off}, newest in scored {newest:?}"
-            )),
-            None => panic!("row {k} is not in scored"),
-            _ => {}
-        }
-    }
-    let mut mongo_keys = BTreeSet::new();
-    for d in &docs {
-        let k = d.get_str("_id").unwrap().to_string();
-        let part = d.get_i32("_source_partition").unwrap();
-        let off = d.get_i64("_source_offset").unwrap();
-        match scored.get(&k) {
-            Some(newest) if (part, off) != *newest => reverted.push(format!(
-                "mongo {k}: document from {part}@{off}, newest in scored {newest:?}"
-            )),
-            None => panic!("document {k} is not in scored"),
-            _ => {}
-        }
-        assert!(mongo_keys.insert(k.clone()), "document {k} twice");
-    }
-    let scored_keys: BTreeSet<String> = scored.keys().cloned().collect();
-    assert_eq!(rows.len(), scored.len(), "one MySQL row per scored record");
-    assert_eq!(mysql_keys, scored_keys, "MySQL keys are scored's keys");
-    assert_eq!(mongo_keys, scored_keys, "Mongo ids are scored's keys");
-    assert!(
-        reverted.is_empty(),
-        "{} rows/documents older than the newest version of their key in scored, e.g. {:?}",
-        reverted.len(),
-        &reverted[..reverted.len().min(5)]
-    );
-
-    // Every good key exactly once: in MySQL (and Mongo), a dead letter, or quarantine.
-    let mut all: BTreeSet<String> = BTreeSet::new();
-    for k in scored_keys.iter().chain(&failed).chain(&quarantined) {
-        assert!(all.insert(k.clone()), "key {k} is in two places");
-    }
-    assert_eq!(
-        all.len(),
-        keys.len(),
-        "every good record accounted for once"
-    );
-    assert_eq!(all, keys);
+    common::accounting::assert_exact(&p.cfg, &o.table, &o.dead_letters, source).await;
     assert!(
         o.windows.iter().any(|w| w.decision == "FAIL"),
         "a drifted window failed"

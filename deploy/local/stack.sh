@@ -3,6 +3,7 @@
 # (Apicurio Registry, Confluent-compatible API) on loopback.
 #
 #   deploy/local/stack.sh up      install what is missing (once), start what is not running, wait until ready
+#   deploy/local/stack.sh install install what is missing (once), start nothing
 #   deploy/local/stack.sh down    stop what `up` started (by pid file only; see "down" below)
 #   deploy/local/stack.sh status  show what runs where (exit 1 if something is down)
 #   deploy/local/stack.sh broker-stop N    cluster: stop node N (1..3) with SIGTERM, wait until it is gone
@@ -652,8 +653,7 @@ start_registry() {
 }
 
 # ---------------------------------------------------------------- commands
-up() {
-  need python3 "Python 3 (Debian: python3)"
+install() { # everything `up` needs, installed once (also what deploy/podman/images.sh builds from)
   mkdir -p "$CACHE" "$DATA" "$RUN"
   install_mariadb
   install_kafka
@@ -665,6 +665,11 @@ up() {
     install_java21
     install_registry
   fi
+}
+
+up() {
+  need python3 "Python 3 (Debian: python3)"
+  install
   local n t0=$SECONDS
   if [[ "$PROFILE" == cluster ]]; then
     cluster_layout_check
@@ -827,11 +832,12 @@ if [[ "$PROFILE" == secure ]]; then
 fi
 case "${1:-}" in
   up) up ;;
+  install) install ;;
   down) down ;;
   status) mkdir -p "$RUN"; status ;;
   broker-stop) broker_stop "${2:-}" ;;
   broker-start) broker_start "${2:-}" ;;
   mariadb-restart) mariadb_restart ;;
   ferretdb-restart) ferretdb_restart ;;
-  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|down|status|broker-stop N|broker-start N|mariadb-restart|ferretdb-restart" >&2; exit 2 ;;
+  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|install|down|status|broker-stop N|broker-start N|mariadb-restart|ferretdb-restart" >&2; exit 2 ;;
 esac

@@ -3,6 +3,8 @@
 //! names, and fail with a clear message when a service is unreachable — never skip.
 #![allow(dead_code)]
 
+pub mod accounting;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;

@@ -69,6 +69,51 @@ pub struct SourceOptions {
 }
 
 impl SourceOptions {
+    /// The `sample-api` flags that serve this source (all but the address).
+    pub fn api_args(&self) -> Vec<String> {
+        let mut flags: Vec<(&str, String)> = vec![
+            ("--records", self.records.to_string()),
+            ("--page-size", self.page_size.to_string()),
+            ("--seed", self.seed.to_string()),
+            ("--queues", "RANKED_SOLO_5x5".into()),
+            ("--tiers", self.tiers.join(",")),
+            ("--divisions", self.divisions.join(",")),
+            ("--fail-rate", self.fail_rate.to_string()),
+            ("--malformed-rate", self.malformed_rate.to_string()),
+            ("--missing-rate", self.missing_rate.to_string()),
+        ];
+        if let Some(r) = self.api_rate_limit {
+            flags.push(("--rate-limit", r.to_string()));
+        }
+        if let Some(d) = self.drift_after_pages {
+            flags.push(("--drift-after-pages", d.to_string()));
+        }
+        flags
+            .into_iter()
+            .flat_map(|(flag, value)| [flag.to_string(), value])
+            .collect()
+    }
+
+    /// The extract settings (`ETL__EXTRACT__*`) that fetch exactly this source: its queue,
+    /// tiers and divisions, and the extractor's own rate limit.
+    pub fn extract_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "ETL__EXTRACT__VARS__QUEUE".into(),
+                "[\"RANKED_SOLO_5x5\"]".into(),
+            ),
+            ("ETL__EXTRACT__VARS__TIER".into(), toml_list(&self.tiers)),
+            (
+                "ETL__EXTRACT__VARS__DIVISION".into(),
+                toml_list(&self.divisions),
+            ),
+            (
+                "ETL__EXTRACT__RATE_LIMIT".into(),
+                format!("{:.1}", self.extract_rate_limit),
+            ),
+        ]
+    }
+
     /// A clean source of `records` entries.
     pub fn plain(records: u64) -> Self {
         SourceOptions {
@@ -172,12 +217,9 @@ impl LocalPipeline {
                 "ETL__EXTRACT__PROBE__URL".into(),
                 format!("http://127.0.0.1:{api_port}/lol/status/v4/platform-data"),
             ),
-            ("ETL__EXTRACT__VARS__QUEUE".into(), "[\"RANKED_SOLO_5x5\"]".into()),
-            ("ETL__EXTRACT__VARS__TIER".into(), toml_list(&source.tiers)),
-            ("ETL__EXTRACT__VARS__DIVISION".into(), toml_list(&source.divisions)),
-            ("ETL__EXTRACT__RATE_LIMIT".into(), format!("{:.1}", source.extract_rate_limit)),
             ("ETL__OBSERVABILITY__LOG_FORMAT".into(), "json".into()),
         ];
+        env.extend(source.extract_env());
         for role in TopicRole::ALL {
             env.push((
                 format!("ETL__TOPICS__{}__NAME", role.key().to_uppercase()),
@@ -383,29 +425,9 @@ impl LocalPipeline {
 
     /// Starts the sample API and waits until it answers.
     pub async fn start_sample_api(&mut self) -> Result<(), LocalError> {
-        let s = &self.source;
-        let mut flags: Vec<(&str, String)> = vec![
-            ("--port", self.api_port.to_string()),
-            ("--records", s.records.to_string()),
-            ("--page-size", s.page_size.to_string()),
-            ("--seed", s.seed.to_string()),
-            ("--queues", "RANKED_SOLO_5x5".into()),
-            ("--tiers", s.tiers.join(",")),
-            ("--divisions", s.divisions.join(",")),
-            ("--fail-rate", s.fail_rate.to_string()),
-            ("--malformed-rate", s.malformed_rate.to_string()),
-            ("--missing-rate", s.missing_rate.to_string()),
-        ];
-        if let Some(r) = s.api_rate_limit {
-            flags.push(("--rate-limit", r.to_string()));
-        }
-        if let Some(d) = s.drift_after_pages {
-            flags.push(("--drift-after-pages", d.to_string()));
-        }
-        let mut args: Vec<String> = vec!["sample-api".into()];
-        for (flag, value) in flags {
-            args.extend([flag.to_string(), value]);
-        }
+        let mut args: Vec<String> = vec!["sample-api".into(), "--port".into()];
+        args.push(self.api_port.to_string());
+        args.extend(self.source.api_args());
         self.spawn("sample-api", &args)?;
         let url = format!("http://127.0.0.1:{}/healthz", self.api_port);
         let client = reqwest::Client::new();
