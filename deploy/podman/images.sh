@@ -14,6 +14,7 @@
 #
 #   deploy/podman/images.sh          build what is missing or changed (layers are cached: a warm
 #                                    run takes seconds)
+#   deploy/podman/images.sh NAME...  only those (rust etl kafka mariadb ferretdb registry)
 #   deploy/podman/images.sh --list   the images and their sizes
 # Installs Podman, runc, debootstrap and podman-compose first when missing (lib.sh).
 set -euo pipefail
@@ -116,16 +117,21 @@ list() { podman images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E 
 
 main() {
   if [[ "${1:-}" == --list ]]; then list; return 0; fi
+  local t0=$SECONDS name names=("$@")
+  ((${#names[@]})) || names=(rust etl kafka mariadb ferretdb registry)
   podman_setup
   # The installs the images are made from: the local stack's own (Maven Central, Go proxy), once.
   ETL_STACK_REGISTRY=1 bash "$REPO/deploy/local/stack.sh" install >/dev/null
   base_image
-  rust_image
-  etl_image
-  kafka_image
-  mariadb_image
-  ferretdb_image
-  registry_image
+  for name in "${names[@]}"; do
+    case "$name" in
+      rust | etl | kafka | mariadb | ferretdb | registry) ;;
+      *) pdie "unknown image '$name' (rust, etl, kafka, mariadb, ferretdb, registry)" ;;
+    esac
+    [[ "$name" == etl ]] && rust_image
+    "${name}_image"
+  done
+  psay "images ready in $((SECONDS - t0)) s"
   list
 }
 

@@ -17,7 +17,8 @@ conf=/var/lib/kafka/server.properties
     echo "$key=$value"
   done < <(env)
 } >"$conf"
-cp=(-cp "/opt/kafka/libs/*:/opt/kafka/log4j-binding/*")
+# The log4j binding for slf4j 1.7 (the API in the jars) first, as deploy/local/stack.sh does.
+cp=(-cp "/opt/kafka/log4j-binding/*:/opt/kafka/libs/*" -Dlog4j2.configurationFile=/opt/kafka/log4j2.properties)
 if [[ ! -f /var/lib/kafka/data/meta.properties ]]; then
   # shellcheck disable=SC2086
   java ${KAFKA_HEAP_OPTS} "${cp[@]}" kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$conf" --ignore-formatted
