@@ -16,14 +16,15 @@
 # older than 4.6 (Debian 12 ships 4.3) and Podman runs health checks from systemd timers, which
 # a machine without systemd does not have. So this script runs the health checks itself
 # (`podman healthcheck run`) and starts each phase once the one before is healthy: brokers,
-# registry, databases and the sample API; then `topics` (one-shot, must exit 0); then the stages.
+# registry, databases and the sample API; then `topics` (one-shot, must exit 0); then the
+# consuming stages; extract, the source, last.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PROJECT="${ETL_COMPOSE_PROJECT:-etl-pipe}"
 FILES=(-f "$REPO/deploy/docker-compose.yml" -f "$REPO/deploy/compose.local.yml")
 for f in ${ETL_COMPOSE_FILES:-}; do FILES+=(-f "$f"); done
 INFRA=(kafka-1 kafka-2 kafka-3 schema-registry mysql mongo sample-api)
-STAGES=(extract clean score sink-mysql sink-mongo)
+STAGES=(clean score sink-mysql sink-mongo)
 
 compose() { pcompose --no-ansi -p "$PROJECT" "${FILES[@]}" "$@"; }
 
@@ -36,17 +37,23 @@ containers() { # containers [SERVICE] -- names of the project's containers (of o
 health_state() { podman inspect --format '{{if .State.Healthcheck}}{{.State.Healthcheck.Status}}{{else}}none{{end}}' "$1" 2>/dev/null || echo gone; }
 has_check() { [[ "$(podman inspect --format '{{if .Config.Healthcheck}}yes{{end}}' "$1" 2>/dev/null)" == yes ]]; }
 
-check_once() { # runs the health check of every running container that has one
-  local c
-  for c in $(podman ps --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}'); do
-    has_check "$c" && podman healthcheck run "$c" >/dev/null 2>&1 || true
+check_once() { # check_once [SERVICE...] -- runs the health check of every running container
+  # (of the services) that has one
+  # (Podman ANDs label filters: one listing per service.)
+  local c s services=("$@")
+  ((${#services[@]})) || services=("")
+  for s in "${services[@]}"; do
+    for c in $(containers "$s"); do
+      [[ "$(podman inspect --format '{{.State.Running}}' "$c" 2>/dev/null)" == true ]] || continue
+      has_check "$c" && podman healthcheck run "$c" >/dev/null 2>&1 || true
+    done
   done
 }
 
 wait_healthy() { # wait_healthy SECONDS SERVICE... -- every container of the services healthy
   local deadline=$((SECONDS + $1)) s c pending; shift
   while true; do
-    check_once
+    check_once "$@"
     pending=()
     for s in "$@"; do
       for c in $(containers "$s"); do
@@ -84,6 +91,11 @@ up() {
   compose up -d --no-deps "${STAGES[@]}" >>"$PODMAN_HOME/up-$PROJECT.log" 2>&1 \
     || { tail -n 30 "$PODMAN_HOME/up-$PROJECT.log" >&2; pdie "podman-compose up (stages) failed"; }
   wait_healthy 180 "${STAGES[@]}"
+  # The source last: nothing is pulled before every stage that carries it is ready.
+  psay "phase 4: extract"
+  compose up -d --no-deps extract >>"$PODMAN_HOME/up-$PROJECT.log" 2>&1 \
+    || { tail -n 30 "$PODMAN_HOME/up-$PROJECT.log" >&2; pdie "podman-compose up extract failed"; }
+  wait_healthy 120 extract
   psay "healthy after $((SECONDS - t0)) s"
   ps
 }
