@@ -48,9 +48,12 @@
 //! serde_avro_fast); tests check it byte for byte against apache-avro.
 mod binary;
 mod registry;
+mod resolve;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nested;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

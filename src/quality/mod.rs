@@ -69,15 +69,19 @@ pub enum FieldKind {
 
 impl FieldKind {
     /// The kind of a declared schema type: booleans and strings are categorical, every
-    /// number (timestamps included) is numeric.
-    pub fn of_type(ty: &FieldType) -> FieldKind {
+    /// number (timestamps included) is numeric; `None` for the types the quality report does
+    /// not profile yet.
+    pub fn of_type(ty: &FieldType) -> Option<FieldKind> {
         match ty {
-            FieldType::Boolean | FieldType::String => FieldKind::Categorical,
+            FieldType::Boolean | FieldType::String => Some(FieldKind::Categorical),
             FieldType::Int
             | FieldType::Long
             | FieldType::Float
             | FieldType::Double
-            | FieldType::TimestampMillis => FieldKind::Numeric,
+            | FieldType::TimestampMillis => Some(FieldKind::Numeric),
+            // phase 2 (issue 20): leaves of nested records by path, enums as categories,
+            // decimals and the other logical types as numbers, arrays by length.
+            _ => None,
         }
     }
 
@@ -104,9 +108,18 @@ impl FieldSpec {
         }
     }
 
-    /// The spec of a schema field (kind from its declared type).
-    pub fn from_schema(field: &FieldSchema) -> Self {
-        Self::new(field.name.clone(), FieldKind::of_type(&field.ty))
+    /// The spec of a schema field (kind from its declared type), or why it cannot be
+    /// profiled (a type outside the flat set), naming the field.
+    pub fn from_schema(field: &FieldSchema) -> Result<Self, String> {
+        match FieldKind::of_type(&field.ty) {
+            Some(kind) => Ok(Self::new(field.name.clone(), kind)),
+            None => Err(format!(
+                "field `{}` is of type {}, which the quality report cannot profile yet \
+                 (nested types: issue 20, phase 2)",
+                field.name,
+                field.ty.avro_name()
+            )),
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use crate::stages::sinks::{lineage, Rejected, SinkMessage};
 const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// A record value as BSON: ints stay 32-bit, longs 64-bit, timestamps become BSON dates.
-pub fn to_bson(v: &Value) -> Bson {
-    match v {
+/// A value of a type the sink cannot write yet is an error naming `field`.
+pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
+    Ok(match v {
         Value::Null => Bson::Null,
         Value::Boolean(b) => Bson::Boolean(*b),
         Value::Int(i) => Bson::Int32(*i),
@@ -19,7 +20,19 @@ pub fn to_bson(v: &Value) -> Bson {
         Value::Double(f) => Bson::Double(*f),
         Value::String(s) => Bson::String(s.clone()),
         Value::TimestampMillis(ms) => Bson::DateTime(bson::DateTime::from_millis(*ms)),
-    }
+        // phase 2 (issue 20): subdocuments, arrays, Decimal128, dates, binary, uuid.
+        other => {
+            return Err(Rejected {
+                index: 0,
+                kind: "unsupported_type",
+                message: format!(
+                    "field `{field}` holds a {} value: the Mongo sink does not write nested \
+                     types yet (issue 20, phase 2)",
+                    other.kind()
+                ),
+            })
+        }
+    })
 }
 
 /// The document of a record: `_id`, every field of the record, then the lineage fields.
@@ -48,13 +61,13 @@ pub fn document(
                     message: format!("key field `{k}` is null or missing"),
                 })
             }
-            Some(v) => to_bson(v),
+            Some(v) => to_bson(k, v)?,
         },
     };
     let mut d = Document::new();
     d.insert("_id", id.clone());
     for (name, v) in &record.fields {
-        d.insert(&**name, to_bson(v));
+        d.insert(&**name, to_bson(name, v)?);
     }
     d.insert(
         lineage::TRACE_ID,
