@@ -47,6 +47,7 @@
 //! `docs/notes/codec.md` for the measurement that chose it over apache-avro and
 //! serde_avro_fast); tests check it byte for byte against apache-avro.
 mod binary;
+mod nested;
 mod registry;
 mod resolve;
 mod schema;
@@ -54,6 +55,8 @@ mod schema;
 mod tests;
 #[cfg(test)]
 mod tests_nested;
+#[cfg(test)]
+mod tests_resolve;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -24,7 +24,10 @@ use crate::record::{EnumType, FieldSchema, FieldType, Name, RecordSchema, Value}
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
     /// A writer primitive (or fixed), converted to the reader type.
-    Leaf { writer: Phys, reader: FieldType },
+    Leaf {
+        writer: Phys,
+        reader: FieldType,
+    },
     /// A writer enum: the reader symbol of each writer index (the reader's default for a
     /// symbol it does not have).
     Enum(Vec<Arc<str>>),
@@ -79,10 +82,7 @@ fn phys(t: &FieldType) -> Option<Phys> {
         FieldType::Double => Phys::Double,
         FieldType::Bytes | FieldType::Decimal { fixed: None, .. } => Phys::Bytes,
         FieldType::String | FieldType::Uuid => Phys::String,
-        FieldType::Fixed(f)
-        | FieldType::Decimal {
-            fixed: Some(f), ..
-        } => Phys::Fixed(f.size),
+        FieldType::Fixed(f) | FieldType::Decimal { fixed: Some(f), .. } => Phys::Fixed(f.size),
         FieldType::Enum(_)
         | FieldType::Array(_)
         | FieldType::Map(_)
@@ -96,10 +96,9 @@ fn named(t: &FieldType) -> Option<(&str, &[String])> {
     match t {
         FieldType::Record(r) => Some((&r.name, &r.aliases)),
         FieldType::Enum(e) => Some((&e.name, &e.aliases)),
-        FieldType::Fixed(f)
-        | FieldType::Decimal {
-            fixed: Some(f), ..
-        } => Some((&f.name, &f.aliases)),
+        FieldType::Fixed(f) | FieldType::Decimal { fixed: Some(f), .. } => {
+            Some((&f.name, &f.aliases))
+        }
         _ => None,
     }
 }
@@ -293,7 +292,10 @@ pub(crate) fn writer_field<'a>(
 }
 
 /// The plan of a writer record read as a reader record; errors name the field (`a.b`).
-pub(crate) fn plan_record(writer: &RecordSchema, reader: &RecordSchema) -> Result<RecordNode, String> {
+pub(crate) fn plan_record(
+    writer: &RecordSchema,
+    reader: &RecordSchema,
+) -> Result<RecordNode, String> {
     if !names_match(&writer.name, &reader.name, &reader.aliases) {
         return Err(format!(
             "record names differ: writer `{}`, reader `{}`",

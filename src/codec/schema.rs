@@ -49,7 +49,8 @@ impl RecordSchema {
             None => return Err(CodecError::schema(None, "top-level `type` is missing")),
         }
         refuse_lossy_fixed(&json, None)?;
-        let avro = Avro::parse(&json).map_err(|e| CodecError::schema(None, e.to_string()))?;
+        let avro = Avro::parse(&json)
+            .map_err(|e| CodecError::schema(failing_field(obj).as_deref(), e.to_string()))?;
         let Avro::Record(_) = &avro else {
             return Err(CodecError::schema(None, "the top level must be a record"));
         };
@@ -94,7 +95,10 @@ impl RecordSchema {
     /// The schema as apache-avro parses it with logical types reduced to their underlying
     /// types, or (not reachable for a schema this module built) the JSON it refused.
     fn physical(&self) -> Result<Avro, String> {
-        let json = physical_json(&FieldType::Record(Arc::new(self.clone())), &mut HashSet::new());
+        let json = physical_json(
+            &FieldType::Record(Arc::new(self.clone())),
+            &mut HashSet::new(),
+        );
         Avro::parse(&json).map_err(|_| json.to_string())
     }
 
@@ -102,6 +106,22 @@ impl RecordSchema {
     pub fn simple_name(&self) -> &str {
         unqualified(&self.name)
     }
+}
+
+/// The field apache-avro refuses a record for (its errors do not always say): the first
+/// field whose prefix of the field list no longer parses. Only run on an error.
+fn failing_field(record: &serde_json::Map<String, Json>) -> Option<String> {
+    let fields = record.get("fields")?.as_array()?;
+    (1..=fields.len()).find_map(|n| {
+        let mut prefix = record.clone();
+        prefix.insert("fields".into(), Json::Array(fields[..n].to_vec()));
+        Avro::parse(&Json::Object(prefix)).err().map(|_| {
+            fields[n - 1]
+                .get("name")
+                .and_then(Json::as_str)
+                .map_or_else(|| format!("#{}", n - 1), str::to_string)
+        })
+    })
 }
 
 fn unqualified(name: &str) -> &str {
@@ -114,7 +134,11 @@ fn refuse_lossy_fixed(json: &Json, field: Option<&str>) -> Result<(), CodecError
         Json::Object(o) => {
             let field = match (o.get("name").and_then(Json::as_str), o.get("type")) {
                 // A field object: name it in errors below.
-                (Some(n), Some(t)) if !t.is_string() || o.contains_key("default") || !is_type_keyword(t) => Some(n),
+                (Some(n), Some(t))
+                    if !t.is_string() || o.contains_key("default") || !is_type_keyword(t) =>
+                {
+                    Some(n)
+                }
                 _ => field,
             };
             if o.get("type").and_then(Json::as_str) == Some("fixed") {
@@ -333,9 +357,8 @@ impl Names {
 /// A default value from its JSON form (the specification's table: bytes and fixed as
 /// strings of code points 0-255, a union's default matching one of its branches).
 pub(crate) fn default_value(ty: &FieldType, d: &Json) -> Option<Value> {
-    let latin1 = |s: &str| -> Option<Vec<u8>> {
-        s.chars().map(|c| u8::try_from(c as u32).ok()).collect()
-    };
+    let latin1 =
+        |s: &str| -> Option<Vec<u8>> { s.chars().map(|c| u8::try_from(c as u32).ok()).collect() };
     let int = || d.as_i64().and_then(|i| i32::try_from(i).ok());
     Some(match ty {
         FieldType::Null => d.is_null().then_some(Value::Null)?,
@@ -369,7 +392,10 @@ pub(crate) fn default_value(ty: &FieldType, d: &Json) -> Option<Value> {
         }
         FieldType::Enum(e) => {
             let s = d.as_str()?;
-            e.symbols.iter().any(|x| x == s).then(|| Value::Enum(s.into()))?
+            e.symbols
+                .iter()
+                .any(|x| x == s)
+                .then(|| Value::Enum(s.into()))?
         }
         FieldType::Array(items) => Value::Array(
             d.as_array()?
@@ -435,10 +461,7 @@ fn physical_json(ty: &FieldType, defined: &mut HashSet<String>) -> Json {
         FieldType::Double => json!("double"),
         FieldType::String | FieldType::Uuid => json!("string"),
         FieldType::Bytes | FieldType::Decimal { fixed: None, .. } => json!("bytes"),
-        FieldType::Fixed(f)
-        | FieldType::Decimal {
-            fixed: Some(f), ..
-        } => named(
+        FieldType::Fixed(f) | FieldType::Decimal { fixed: Some(f), .. } => named(
             &f.name,
             &|| json!({"type": "fixed", "name": f.name, "size": f.size}),
             defined,
@@ -450,12 +473,9 @@ fn physical_json(ty: &FieldType, defined: &mut HashSet<String>) -> Json {
         ),
         FieldType::Array(items) => json!({"type": "array", "items": physical_json(items, defined)}),
         FieldType::Map(values) => json!({"type": "map", "values": physical_json(values, defined)}),
-        FieldType::Union(branches) => Json::Array(
-            branches
-                .iter()
-                .map(|b| physical_json(b, defined))
-                .collect(),
-        ),
+        FieldType::Union(branches) => {
+            Json::Array(branches.iter().map(|b| physical_json(b, defined)).collect())
+        }
         FieldType::Record(r) => {
             if !defined.insert(r.name.clone()) {
                 return json!(r.name);
@@ -701,21 +721,35 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_types_name_the_field() {
-        let e = err(&one_field(r#"{"type":"array","items":"int"}"#));
-        assert!(e.contains("field `f`") && e.contains("array"), "{e}");
-        let e = err(&one_field(r#""bytes""#));
-        assert!(e.contains("field `f`") && e.contains("bytes"), "{e}");
-        let e = err(&one_field(r#"["null","int","string"]"#));
-        assert!(e.contains("field `f`") && e.contains("union"), "{e}");
-        let e = err(&one_field(r#"["int","null"]"#));
-        assert!(e.contains("null\" first"), "{e}");
-        let e = err(&one_field(r#"{"type":"int","logicalType":"date"}"#));
-        assert!(e.contains("field `f`") && e.contains("date"), "{e}");
-        let e = err(&one_field(
+    fn every_type_is_accepted() {
+        for t in [
+            r#"{"type":"array","items":"int"}"#,
+            r#""bytes""#,
+            r#"["null","int","string"]"#,
+            r#"["int","null"]"#,
+            r#"{"type":"int","logicalType":"date"}"#,
             r#"["null",{"type":"record","name":"N","fields":[]}]"#,
+            r#"{"type":"map","values":{"type":"enum","name":"E","symbols":["A"]}}"#,
+        ] {
+            let s = RecordSchema::parse(&one_field(t)).unwrap();
+            assert!(!s.is_flat(), "{t}");
+        }
+        // An invalid logical type is ignored, as the specification says.
+        let s = RecordSchema::parse(&one_field(
+            r#"{"type":"bytes","logicalType":"decimal","precision":2,"scale":3}"#,
+        ))
+        .unwrap();
+        assert_eq!(s.fields[0].ty, FieldType::Bytes);
+    }
+
+    #[test]
+    fn refused_schemas_name_the_field() {
+        let e = err(&one_field(r#""nope""#));
+        assert!(e.contains("field `f`") && e.contains("nope"), "{e}");
+        let e = err(&one_field(
+            r#"{"type":"enum","name":"E","symbols":["A"],"default":"B"}"#,
         ));
-        assert!(e.contains("field `f`") && e.contains("record"), "{e}");
+        assert!(e.contains("field `f`") && e.contains("B"), "{e}");
         let e = err(r#"{"type":"enum","name":"E","symbols":["A"]}"#);
         assert!(e.contains("enum"), "{e}");
         let e = err("{not json");
@@ -725,24 +759,29 @@ mod tests {
     #[test]
     fn bad_defaults_and_duplicates_are_refused() {
         let e = err(
-            r#"{"type":"record","name":"R","fields":[{"name":"f","type":["null","int"],"default":3}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":["null","int"],"default":"x"}]}"#,
         );
-        assert!(e.contains("field `f`") && e.contains("must be null"), "{e}");
+        assert!(e.contains("field `f`"), "{e}");
         let e = err(
-            r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","default":"x"}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"g","type":"int"},{"name":"f","type":"int","default":"x"}]}"#,
         );
         assert!(e.contains("field `f`"), "{e}");
         let e = err(
             r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int"},{"name":"f","type":"long"}]}"#,
         );
-        assert!(e.contains("twice"), "{e}");
+        assert!(e.contains("Duplicate field name f"), "{e}");
         let ok = RecordSchema::parse(
             r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","default":7},
-                {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"},"default":0}]}"#,
+                {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"},"default":0},
+                {"name":"n","type":["null","int"],"default":3},
+                {"name":"b","type":"bytes","default":"\u00ff\u0000"}]}"#,
         )
         .unwrap();
         assert_eq!(ok.fields[0].default, Some(Value::Int(7)));
         assert_eq!(ok.fields[1].default, Some(Value::TimestampMillis(0)));
+        // Avro 1.12 (AVRO-3649): a union's default may match any branch, not only the first.
+        assert_eq!(ok.fields[2].default, Some(Value::Int(3)));
+        assert_eq!(ok.fields[3].default, Some(Value::Bytes(vec![0xff, 0])));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Conformance of the full Avro 1.12 type system (issue 20): round trips of every type in
 //! both framings, byte identity with apache-avro (the independent reference) both ways,
-//! schema resolution by the specification's rules (held to apache-avro where it implements
-//! them), and errors that name the nested field.
+//! canonical form and fingerprint of a nested schema, and errors that name the nested field.
+//! Resolution is in `tests_resolve`.
 use std::sync::Arc;
 
 use apache_avro::types::Value as AValue;
@@ -12,22 +12,24 @@ use crate::record::{Decimal, FieldType, Value};
 
 const NESTED: &str = include_str!("../../tests/fixtures/nested_entry.avsc");
 
-fn nested() -> RecordSchema {
+pub(super) fn nested() -> RecordSchema {
     RecordSchema::parse(NESTED).unwrap()
 }
 
-fn rec(fields: Vec<(&str, Value)>) -> Record {
+pub(super) fn rec(fields: Vec<(&str, Value)>) -> Record {
     Record {
         fields: fields.into_iter().map(|(n, v)| (n.into(), v)).collect(),
     }
 }
 
-fn s(v: &str) -> Value {
+pub(super) fn s(v: &str) -> Value {
     Value::String(v.to_string())
 }
 
 fn uuid(i: u128) -> Value {
-    Value::Uuid(uuid::Uuid::from_u128(0x550e_8400_e29b_41d4_a716_4466_5544_0000 + i))
+    Value::Uuid(uuid::Uuid::from_u128(
+        0x550e_8400_e29b_41d4_a716_4466_5544_0000 + i,
+    ))
 }
 
 fn series(progress: &str) -> Value {
@@ -41,7 +43,7 @@ fn series(progress: &str) -> Value {
 
 /// A nested record; `i` varies every value, `single_map` keeps maps to one entry (apache-avro
 /// writes a map in HashMap order, so byte identity needs one entry).
-fn nested_record(i: i64, single_map: bool) -> Record {
+pub(super) fn nested_record(i: i64, single_map: bool) -> Record {
     let player = |n: i64, tier: Value, series_v: Value| {
         Value::Record(rec(vec![
             ("name", s(&format!("player-{n} 플레이어"))),
@@ -61,19 +63,35 @@ fn nested_record(i: i64, single_map: bool) -> Record {
     }
     rec(vec![
         ("id", uuid(i as u128)),
-        ("region", Value::Enum(["EUW", "NA", "KR"][(i % 3) as usize].into())),
-        ("score", Value::Decimal(Decimal::new(-12_345 - i as i128, 2))),
+        (
+            "region",
+            Value::Enum(["EUW", "NA", "KR"][(i % 3) as usize].into()),
+        ),
+        (
+            "score",
+            Value::Decimal(Decimal::new(-12_345 - i as i128, 2)),
+        ),
         (
             "prize",
-            Value::Decimal(Decimal::new(99_999_999_999_999 * (1 - 2 * (i % 2)) as i128, 4)),
+            Value::Decimal(Decimal::new(
+                99_999_999_999_999 * (1 - 2 * (i % 2)) as i128,
+                4,
+            )),
         ),
-        ("hash", Value::Fixed((0..16).map(|b| (b * 17 + i) as u8).collect())),
+        (
+            "hash",
+            Value::Fixed((0..16).map(|b| (b * 17 + i) as u8).collect()),
+        ),
         ("raw", Value::Bytes(vec![0, 0xff, i as u8, 0x80])),
         ("tags", Value::Array(vec![s("a"), s(""), s("naïve 東京")])),
         ("counts", Value::Map(counts)),
         (
             "mini_series",
-            if i % 2 == 0 { series("WL-") } else { Value::Null },
+            if i % 2 == 0 {
+                series("WL-")
+            } else {
+                Value::Null
+            },
         ),
         (
             "players",
@@ -119,7 +137,11 @@ fn the_fixture_parses_into_every_type() {
     assert!(matches!(ty("region"), FieldType::Enum(e) if e.default.as_deref() == Some("EUW")));
     assert!(matches!(
         ty("score"),
-        FieldType::Decimal { precision: 10, scale: 2, fixed: None }
+        FieldType::Decimal {
+            precision: 10,
+            scale: 2,
+            fixed: None
+        }
     ));
     assert!(matches!(
         ty("prize"),
@@ -136,7 +158,9 @@ fn the_fixture_parses_into_every_type() {
     assert_eq!(player.name, "etl.test.Player");
     // `MiniSeries` referenced by name is the record defined earlier.
     let series = &player.field("series").unwrap().ty;
-    assert!(matches!(series, FieldType::Record(r) if r.name == "etl.test.MiniSeries" && r.fields.len() == 4));
+    assert!(
+        matches!(series, FieldType::Record(r) if r.name == "etl.test.MiniSeries" && r.fields.len() == 4)
+    );
     assert!(matches!(ty("choice"), FieldType::Union(b) if b.len() == 4));
     assert_eq!(ty("local_us"), FieldType::LocalTimestampMicros);
     assert!(!schema.is_flat());
@@ -172,6 +196,7 @@ fn nested_datum_is_byte_identical_to_apache_avro_and_it_reads_ours() {
         let read = apache_avro::from_avro_datum(&reference, &mut ours.as_slice(), None).unwrap();
         assert_eq!(read, to_apache(&schema, &r), "read {i}");
         // We read what apache-avro wrote.
+        let r = nested_record(i, true);
         let plan = binary::ReadPlan::identity(Arc::new(schema.clone()));
         assert_eq!(plan.decode(&theirs_of(&reference, &schema, &r)).unwrap(), r);
     }
@@ -196,7 +221,10 @@ fn every_logical_type_round_trips_at_its_edges() {
     let codec = Codec::new(schema.clone(), Framing::SingleObject);
     // 10^39: past i128's 38 digits, arbitrary precision as bytes decimals are.
     let big = Decimal::from_be_bytes(
-        &[0x02, 0xf0, 0x50, 0xfe, 0x93, 0x8_9, 0x43, 0xac, 0xc4, 0x5f, 0x65, 0x56, 0x80, 0, 0, 0, 0],
+        &[
+            0x02, 0xf0, 0x50, 0xfe, 0x93, 0x8_9, 0x43, 0xac, 0xc4, 0x5f, 0x65, 0x56, 0x80, 0, 0, 0,
+            0,
+        ],
         0,
     );
     for (d, t, neg) in [
@@ -218,7 +246,10 @@ fn every_logical_type_round_trips_at_its_edges() {
     assert_eq!(big.to_string(), "1000000000000000000000000000000000000000");
     assert_eq!(Decimal::new(-5, 3).to_string(), "-0.005");
     assert_eq!(Decimal::new(123_456, 2).to_string(), "1234.56");
-    assert_eq!(Decimal::from_be_bytes(&[0xff, 0xff, 0x85], 0).unscaled_bytes(), &[0x85]);
+    assert_eq!(
+        Decimal::from_be_bytes(&[0xff, 0xff, 0x85], 0).unscaled_bytes(),
+        &[0x85]
+    );
 }
 
 #[test]
@@ -288,231 +319,6 @@ fn nested_garbage_never_panics_and_names_the_field() {
     }
 }
 
-// ---- resolution ----
-
-/// Writes `value` (field `f`) with a writer schema of field type `w` and reads it with
-/// reader field type `r`; also asks apache-avro to resolve the same bytes when `apache`.
-fn resolve_one(w: &str, r: &str, value: Value, apache: bool) -> Result<Value, String> {
-    let schema = |t: &str| {
-        RecordSchema::parse(&format!(
-            r#"{{"type":"record","name":"R","fields":[{{"name":"f","type":{t}}}]}}"#
-        ))
-        .unwrap()
-    };
-    let (ws, rs) = (schema(w), schema(r));
-    let writer = Codec::new(ws.clone(), Framing::SingleObject);
-    let reader = Codec::new(rs.clone(), Framing::SingleObject);
-    reader
-        .add_writer_schema(ws.clone())
-        .map_err(|e| e.to_string())?;
-    let bytes = writer.encode(&rec(vec![("f", value)])).unwrap();
-    let got = reader.decode(&bytes).map_err(|e| e.to_string())?;
-    let got = got.get("f").cloned().unwrap();
-    if apache {
-        let wa = apache_avro::Schema::parse_str(&ws.source).unwrap();
-        let ra = apache_avro::Schema::parse_str(&rs.source).unwrap();
-        let theirs = apache_avro::from_avro_datum(&wa, &mut &bytes[10..], Some(&ra)).unwrap();
-        assert_eq!(
-            theirs,
-            to_apache(&rs, &rec(vec![("f", got.clone())])),
-            "apache-avro resolves {w} → {r} the same way"
-        );
-    }
-    Ok(got)
-}
-
-#[test]
-fn promotions() {
-    let cases: Vec<(&str, &str, Value, Value)> = vec![
-        (r#""int""#, r#""long""#, Value::Int(-7), Value::Long(-7)),
-        (r#""int""#, r#""float""#, Value::Int(1 << 24), Value::Float(16_777_216.0)),
-        (r#""int""#, r#""double""#, Value::Int(i32::MIN), Value::Double(i32::MIN as f64)),
-        (r#""long""#, r#""float""#, Value::Long(3), Value::Float(3.0)),
-        (r#""long""#, r#""double""#, Value::Long(-(1 << 52)), Value::Double(-(2f64.powi(52)))),
-        (r#""float""#, r#""double""#, Value::Float(0.1), Value::Double(0.1f32 as f64)),
-        (r#""string""#, r#""bytes""#, s("héllo"), Value::Bytes("héllo".as_bytes().to_vec())),
-        (r#""bytes""#, r#""string""#, Value::Bytes(b"ok".to_vec()), s("ok")),
-        (
-            r#"{"type":"array","items":"int"}"#,
-            r#"{"type":"array","items":"double"}"#,
-            Value::Array(vec![Value::Int(1), Value::Int(-2)]),
-            Value::Array(vec![Value::Double(1.0), Value::Double(-2.0)]),
-        ),
-        (
-            r#"{"type":"map","values":"float"}"#,
-            r#"{"type":"map","values":"double"}"#,
-            Value::Map(vec![("k".into(), Value::Float(1.5))]),
-            Value::Map(vec![("k".into(), Value::Double(1.5))]),
-        ),
-    ];
-    for (w, r, v, expected) in cases {
-        assert_eq!(resolve_one(w, r, v, true).unwrap(), expected, "{w} → {r}");
-    }
-    for (w, r) in [
-        (r#""long""#, r#""int""#),
-        (r#""double""#, r#""float""#),
-        (r#""string""#, r#""int""#),
-        (r#""boolean""#, r#""int""#),
-    ] {
-        let e = resolve_one(w, r, Value::Null, false).unwrap_err();
-        assert!(e.contains("field `f`") && e.contains("cannot be read as"), "{w} → {r}: {e}");
-    }
-}
-
-const V1: &str = r#"{"type":"record","name":"Entry","namespace":"etl.v1","fields":[
-  {"name":"id","type":"string"},
-  {"name":"old_name","type":"string"},
-  {"name":"gone","type":{"type":"array","items":{"type":"record","name":"Gone","fields":[{"name":"x","type":"int"}]}}},
-  {"name":"tier","type":{"type":"enum","name":"Tier","symbols":["IRON","GOLD","MASTER"]}},
-  {"name":"stats","type":{"type":"record","name":"Stats","fields":[{"name":"wins","type":"int"}]}}
-]}"#;
-
-const V2: &str = r#"{"type":"record","name":"Entry2","namespace":"etl.v2","aliases":["etl.v1.Entry"],"fields":[
-  {"name":"id","type":"string"},
-  {"name":"new_name","aliases":["old_name"],"type":"string"},
-  {"name":"tier","type":{"type":"enum","name":"Tier","symbols":["IRON","GOLD","UNRANKED"],"default":"UNRANKED"}},
-  {"name":"stats","type":{"type":"record","name":"Stats","fields":[
-    {"name":"wins","type":"long"},
-    {"name":"streak","type":{"type":"array","items":"int"},"default":[1,2]},
-    {"name":"series","type":["null",{"type":"record","name":"S","fields":[{"name":"p","type":"string"}]}],"default":null}]}},
-  {"name":"added","type":{"type":"map","values":"string"},"default":{"k":"v"}}
-]}"#;
-
-#[test]
-fn fields_added_removed_aliased_and_enum_defaults() {
-    let v1 = RecordSchema::parse(V1).unwrap();
-    let v2 = RecordSchema::parse(V2).unwrap();
-    let writer = Codec::new(v1.clone(), Framing::SingleObject);
-    let reader = Codec::new(v2.clone(), Framing::SingleObject);
-    reader.add_writer_schema(v1).unwrap();
-    let stats = |wins| Value::Record(rec(vec![("wins", Value::Int(wins))]));
-    let old = |tier: &str| {
-        rec(vec![
-            ("id", s("a")),
-            ("old_name", s("Faker")),
-            (
-                "gone",
-                Value::Array(vec![Value::Record(rec(vec![("x", Value::Int(1))]))]),
-            ),
-            ("tier", Value::Enum(tier.into())),
-            ("stats", stats(12)),
-        ])
-    };
-    let read = |tier: &str| reader.decode(&writer.encode(&old(tier)).unwrap()).unwrap();
-    let expected = |tier: &str| {
-        rec(vec![
-            ("id", s("a")),
-            ("new_name", s("Faker")),
-            ("tier", Value::Enum(tier.into())),
-            (
-                "stats",
-                Value::Record(rec(vec![
-                    ("wins", Value::Long(12)),
-                    ("streak", Value::Array(vec![Value::Int(1), Value::Int(2)])),
-                    ("series", Value::Null),
-                ])),
-            ),
-            ("added", Value::Map(vec![("k".into(), s("v"))])),
-        ])
-    };
-    assert_eq!(read("GOLD"), expected("GOLD"));
-    // MASTER is not a v2 symbol: the reader enum's default.
-    assert_eq!(read("MASTER"), expected("UNRANKED"));
-}
-
-#[test]
-fn resolution_refusals_name_the_field() {
-    let v1 = RecordSchema::parse(V1).unwrap();
-    let no_default = RecordSchema::parse(&V2.replace(r#","default":"UNRANKED""#, "")).unwrap();
-    let e = check_can_read(&v1, &no_default).unwrap_err();
-    assert!(e.contains("`tier`") && e.contains("MASTER") && e.contains("no default"), "{e}");
-    let required = RecordSchema::parse(&V2.replace(r#","default":[1,2]"#, "")).unwrap();
-    let e = check_can_read(&v1, &required).unwrap_err();
-    assert!(e.contains("`stats.streak`") && e.contains("no default"), "{e}");
-    let renamed = RecordSchema::parse(&V2.replace(r#","aliases":["etl.v1.Entry"]"#, "")).unwrap();
-    let e = check_can_read(&v1, &renamed).unwrap_err();
-    assert!(e.contains("record names differ"), "{e}");
-    let e = resolve_one(
-        r#"{"type":"bytes","logicalType":"decimal","precision":5,"scale":2}"#,
-        r#"{"type":"bytes","logicalType":"decimal","precision":5,"scale":3}"#,
-        Value::Decimal(Decimal::new(1, 2)),
-        false,
-    )
-    .unwrap_err();
-    assert!(e.contains("field `f`") && e.contains("precision and scale"), "{e}");
-    let e = resolve_one(
-        r#"{"type":"fixed","name":"A","size":4}"#,
-        r#"{"type":"fixed","name":"A","size":5}"#,
-        Value::Fixed(vec![0; 4]),
-        false,
-    )
-    .unwrap_err();
-    assert!(e.contains("field `f`"), "{e}");
-}
-
-#[test]
-fn union_branch_matching() {
-    // Writer union into reader union: each writer branch to the reader's branch of its own
-    // type, else the first it promotes into (int → long here).
-    let w = r#"["null","int","string"]"#;
-    let r = r#"["null","string","long"]"#;
-    assert_eq!(resolve_one(w, r, Value::Int(5), true).unwrap(), Value::Long(5));
-    assert_eq!(resolve_one(w, r, s("x"), true).unwrap(), s("x"));
-    assert_eq!(resolve_one(w, r, Value::Null, true).unwrap(), Value::Null);
-    // The exact branch wins over an earlier promotable one.
-    assert_eq!(
-        resolve_one(r#""long""#, r#"["double","long"]"#, Value::Long(3), true).unwrap(),
-        Value::Long(3)
-    );
-    // A reader union from a writer non-union.
-    assert_eq!(
-        resolve_one(r#""int""#, r#"["null","string","long"]"#, Value::Int(-1), true).unwrap(),
-        Value::Long(-1)
-    );
-    let rec_w = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"}]}"#;
-    let rec_r = r#"["null",{"type":"record","name":"Q","aliases":["P"],"fields":[{"name":"a","type":"long"}]}]"#;
-    assert_eq!(
-        resolve_one(rec_w, rec_r, Value::Record(rec(vec![("a", Value::Int(2))])), false).unwrap(),
-        Value::Record(rec(vec![("a", Value::Long(2))]))
-    );
-    // A writer union into a reader non-union: every branch must be readable.
-    assert_eq!(
-        resolve_one(r#"["int","long"]"#, r#""double""#, Value::Long(9), true).unwrap(),
-        Value::Double(9.0)
-    );
-    let e = resolve_one(r#"["null","int"]"#, r#""int""#, Value::Int(1), false).unwrap_err();
-    assert!(e.contains("field `f`") && e.contains("nullable"), "{e}");
-    let e = resolve_one(r#""boolean""#, r#"["null","string"]"#, Value::Boolean(true), false)
-        .unwrap_err();
-    assert!(e.contains("field `f`") && e.contains("no branch"), "{e}");
-}
-
-#[test]
-fn nested_writer_resolves_into_flat_reader_and_back() {
-    // A flat reader of a nested writer skips the nested fields.
-    let nested_writer = nested();
-    let flat = RecordSchema::parse(
-        r#"{"type":"record","name":"MatchEntry","namespace":"etl.test","fields":[
-        {"name":"ratio","type":"double"},{"name":"ts_ms","type":"long"},
-        {"name":"extra","type":["null","string"],"default":null}]}"#,
-    )
-    .unwrap();
-    let reader = Codec::new(flat, Framing::SingleObject);
-    reader.add_writer_schema(nested_writer.clone()).unwrap();
-    let r = nested_record(4, false);
-    let bytes = Codec::new(nested_writer, Framing::SingleObject)
-        .encode(&r)
-        .unwrap();
-    assert_eq!(
-        reader.decode(&bytes).unwrap(),
-        rec(vec![
-            ("ratio", Value::Double(0.25)),
-            ("ts_ms", Value::Long(1_735_689_600_004)),
-            ("extra", Value::Null),
-        ])
-    );
-}
-
 #[test]
 fn canonical_form_and_fingerprint_of_a_nested_schema() {
     use apache_avro::rabin::Rabin;
@@ -572,9 +378,8 @@ fn unsupported_schemas_are_refused_naming_the_field() {
     assert!(e.contains("field `f`") && e.contains("uuid"), "{e}");
     let e = one(r#"{"type":"fixed","name":"D","size":12,"logicalType":"duration"}"#);
     assert!(e.contains("field `f`") && e.contains("duration"), "{e}");
-    let e = one(
-        r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
-    );
+    let e =
+        one(r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#);
     assert!(e.contains("recursive") && e.contains("f.next"), "{e}");
 }
 

@@ -385,10 +385,7 @@ impl ScoreConfig {
                     .map(FieldSpec::from_schema)
                     .collect::<Result<_, _>>()
                     .map_err(|e| {
-                        ConfigError::key(
-                            "score.fields",
-                            format!("{e}; list the fields to profile"),
-                        )
+                        ConfigError::key("score.fields", format!("{e}; list the fields to profile"))
                     })?;
                 if specs.is_empty() {
                     return Err(ConfigError::key(
