@@ -48,7 +48,23 @@ impl RecordSchema {
             }
             None => return Err(CodecError::schema(None, "top-level `type` is missing")),
         }
-        refuse_lossy_fixed(&json, None)?;
+        for f in obj
+            .get("fields")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(l) = lossy_fixed(f) {
+                return Err(CodecError::schema(
+                    f.get("name").and_then(Json::as_str),
+                    format!(
+                        "logical type `{l}` on `fixed` is not supported (apache-avro 0.20 \
+                         loses the fixed's name and size); use string/uuid, or a fixed \
+                         without the logical type"
+                    ),
+                ));
+            }
+        }
         let avro = Avro::parse(&json)
             .map_err(|e| CodecError::schema(failing_field(obj).as_deref(), e.to_string()))?;
         let Avro::Record(_) = &avro else {
@@ -128,42 +144,20 @@ fn unqualified(name: &str) -> &str {
     name.rsplit('.').next().unwrap_or(name)
 }
 
-/// `uuid` on `fixed` and `duration` lose their fixed definition in apache-avro 0.20.
-fn refuse_lossy_fixed(json: &Json, field: Option<&str>) -> Result<(), CodecError> {
+/// `uuid` or `duration` on a `fixed` anywhere in `json`: apache-avro 0.20 loses the fixed's
+/// name and size for those.
+fn lossy_fixed(json: &Json) -> Option<&str> {
     match json {
         Json::Object(o) => {
-            let field = match (o.get("name").and_then(Json::as_str), o.get("type")) {
-                // A field object: name it in errors below.
-                (Some(n), Some(t))
-                    if !t.is_string() || o.contains_key("default") || !is_type_keyword(t) =>
-                {
-                    Some(n)
-                }
-                _ => field,
-            };
-            if o.get("type").and_then(Json::as_str) == Some("fixed") {
-                match o.get("logicalType").and_then(Json::as_str) {
-                    Some(l @ ("uuid" | "duration")) => {
-                        return Err(CodecError::schema(
-                            field,
-                            format!("logical type `{l}` on `fixed` is not supported (apache-avro 0.20 loses the fixed's name and size); use string/uuid, or fixed without the logical type"),
-                        ))
-                    }
-                    _ => {}
-                }
+            let logical = o.get("logicalType").and_then(Json::as_str);
+            match (o.get("type").and_then(Json::as_str), logical) {
+                (Some("fixed"), Some(l @ ("uuid" | "duration"))) => Some(l),
+                _ => o.values().find_map(lossy_fixed),
             }
-            o.values().try_for_each(|v| refuse_lossy_fixed(v, field))
         }
-        Json::Array(items) => items.iter().try_for_each(|v| refuse_lossy_fixed(v, field)),
-        _ => Ok(()),
+        Json::Array(items) => items.iter().find_map(lossy_fixed),
+        _ => None,
     }
-}
-
-fn is_type_keyword(t: &Json) -> bool {
-    matches!(
-        t.as_str(),
-        Some("record" | "enum" | "fixed" | "array" | "map")
-    )
 }
 
 /// The named types met so far while converting one schema (a later reference by name is

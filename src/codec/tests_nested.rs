@@ -384,7 +384,7 @@ fn unsupported_schemas_are_refused_naming_the_field() {
 }
 
 #[test]
-fn apache_value_helper_covers_unions_of_records() {
+fn apache_value_helper_picks_the_union_branch_by_kind() {
     // The test helper's own branch choice, so a mistake there cannot hide one in the codec.
     let ty = FieldType::Union(vec![FieldType::Null, FieldType::Long]);
     assert_eq!(

@@ -247,6 +247,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_nested_field_cannot_be_profiled_yet_and_says_which() {
+        let f = |ty| FieldSchema {
+            name: "mini_series".into(),
+            ty,
+            nullable: true,
+            doc: None,
+            default: None,
+            aliases: Vec::new(),
+        };
+        assert_eq!(
+            FieldSpec::from_schema(&f(FieldType::Long)).unwrap().kind,
+            FieldKind::Numeric
+        );
+        let e = FieldSpec::from_schema(&f(FieldType::Map(Box::new(FieldType::Int)))).unwrap_err();
+        assert!(e.contains("`mini_series`") && e.contains("map"), "{e}");
+    }
+
+    #[test]
     fn classify_follows_the_documented_rules() {
         use Classified as C;
         let n = FieldKind::Numeric;

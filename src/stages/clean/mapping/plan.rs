@@ -83,7 +83,7 @@ impl Mapper {
         // phase 2 (issue 20): map nested JSON (dotted paths, sub-objects, arrays) instead.
         if let Some(f) = schema.first_nested_field() {
             return Err(ConfigError::key(
-                "clean.schema_out",
+                "clean.schema",
                 format!(
                     "field `{}` of {} is of type {}: the clean mapping does not produce nested \
                      types yet (issue 20, phase 2)",

@@ -187,4 +187,26 @@ mod tests {
         let e = document(Some("nope"), "t", bson::DateTime::now(), &msg, &r).unwrap_err();
         assert_eq!(e.kind, "missing_key");
     }
+
+    #[test]
+    fn a_nested_value_is_rejected_naming_the_field() {
+        // phase 2 (issue 20) writes it as a subdocument; until then the record is rejected.
+        let msg = SinkMessage {
+            partition: 0,
+            offset: 1,
+            key: Some(b"k".to_vec()),
+            payload: None,
+            headers: None,
+        };
+        let mut r = Record::new();
+        r.set("wins", Value::Int(3));
+        r.set("tags", Value::Array(vec![Value::String("a".into())]));
+        let e = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap_err();
+        assert_eq!(e.kind, "unsupported_type");
+        assert!(
+            e.message.contains("`tags`") && e.message.contains("array"),
+            "{}",
+            e.message
+        );
+    }
 }
