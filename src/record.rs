@@ -83,22 +83,6 @@ impl Value {
         }
     }
 
-    /// `true` for the values of the types outside the flat set (boolean, int, long, float,
-    /// double, string, timestamp-millis): what a stage without nested support must refuse.
-    pub fn is_flat(&self) -> bool {
-        matches!(
-            self,
-            Value::Null
-                | Value::Boolean(_)
-                | Value::Int(_)
-                | Value::Long(_)
-                | Value::Float(_)
-                | Value::Double(_)
-                | Value::String(_)
-                | Value::TimestampMillis(_)
-        )
-    }
-
     /// A short name of the value's kind, for messages (`array`, `decimal`, ...).
     pub fn kind(&self) -> &'static str {
         match self {

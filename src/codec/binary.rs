@@ -74,7 +74,17 @@ fn encode_value(field: &FieldSchema, value: &Value, out: &mut Vec<u8>) -> Result
     if field.nullable {
         out.push(2); // union branch 1, zigzag-encoded
     }
-    match (&field.ty, value) {
+    if write_flat(&field.ty, value, out) {
+        return Ok(());
+    }
+    encode_any(&field.ty, value, out).map_err(|e| within(e, &field.name))
+}
+
+/// Writes a value of a flat type, widened along Avro's promotions; `false` (nothing written)
+/// when `(ty, value)` is not such a pair.
+#[inline]
+pub(crate) fn write_flat(ty: &FieldType, value: &Value, out: &mut Vec<u8>) -> bool {
+    match (ty, value) {
         (FieldType::Boolean, Value::Boolean(b)) => out.push(*b as u8),
         (FieldType::Int, Value::Int(i)) => write_long(out, *i as i64),
         (FieldType::Long | FieldType::TimestampMillis, Value::Int(i)) => write_long(out, *i as i64),
@@ -93,9 +103,9 @@ fn encode_value(field: &FieldSchema, value: &Value, out: &mut Vec<u8>) -> Result
             write_long(out, s.len() as i64);
             out.extend_from_slice(s.as_bytes());
         }
-        (ty, v) => return encode_any(ty, v, out).map_err(|e| within(e, &field.name)),
+        _ => return false,
     }
-    Ok(())
+    true
 }
 
 #[inline]

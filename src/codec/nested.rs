@@ -6,7 +6,7 @@
 //! A union value is its branch's value: the encoder takes the first branch of the value's
 //! own type (for a record, the first record branch that has every field of the value), else
 //! the first the value can be promoted into.
-use super::binary::{encode_datum, write_long, Cursor};
+use super::binary::{encode_datum, write_flat, write_long, Cursor};
 use super::resolve::{self, Node, Phys, RecordNode};
 use super::CodecError;
 use crate::record::{Decimal, FieldType, Record, Value};
@@ -41,45 +41,24 @@ pub(crate) fn encode_any(ty: &FieldType, v: &Value, out: &mut Vec<u8>) -> Result
             ),
         )
     };
+    if write_flat(ty, v, out) {
+        return Ok(());
+    }
     match (ty, v) {
         (FieldType::Null, Value::Null) => {}
-        (FieldType::Boolean, Value::Boolean(b)) => out.push(*b as u8),
-        (FieldType::Int, Value::Int(i))
-        | (FieldType::Date, Value::Date(i) | Value::Int(i))
+        (FieldType::Date, Value::Date(i) | Value::Int(i))
         | (FieldType::TimeMillis, Value::TimeMillis(i) | Value::Int(i)) => {
             write_long(out, *i as i64)
         }
-        (
-            FieldType::Long
-            | FieldType::TimestampMillis
-            | FieldType::TimeMicros
-            | FieldType::TimestampMicros
-            | FieldType::TimestampNanos
-            | FieldType::LocalTimestampMillis
-            | FieldType::LocalTimestampMicros
-            | FieldType::LocalTimestampNanos,
-            Value::Int(i),
-        ) => write_long(out, *i as i64),
-        (
-            FieldType::Long | FieldType::TimestampMillis,
-            Value::Long(l) | Value::TimestampMillis(l),
-        )
-        | (FieldType::TimeMicros, Value::TimeMicros(l) | Value::Long(l))
-        | (FieldType::TimestampMicros, Value::TimestampMicros(l) | Value::Long(l))
-        | (FieldType::TimestampNanos, Value::TimestampNanos(l) | Value::Long(l))
-        | (FieldType::LocalTimestampMillis, Value::LocalTimestampMillis(l) | Value::Long(l))
-        | (FieldType::LocalTimestampMicros, Value::LocalTimestampMicros(l) | Value::Long(l))
-        | (FieldType::LocalTimestampNanos, Value::LocalTimestampNanos(l) | Value::Long(l)) => {
-            write_long(out, *l)
-        }
-        (FieldType::Float, Value::Float(f)) => out.extend_from_slice(&f.to_le_bytes()),
-        (FieldType::Float, Value::Int(i)) => out.extend_from_slice(&(*i as f32).to_le_bytes()),
-        (FieldType::Float, Value::Long(l)) => out.extend_from_slice(&(*l as f32).to_le_bytes()),
-        (FieldType::Double, Value::Double(d)) => out.extend_from_slice(&d.to_le_bytes()),
-        (FieldType::Double, Value::Float(f)) => out.extend_from_slice(&(*f as f64).to_le_bytes()),
-        (FieldType::Double, Value::Int(i)) => out.extend_from_slice(&(*i as f64).to_le_bytes()),
-        (FieldType::Double, Value::Long(l)) => out.extend_from_slice(&(*l as f64).to_le_bytes()),
-        (FieldType::String, Value::String(s)) => write_bytes(out, s.as_bytes()),
+        // Every long-based logical type takes an int or a long.
+        (t, Value::Int(i)) if resolve::phys(t) == Some(Phys::Long) => write_long(out, *i as i64),
+        (t, Value::Long(l)) if resolve::phys(t) == Some(Phys::Long) => write_long(out, *l),
+        (FieldType::TimeMicros, Value::TimeMicros(l))
+        | (FieldType::TimestampMicros, Value::TimestampMicros(l))
+        | (FieldType::TimestampNanos, Value::TimestampNanos(l))
+        | (FieldType::LocalTimestampMillis, Value::LocalTimestampMillis(l))
+        | (FieldType::LocalTimestampMicros, Value::LocalTimestampMicros(l))
+        | (FieldType::LocalTimestampNanos, Value::LocalTimestampNanos(l)) => write_long(out, *l),
         (FieldType::Bytes, Value::Bytes(b)) => write_bytes(out, b),
         (FieldType::Uuid, Value::Uuid(u)) => {
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -311,16 +290,20 @@ fn read_blocks(
     }
 }
 
+/// The item of `items` at the index read next (an enum symbol, a union branch).
+fn indexed<'n, T>(r: &mut Cursor<'_>, items: &'n [T], what: &'static str) -> Result<&'n T, Fail> {
+    let i = r.read_long()?;
+    Ok(usize::try_from(i)
+        .ok()
+        .and_then(|i| items.get(i))
+        .ok_or(what)?)
+}
+
 fn read_node(r: &mut Cursor<'_>, node: &Node) -> Result<Value, Fail> {
     Ok(match node {
         Node::Leaf { writer, reader } => read_leaf(r, *writer, reader)?,
         Node::Enum(symbols) => {
-            let i = r.read_long()?;
-            let s = usize::try_from(i)
-                .ok()
-                .and_then(|i| symbols.get(i))
-                .ok_or("enum index out of range")?;
-            Value::Enum(s.to_string())
+            Value::Enum(indexed(r, symbols, "enum index out of range")?.to_string())
         }
         Node::Array(items) => {
             let mut out = Vec::new();
@@ -344,12 +327,8 @@ fn read_node(r: &mut Cursor<'_>, node: &Node) -> Result<Value, Fail> {
         }
         Node::Record(rn) => Value::Record(read_record(r, rn)?),
         Node::Union(branches) => {
-            let i = r.read_long()?;
-            let b = usize::try_from(i)
-                .ok()
-                .and_then(|i| branches.get(i))
-                .ok_or("union branch index out of range")?;
-            read_node(r, b)?
+            let branch = indexed(r, branches, "union branch index out of range")?;
+            read_node(r, branch)?
         }
     })
 }

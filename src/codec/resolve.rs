@@ -65,7 +65,8 @@ pub(crate) struct RecordNode {
     pub(crate) names: Vec<Name>,
 }
 
-fn phys(t: &FieldType) -> Option<Phys> {
+/// The underlying type of a leaf (a logical type's, a decimal's); `None` for the rest.
+pub(crate) fn phys(t: &FieldType) -> Option<Phys> {
     Some(match t {
         FieldType::Null => Phys::Null,
         FieldType::Boolean => Phys::Boolean,
@@ -163,18 +164,21 @@ fn pick_branch(writer: &FieldType, branches: &[FieldType]) -> Option<(usize, Nod
 pub(crate) fn plan(writer: &FieldType, reader: &FieldType) -> Result<Node, String> {
     if let FieldType::Union(ws) = writer {
         let mut nodes = Vec::with_capacity(ws.len());
+        let mut null_refused = false;
         for w in ws {
             match plan(w, reader) {
                 Ok(n) => nodes.push(n),
-                Err(_) if *w == FieldType::Null => {
-                    return Err(format!(
-                        "nullable in the writer schema ({}) but the reader's {} has no null",
-                        label(writer),
-                        label(reader)
-                    ))
-                }
+                // Said only when every other branch is readable: a type change is the news.
+                Err(_) if *w == FieldType::Null => null_refused = true,
                 Err(e) => return Err(e),
             }
+        }
+        if null_refused {
+            return Err(format!(
+                "nullable in the writer schema ({}) but the reader's {} has no null",
+                label(writer),
+                label(reader)
+            ));
         }
         return Ok(Node::Union(nodes));
     }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use apache_avro::schema::{Name, RecordField, Schema as Avro};
 use serde_json::Value as Json;
 
-use super::{resolve, CodecError};
+use super::resolve::{self, Phys};
+use super::CodecError;
 use crate::record::{
     Decimal, EnumType, FieldSchema, FieldType, FixedType, Record, RecordSchema, Value,
 };
@@ -439,22 +440,21 @@ fn physical_json(ty: &FieldType, defined: &mut HashSet<String>) -> Json {
             json!(name)
         }
     };
+    let leaf = match resolve::phys(ty) {
+        Some(Phys::Null) => Some("null"),
+        Some(Phys::Boolean) => Some("boolean"),
+        Some(Phys::Int) => Some("int"),
+        Some(Phys::Long) => Some("long"),
+        Some(Phys::Float) => Some("float"),
+        Some(Phys::Double) => Some("double"),
+        Some(Phys::Bytes) => Some("bytes"),
+        Some(Phys::String) => Some("string"),
+        Some(Phys::Fixed(_)) | None => None,
+    };
+    if let Some(name) = leaf {
+        return json!(name);
+    }
     match ty {
-        FieldType::Null => json!("null"),
-        FieldType::Boolean => json!("boolean"),
-        FieldType::Int | FieldType::Date | FieldType::TimeMillis => json!("int"),
-        FieldType::Long
-        | FieldType::TimestampMillis
-        | FieldType::TimeMicros
-        | FieldType::TimestampMicros
-        | FieldType::TimestampNanos
-        | FieldType::LocalTimestampMillis
-        | FieldType::LocalTimestampMicros
-        | FieldType::LocalTimestampNanos => json!("long"),
-        FieldType::Float => json!("float"),
-        FieldType::Double => json!("double"),
-        FieldType::String | FieldType::Uuid => json!("string"),
-        FieldType::Bytes | FieldType::Decimal { fixed: None, .. } => json!("bytes"),
         FieldType::Fixed(f) | FieldType::Decimal { fixed: Some(f), .. } => named(
             &f.name,
             &|| json!({"type": "fixed", "name": f.name, "size": f.size}),
@@ -481,6 +481,8 @@ fn physical_json(ty: &FieldType, defined: &mut HashSet<String>) -> Json {
                 .collect();
             json!({"type": "record", "name": r.name, "fields": fields})
         }
+        // Leaves: written above.
+        _ => json!(ty.avro_name()),
     }
 }
 
@@ -562,28 +564,39 @@ pub(crate) fn incompatibilities(
             None => {}
             Some((_, of)) => {
                 let (o, n) = (type_label(of), type_label(nf));
-                let null_only = |e: &str| e.starts_with("nullable in the writer");
-                match reads(of, nf) {
-                    Err(e) if backward && null_only(&e) => out.push(format!(
-                        "field `{}` made required (was {o}): old data may hold null",
-                        nf.name
-                    )),
-                    Err(e) if backward => out.push(format!(
-                        "field `{}` changed from {o} to {n}: the new schema cannot read old data ({e})",
-                        nf.name
-                    )),
-                    _ => match reads(nf, of) {
-                        Err(e) if forward && null_only(&e) => out.push(format!(
-                            "field `{}` made nullable (was {o}): the registered version cannot read null",
+                // Per direction: whether it is checked, writer, reader, and what to say.
+                let directions = [
+                    (
+                        backward,
+                        of,
+                        nf,
+                        "made required",
+                        "old data may hold null",
+                        "the new schema cannot read old data",
+                    ),
+                    (
+                        forward,
+                        nf,
+                        of,
+                        "made nullable",
+                        "the registered version cannot read null",
+                        "the registered version cannot read new data",
+                    ),
+                ];
+                let problem = directions.into_iter().filter(|d| d.0).find_map(
+                    |(_, w, r, null_change, null_why, cannot)| match reads(w, r) {
+                        Ok(_) => None,
+                        Err(e) if e.starts_with("nullable in the writer") => Some(format!(
+                            "field `{}` {null_change} (was {o}): {null_why}",
                             nf.name
                         )),
-                        Err(e) if forward => out.push(format!(
-                            "field `{}` changed from {o} to {n}: the registered version cannot read new data ({e})",
+                        Err(e) => Some(format!(
+                            "field `{}` changed from {o} to {n}: {cannot} ({e})",
                             nf.name
                         )),
-                        _ => {}
                     },
-                }
+                );
+                out.extend(problem);
             }
         }
     }
@@ -776,6 +789,34 @@ mod tests {
         // Avro 1.12 (AVRO-3649): a union's default may match any branch, not only the first.
         assert_eq!(ok.fields[2].default, Some(Value::Int(3)));
         assert_eq!(ok.fields[3].default, Some(Value::Bytes(vec![0xff, 0])));
+    }
+
+    #[test]
+    fn incompatibilities_name_the_change_per_level() {
+        let old = RecordSchema::parse(&one_field(r#"["null","int"]"#)).unwrap();
+        let required = RecordSchema::parse(&one_field(r#""int""#)).unwrap();
+        let text = RecordSchema::parse(&one_field(r#""string""#)).unwrap();
+        let added = RecordSchema::parse(
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":["null","int"]},
+               {"name":"g","type":{"type":"array","items":"int"}}]}"#,
+        )
+        .unwrap();
+        let one = |old, new, level| incompatibilities(old, new, level).join("; ");
+        let m = one(&old, &required, "BACKWARD");
+        assert!(m.contains("field `f` made required"), "{m}");
+        assert_eq!(one(&required, &old, "BACKWARD"), "");
+        let m = one(&required, &old, "FORWARD");
+        assert!(m.contains("field `f` made nullable"), "{m}");
+        let m = one(&old, &text, "FULL");
+        assert!(
+            m.contains("field `f` changed from") && m.contains("string"),
+            "{m}"
+        );
+        let m = one(&old, &added, "BACKWARD_TRANSITIVE");
+        assert!(m.contains("field `g` added without a default"), "{m}");
+        assert_eq!(one(&old, &added, "FORWARD"), "");
+        let m = one(&added, &old, "FORWARD");
+        assert!(m.contains("field `g` removed"), "{m}");
     }
 
     #[test]

@@ -489,13 +489,7 @@ fn random_bytes_never_panic() {
     let codec = Codec::new(scored(), Framing::SingleObject);
     codec.add_schema_id(3, cleaned()).unwrap();
     let good = codec.encode(&league_record(1)).unwrap();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     for round in 0..20_000 {
         let mut bytes = if round % 2 == 0 {
             good.clone()
@@ -505,10 +499,7 @@ fn random_bytes_never_panic() {
             b
         };
         // Flip a few bytes of the datum, keeping the header, or cut it.
-        for _ in 0..(1 + next() % 4) {
-            let i = 10 + (next() as usize) % (bytes.len() - 10);
-            bytes[i] = next() as u8;
-        }
+        flip_some(&mut bytes, &mut next);
         if next() % 3 == 0 {
             bytes.truncate((next() as usize) % bytes.len());
         }
@@ -587,4 +578,22 @@ fn shared_across_threads() {
         codec.schema().field("fetched_at").unwrap().ty,
         FieldType::TimestampMillis
     );
+}
+
+/// A seeded xorshift generator: the same "random" bytes on every run.
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// Sets one to four bytes after the 10-byte framing header to random values.
+pub(crate) fn flip_some(bytes: &mut [u8], next: &mut impl FnMut() -> u64) {
+    for _ in 0..(1 + next() % 4) {
+        let i = 10 + (next() as usize) % (bytes.len() - 10);
+        bytes[i] = next() as u8;
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as AValue;
 
-use super::tests::{apache_value, to_apache};
+use super::tests::{apache_value, flip_some, to_apache, xorshift};
 use super::*;
 use crate::record::{Decimal, FieldType, Value};
 
@@ -300,19 +300,10 @@ fn nested_garbage_never_panics_and_names_the_field() {
         assert!(!e.is_retriable());
         assert!(e.to_string().contains("field `"), "cut {cut}: {e}");
     }
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     for _ in 0..20_000 {
         let mut bytes = good.clone();
-        for _ in 0..(1 + next() % 4) {
-            let i = 10 + (next() as usize) % (bytes.len() - 10);
-            bytes[i] = next() as u8;
-        }
+        flip_some(&mut bytes, &mut next);
         if let Err(e) = codec.decode(&bytes) {
             assert!(!e.is_retriable());
         }

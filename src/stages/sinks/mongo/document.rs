@@ -163,15 +163,19 @@ impl Upsert {
 mod tests {
     use super::*;
 
-    #[test]
-    fn documents_carry_every_field_and_lineage() {
-        let msg = SinkMessage {
-            partition: 1,
-            offset: 9,
-            key: Some(b"k1".to_vec()),
+    fn message(partition: i32, offset: i64, key: &[u8]) -> SinkMessage {
+        SinkMessage {
+            partition,
+            offset,
+            key: Some(key.to_vec()),
             payload: None,
             headers: None,
-        };
+        }
+    }
+
+    #[test]
+    fn documents_carry_every_field_and_lineage() {
+        let msg = message(1, 9, b"k1");
         let mut r = Record::new();
         r.set("wins", Value::Int(3));
         r.set("fetched_at", Value::TimestampMillis(5));
@@ -191,13 +195,7 @@ mod tests {
     #[test]
     fn a_nested_value_is_rejected_naming_the_field() {
         // phase 2 (issue 20) writes it as a subdocument; until then the record is rejected.
-        let msg = SinkMessage {
-            partition: 0,
-            offset: 1,
-            key: Some(b"k".to_vec()),
-            payload: None,
-            headers: None,
-        };
+        let msg = message(0, 1, b"k");
         let mut r = Record::new();
         r.set("wins", Value::Int(3));
         r.set("tags", Value::Array(vec![Value::String("a".into())]));
