@@ -358,6 +358,11 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     /// A length-prefixed byte string (bytes, string, map key).
     #[inline]
     pub(crate) fn take_len(&mut self) -> Result<&'a [u8], &'static str> {

@@ -265,6 +265,9 @@ pub(crate) fn read_record(r: &mut Cursor<'_>, node: &RecordNode) -> Result<Recor
     })
 }
 
+/// How many items an array or map may have beyond one per byte of data left.
+const MAX_EMPTY_ITEMS: i64 = 1 << 20;
+
 /// Items of an array or entries of a map, block by block; `each` reads one.
 fn read_blocks(
     r: &mut Cursor<'_>,
@@ -283,6 +286,11 @@ fn read_blocks(
         } else {
             count
         };
+        // More items than bytes left is only possible for items of zero bytes (null, an
+        // empty record); bound those so that a corrupt count cannot spin for ever.
+        if count > r.remaining() as i64 && (i as i64).saturating_add(count) > MAX_EMPTY_ITEMS {
+            return Err("block count larger than the data left".into());
+        }
         for _ in 0..count {
             each(r, i)?;
             i += 1;

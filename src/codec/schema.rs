@@ -222,18 +222,25 @@ impl Names {
             ),
             Avro::Decimal(d) => {
                 let fixed = match &*d.inner {
-                    Avro::Fixed(f) => Some(self.define(fixed(f))?),
+                    Avro::Fixed(f) => Some(fixed(f)),
                     _ => None,
                 };
-                FieldType::Decimal {
+                let ty = FieldType::Decimal {
                     precision: d.precision as u32,
                     scale: d.scale as u32,
-                    fixed,
+                    fixed: fixed.clone(),
+                };
+                // A later reference to the fixed's name is the decimal.
+                if let Some(f) = fixed {
+                    self.defined.insert(f.name, ty.clone());
                 }
+                ty
             }
             Avro::Fixed(f) => {
-                let f = self.define(fixed(f))?;
-                return Ok(FieldType::Fixed(f));
+                let f = fixed(f);
+                self.defined
+                    .insert(f.name.clone(), FieldType::Fixed(f.clone()));
+                FieldType::Fixed(f)
             }
             Avro::Enum(e) => {
                 let name = e.name.fully_qualified_name(ns);
@@ -294,12 +301,6 @@ impl Names {
             }
         };
         Ok(ty)
-    }
-
-    fn define(&mut self, f: FixedType) -> Result<FixedType, CodecError> {
-        self.defined
-            .insert(f.name.clone(), FieldType::Fixed(f.clone()));
-        Ok(f)
     }
 
     fn field(

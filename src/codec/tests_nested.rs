@@ -375,6 +375,44 @@ fn unsupported_schemas_are_refused_naming_the_field() {
 }
 
 #[test]
+fn corrupt_block_counts_are_poison_not_a_spin() {
+    let schema = RecordSchema::parse(
+        r#"{"type":"record","name":"A","fields":[{"name":"n","type":{"type":"array","items":"null"}}]}"#,
+    )
+    .unwrap();
+    let codec = Codec::new(schema, Framing::Confluent { schema_id: 1 });
+    let framed = |datum: &[u8]| [&[0u8, 0, 0, 0, 1][..], datum].concat();
+    // Ten nulls: two bytes, more items than bytes, and fine.
+    let ten = codec.decode(&framed(&[20, 0])).unwrap();
+    assert_eq!(ten.get("n"), Some(&Value::Array(vec![Value::Null; 10])));
+    // 2^62 nulls: refused at once.
+    let huge = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40, 0];
+    let e = codec.decode(&framed(&huge)).unwrap_err().to_string();
+    assert!(e.contains("field `n`") && e.contains("block count"), "{e}");
+}
+
+#[test]
+fn a_decimal_fixed_referenced_by_name_is_the_decimal() {
+    let schema = RecordSchema::parse(
+        r#"{"type":"record","name":"M","fields":[
+        {"name":"a","type":{"type":"fixed","name":"Money","size":4,"logicalType":"decimal","precision":6,"scale":2}},
+        {"name":"b","type":"Money"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(schema.fields[0].ty, schema.fields[1].ty);
+    // apache-avro 0.20 parses this but cannot write it ("Unresolved schema reference:
+    // Money"): the bytes are checked by hand, sign-extended to the fixed's 4 bytes.
+    let r = rec(vec![
+        ("a", Value::Decimal(Decimal::new(-123_456, 2))),
+        ("b", Value::Decimal(Decimal::new(7, 2))),
+    ]);
+    let codec = Codec::new(schema.clone(), Framing::SingleObject);
+    let bytes = codec.encode(&r).unwrap();
+    assert_eq!(codec.decode(&bytes).unwrap(), r);
+    assert_eq!(&bytes[10..], &[0xff, 0xfe, 0x1d, 0xc0, 0, 0, 0, 7]);
+}
+
+#[test]
 fn apache_value_helper_picks_the_union_branch_by_kind() {
     // The test helper's own branch choice, so a mistake there cannot hide one in the codec.
     let ty = FieldType::Union(vec![FieldType::Null, FieldType::Long]);
