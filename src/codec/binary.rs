@@ -81,8 +81,9 @@ fn encode_value(field: &FieldSchema, value: &Value, out: &mut Vec<u8>) -> Result
 }
 
 /// Writes a value of a flat type, widened along Avro's promotions; `false` (nothing written)
-/// when `(ty, value)` is not such a pair.
-#[inline]
+/// when `(ty, value)` is not such a pair. Always inlined: it is the per-field body of the
+/// flat encoder's hot loop, as it was before the general path split it out.
+#[inline(always)]
 pub(crate) fn write_flat(ty: &FieldType, value: &Value, out: &mut Vec<u8>) -> bool {
     match (ty, value) {
         (FieldType::Boolean, Value::Boolean(b)) => out.push(*b as u8),

@@ -158,6 +158,9 @@ impl<'a> Cell<'a> {
             Some(Value::Null) => Cell::Null,
             Some(Value::Boolean(b)) => Cell::Bool(*b),
             Some(Value::String(s)) => Cell::Text(s),
+            // phase 2 (issue 20): leaves of nested values by path, arrays by length; until
+            // then a nested value is `Other` (a type error), and `FieldSpec::from_schema`
+            // keeps nested fields out of the report.
             Some(other) => other.as_f64().map_or(Cell::Other, Cell::Number),
         }
     }
