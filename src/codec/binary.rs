@@ -223,6 +223,12 @@ impl ReadPlan {
         })
     }
 
+    /// Whether the plan takes the flat fast path.
+    #[cfg(test)]
+    pub(crate) fn is_flat(&self) -> bool {
+        self.general.is_none()
+    }
+
     /// Decodes one datum (the bytes after the framing header); all of `bytes` must be used.
     pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Record, CodecError> {
         let mut r = Cursor { buf: bytes, pos: 0 };

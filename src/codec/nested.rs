@@ -10,6 +10,7 @@ use super::binary::{encode_datum, write_flat, write_long, Cursor};
 use super::resolve::{self, Node, Phys, RecordNode};
 use super::CodecError;
 use crate::record::{Decimal, FieldType, Record, Value};
+
 /// `e` of a part of `field` (an item, an entry, a nested field) named from `field` down.
 pub(crate) fn within(e: CodecError, field: &str) -> CodecError {
     match e {

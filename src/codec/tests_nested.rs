@@ -168,6 +168,22 @@ fn the_fixture_parses_into_every_type() {
 }
 
 #[test]
+fn flat_schemas_keep_the_fast_path() {
+    let cleaned = Arc::new(load_schema("schemas/league_entry.cleaned.avsc").unwrap());
+    let scored = Arc::new(load_schema("schemas/league_entry.scored.avsc").unwrap());
+    assert!(binary::ReadPlan::identity(cleaned.clone()).is_flat());
+    assert!(binary::ReadPlan::new(cleaned.clone(), scored)
+        .unwrap()
+        .is_flat());
+    assert!(!binary::ReadPlan::identity(Arc::new(nested())).is_flat());
+    assert!(
+        !binary::ReadPlan::new(Arc::new(nested()), Arc::new(nested()))
+            .unwrap()
+            .is_flat()
+    );
+}
+
+#[test]
 fn nested_records_round_trip_in_both_framings() {
     for framing in [Framing::SingleObject, Framing::Confluent { schema_id: 9 }] {
         let codec = Codec::new(nested(), framing);
