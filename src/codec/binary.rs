@@ -1,9 +1,15 @@
-//! The Avro binary datum of a flat record, written and read directly from a [`RecordSchema`]
-//! (no intermediate value tree), and the read plan that resolves a writer schema into the
-//! reader schema once, so decoding old data costs no more than decoding current data.
+//! The Avro binary datum of a record, written and read directly from a [`RecordSchema`] (no
+//! intermediate value tree), and the read plan that resolves a writer schema into the reader
+//! schema once, so decoding old data costs no more than decoding current data.
+//!
+//! Two paths, one format: flat records (every field boolean, int, long, float, double,
+//! string or timestamp-millis, plain or `["null", T]`) go through the tight loops below,
+//! unchanged since before nested types; every other type goes through `nested`. Tests hold both byte for byte to
+//! apache-avro.
 use std::sync::Arc;
 
-use super::schema::check_can_read;
+use super::nested::{encode_any, join_path, read_record, within, Fail};
+use super::resolve::{self, RecordNode};
 use super::CodecError;
 use crate::record::{FieldSchema, FieldType, Name, Record, RecordSchema, Value};
 
@@ -61,12 +67,25 @@ fn encode_value(field: &FieldSchema, value: &Value, out: &mut Vec<u8>) -> Result
             out.push(0); // union branch 0: null
             return Ok(());
         }
-        return Err(CodecError::encode(&field.name, "null in a required field"));
+        if !matches!(field.ty, FieldType::Union(_) | FieldType::Null) {
+            return Err(CodecError::encode(&field.name, "null in a required field"));
+        }
     }
     if field.nullable {
         out.push(2); // union branch 1, zigzag-encoded
     }
-    match (&field.ty, value) {
+    if write_flat(&field.ty, value, out) {
+        return Ok(());
+    }
+    encode_any(&field.ty, value, out).map_err(|e| within(e, &field.name))
+}
+
+/// Writes a value of a flat type, widened along Avro's promotions; `false` (nothing written)
+/// when `(ty, value)` is not such a pair. Always inlined: it is the per-field body of the
+/// flat encoder's hot loop, as it was before the general path split it out.
+#[inline(always)]
+pub(crate) fn write_flat(ty: &FieldType, value: &Value, out: &mut Vec<u8>) -> bool {
+    match (ty, value) {
         (FieldType::Boolean, Value::Boolean(b)) => out.push(*b as u8),
         (FieldType::Int, Value::Int(i)) => write_long(out, *i as i64),
         (FieldType::Long | FieldType::TimestampMillis, Value::Int(i)) => write_long(out, *i as i64),
@@ -85,14 +104,9 @@ fn encode_value(field: &FieldSchema, value: &Value, out: &mut Vec<u8>) -> Result
             write_long(out, s.len() as i64);
             out.extend_from_slice(s.as_bytes());
         }
-        (ty, v) => {
-            return Err(CodecError::encode(
-                &field.name,
-                format!("value {v:?} does not fit type {ty:?}"),
-            ))
-        }
+        _ => return false,
     }
-    Ok(())
+    true
 }
 
 #[inline]
@@ -115,6 +129,8 @@ pub(crate) struct ReadPlan {
     template: Vec<Value>,
     /// The reader's field names, shared by every decoded record.
     names: Vec<Name>,
+    /// The general path, for a writer or reader that is not flat (`steps` is then empty).
+    general: Option<RecordNode>,
 }
 
 #[derive(Debug)]
@@ -125,18 +141,19 @@ struct Step {
     target: Option<(usize, FieldType)>,
 }
 
-/// A schema's field names as records carry them.
-fn names_of(schema: &RecordSchema) -> Vec<Name> {
-    schema
-        .fields
-        .iter()
-        .map(|f| Name::from(f.name.as_str()))
-        .collect()
-}
-
 impl ReadPlan {
     /// The plan for data written and read with the same schema.
     pub(crate) fn identity(schema: Arc<RecordSchema>) -> ReadPlan {
+        if !schema.is_flat() {
+            // A schema always resolves into itself; should it not, `new` says why at decode.
+            return Self::new(schema.clone(), schema.clone()).unwrap_or_else(|_| ReadPlan {
+                names: Vec::new(),
+                writer: schema,
+                steps: Vec::new(),
+                template: Vec::new(),
+                general: None,
+            });
+        }
         let steps = schema
             .fields
             .iter()
@@ -148,10 +165,15 @@ impl ReadPlan {
             })
             .collect();
         ReadPlan {
-            names: names_of(&schema),
+            names: schema
+                .fields
+                .iter()
+                .map(|f| Name::from(f.name.as_str()))
+                .collect(),
             writer: schema,
             steps,
             template: Vec::new(),
+            general: None,
         }
     }
 
@@ -160,12 +182,22 @@ impl ReadPlan {
         writer: Arc<RecordSchema>,
         reader: Arc<RecordSchema>,
     ) -> Result<ReadPlan, CodecError> {
-        check_can_read(&writer, &reader).map_err(|reason| CodecError::Incompatible {
-            writer: writer.name.clone(),
-            writer_fingerprint: writer.fingerprint(),
-            reader: reader.name.clone(),
-            reason,
-        })?;
+        let node =
+            resolve::plan_record(&writer, &reader).map_err(|reason| CodecError::Incompatible {
+                writer: writer.name.clone(),
+                writer_fingerprint: writer.fingerprint(),
+                reader: reader.name.clone(),
+                reason,
+            })?;
+        if !(writer.is_flat() && reader.is_flat()) {
+            return Ok(ReadPlan {
+                names: node.names.clone(),
+                writer,
+                steps: Vec::new(),
+                template: Vec::new(),
+                general: Some(node),
+            });
+        }
         let identity = writer.fields.len() == reader.fields.len()
             && writer
                 .fields
@@ -175,38 +207,26 @@ impl ReadPlan {
         let steps = writer
             .fields
             .iter()
-            .map(|w| {
-                let target = reader
-                    .fields
-                    .iter()
-                    .position(|r| r.name == w.name)
-                    .map(|i| (i, reader.fields[i].ty.clone()));
-                Step {
-                    ty: w.ty.clone(),
-                    nullable: w.nullable,
-                    target,
-                }
+            .zip(&node.steps)
+            .map(|(w, (target, _))| Step {
+                ty: w.ty.clone(),
+                nullable: w.nullable,
+                target: target.map(|i| (i, reader.fields[i].ty.clone())),
             })
             .collect();
-        let template = if identity {
-            Vec::new()
-        } else {
-            reader
-                .fields
-                .iter()
-                .map(|r| match writer.field(&r.name) {
-                    Some(_) => Value::Null,
-                    // check_can_read guarantees a default here.
-                    None => r.default.clone().unwrap_or(Value::Null),
-                })
-                .collect()
-        };
         Ok(ReadPlan {
-            names: names_of(&reader),
+            template: if identity { Vec::new() } else { node.template },
+            names: node.names,
             writer,
             steps,
-            template,
+            general: None,
         })
+    }
+
+    /// Whether the plan takes the flat fast path.
+    #[cfg(test)]
+    pub(crate) fn is_flat(&self) -> bool {
+        self.general.is_none()
     }
 
     /// Decodes one datum (the bytes after the framing header); all of `bytes` must be used.
@@ -214,7 +234,14 @@ impl ReadPlan {
         let mut r = Cursor { buf: bytes, pos: 0 };
         let names = &self.names;
         let mut fields: Vec<(Name, Value)>;
-        if self.template.is_empty() {
+        if let Some(node) = &self.general {
+            fields = match read_record(&mut r, node) {
+                Ok(rec) => rec.fields,
+                Err(Fail { path, message }) => {
+                    return Err(malformed(&join_path(&path), &r, message))
+                }
+            };
+        } else if self.template.is_empty() {
             fields = Vec::with_capacity(names.len());
             for (step, name) in self.steps.iter().zip(names) {
                 let v = read_field(&mut r, step).map_err(|m| malformed(name, &r, m))?;
@@ -296,6 +323,8 @@ fn read_field(r: &mut Cursor<'_>, step: &Step) -> Result<Value, &'static str> {
                     .to_string(),
             )
         }
+        // Flat plans hold only the types above (ReadPlan::new sends the rest to `general`).
+        _ => return Err("not a flat type"),
     };
     Ok(match &step.target {
         Some((_, rt)) if *rt != step.ty => promote(v, rt),
@@ -318,14 +347,14 @@ fn promote(v: Value, to: &FieldType) -> Value {
     }
 }
 
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
         let end = self
             .pos
             .checked_add(n)
@@ -336,8 +365,21 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// A length-prefixed byte string (bytes, string, map key).
     #[inline]
-    fn read_long(&mut self) -> Result<i64, &'static str> {
+    pub(crate) fn take_len(&mut self) -> Result<&'a [u8], &'static str> {
+        let len = self.read_long()?;
+        let len = usize::try_from(len).map_err(|_| "negative string length")?;
+        self.take(len)
+    }
+
+    #[inline]
+    pub(crate) fn read_long(&mut self) -> Result<i64, &'static str> {
         let mut z: u64 = 0;
         let mut shift = 0u32;
         loop {

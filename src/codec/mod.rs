@@ -45,12 +45,21 @@
 //!
 //! The binary datum is written and read by this module over [`RecordSchema`] (see
 //! `docs/notes/codec.md` for the measurement that chose it over apache-avro and
-//! serde_avro_fast); tests check it byte for byte against apache-avro.
+//! serde_avro_fast); tests check it byte for byte against apache-avro. Every Avro 1.12 type
+//! is carried: flat records take the measured fast path (`binary`), others the general one
+//! (`nested`, following the resolution plan of `resolve`). apache-avro parses schemas and
+//! computes their canonical form and fingerprint.
 mod binary;
+mod nested;
 mod registry;
+mod resolve;
 mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nested;
+#[cfg(test)]
+mod tests_resolve;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

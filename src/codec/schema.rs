@@ -1,16 +1,23 @@
 //! Parsing `.avsc` text into the shared [`RecordSchema`], its Parsing Canonical Form and
 //! CRC-64-AVRO (Rabin) fingerprint, and the resolution rules between a writer and a reader
-//! schema. Only what the pipeline's records use is accepted: a flat record of `boolean`,
-//! `int`, `long`, `float`, `double`, `string` and `long`/`timestamp-millis`, each either
-//! plain or as the union `["null", T]`. Anything else is refused with an error naming the
-//! field, so an unsupported schema fails at start-up and never mid-stream.
-use std::collections::HashSet;
+//! schema. apache-avro parses and validates the text (names, types, logical types, defaults)
+//! and computes the canonical form; this module turns its tree into [`FieldType`]s, which
+//! cover every Avro 1.12 type. The top level must be a record. Refused, with an error naming
+//! the field: recursive types (a record that contains itself), `uuid` on `fixed` and
+//! `duration` (apache-avro 0.20 drops their `fixed` name and size from the schema it writes,
+//! so their canonical form would be wrong).
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
-use serde_json::{Map, Value as Json};
+use apache_avro::schema::{Name, RecordField, Schema as Avro};
+use serde_json::Value as Json;
 
+use super::resolve::{self, Phys};
 use super::CodecError;
-use crate::record::{FieldSchema, FieldType, RecordSchema, Value};
+use crate::record::{
+    Decimal, EnumType, FieldSchema, FieldType, FixedType, Record, RecordSchema, Value,
+};
 
 impl RecordSchema {
     /// Parses the text of an `.avsc` file.
@@ -42,79 +49,441 @@ impl RecordSchema {
             }
             None => return Err(CodecError::schema(None, "top-level `type` is missing")),
         }
-        if obj.contains_key("aliases") {
-            return Err(CodecError::schema(
-                None,
-                "record `aliases` are not supported",
-            ));
-        }
-        let name = str_attr(obj, "name", None)?
-            .ok_or_else(|| CodecError::schema(None, "record `name` is missing"))?;
-        let namespace = str_attr(obj, "namespace", None)?;
-        let full_name = full_name(name, namespace)?;
-
-        let fields_json = obj
+        for f in obj
             .get("fields")
             .and_then(Json::as_array)
-            .ok_or_else(|| CodecError::schema(None, "record `fields` must be an array"))?;
-        let mut fields = Vec::with_capacity(fields_json.len());
-        let mut seen = HashSet::new();
-        for (i, f) in fields_json.iter().enumerate() {
-            let field = parse_field(i, f)?;
-            if !seen.insert(field.name.clone()) {
+            .into_iter()
+            .flatten()
+        {
+            if let Some(l) = lossy_fixed(f) {
                 return Err(CodecError::schema(
-                    Some(&field.name),
-                    "the field name appears twice",
+                    f.get("name").and_then(Json::as_str),
+                    format!(
+                        "logical type `{l}` on `fixed` is not supported (apache-avro 0.20 \
+                         loses the fixed's name and size); use string/uuid, or a fixed \
+                         without the logical type"
+                    ),
                 ));
             }
-            fields.push(field);
         }
-        Ok(RecordSchema {
-            name: full_name,
-            fields,
-            source: avsc.to_string(),
-        })
+        let avro = Avro::parse(&json)
+            .map_err(|e| CodecError::schema(failing_field(obj).as_deref(), e.to_string()))?;
+        let Avro::Record(_) = &avro else {
+            return Err(CodecError::schema(None, "the top level must be a record"));
+        };
+        let mut names = Names::default();
+        let ty = names.convert(&avro, &None, "")?;
+        let FieldType::Record(record) = ty else {
+            return Err(CodecError::schema(None, "the top level must be a record"));
+        };
+        let mut record = Arc::unwrap_or_clone(record);
+        record.source = avsc.to_string();
+        Ok(record)
     }
 
     /// The schema's Avro Parsing Canonical Form: what fingerprints and registries compare.
+    ///
+    /// apache-avro computes it from the schema with its logical-type attributes removed: the
+    /// specification's [STRIP] rule drops them (`timestamp-millis` is `"long"`), while
+    /// apache-avro 0.20 leaves `{"type":"long"}` and keeps decimal `precision`/`scale`
+    /// (AVRO-4004); Java Avro, the reference, agrees with the specification.
     pub fn canonical_form(&self) -> String {
-        let mut out = String::with_capacity(64 + self.fields.len() * 48);
-        out.push_str("{\"name\":");
-        push_json_str(&mut out, &self.name);
-        out.push_str(",\"type\":\"record\",\"fields\":[");
-        for (i, f) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"name\":");
-            push_json_str(&mut out, &f.name);
-            out.push_str(",\"type\":");
-            // Logical types are not part of the canonical form: timestamp-millis is "long".
-            let prim = primitive_name(&f.ty);
-            if f.nullable {
-                out.push_str("[\"null\",\"");
-                out.push_str(prim);
-                out.push_str("\"]");
-            } else {
-                out.push('"');
-                out.push_str(prim);
-                out.push('"');
-            }
-            out.push('}');
+        match self.physical() {
+            Ok(schema) => schema.canonical_form(),
+            Err(json) => json,
         }
-        out.push_str("]}");
-        out
     }
 
     /// CRC-64-AVRO (Rabin) fingerprint of the Parsing Canonical Form, as used by Avro
     /// single-object encoding.
     pub fn fingerprint(&self) -> u64 {
-        rabin64(self.canonical_form().as_bytes())
+        use apache_avro::rabin::Rabin;
+        match self.physical() {
+            Ok(schema) => {
+                let fp = schema.fingerprint::<Rabin>().bytes;
+                let mut le = [0u8; 8];
+                le.copy_from_slice(&fp[..8]);
+                u64::from_le_bytes(le)
+            }
+            Err(json) => rabin64(json.as_bytes()),
+        }
+    }
+
+    /// The schema as apache-avro parses it with logical types reduced to their underlying
+    /// types, or (not reachable for a schema this module built) the JSON it refused.
+    fn physical(&self) -> Result<Avro, String> {
+        let json = physical_json(
+            &FieldType::Record(Arc::new(self.clone())),
+            &mut HashSet::new(),
+        );
+        Avro::parse(&json).map_err(|_| json.to_string())
     }
 
     /// The record name without its namespace.
     pub fn simple_name(&self) -> &str {
-        self.name.rsplit('.').next().unwrap_or(&self.name)
+        unqualified(&self.name)
+    }
+}
+
+/// The field apache-avro refuses a record for (its errors do not always say): the first
+/// field whose prefix of the field list no longer parses. Only run on an error.
+fn failing_field(record: &serde_json::Map<String, Json>) -> Option<String> {
+    let fields = record.get("fields")?.as_array()?;
+    (1..=fields.len()).find_map(|n| {
+        let mut prefix = record.clone();
+        prefix.insert("fields".into(), Json::Array(fields[..n].to_vec()));
+        Avro::parse(&Json::Object(prefix)).err().map(|_| {
+            fields[n - 1]
+                .get("name")
+                .and_then(Json::as_str)
+                .map_or_else(|| format!("#{}", n - 1), str::to_string)
+        })
+    })
+}
+
+fn unqualified(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
+
+/// `uuid` or `duration` on a `fixed` anywhere in `json`: apache-avro 0.20 loses the fixed's
+/// name and size for those.
+fn lossy_fixed(json: &Json) -> Option<&str> {
+    match json {
+        Json::Object(o) => {
+            let logical = o.get("logicalType").and_then(Json::as_str);
+            match (o.get("type").and_then(Json::as_str), logical) {
+                (Some("fixed"), Some(l @ ("uuid" | "duration"))) => Some(l),
+                _ => o.values().find_map(lossy_fixed),
+            }
+        }
+        Json::Array(items) => items.iter().find_map(lossy_fixed),
+        _ => None,
+    }
+}
+
+/// The named types met so far while converting one schema (a later reference by name is
+/// the same type), and the records being converted (a reference to one is recursion).
+#[derive(Default)]
+struct Names {
+    defined: HashMap<String, FieldType>,
+    open: HashSet<String>,
+}
+
+impl Names {
+    /// `path` is the field path for messages (`a.b`), empty at the top.
+    fn convert(
+        &mut self,
+        s: &Avro,
+        ns: &Option<String>,
+        path: &str,
+    ) -> Result<FieldType, CodecError> {
+        let field = (!path.is_empty()).then_some(path);
+        let full = |n: &Name| n.fully_qualified_name(ns).fullname(None);
+        let aliases = |a: &Option<Vec<apache_avro::schema::Alias>>, own_ns: &Option<String>| {
+            a.iter()
+                .flatten()
+                .map(|a| a.fully_qualified_name(own_ns).fullname(None))
+                .collect::<Vec<_>>()
+        };
+        let fixed = |f: &apache_avro::schema::FixedSchema| {
+            let name = f.name.fully_qualified_name(ns);
+            FixedType {
+                name: name.fullname(None),
+                aliases: aliases(&f.aliases, &name.namespace),
+                size: f.size,
+            }
+        };
+        let ty = match s {
+            Avro::Null => FieldType::Null,
+            Avro::Boolean => FieldType::Boolean,
+            Avro::Int => FieldType::Int,
+            Avro::Long => FieldType::Long,
+            Avro::Float => FieldType::Float,
+            Avro::Double => FieldType::Double,
+            Avro::Bytes => FieldType::Bytes,
+            Avro::String => FieldType::String,
+            Avro::Uuid => FieldType::Uuid,
+            Avro::Date => FieldType::Date,
+            Avro::TimeMillis => FieldType::TimeMillis,
+            Avro::TimeMicros => FieldType::TimeMicros,
+            Avro::TimestampMillis => FieldType::TimestampMillis,
+            Avro::TimestampMicros => FieldType::TimestampMicros,
+            Avro::TimestampNanos => FieldType::TimestampNanos,
+            Avro::LocalTimestampMillis => FieldType::LocalTimestampMillis,
+            Avro::LocalTimestampMicros => FieldType::LocalTimestampMicros,
+            Avro::LocalTimestampNanos => FieldType::LocalTimestampNanos,
+            Avro::Array(a) => FieldType::Array(Box::new(self.convert(&a.items, ns, path)?)),
+            Avro::Map(m) => FieldType::Map(Box::new(self.convert(&m.types, ns, path)?)),
+            Avro::Union(u) => FieldType::Union(
+                u.variants()
+                    .iter()
+                    .map(|b| self.convert(b, ns, path))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Avro::Decimal(d) => {
+                let fixed = match &*d.inner {
+                    Avro::Fixed(f) => Some(fixed(f)),
+                    _ => None,
+                };
+                let ty = FieldType::Decimal {
+                    precision: d.precision as u32,
+                    scale: d.scale as u32,
+                    fixed: fixed.clone(),
+                };
+                // A later reference to the fixed's name is the decimal.
+                if let Some(f) = fixed {
+                    self.defined.insert(f.name, ty.clone());
+                }
+                ty
+            }
+            Avro::Fixed(f) => {
+                let f = fixed(f);
+                self.defined
+                    .insert(f.name.clone(), FieldType::Fixed(f.clone()));
+                FieldType::Fixed(f)
+            }
+            Avro::Enum(e) => {
+                let name = e.name.fully_qualified_name(ns);
+                let ty = FieldType::Enum(Arc::new(EnumType {
+                    name: name.fullname(None),
+                    aliases: aliases(&e.aliases, &name.namespace),
+                    symbols: e.symbols.clone(),
+                    default: e.default.clone(),
+                }));
+                self.defined.insert(name.fullname(None), ty.clone());
+                ty
+            }
+            Avro::Record(r) => {
+                let name = r.name.fully_qualified_name(ns);
+                let full_name = name.fullname(None);
+                self.open.insert(full_name.clone());
+                let mut fields = Vec::with_capacity(r.fields.len());
+                for f in &r.fields {
+                    fields.push(self.field(f, &name.namespace, path)?);
+                }
+                self.open.remove(&full_name);
+                let record = RecordSchema {
+                    name: full_name.clone(),
+                    aliases: aliases(&r.aliases, &name.namespace),
+                    fields,
+                    source: serde_json::to_string(s).unwrap_or_default(),
+                };
+                let ty = FieldType::Record(Arc::new(record));
+                self.defined.insert(full_name, ty.clone());
+                ty
+            }
+            Avro::Ref { name } => {
+                let full_name = full(name);
+                if self.open.contains(&full_name) {
+                    return Err(CodecError::schema(
+                        field,
+                        format!("recursive type `{full_name}` is not supported"),
+                    ));
+                }
+                match self.defined.get(&full_name) {
+                    Some(t) => t.clone(),
+                    None => {
+                        return Err(CodecError::schema(
+                            field,
+                            format!("unknown type `{full_name}`"),
+                        ))
+                    }
+                }
+            }
+            Avro::Duration | Avro::BigDecimal => {
+                return Err(CodecError::schema(
+                    field,
+                    format!(
+                        "type {} is not supported",
+                        serde_json::to_string(s).unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+        Ok(ty)
+    }
+
+    fn field(
+        &mut self,
+        f: &RecordField,
+        ns: &Option<String>,
+        parent: &str,
+    ) -> Result<FieldSchema, CodecError> {
+        let path = if parent.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{parent}.{}", f.name)
+        };
+        let ty = self.convert(&f.schema, ns, &path)?;
+        let (ty, nullable) = match ty {
+            FieldType::Union(mut branches)
+                if branches.len() == 2 && branches[0] == FieldType::Null =>
+            {
+                (branches.pop().unwrap_or(FieldType::Null), true)
+            }
+            t => (t, false),
+        };
+        let default = match &f.default {
+            None => None,
+            Some(d) => {
+                let full = if nullable {
+                    FieldType::Union(vec![FieldType::Null, ty.clone()])
+                } else {
+                    ty.clone()
+                };
+                Some(default_value(&full, d).ok_or_else(|| {
+                    CodecError::schema(
+                        Some(&path),
+                        format!("default {d} does not match the field type"),
+                    )
+                })?)
+            }
+        };
+        Ok(FieldSchema {
+            name: f.name.clone(),
+            ty,
+            nullable,
+            doc: f.doc.clone(),
+            default,
+            aliases: f.aliases.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// A default value from its JSON form (the specification's table: bytes and fixed as
+/// strings of code points 0-255, a union's default matching one of its branches).
+pub(crate) fn default_value(ty: &FieldType, d: &Json) -> Option<Value> {
+    let latin1 =
+        |s: &str| -> Option<Vec<u8>> { s.chars().map(|c| u8::try_from(c as u32).ok()).collect() };
+    let int = || d.as_i64().and_then(|i| i32::try_from(i).ok());
+    Some(match ty {
+        FieldType::Null => d.is_null().then_some(Value::Null)?,
+        FieldType::Boolean => Value::Boolean(d.as_bool()?),
+        FieldType::Int => Value::Int(int()?),
+        FieldType::Date => Value::Date(int()?),
+        FieldType::TimeMillis => Value::TimeMillis(int()?),
+        FieldType::Long => Value::Long(d.as_i64()?),
+        FieldType::TimestampMillis => Value::TimestampMillis(d.as_i64()?),
+        FieldType::TimeMicros => Value::TimeMicros(d.as_i64()?),
+        FieldType::TimestampMicros => Value::TimestampMicros(d.as_i64()?),
+        FieldType::TimestampNanos => Value::TimestampNanos(d.as_i64()?),
+        FieldType::LocalTimestampMillis => Value::LocalTimestampMillis(d.as_i64()?),
+        FieldType::LocalTimestampMicros => Value::LocalTimestampMicros(d.as_i64()?),
+        FieldType::LocalTimestampNanos => Value::LocalTimestampNanos(d.as_i64()?),
+        FieldType::Float => Value::Float(d.as_f64()? as f32),
+        FieldType::Double => Value::Double(d.as_f64()?),
+        FieldType::String => Value::String(d.as_str()?.to_string()),
+        FieldType::Uuid => Value::Uuid(uuid::Uuid::parse_str(d.as_str()?).ok()?),
+        FieldType::Bytes => Value::Bytes(latin1(d.as_str()?)?),
+        FieldType::Fixed(f) => {
+            let b = latin1(d.as_str()?)?;
+            (b.len() == f.size).then_some(Value::Fixed(b))?
+        }
+        FieldType::Decimal { scale, fixed, .. } => {
+            let b = latin1(d.as_str()?)?;
+            if fixed.as_ref().is_some_and(|f| f.size != b.len()) {
+                return None;
+            }
+            Value::Decimal(Decimal::from_be_bytes(&b, *scale))
+        }
+        FieldType::Enum(e) => {
+            let s = d.as_str()?;
+            e.symbols
+                .iter()
+                .any(|x| x == s)
+                .then(|| Value::Enum(s.into()))?
+        }
+        FieldType::Array(items) => Value::Array(
+            d.as_array()?
+                .iter()
+                .map(|x| default_value(items, x))
+                .collect::<Option<_>>()?,
+        ),
+        FieldType::Map(values) => Value::Map(
+            d.as_object()?
+                .iter()
+                .map(|(k, x)| Some((k.clone(), default_value(values, x)?)))
+                .collect::<Option<_>>()?,
+        ),
+        FieldType::Record(r) => {
+            let o = d.as_object()?;
+            let mut rec = Record::new();
+            for f in &r.fields {
+                let v = match o.get(&f.name) {
+                    Some(x) => default_value(&full_type(f), x)?,
+                    None => f.default.clone()?,
+                };
+                rec.set(&f.name, v);
+            }
+            Value::Record(rec)
+        }
+        FieldType::Union(branches) => branches.iter().find_map(|b| default_value(b, d))?,
+    })
+}
+
+/// The field's type with `nullable` put back as the union `["null", T]`.
+pub(crate) fn full_type(f: &FieldSchema) -> FieldType {
+    if f.nullable {
+        FieldType::Union(vec![FieldType::Null, f.ty.clone()])
+    } else {
+        f.ty.clone()
+    }
+}
+
+/// The schema as JSON with logical types reduced to their underlying types (what the
+/// canonical form keeps), each named type defined at its first use.
+fn physical_json(ty: &FieldType, defined: &mut HashSet<String>) -> Json {
+    use serde_json::json;
+    let named = |name: &str, body: &dyn Fn() -> Json, defined: &mut HashSet<String>| {
+        if defined.insert(name.to_string()) {
+            body()
+        } else {
+            json!(name)
+        }
+    };
+    let leaf = match resolve::phys(ty) {
+        Some(Phys::Null) => Some("null"),
+        Some(Phys::Boolean) => Some("boolean"),
+        Some(Phys::Int) => Some("int"),
+        Some(Phys::Long) => Some("long"),
+        Some(Phys::Float) => Some("float"),
+        Some(Phys::Double) => Some("double"),
+        Some(Phys::Bytes) => Some("bytes"),
+        Some(Phys::String) => Some("string"),
+        Some(Phys::Fixed(_)) | None => None,
+    };
+    if let Some(name) = leaf {
+        return json!(name);
+    }
+    match ty {
+        FieldType::Fixed(f) | FieldType::Decimal { fixed: Some(f), .. } => named(
+            &f.name,
+            &|| json!({"type": "fixed", "name": f.name, "size": f.size}),
+            defined,
+        ),
+        FieldType::Enum(e) => named(
+            &e.name,
+            &|| json!({"type": "enum", "name": e.name, "symbols": e.symbols}),
+            defined,
+        ),
+        FieldType::Array(items) => json!({"type": "array", "items": physical_json(items, defined)}),
+        FieldType::Map(values) => json!({"type": "map", "values": physical_json(values, defined)}),
+        FieldType::Union(branches) => {
+            Json::Array(branches.iter().map(|b| physical_json(b, defined)).collect())
+        }
+        FieldType::Record(r) => {
+            if !defined.insert(r.name.clone()) {
+                return json!(r.name);
+            }
+            let fields: Vec<Json> = r
+                .fields
+                .iter()
+                .map(|f| json!({"name": f.name, "type": physical_json(&full_type(f), defined)}))
+                .collect();
+            json!({"type": "record", "name": r.name, "fields": fields})
+        }
+        // Leaves: written above.
+        _ => json!(ty.avro_name()),
     }
 }
 
@@ -158,48 +527,13 @@ pub fn load_schema_dir(dir: impl AsRef<Path>) -> Result<Vec<(String, RecordSchem
         .collect()
 }
 
-/// Why a reader schema cannot read data written with a writer schema, or `Ok` when it can
-/// (Avro schema resolution restricted to flat records: fields matched by name, writer-only
-/// fields skipped, reader-only fields need a default, numeric promotion int→long→float→double,
-/// `long` and `timestamp-millis` interchangeable, T readable as `["null", T]`). A nullable
-/// writer field read into a required reader field is refused, as Confluent's BACKWARD check
-/// does: one null would make the record unreadable.
+/// Why a reader schema cannot read data written with a writer schema, or `Ok` when it can,
+/// by Avro 1.12 schema resolution (see `codec::resolve`: fields by name or alias, writer-only
+/// fields skipped, reader-only fields need a default, promotions, enum defaults, union
+/// branches). A nullable writer field read into a required reader field is refused, as
+/// Confluent's BACKWARD check does: one null would make the record unreadable.
 pub fn check_can_read(writer: &RecordSchema, reader: &RecordSchema) -> Result<(), String> {
-    if writer.simple_name() != reader.simple_name() {
-        return Err(format!(
-            "record names differ: writer `{}`, reader `{}`",
-            writer.name, reader.name
-        ));
-    }
-    for rf in &reader.fields {
-        match writer.field(&rf.name) {
-            None => {
-                if rf.default.is_none() {
-                    return Err(format!(
-                        "field `{}` is not in the writer schema and has no default",
-                        rf.name
-                    ));
-                }
-            }
-            Some(wf) => {
-                if !promotes(&wf.ty, &rf.ty) {
-                    return Err(format!(
-                        "field `{}`: writer type {} cannot be read as {}",
-                        rf.name,
-                        type_label(wf),
-                        type_label(rf)
-                    ));
-                }
-                if wf.nullable && !rf.nullable {
-                    return Err(format!(
-                        "field `{}`: nullable in the writer schema but required in the reader",
-                        rf.name
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
+    resolve::plan_record(writer, reader).map(|_| ())
 }
 
 /// What makes `new` incompatible with the registered `old` under a registry compatibility
@@ -221,44 +555,55 @@ pub(crate) fn incompatibilities(
             old.name, new.name
         ));
     }
+    let reads = |w: &FieldSchema, r: &FieldSchema| resolve::plan(&full_type(w), &full_type(r));
     for nf in &new.fields {
-        match old.field(&nf.name) {
+        match resolve::writer_field(old, nf) {
             None if backward && nf.default.is_none() => out.push(format!(
                 "field `{}` added without a default (old data has no value for it)",
                 nf.name
             )),
             None => {}
-            Some(of) => {
+            Some((_, of)) => {
                 let (o, n) = (type_label(of), type_label(nf));
-                if backward && !promotes(&of.ty, &nf.ty) {
-                    out.push(format!(
-                        "field `{}` changed from {o} to {n}: the new schema cannot read old data",
-                        nf.name
-                    ));
-                } else if forward && !promotes(&nf.ty, &of.ty) {
-                    out.push(format!(
-                        "field `{}` changed from {o} to {n}: the registered version cannot read new data",
-                        nf.name
-                    ));
-                }
-                if backward && of.nullable && !nf.nullable {
-                    out.push(format!(
-                        "field `{}` made required (was {o}): old data may hold null",
-                        nf.name
-                    ));
-                }
-                if forward && nf.nullable && !of.nullable {
-                    out.push(format!(
-                        "field `{}` made nullable (was {o}): the registered version cannot read null",
-                        nf.name
-                    ));
-                }
+                // Per direction: whether it is checked, writer, reader, and what to say.
+                let directions = [
+                    (
+                        backward,
+                        of,
+                        nf,
+                        "made required",
+                        "old data may hold null",
+                        "the new schema cannot read old data",
+                    ),
+                    (
+                        forward,
+                        nf,
+                        of,
+                        "made nullable",
+                        "the registered version cannot read null",
+                        "the registered version cannot read new data",
+                    ),
+                ];
+                let problem = directions.into_iter().filter(|d| d.0).find_map(
+                    |(_, w, r, null_change, null_why, cannot)| match reads(w, r) {
+                        Ok(_) => None,
+                        Err(e) if e.starts_with("nullable in the writer") => Some(format!(
+                            "field `{}` {null_change} (was {o}): {null_why}",
+                            nf.name
+                        )),
+                        Err(e) => Some(format!(
+                            "field `{}` changed from {o} to {n}: {cannot} ({e})",
+                            nf.name
+                        )),
+                    },
+                );
+                out.extend(problem);
             }
         }
     }
     if forward {
         for of in &old.fields {
-            if new.field(&of.name).is_none() && of.default.is_none() {
+            if resolve::writer_field(new, of).is_none() && of.default.is_none() {
                 out.push(format!(
                     "field `{}` removed, and the registered version has no default for it",
                     of.name
@@ -269,228 +614,8 @@ pub(crate) fn incompatibilities(
     out
 }
 
-/// Whether a writer primitive can be read as a reader primitive (Avro promotion rules).
-fn promotes(writer: &FieldType, reader: &FieldType) -> bool {
-    use FieldType::*;
-    matches!(
-        (writer, reader),
-        (Boolean, Boolean)
-            | (Int, Int | Long | Float | Double)
-            | (
-                Long | TimestampMillis,
-                Long | TimestampMillis | Float | Double
-            )
-            | (Float, Float | Double)
-            | (Double, Double)
-            | (String, String)
-    )
-}
-
 pub(crate) fn type_label(f: &FieldSchema) -> String {
-    let t = f.ty.avro_name();
-    if f.nullable {
-        format!("[\"null\", {t}]")
-    } else {
-        t.to_string()
-    }
-}
-
-fn primitive_name(t: &FieldType) -> &'static str {
-    match t {
-        FieldType::Boolean => "boolean",
-        FieldType::Int => "int",
-        FieldType::Long | FieldType::TimestampMillis => "long",
-        FieldType::Float => "float",
-        FieldType::Double => "double",
-        FieldType::String => "string",
-    }
-}
-
-fn str_attr<'a>(
-    obj: &'a Map<String, Json>,
-    key: &str,
-    field: Option<&str>,
-) -> Result<Option<&'a str>, CodecError> {
-    match obj.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s)),
-        Some(_) => Err(CodecError::schema(
-            field,
-            format!("`{key}` must be a string"),
-        )),
-    }
-}
-
-fn valid_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn full_name(name: &str, namespace: Option<&str>) -> Result<String, CodecError> {
-    let full = if name.contains('.') {
-        name.to_string()
-    } else {
-        match namespace {
-            Some(ns) if !ns.is_empty() => format!("{ns}.{name}"),
-            _ => name.to_string(),
-        }
-    };
-    if !full.split('.').all(valid_name) {
-        return Err(CodecError::schema(
-            None,
-            format!("`{full}` is not a valid Avro full name"),
-        ));
-    }
-    Ok(full)
-}
-
-fn parse_field(index: usize, f: &Json) -> Result<FieldSchema, CodecError> {
-    let obj = f
-        .as_object()
-        .ok_or_else(|| CodecError::schema(None, format!("field #{index} must be a JSON object")))?;
-    let name = match obj.get("name") {
-        Some(Json::String(s)) => s.as_str(),
-        _ => {
-            return Err(CodecError::schema(
-                None,
-                format!("field #{index} has no string `name`"),
-            ))
-        }
-    };
-    if !valid_name(name) {
-        return Err(CodecError::schema(
-            Some(name),
-            "not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*)",
-        ));
-    }
-    if obj.contains_key("aliases") {
-        return Err(CodecError::schema(
-            Some(name),
-            "field `aliases` are not supported",
-        ));
-    }
-    let doc = str_attr(obj, "doc", Some(name))?.map(str::to_string);
-    let ty_json = obj
-        .get("type")
-        .ok_or_else(|| CodecError::schema(Some(name), "`type` is missing"))?;
-    let (ty, nullable) = match ty_json {
-        Json::Array(branches) => match branches.as_slice() {
-            [Json::String(n), t] if n == "null" => (parse_type(name, t)?, true),
-            [t, Json::String(n)] if n == "null" => {
-                let _ = parse_type(name, t)?;
-                return Err(CodecError::schema(
-                    Some(name),
-                    "unions must list \"null\" first ([\"null\", T]) so that the default can be null",
-                ));
-            }
-            _ => {
-                return Err(CodecError::schema(
-                    Some(name),
-                    format!("union {ty_json} is not supported; only [\"null\", T] is"),
-                ))
-            }
-        },
-        t => (parse_type(name, t)?, false),
-    };
-    let default = match obj.get("default") {
-        None => None,
-        Some(d) => Some(parse_default(name, &ty, nullable, d)?),
-    };
-    Ok(FieldSchema {
-        name: name.to_string(),
-        ty,
-        nullable,
-        doc,
-        default,
-    })
-}
-
-fn parse_type(field: &str, t: &Json) -> Result<FieldType, CodecError> {
-    let (prim, logical) = match t {
-        Json::String(s) => (s.as_str(), None),
-        Json::Object(o) => {
-            let prim = match o.get("type") {
-                Some(Json::String(s)) => s.as_str(),
-                _ => {
-                    return Err(CodecError::schema(
-                        Some(field),
-                        format!("type {t} is not supported (nested types are not)"),
-                    ))
-                }
-            };
-            (prim, str_attr(o, "logicalType", Some(field))?)
-        }
-        _ => {
-            return Err(CodecError::schema(
-                Some(field),
-                format!("type {t} is not supported"),
-            ))
-        }
-    };
-    let ty = match prim {
-        "boolean" => FieldType::Boolean,
-        "int" => FieldType::Int,
-        "long" => FieldType::Long,
-        "float" => FieldType::Float,
-        "double" => FieldType::Double,
-        "string" => FieldType::String,
-        other => {
-            return Err(CodecError::schema(
-                Some(field),
-                format!(
-                    "type `{other}` is not supported; use boolean, int, long, float, double, string or long/timestamp-millis"
-                ),
-            ))
-        }
-    };
-    match (logical, &ty) {
-        (None, _) => Ok(ty),
-        (Some("timestamp-millis"), FieldType::Long) => Ok(FieldType::TimestampMillis),
-        (Some(l), _) => Err(CodecError::schema(
-            Some(field),
-            format!(
-                "logical type `{l}` on `{prim}` is not supported; only long/timestamp-millis is"
-            ),
-        )),
-    }
-}
-
-fn parse_default(
-    field: &str,
-    ty: &FieldType,
-    nullable: bool,
-    d: &Json,
-) -> Result<Value, CodecError> {
-    let bad = |why: &str| CodecError::schema(Some(field), format!("default {d}: {why}"));
-    if nullable {
-        // The default of a union has the type of its first branch, here null.
-        return if d.is_null() {
-            Ok(Value::Null)
-        } else {
-            Err(bad("the default of [\"null\", T] must be null"))
-        };
-    }
-    let v = match ty {
-        FieldType::Boolean => d.as_bool().map(Value::Boolean),
-        FieldType::Int => d
-            .as_i64()
-            .and_then(|i| i32::try_from(i).ok())
-            .map(Value::Int),
-        FieldType::Long => d.as_i64().map(Value::Long),
-        FieldType::TimestampMillis => d.as_i64().map(Value::TimestampMillis),
-        FieldType::Float => d.as_f64().map(|f| Value::Float(f as f32)),
-        FieldType::Double => d.as_f64().map(Value::Double),
-        FieldType::String => d.as_str().map(|s| Value::String(s.to_string())),
-    };
-    v.ok_or_else(|| bad("does not match the field type"))
-}
-
-fn push_json_str(out: &mut String, s: &str) {
-    // Names are validated to [A-Za-z0-9_.], so nothing needs escaping.
-    out.push('"');
-    out.push_str(s);
-    out.push('"');
+    resolve::label(&full_type(f))
 }
 
 /// CRC-64-AVRO, the Rabin fingerprint of the Avro specification.
@@ -604,21 +729,35 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_types_name_the_field() {
-        let e = err(&one_field(r#"{"type":"array","items":"int"}"#));
-        assert!(e.contains("field `f`") && e.contains("array"), "{e}");
-        let e = err(&one_field(r#""bytes""#));
-        assert!(e.contains("field `f`") && e.contains("bytes"), "{e}");
-        let e = err(&one_field(r#"["null","int","string"]"#));
-        assert!(e.contains("field `f`") && e.contains("union"), "{e}");
-        let e = err(&one_field(r#"["int","null"]"#));
-        assert!(e.contains("null\" first"), "{e}");
-        let e = err(&one_field(r#"{"type":"int","logicalType":"date"}"#));
-        assert!(e.contains("field `f`") && e.contains("date"), "{e}");
-        let e = err(&one_field(
+    fn every_type_is_accepted() {
+        for t in [
+            r#"{"type":"array","items":"int"}"#,
+            r#""bytes""#,
+            r#"["null","int","string"]"#,
+            r#"["int","null"]"#,
+            r#"{"type":"int","logicalType":"date"}"#,
             r#"["null",{"type":"record","name":"N","fields":[]}]"#,
+            r#"{"type":"map","values":{"type":"enum","name":"E","symbols":["A"]}}"#,
+        ] {
+            let s = RecordSchema::parse(&one_field(t)).unwrap();
+            assert!(!s.is_flat(), "{t}");
+        }
+        // An invalid logical type is ignored, as the specification says.
+        let s = RecordSchema::parse(&one_field(
+            r#"{"type":"bytes","logicalType":"decimal","precision":2,"scale":3}"#,
+        ))
+        .unwrap();
+        assert_eq!(s.fields[0].ty, FieldType::Bytes);
+    }
+
+    #[test]
+    fn refused_schemas_name_the_field() {
+        let e = err(&one_field(r#""nope""#));
+        assert!(e.contains("field `f`") && e.contains("nope"), "{e}");
+        let e = err(&one_field(
+            r#"{"type":"enum","name":"E","symbols":["A"],"default":"B"}"#,
         ));
-        assert!(e.contains("field `f`") && e.contains("record"), "{e}");
+        assert!(e.contains("field `f`") && e.contains("B"), "{e}");
         let e = err(r#"{"type":"enum","name":"E","symbols":["A"]}"#);
         assert!(e.contains("enum"), "{e}");
         let e = err("{not json");
@@ -628,24 +767,57 @@ mod tests {
     #[test]
     fn bad_defaults_and_duplicates_are_refused() {
         let e = err(
-            r#"{"type":"record","name":"R","fields":[{"name":"f","type":["null","int"],"default":3}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":["null","int"],"default":"x"}]}"#,
         );
-        assert!(e.contains("field `f`") && e.contains("must be null"), "{e}");
+        assert!(e.contains("field `f`"), "{e}");
         let e = err(
-            r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","default":"x"}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"g","type":"int"},{"name":"f","type":"int","default":"x"}]}"#,
         );
         assert!(e.contains("field `f`"), "{e}");
         let e = err(
             r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int"},{"name":"f","type":"long"}]}"#,
         );
-        assert!(e.contains("twice"), "{e}");
+        assert!(e.contains("Duplicate field name f"), "{e}");
         let ok = RecordSchema::parse(
             r#"{"type":"record","name":"R","fields":[{"name":"f","type":"int","default":7},
-                {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"},"default":0}]}"#,
+                {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"},"default":0},
+                {"name":"n","type":["null","int"],"default":3},
+                {"name":"b","type":"bytes","default":"\u00ff\u0000"}]}"#,
         )
         .unwrap();
         assert_eq!(ok.fields[0].default, Some(Value::Int(7)));
         assert_eq!(ok.fields[1].default, Some(Value::TimestampMillis(0)));
+        // Avro 1.12 (AVRO-3649): a union's default may match any branch, not only the first.
+        assert_eq!(ok.fields[2].default, Some(Value::Int(3)));
+        assert_eq!(ok.fields[3].default, Some(Value::Bytes(vec![0xff, 0])));
+    }
+
+    #[test]
+    fn incompatibilities_name_the_change_per_level() {
+        let old = RecordSchema::parse(&one_field(r#"["null","int"]"#)).unwrap();
+        let required = RecordSchema::parse(&one_field(r#""int""#)).unwrap();
+        let text = RecordSchema::parse(&one_field(r#""string""#)).unwrap();
+        let added = RecordSchema::parse(
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":["null","int"]},
+               {"name":"g","type":{"type":"array","items":"int"}}]}"#,
+        )
+        .unwrap();
+        let one = |old, new, level| incompatibilities(old, new, level).join("; ");
+        let m = one(&old, &required, "BACKWARD");
+        assert!(m.contains("field `f` made required"), "{m}");
+        assert_eq!(one(&required, &old, "BACKWARD"), "");
+        let m = one(&required, &old, "FORWARD");
+        assert!(m.contains("field `f` made nullable"), "{m}");
+        let m = one(&old, &text, "FULL");
+        assert!(
+            m.contains("field `f` changed from") && m.contains("string"),
+            "{m}"
+        );
+        let m = one(&old, &added, "BACKWARD_TRANSITIVE");
+        assert!(m.contains("field `g` added without a default"), "{m}");
+        assert_eq!(one(&old, &added, "FORWARD"), "");
+        let m = one(&added, &old, "FORWARD");
+        assert!(m.contains("field `g` removed"), "{m}");
     }
 
     #[test]

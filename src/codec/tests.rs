@@ -110,31 +110,80 @@ fn all_types_records() -> Vec<Record> {
 
 /// The record as apache-avro's generic value, for the reference encoder.
 pub(crate) fn to_apache(schema: &RecordSchema, r: &Record) -> AValue {
-    AValue::Record(
-        schema
-            .fields
-            .iter()
-            .map(|f| {
-                let v = r.get(&f.name).cloned().unwrap_or(Value::Null);
-                let inner = match v {
-                    Value::Null => AValue::Null,
-                    Value::Boolean(b) => AValue::Boolean(b),
-                    Value::Int(i) => AValue::Int(i),
-                    Value::Long(l) => AValue::Long(l),
-                    Value::Float(x) => AValue::Float(x),
-                    Value::Double(x) => AValue::Double(x),
-                    Value::String(s) => AValue::String(s),
-                    Value::TimestampMillis(t) => AValue::TimestampMillis(t),
-                };
-                let v = match (f.nullable, inner) {
-                    (true, AValue::Null) => AValue::Union(0, Box::new(AValue::Null)),
-                    (true, v) => AValue::Union(1, Box::new(v)),
-                    (false, v) => v,
-                };
-                (f.name.clone(), v)
-            })
-            .collect(),
+    apache_value(
+        &FieldType::Record(Arc::new(schema.clone())),
+        &Value::Record(r.clone()),
     )
+}
+
+/// A value of `ty` as apache-avro's generic value. Union branches are chosen here by the
+/// value's kind, independently of the codec's own choice.
+pub(crate) fn apache_value(ty: &FieldType, v: &Value) -> AValue {
+    match (ty, v) {
+        (FieldType::Union(branches), v) => {
+            let i = branches
+                .iter()
+                .position(|b| match (b, v) {
+                    (FieldType::Record(rs), Value::Record(r)) => {
+                        r.fields.iter().all(|(n, _)| rs.field(n).is_some())
+                    }
+                    (FieldType::Fixed(f), Value::Fixed(b)) => f.size == b.len(),
+                    (b, v) => b.avro_name() == v.kind(),
+                })
+                .unwrap_or_else(|| panic!("no branch of {ty:?} for {v:?}"));
+            AValue::Union(i as u32, Box::new(apache_value(&branches[i], v)))
+        }
+        (FieldType::Record(rs), Value::Record(r)) => AValue::Record(
+            rs.fields
+                .iter()
+                .map(|f| {
+                    let v = r
+                        .get(&f.name)
+                        .cloned()
+                        .or_else(|| f.default.clone())
+                        .unwrap_or(Value::Null);
+                    (f.name.clone(), apache_value(&schema::full_type(f), &v))
+                })
+                .collect(),
+        ),
+        (FieldType::Enum(e), Value::Enum(s)) => AValue::Enum(
+            e.symbols.iter().position(|x| x == s).unwrap() as u32,
+            s.clone(),
+        ),
+        (FieldType::Array(items), Value::Array(vs)) => {
+            AValue::Array(vs.iter().map(|x| apache_value(items, x)).collect())
+        }
+        (FieldType::Map(values), Value::Map(es)) => AValue::Map(
+            es.iter()
+                .map(|(k, x)| (k.clone(), apache_value(values, x)))
+                .collect(),
+        ),
+        (FieldType::Long, Value::Int(i)) => AValue::Long(*i as i64),
+        (FieldType::Long, Value::TimestampMillis(t)) => AValue::Long(*t),
+        (_, v) => match v.clone() {
+            Value::Null => AValue::Null,
+            Value::Boolean(b) => AValue::Boolean(b),
+            Value::Int(i) => AValue::Int(i),
+            Value::Long(l) => AValue::Long(l),
+            Value::Float(x) => AValue::Float(x),
+            Value::Double(x) => AValue::Double(x),
+            Value::String(s) => AValue::String(s),
+            Value::TimestampMillis(t) => AValue::TimestampMillis(t),
+            Value::Bytes(b) => AValue::Bytes(b),
+            Value::Fixed(b) => AValue::Fixed(b.len(), b),
+            Value::Date(d) => AValue::Date(d),
+            Value::TimeMillis(t) => AValue::TimeMillis(t),
+            Value::TimeMicros(t) => AValue::TimeMicros(t),
+            Value::TimestampMicros(t) => AValue::TimestampMicros(t),
+            Value::TimestampNanos(t) => AValue::TimestampNanos(t),
+            Value::LocalTimestampMillis(t) => AValue::LocalTimestampMillis(t),
+            Value::LocalTimestampMicros(t) => AValue::LocalTimestampMicros(t),
+            Value::LocalTimestampNanos(t) => AValue::LocalTimestampNanos(t),
+            Value::Decimal(d) => AValue::Decimal(apache_avro::Decimal::from(d.unscaled_bytes())),
+            Value::Uuid(u) => AValue::Uuid(u),
+            other => panic!("{other:?} does not fit {ty:?}"),
+        },
+    }
 }
 
 #[test]
@@ -440,13 +489,7 @@ fn random_bytes_never_panic() {
     let codec = Codec::new(scored(), Framing::SingleObject);
     codec.add_schema_id(3, cleaned()).unwrap();
     let good = codec.encode(&league_record(1)).unwrap();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     for round in 0..20_000 {
         let mut bytes = if round % 2 == 0 {
             good.clone()
@@ -456,10 +499,7 @@ fn random_bytes_never_panic() {
             b
         };
         // Flip a few bytes of the datum, keeping the header, or cut it.
-        for _ in 0..(1 + next() % 4) {
-            let i = 10 + (next() as usize) % (bytes.len() - 10);
-            bytes[i] = next() as u8;
-        }
+        flip_some(&mut bytes, &mut next);
         if next() % 3 == 0 {
             bytes.truncate((next() as usize) % bytes.len());
         }
@@ -538,4 +578,22 @@ fn shared_across_threads() {
         codec.schema().field("fetched_at").unwrap().ty,
         FieldType::TimestampMillis
     );
+}
+
+/// A seeded xorshift generator: the same "random" bytes on every run.
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// Sets one to four bytes after the 10-byte framing header to random values.
+pub(crate) fn flip_some(bytes: &mut [u8], next: &mut impl FnMut() -> u64) {
+    for _ in 0..(1 + next() % 4) {
+        let i = 10 + (next() as usize) % (bytes.len() - 10);
+        bytes[i] = next() as u8;
+    }
 }

@@ -69,15 +69,19 @@ pub enum FieldKind {
 
 impl FieldKind {
     /// The kind of a declared schema type: booleans and strings are categorical, every
-    /// number (timestamps included) is numeric.
-    pub fn of_type(ty: &FieldType) -> FieldKind {
+    /// number (timestamps included) is numeric; `None` for the types the quality report does
+    /// not profile yet.
+    pub fn of_type(ty: &FieldType) -> Option<FieldKind> {
         match ty {
-            FieldType::Boolean | FieldType::String => FieldKind::Categorical,
+            FieldType::Boolean | FieldType::String => Some(FieldKind::Categorical),
             FieldType::Int
             | FieldType::Long
             | FieldType::Float
             | FieldType::Double
-            | FieldType::TimestampMillis => FieldKind::Numeric,
+            | FieldType::TimestampMillis => Some(FieldKind::Numeric),
+            // phase 2 (issue 20): leaves of nested records by path, enums as categories,
+            // decimals and the other logical types as numbers, arrays by length.
+            _ => None,
         }
     }
 
@@ -104,9 +108,18 @@ impl FieldSpec {
         }
     }
 
-    /// The spec of a schema field (kind from its declared type).
-    pub fn from_schema(field: &FieldSchema) -> Self {
-        Self::new(field.name.clone(), FieldKind::of_type(&field.ty))
+    /// The spec of a schema field (kind from its declared type), or why it cannot be
+    /// profiled (a type outside the flat set), naming the field.
+    pub fn from_schema(field: &FieldSchema) -> Result<Self, String> {
+        match FieldKind::of_type(&field.ty) {
+            Some(kind) => Ok(Self::new(field.name.clone(), kind)),
+            None => Err(format!(
+                "field `{}` is of type {}, which the quality report cannot profile yet \
+                 (nested types: issue 20, phase 2)",
+                field.name,
+                field.ty.avro_name()
+            )),
+        }
     }
 }
 
@@ -145,6 +158,9 @@ impl<'a> Cell<'a> {
             Some(Value::Null) => Cell::Null,
             Some(Value::Boolean(b)) => Cell::Bool(*b),
             Some(Value::String(s)) => Cell::Text(s),
+            // phase 2 (issue 20): leaves of nested values by path, arrays by length; until
+            // then a nested value is `Other` (a type error), and `FieldSpec::from_schema`
+            // keeps nested fields out of the report.
             Some(other) => other.as_f64().map_or(Cell::Other, Cell::Number),
         }
     }
@@ -232,6 +248,24 @@ impl<'c> FieldView for [Cell<'c>] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_field_cannot_be_profiled_yet_and_says_which() {
+        let f = |ty| FieldSchema {
+            name: "mini_series".into(),
+            ty,
+            nullable: true,
+            doc: None,
+            default: None,
+            aliases: Vec::new(),
+        };
+        assert_eq!(
+            FieldSpec::from_schema(&f(FieldType::Long)).unwrap().kind,
+            FieldKind::Numeric
+        );
+        let e = FieldSpec::from_schema(&f(FieldType::Map(Box::new(FieldType::Int)))).unwrap_err();
+        assert!(e.contains("`mini_series`") && e.contains("map"), "{e}");
+    }
 
     #[test]
     fn classify_follows_the_documented_rules() {

@@ -28,6 +28,7 @@ fn field(name: &str, ty: FieldType, nullable: bool) -> FieldSchema {
         nullable,
         doc: Some(format!("the {name}")),
         default: if nullable { Some(Value::Null) } else { None },
+        aliases: Vec::new(),
     }
 }
 

@@ -357,7 +357,10 @@ impl ScoreConfig {
                             format!("`{name}` is listed twice"),
                         ));
                     }
-                    specs.push(FieldSpec::from_schema(f));
+                    specs.push(
+                        FieldSpec::from_schema(f)
+                            .map_err(|e| ConfigError::key("score.fields", e))?,
+                    );
                 }
                 Ok(specs)
             }
@@ -380,7 +383,10 @@ impl ScoreConfig {
                             && f.name != REASONS_FIELD
                     })
                     .map(FieldSpec::from_schema)
-                    .collect();
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        ConfigError::key("score.fields", format!("{e}; list the fields to profile"))
+                    })?;
                 if specs.is_empty() {
                     return Err(ConfigError::key(
                         "score.fields",

@@ -234,5 +234,8 @@ pub(super) fn convert(j: &Json, ty: &FieldType, coerce: bool) -> Result<Value, C
             _ => Err(type_error(j, ty, coerce)),
         },
         FieldType::TimestampMillis => timestamp(j, ty, coerce),
+        // phase 2 (issue 20): nested JSON into records, arrays, maps, enums, decimals and the
+        // other logical types. `Mapper::new` refuses such a schema first.
+        _ => Err(type_error(j, ty, coerce)),
     }
 }

@@ -80,6 +80,19 @@ impl Mapper {
     pub fn new(schema: &RecordSchema, cfg: &CleanConfig) -> Result<Mapper, ConfigError> {
         check_entries(schema, cfg)?;
         check_lineage_types(schema)?;
+        // phase 2 (issue 20): map nested JSON (dotted paths, sub-objects, arrays) instead.
+        if let Some(f) = schema.first_nested_field() {
+            return Err(ConfigError::key(
+                "clean.schema",
+                format!(
+                    "field `{}` of {} is of type {}: the clean mapping does not produce nested \
+                     types yet (issue 20, phase 2)",
+                    f.name,
+                    schema.name,
+                    f.ty.avro_name()
+                ),
+            ));
+        }
         let mut plans = Vec::with_capacity(schema.fields.len());
         let mut derived = Vec::new();
         for (i, f) in schema.fields.iter().enumerate() {

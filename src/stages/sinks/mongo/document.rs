@@ -9,8 +9,9 @@ use crate::stages::sinks::{lineage, Rejected, SinkMessage};
 const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
 /// A record value as BSON: ints stay 32-bit, longs 64-bit, timestamps become BSON dates.
-pub fn to_bson(v: &Value) -> Bson {
-    match v {
+/// A value of a type the sink cannot write yet is an error naming `field`.
+pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
+    Ok(match v {
         Value::Null => Bson::Null,
         Value::Boolean(b) => Bson::Boolean(*b),
         Value::Int(i) => Bson::Int32(*i),
@@ -19,7 +20,19 @@ pub fn to_bson(v: &Value) -> Bson {
         Value::Double(f) => Bson::Double(*f),
         Value::String(s) => Bson::String(s.clone()),
         Value::TimestampMillis(ms) => Bson::DateTime(bson::DateTime::from_millis(*ms)),
-    }
+        // phase 2 (issue 20): subdocuments, arrays, Decimal128, dates, binary, uuid.
+        other => {
+            return Err(Rejected {
+                index: 0,
+                kind: "unsupported_type",
+                message: format!(
+                    "field `{field}` holds a {} value: the Mongo sink does not write nested \
+                     types yet (issue 20, phase 2)",
+                    other.kind()
+                ),
+            })
+        }
+    })
 }
 
 /// The document of a record: `_id`, every field of the record, then the lineage fields.
@@ -48,13 +61,13 @@ pub fn document(
                     message: format!("key field `{k}` is null or missing"),
                 })
             }
-            Some(v) => to_bson(v),
+            Some(v) => to_bson(k, v)?,
         },
     };
     let mut d = Document::new();
     d.insert("_id", id.clone());
     for (name, v) in &record.fields {
-        d.insert(&**name, to_bson(v));
+        d.insert(&**name, to_bson(name, v)?);
     }
     d.insert(
         lineage::TRACE_ID,
@@ -150,15 +163,19 @@ impl Upsert {
 mod tests {
     use super::*;
 
-    #[test]
-    fn documents_carry_every_field_and_lineage() {
-        let msg = SinkMessage {
-            partition: 1,
-            offset: 9,
-            key: Some(b"k1".to_vec()),
+    fn message(partition: i32, offset: i64, key: &[u8]) -> SinkMessage {
+        SinkMessage {
+            partition,
+            offset,
+            key: Some(key.to_vec()),
             payload: None,
             headers: None,
-        };
+        }
+    }
+
+    #[test]
+    fn documents_carry_every_field_and_lineage() {
+        let msg = message(1, 9, b"k1");
         let mut r = Record::new();
         r.set("wins", Value::Int(3));
         r.set("fetched_at", Value::TimestampMillis(5));
@@ -173,5 +190,21 @@ mod tests {
         assert_eq!(d.keys().next().unwrap(), "_id");
         let e = document(Some("nope"), "t", bson::DateTime::now(), &msg, &r).unwrap_err();
         assert_eq!(e.kind, "missing_key");
+    }
+
+    #[test]
+    fn a_nested_value_is_rejected_naming_the_field() {
+        // phase 2 (issue 20) writes it as a subdocument; until then the record is rejected.
+        let msg = message(0, 1, b"k");
+        let mut r = Record::new();
+        r.set("wins", Value::Int(3));
+        r.set("tags", Value::Array(vec![Value::String("a".into())]));
+        let e = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap_err();
+        assert_eq!(e.kind, "unsupported_type");
+        assert!(
+            e.message.contains("`tags`") && e.message.contains("array"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -203,6 +203,7 @@ mod tests {
     use super::super::server::Flavor;
     use super::super::tests::schema;
     use super::*;
+    use crate::record::FieldType;
 
     #[test]
     fn create_table_maps_types_and_key() {
@@ -216,6 +217,25 @@ mod tests {
         assert!(sql.contains("`_loaded_at` DATETIME(3) NOT NULL"), "{sql}");
         assert!(Layout::new(&schema(), "t", Some("win_rate"), 100, Flavor::MariaDb).is_err());
         assert!(Layout::new(&schema(), "t", Some("nope"), 100, Flavor::MariaDb).is_err());
+    }
+
+    #[test]
+    fn a_nested_field_is_refused_naming_it() {
+        // phase 2 (issue 20) maps it to a JSON column; until then the layout says which field.
+        let mut s = schema();
+        s.fields.push(crate::record::FieldSchema {
+            name: "tags".into(),
+            ty: FieldType::Array(Box::new(FieldType::String)),
+            nullable: false,
+            doc: None,
+            default: None,
+            aliases: Vec::new(),
+        });
+        let e = Layout::new(&s, "t", None, 255, Flavor::MariaDb)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tags`") && e.contains("issue 20"), "{e}");
+        assert!(accepted_types(&FieldType::Uuid).is_empty());
     }
 
     #[test]

@@ -64,12 +64,20 @@ impl Layout {
                 continue;
             }
             let null = if f.nullable { "NULL" } else { "NOT NULL" };
+            let Some(sql) = sql_type(&f.ty) else {
+                return Err(SinkError::Schema(format!(
+                    "field `{}` is of type {}: the MySQL sink does not write nested types yet \
+                     (issue 20, phase 2)",
+                    f.name,
+                    type_name(&f.ty)
+                )));
+            };
             columns.push(Column {
                 name: f.name.clone(),
                 ty: f.ty.clone(),
                 nullable: f.nullable,
                 source: Source::Field(f.name.clone()),
-                create_type: format!("{} {null}", sql_type(&f.ty)),
+                create_type: format!("{sql} {null}"),
                 doc: f.doc.clone(),
             });
         }
@@ -130,7 +138,9 @@ fn key_type(f: &FieldSchema, string_length: u32, coll: &str) -> Result<String, S
         FieldType::String => Ok(format!(
             "VARCHAR({key_len}) CHARACTER SET utf8mb4 COLLATE {coll}"
         )),
-        FieldType::Int | FieldType::Long | FieldType::TimestampMillis => Ok(sql_type(&f.ty)),
+        FieldType::Int | FieldType::Long | FieldType::TimestampMillis => {
+            sql_type(&f.ty).ok_or_else(|| key_error(format!("`{}` has no column type", f.name)))
+        }
         _ => Err(key_error(format!(
             "`{}` is a {}; a key must be a string, int, long or timestamp",
             f.name,

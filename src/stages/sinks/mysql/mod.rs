@@ -81,9 +81,11 @@ mod tests {
             nullable,
             doc: None,
             default: None,
+            aliases: Vec::new(),
         };
         RecordSchema {
             name: "etl.league.LeagueEntry".into(),
+            aliases: Vec::new(),
             fields: vec![
                 f("summoner_id", FieldType::String, false),
                 f("wins", FieldType::Int, false),

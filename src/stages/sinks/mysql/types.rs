@@ -6,8 +6,9 @@ use crate::record::FieldType;
 /// Strings are `LONGTEXT`, which holds any string an Avro record can carry: a `VARCHAR(n)`
 /// would reject (error 1406) what sink-mongo stores, and the two sinks would hold different
 /// records.
-pub fn sql_type(ty: &FieldType) -> String {
-    match ty {
+/// `None` for the types the sink cannot write yet.
+pub fn sql_type(ty: &FieldType) -> Option<String> {
+    Some(match ty {
         FieldType::Boolean => "BOOLEAN".into(),
         FieldType::Int => "INT".into(),
         FieldType::Long => "BIGINT".into(),
@@ -15,7 +16,10 @@ pub fn sql_type(ty: &FieldType) -> String {
         FieldType::Double => "DOUBLE".into(),
         FieldType::String => "LONGTEXT".into(),
         FieldType::TimestampMillis => "DATETIME(3)".into(),
-    }
+        // phase 2 (issue 20): JSON columns for nested values, DECIMAL(p,s), timestamps with
+        // their precision, uuid as text.
+        _ => return None,
+    })
 }
 
 /// The `information_schema.COLUMNS.DATA_TYPE`s an existing column may have for an Avro type.
@@ -35,6 +39,8 @@ pub fn accepted_types(ty: &FieldType) -> &'static [&'static str] {
             "longtext",
         ],
         FieldType::TimestampMillis => &["datetime", "timestamp"],
+        // phase 2 (issue 20): the columns nested and logical types may land in.
+        _ => &[],
     }
 }
 
