@@ -114,6 +114,15 @@ scale() { # scale SERVICE N
   psay "$s: $(containers "$s" | wc -l) container(s)"
 }
 
+down() { # down [--volumes]
+  # podman-compose's down removes the replicas the compose file declares, not the ones `scale`
+  # added: every container of the project goes first (they would hold the network).
+  local c
+  for c in $(containers); do podman rm -f -t 20 "$c" >/dev/null 2>&1 || true; done
+  compose down "$@" >/dev/null 2>&1 || true
+  psay "down"
+}
+
 ps() { podman ps -a --filter "label=io.podman.compose.project=$PROJECT" --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'; }
 
 case "${1:-}" in
@@ -123,6 +132,6 @@ case "${1:-}" in
   scale) scale "${2:?scale SERVICE N}" "${3:?scale SERVICE N}" ;;
   ps) ps ;;
   logs) for c in $(containers "${2:?logs SERVICE}"); do podman logs "$c" 2>&1 | sed "s/^/$c: /"; done ;;
-  down) shift; compose down "$@" >/dev/null 2>&1 || true; psay "down" ;;
+  down) shift; down "$@" ;;
   *) echo "usage: $0 up|health|wait-healthy SECONDS SERVICE...|scale SERVICE N|ps|logs SERVICE|down [--volumes]" >&2; exit 2 ;;
 esac
