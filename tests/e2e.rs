@@ -108,13 +108,7 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
     assert!(!poison.is_empty() && keys.len() as u64 + poison.values().sum::<u64>() == records);
 
     // Extract: every poison record dead-lettered with its reason, every other one in raw once.
-    let extract_dl: BTreeMap<String, u64> = o
-        .dead_letters
-        .by_reason
-        .iter()
-        .filter(|((s, _), _)| s == "extract")
-        .map(|((_, k), n)| (k.clone(), *n))
-        .collect();
+    let extract_dl = o.dead_letters.kinds_of("extract");
     assert_eq!(extract_dl, poison, "extract dead letters by reason");
     assert_eq!(
         o.topics["raw"].records,

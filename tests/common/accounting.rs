@@ -5,7 +5,7 @@
 //! of its key in `scored`; every good key exactly once in the sinks, a dead letter or
 //! quarantine.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -28,12 +28,7 @@ pub async fn assert_exact(
     assert!(!poison.is_empty());
 
     // Extract: every record the API served bad is a dead letter with its reason, once.
-    let extract_dl: BTreeMap<String, u64> = dead_letters
-        .by_reason
-        .iter()
-        .filter(|((s, _), _)| s == "extract")
-        .map(|((_, k), n)| (k.clone(), *n))
-        .collect();
+    let extract_dl = dead_letters.kinds_of("extract");
     assert_eq!(extract_dl, poison, "extract dead letters by reason");
 
     // No key twice in any read_committed topic (each good key is served once: a key twice is a

@@ -198,13 +198,7 @@ pub fn assert_exact_counts(
     source: &etl_pipe::tooling::local::SourceOptions,
 ) {
     let (poison, keys) = expected_source(source);
-    let extract_dl: std::collections::BTreeMap<String, u64> = o
-        .dead_letters
-        .by_reason
-        .iter()
-        .filter(|((s, _), _)| s == "extract")
-        .map(|((_, k), n)| (k.clone(), *n))
-        .collect();
+    let extract_dl = o.dead_letters.kinds_of("extract");
     assert_eq!(extract_dl, poison, "extract dead letters by reason");
     assert_eq!(
         o.topics["raw"].records,

@@ -162,6 +162,14 @@ impl Failed {
             .map(|(_, n)| n)
             .sum()
     }
+    /// One stage's counts by kind (e.g. extract's dead letters by reason).
+    pub fn kinds_of(&self, stage: &str) -> BTreeMap<String, u64> {
+        self.by_reason
+            .iter()
+            .filter(|((s, _), _)| s == stage)
+            .map(|((_, k), n)| (k.clone(), *n))
+            .collect()
+    }
 }
 
 pub fn failed(cfg: &Config, role: TopicRole) -> Result<Failed, LocalError> {
