@@ -191,63 +191,7 @@ async fn the_compose_stack_under_podman_scaled_and_disturbed_lands_every_record_
     let cfg = host_config(&source);
     let table = tally::mysql_table(&cfg).unwrap();
     let (_, keys) = common::expected_source(&source);
-    let good = keys.len() as u64;
-    let mut steps = vec![
-        (5_000, Step::Scale("clean", 3)),
-        (10_000, Step::Scale("sink-mysql", 2)),
-        (15_000, Step::KillClean),
-        (20_000, Step::BrokerOutage),
-    ]
-    .into_iter()
-    .peekable();
-    let flow = Instant::now();
-    let deadline = flow + Duration::from_secs(600);
-    let mut done_polls = 0;
-    let mut last = None;
-    while done_polls < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "not every record landed in 10 min: {}\n{}",
-            last.map(|p: Progress| format!(
-                "{} rows, {} docs, {} quarantined, {} dead letters after extract of {good} good",
-                p.rows, p.docs, p.quarantined, p.failed_after_extract
-            ))
-            .unwrap_or_default(),
-            stack(&overrides, &["ps"]).unwrap_or_else(|e| e)
-        );
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let mut p = match progress(&cfg, &table).await {
-            Ok(p) => p,
-            // The broker outage or a database busy: look again.
-            Err(e) => {
-                eprintln!("progress: {e}");
-                continue;
-            }
-        };
-        while steps.peek().is_some_and(|(at, _)| p.accounted() >= *at) {
-            let (at, step) = steps.next().unwrap();
-            assert!(
-                p.accounted() < good,
-                "step at {at} ran after every record had landed: the flow is too fast for the test"
-            );
-            let started = flow.elapsed().as_secs_f64();
-            let what = run_step(&overrides, step).await;
-            eprintln!("[{started:>5.1} s] {} accounted: {what}", p.accounted());
-            if let Ok(now) = progress(&cfg, &table).await {
-                p = now;
-            }
-        }
-        if steps.peek().is_none() && p.accounted() == good && p.docs == p.rows {
-            done_polls += 1;
-        } else {
-            done_polls = 0;
-        }
-        last = Some(p);
-    }
-    eprintln!(
-        "every record landed {:.0} s after the stages were healthy",
-        flow.elapsed().as_secs_f64()
-    );
+    flow_with_steps(&overrides, &cfg, &table, keys.len() as u64).await;
     let dead_letters = tally::failed(&cfg, TopicRole::DeadLetter).unwrap();
     common::accounting::assert_exact(&cfg, &table, &dead_letters, &source).await;
     let ps = stack(&overrides, &["ps"]).unwrap();
@@ -283,6 +227,68 @@ async fn the_compose_stack_under_podman_scaled_and_disturbed_lands_every_record_
         );
     }
     stack(&overrides, &["down", "--volumes"]).unwrap();
+}
+
+/// Polls the sinks until every good record is accounted for (twice in a row), running the
+/// steps as their thresholds of records accounted are reached; each must start while records
+/// still flow.
+async fn flow_with_steps(overrides: &Path, cfg: &Config, table: &str, good: u64) {
+    let mut steps = vec![
+        (5_000, Step::Scale("clean", 3)),
+        (10_000, Step::Scale("sink-mysql", 2)),
+        (15_000, Step::KillClean),
+        (20_000, Step::BrokerOutage),
+    ]
+    .into_iter()
+    .peekable();
+    let flow = Instant::now();
+    let deadline = flow + Duration::from_secs(600);
+    let mut done_polls = 0;
+    let mut last = None;
+    while done_polls < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not every record landed in 10 min: {}\n{}",
+            last.map(|p: Progress| format!(
+                "{} rows, {} docs, {} quarantined, {} dead letters after extract of {good} good",
+                p.rows, p.docs, p.quarantined, p.failed_after_extract
+            ))
+            .unwrap_or_default(),
+            stack(overrides, &["ps"]).unwrap_or_else(|e| e)
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut p = match progress(cfg, table).await {
+            Ok(p) => p,
+            // The broker outage or a database busy: look again.
+            Err(e) => {
+                eprintln!("progress: {e}");
+                continue;
+            }
+        };
+        while steps.peek().is_some_and(|(at, _)| p.accounted() >= *at) {
+            let (at, step) = steps.next().unwrap();
+            assert!(
+                p.accounted() < good,
+                "step at {at} ran after every record had landed: the flow is too fast for the test"
+            );
+            let started = flow.elapsed().as_secs_f64();
+            let what = run_step(overrides, step).await;
+            eprintln!("[{started:>5.1} s] {} accounted: {what}", p.accounted());
+            if let Ok(now) = progress(cfg, table).await {
+                p = now;
+            }
+        }
+        if steps.peek().is_none() && p.accounted() == good && p.docs == p.rows {
+            done_polls += 1;
+        } else {
+            done_polls = 0;
+        }
+        last = Some(p);
+    }
+    eprintln!(
+        "every record landed {:.0} s after the stages were healthy",
+        flow.elapsed().as_secs_f64()
+    );
 }
 
 async fn run_step(overrides: &Path, step: Step) -> String {
