@@ -93,6 +93,7 @@ impl MongoSink {
                 }
             }
         }
+        super::document::check_schema(schema).map_err(SinkError::Schema)?;
         let mut opts = ClientOptions::parse(&db.uri)
             .await
             .map_err(|e| classify(&e, "parsing mongo.uri"))?;
