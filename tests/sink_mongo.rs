@@ -521,7 +521,10 @@ async fn nested_records_are_subdocuments_arrays_decimal128_dates_and_uuids() {
         .map(|t| t.as_str().unwrap())
         .collect();
     assert_eq!(tags, ["a", "it's \"quoted\" \\ too"]);
-    assert_eq!(d.get_document("counts").unwrap().get_i64("games").unwrap(), 7);
+    assert_eq!(
+        d.get_document("counts").unwrap().get_i64("games").unwrap(),
+        7
+    );
     let psi = d.get_document("samples").unwrap().get_array("psi").unwrap();
     assert_eq!(psi[1], Bson::Double(-1e300));
     let dec = |v: &str| Bson::Decimal128(v.parse::<Decimal128>().unwrap());
@@ -534,7 +537,10 @@ async fn nested_records_are_subdocuments_arrays_decimal128_dates_and_uuids() {
         }
         other => panic!("id is {other:?}"),
     }
-    assert_eq!(d.get_binary_generic("raw").unwrap(), &vec![0, 0xff, b'\'', b'\\']);
+    assert_eq!(
+        d.get_binary_generic("raw").unwrap(),
+        &vec![0, 0xff, b'\'', b'\\']
+    );
     assert_eq!(d.get_binary_generic("hash").unwrap().len(), 16);
     assert_eq!(d.get_str("region").unwrap(), "NA");
     assert_eq!(d.get_i64("choice").unwrap(), 42);

@@ -871,10 +871,7 @@ async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
     assert_eq!(row.get::<String, _>(1), "NA");
     assert_eq!(row.get::<String, _>(2), "-123.47");
     assert_eq!(row.get::<String, _>(3), "9999999999.9999");
-    assert_eq!(
-        row.get::<String, _>(4),
-        "000102030405060708090A0B0C0D0E0F"
-    );
+    assert_eq!(row.get::<String, _>(4), "000102030405060708090A0B0C0D0E0F");
     assert_eq!(row.get::<String, _>(5), "00FF275C");
     let tags: serde_json::Value = serde_json::from_str(&row.get::<String, _>(6)).unwrap();
     assert_eq!(tags, serde_json::json!(["a", "it's \"quoted\" \\ too"]));
@@ -894,12 +891,11 @@ async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
     assert_eq!(row.get::<f32, _>(20), 0.25);
     assert_eq!(row.get::<i64, _>(21), 1);
     // An odd record's null `mini_series` is SQL NULL, not JSON null.
-    let null: Option<String> = sqlx::query_scalar(
-        "SELECT CAST(mini_series AS CHAR) FROM match_entry WHERE _key = 'n1'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let null: Option<String> =
+        sqlx::query_scalar("SELECT CAST(mini_series AS CHAR) FROM match_entry WHERE _key = 'n1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(null, None);
 
     // Started again on the table it created, the sink finds it matches.

@@ -476,11 +476,17 @@ pub fn nested_record(i: i64) -> Record {
     rec(vec![
         ("id", Value::Uuid(nested_id(i as u128))),
         ("region", Value::Enum("NA".into())),
-        ("score", Value::Decimal(Decimal::new(-12_345 - i as i128, 2))),
+        (
+            "score",
+            Value::Decimal(Decimal::new(-12_345 - i as i128, 2)),
+        ),
         ("prize", Value::Decimal(Decimal::new(99_999_999_999_999, 4))),
         ("hash", Value::Fixed((0..16).collect())),
         ("raw", Value::Bytes(vec![0, 0xff, b'\'', b'\\'])),
-        ("tags", Value::Array(vec![s("a"), s("it's \"quoted\" \\ too")])),
+        (
+            "tags",
+            Value::Array(vec![s("a"), s("it's \"quoted\" \\ too")]),
+        ),
         ("counts", Value::Map(vec![("games".into(), Value::Long(7))])),
         (
             "mini_series",
@@ -505,7 +511,10 @@ pub fn nested_record(i: i64) -> Record {
         ("ts_ms", Value::TimestampMillis(1_700_000_000_123)),
         ("ts_us", Value::TimestampMicros(1_700_000_000_123_456)),
         ("local_ms", Value::LocalTimestampMillis(1_700_000_000_123)),
-        ("local_us", Value::LocalTimestampMicros(1_700_000_000_123_456)),
+        (
+            "local_us",
+            Value::LocalTimestampMicros(1_700_000_000_123_456),
+        ),
         ("flag", Value::Null),
         ("ratio", Value::Float(0.25)),
     ])

@@ -284,7 +284,10 @@ mod tests {
         let u = uuid::Uuid::from_u128(0x550e_8400_e29b_41d4_a716_4466_5544_0000);
         let mut r = Record::new();
         r.set("mini_series", Value::Record(series));
-        r.set("tags", Value::Array(vec![Value::String("a".into()), Value::Null]));
+        r.set(
+            "tags",
+            Value::Array(vec![Value::String("a".into()), Value::Null]),
+        );
         r.set("counts", Value::Map(vec![("games".into(), Value::Long(7))]));
         r.set("score", Value::Decimal(Decimal::new(-12_345, 2)));
         r.set("id", Value::Uuid(u));
@@ -301,7 +304,10 @@ mod tests {
         let tags = d.get_array("tags").unwrap();
         assert_eq!(tags[0], Bson::String("a".into()));
         assert_eq!(tags[1], Bson::Null);
-        assert_eq!(d.get_document("counts").unwrap().get_i64("games").unwrap(), 7);
+        assert_eq!(
+            d.get_document("counts").unwrap().get_i64("games").unwrap(),
+            7
+        );
         assert_eq!(d.get_str("region").unwrap(), "EUW");
         assert_eq!(
             d.get("score").unwrap(),
@@ -316,7 +322,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(d.get_datetime("day").unwrap().timestamp_millis(), 86_400_000);
+        assert_eq!(
+            d.get_datetime("day").unwrap().timestamp_millis(),
+            86_400_000
+        );
         // Micros and nanos are cut to milliseconds toward the past.
         assert_eq!(
             d.get_datetime("ts_us").unwrap().timestamp_millis(),

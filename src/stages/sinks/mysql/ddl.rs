@@ -270,13 +270,20 @@ mod tests {
         let l = Layout::with_flatten(&nested(), "t", None, 255, Flavor::MariaDb, &flatten).unwrap();
         let sql = l.create_table_sql();
         // The record is nullable, so every column of it is.
-        assert!(sql.contains("`mini_series_progress` LONGTEXT NULL"), "{sql}");
+        assert!(
+            sql.contains("`mini_series_progress` LONGTEXT NULL"),
+            "{sql}"
+        );
         assert!(sql.contains("`mini_series_wins` INT NULL"), "{sql}");
         assert!(!sql.contains("`mini_series` "), "{sql}");
-        let c = l.columns.iter().find(|c| c.name == "mini_series_losses").unwrap();
+        let c = l
+            .columns
+            .iter()
+            .find(|c| c.name == "mini_series_losses")
+            .unwrap();
         assert_eq!(
             c.source,
-            Source::Path(vec!["mini_series".into(), "losses".into()])
+            super::super::layout::Source::Path(vec!["mini_series".into(), "losses".into()])
         );
         let bad = |f: &str| {
             Layout::with_flatten(&nested(), "t", None, 255, Flavor::MariaDb, &[f.to_string()])
@@ -284,7 +291,10 @@ mod tests {
                 .to_string()
         };
         let e = bad("tags");
-        assert!(e.contains("sink.mysql.flatten") && e.contains("only records"), "{e}");
+        assert!(
+            e.contains("sink.mysql.flatten") && e.contains("only records"),
+            "{e}"
+        );
         assert!(bad("nope").contains("not a field"));
         assert!(bad("mini_series.progress").contains("must be flattened too"));
     }
@@ -304,7 +314,10 @@ mod tests {
         let e = Layout::with_flatten(&s, "t", None, 255, Flavor::MariaDb, &flatten)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`mini_series_wins`") && e.contains("sink.mysql.flatten"), "{e}");
+        assert!(
+            e.contains("`mini_series_wins`") && e.contains("sink.mysql.flatten"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -352,11 +365,21 @@ mod tests {
         let l2 = Layout::new(&nested(), "t", None, 255, Flavor::MariaDb).unwrap();
         let mut cols2 = BTreeMap::new();
         for c in &l2.columns {
-            let t = c.create_type.split(' ').next().unwrap().to_ascii_lowercase();
+            let t = c
+                .create_type
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_ascii_lowercase();
             cols2.insert(
                 c.name.clone(),
                 ExistingColumn {
-                    data_type: t.split('(').next().unwrap().replace("json", "longtext"),
+                    data_type: t
+                        .split('(')
+                        .next()
+                        .unwrap()
+                        .replace("json", "longtext")
+                        .replace("boolean", "tinyint"),
                     column_type: t,
                     nullable: c.nullable,
                     has_default: false,
@@ -369,9 +392,20 @@ mod tests {
         cols2.get_mut("score").unwrap().column_type = "decimal(8,2)".into();
         cols2.get_mut("tags").unwrap().data_type = "int".into();
         let err = plan_existing(&l2, &cols2, &pk).unwrap_err().join("; ");
-        assert!(err.contains("column `ts_us` is datetime(3), which keeps 3 fractional digits, 6 are needed"), "{err}");
-        assert!(err.contains("column `score` is decimal(8,2), which cannot hold every decimal(10,2)"), "{err}");
-        assert!(err.contains("field `tags` (array) needs one of JSON, LONGTEXT"), "{err}");
+        assert!(
+            err.contains(
+                "column `ts_us` is datetime(3), which keeps 3 fractional digits, 6 are needed"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("column `score` is decimal(8,2), which cannot hold every decimal(10,2)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("field `tags` (array) needs one of JSON, LONGTEXT"),
+            "{err}"
+        );
         cols.get_mut("wins").unwrap().data_type = "varchar".into();
         cols.get_mut("wins").unwrap().column_type = "varchar(10)".into();
         let err = plan_existing(&l, &cols, &pk).unwrap_err().join("; ");

@@ -6,7 +6,6 @@
 //! symbols. Dates, times and timestamps are ISO 8601 strings (`2024-05-01`, `13:45:00.250`,
 //! `2024-05-01T13:45:00.250Z`; local timestamps without the `Z`), bytes and fixed lowercase
 //! hex (`UNHEX()` reads them back). NaN and ±Infinity have no JSON form: the record is rejected.
-use std::fmt::Write as _;
 
 use crate::record::Value;
 
@@ -105,18 +104,30 @@ pub(super) fn write_json<W: std::fmt::Write>(w: &mut W, v: &Value) -> Result<(),
         Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => {
             let t = chrono::DateTime::from_timestamp_millis(*ms)
                 .ok_or_else(|| format!("timestamp {ms} ms is outside any date"))?;
-            let z = if matches!(v, Value::TimestampMillis(_)) { "Z" } else { "" };
+            let z = if matches!(v, Value::TimestampMillis(_)) {
+                "Z"
+            } else {
+                ""
+            };
             let _ = write!(w, "\"{}{z}\"", t.format("%Y-%m-%dT%H:%M:%S%.3f"));
         }
         Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => {
             let t = chrono::DateTime::from_timestamp_micros(*us)
                 .ok_or_else(|| format!("timestamp {us} µs is outside any date"))?;
-            let z = if matches!(v, Value::TimestampMicros(_)) { "Z" } else { "" };
+            let z = if matches!(v, Value::TimestampMicros(_)) {
+                "Z"
+            } else {
+                ""
+            };
             let _ = write!(w, "\"{}{z}\"", t.format("%Y-%m-%dT%H:%M:%S%.6f"));
         }
         Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => {
             let t = chrono::DateTime::from_timestamp_nanos(*ns);
-            let z = if matches!(v, Value::TimestampNanos(_)) { "Z" } else { "" };
+            let z = if matches!(v, Value::TimestampNanos(_)) {
+                "Z"
+            } else {
+                ""
+            };
             let _ = write!(w, "\"{}{z}\"", t.format("%Y-%m-%dT%H:%M:%S%.9f"));
         }
         Value::Array(items) => {
@@ -207,7 +218,9 @@ mod tests {
             ("b".into(), Value::Bytes(vec![0, 0xff, 0x10])),
             (
                 "u".into(),
-                Value::Uuid(uuid::Uuid::from_u128(0x550e_8400_e29b_41d4_a716_4466_5544_0000)),
+                Value::Uuid(uuid::Uuid::from_u128(
+                    0x550e_8400_e29b_41d4_a716_4466_5544_0000,
+                )),
             ),
             ("day".into(), Value::Date(19_000)),
             ("t".into(), Value::TimeMillis(45_296_789)),
@@ -229,7 +242,11 @@ mod tests {
     #[test]
     fn the_literal_escapes_what_sql_must() {
         let mut out = String::new();
-        push_json(&mut out, &Value::Array(vec![Value::String("a'b\\c\0".into())])).unwrap();
+        push_json(
+            &mut out,
+            &Value::Array(vec![Value::String("a'b\\c\0".into())]),
+        )
+        .unwrap();
         // JSON escapes the backslash and NUL first, SQL then escapes JSON's backslashes.
         assert_eq!(out, r#"'["a\'b\\\\c\\u0000"]'"#);
     }

@@ -52,7 +52,9 @@ pub fn sql_type(ty: &FieldType) -> Result<String, String> {
         FieldType::Enum(e) => {
             let longest = e.symbols.iter().map(String::len).max().unwrap_or(1);
             if longest > 255 {
-                return Err(format!("enum symbols longer than 255 characters ({longest})"));
+                return Err(format!(
+                    "enum symbols longer than 255 characters ({longest})"
+                ));
             }
             "VARCHAR(255) CHARACTER SET ascii".into()
         }
