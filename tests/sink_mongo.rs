@@ -478,6 +478,7 @@ async fn replayed_messages_already_stored_are_not_written_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MongoDB: FerretDB 1.24 drops the connection on Decimal128 (the sink now refuses decimals on FerretDB at start)"]
 async fn nested_records_are_subdocuments_arrays_decimal128_dates_and_uuids() {
     use mongodb::bson::spec::BinarySubtype;
     use mongodb::bson::Decimal128;

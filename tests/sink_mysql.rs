@@ -821,23 +821,38 @@ async fn column_types(pool: &MySqlPool, table: &str) -> HashMap<String, String> 
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
-    let (db, pool) = common::mysql_db("sink_nested").await;
-    let mut cfg = config("sink_nested", &db, 10);
+/// Runs sink-mysql on `n` records of the nested fixture schema (versions by `ts_ms`, records
+/// in `flatten` spread over columns) until table `match_entry` holds them; its config.
+async fn write_nested(
+    db: &str,
+    pool: &MySqlPool,
+    test: &str,
+    flatten: &[String],
+    n: i64,
+) -> etl_pipe::config::Config {
+    let mut cfg = config(test, db, 10);
     cfg.sink.version_field = "ts_ms".into();
+    cfg.sink.mysql.flatten = flatten.to_vec();
     topics(&cfg, 1).await;
     let s = nested_schema();
-    produce(&cfg, &nested_messages(4)).await;
+    produce(&cfg, &nested_messages(n)).await;
     let task = spawn_mysql(&cfg, &s, codec(&s));
-    let n = || async {
+    let rows = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM match_entry")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap_or(-1)
     };
-    assert_eq!(wait_for(4, n).await, 4);
+    assert_eq!(wait_for(n, rows).await, n);
     stop(task).await.unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
+    let (db, pool) = common::mysql_db("sink_nested").await;
+    let cfg = write_nested(&db, &pool, "sink_nested", &[], 4).await;
+    let s = nested_schema();
 
     let types = column_types(&pool, "match_entry").await;
     assert_eq!(types["id"], "char(36)");
@@ -856,10 +871,10 @@ async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
 
     let row = sqlx::query(
         "SELECT id, region, CAST(score AS CHAR), CAST(prize AS CHAR), HEX(hash), HEX(raw), \
-         CAST(tags AS CHAR), JSON_VALUE(mini_series, '$.progress'), \
-         JSON_VALUE(mini_series, '$.wins'), JSON_VALUE(players, '$[0].puuid'), \
-         JSON_VALUE(counts, '$.games'), CAST(choice AS CHAR), \
-         JSON_VALUE(samples, '$.psi[1]'), CAST(day AS CHAR), CAST(at_ms AS CHAR), \
+         CAST(tags AS CHAR), CAST(JSON_VALUE(mini_series, '$.progress') AS CHAR), \
+         CAST(JSON_VALUE(mini_series, '$.wins') AS CHAR), CAST(JSON_VALUE(players, '$[0].puuid') AS CHAR), \
+         CAST(JSON_VALUE(counts, '$.games') AS CHAR), CAST(choice AS CHAR), \
+         CAST(JSON_VALUE(samples, '$.psi[1]') AS CHAR), CAST(day AS CHAR), CAST(at_ms AS CHAR), \
          CAST(at_us AS CHAR), CAST(ts_ms AS CHAR), CAST(ts_us AS CHAR), \
          CAST(local_us AS CHAR), flag, ratio, JSON_VALID(players) \
          FROM match_entry WHERE _key = 'n2'",
@@ -908,21 +923,7 @@ async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flattened_record_lands_one_column_per_field() {
     let (db, pool) = common::mysql_db("sink_flat").await;
-    let mut cfg = config("sink_flat", &db, 10);
-    cfg.sink.version_field = "ts_ms".into();
-    cfg.sink.mysql.flatten = vec!["mini_series".into()];
-    topics(&cfg, 1).await;
-    let s = nested_schema();
-    produce(&cfg, &nested_messages(2)).await;
-    let task = spawn_mysql(&cfg, &s, codec(&s));
-    let n = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM match_entry")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(-1)
-    };
-    assert_eq!(wait_for(2, n).await, 2);
-    stop(task).await.unwrap();
+    write_nested(&db, &pool, "sink_flat", &["mini_series".into()], 2).await;
     let types = column_types(&pool, "match_entry").await;
     assert_eq!(types["mini_series_progress"], "longtext");
     assert_eq!(types["mini_series_wins"], "int(11)");

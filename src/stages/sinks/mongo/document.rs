@@ -96,25 +96,36 @@ pub fn decimal128(d: &crate::record::Decimal) -> Option<Decimal128> {
 /// The schema's types this sink cannot store, found at start-up: decimals of more than 34
 /// digits (a `Decimal128` would round them; writing them as strings would make one field two
 /// types), named by their path.
-pub fn check_schema(schema: &RecordSchema) -> Result<(), String> {
-    fn walk(path: &str, ty: &FieldType) -> Result<(), String> {
+/// `decimal128`: the server stores Decimal128 at all (FerretDB 1.24 drops the connection on
+/// one, so the sink would retry for ever).
+pub fn check_schema(schema: &RecordSchema, decimal128: bool) -> Result<(), String> {
+    fn walk(path: &str, ty: &FieldType, decimal128: bool) -> Result<(), String> {
         match ty {
+            FieldType::Decimal { .. } if !decimal128 => Err(format!(
+                "field `{path}` is a decimal: this server (FerretDB) cannot store Decimal128 \
+                 (it drops the connection); use MongoDB for decimal fields"
+            )),
             FieldType::Decimal {
                 precision, scale, ..
             } if *precision > MAX_DECIMAL128_PRECISION => Err(format!(
                 "field `{path}` is decimal({precision},{scale}): a MongoDB Decimal128 holds at \
                  most {MAX_DECIMAL128_PRECISION} digits"
             )),
-            FieldType::Array(t) | FieldType::Map(t) => walk(path, t),
-            FieldType::Union(branches) => branches.iter().try_for_each(|t| walk(path, t)),
+            FieldType::Array(t) | FieldType::Map(t) => walk(path, t, decimal128),
+            FieldType::Union(branches) => {
+                branches.iter().try_for_each(|t| walk(path, t, decimal128))
+            }
             FieldType::Record(r) => r
                 .fields
                 .iter()
-                .try_for_each(|f| walk(&format!("{path}.{}", f.name), &f.ty)),
+                .try_for_each(|f| walk(&format!("{path}.{}", f.name), &f.ty, decimal128)),
             _ => Ok(()),
         }
     }
-    schema.fields.iter().try_for_each(|f| walk(&f.name, &f.ty))
+    schema
+        .fields
+        .iter()
+        .try_for_each(|f| walk(&f.name, &f.ty, decimal128))
 }
 
 /// The document of a record: `_id`, every field of the record, then the lineage fields.
@@ -369,14 +380,16 @@ mod tests {
             "/tests/fixtures/nested_entry.avsc"
         ))
         .unwrap();
-        check_schema(&nested).unwrap();
+        check_schema(&nested, true).unwrap();
+        let e = check_schema(&nested, false).unwrap_err();
+        assert!(e.contains("`score`") && e.contains("FerretDB"), "{e}");
         let s = RecordSchema::parse(
             r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"record",
             "name":"A","fields":[{"name":"b","type":{"type":"array","items":{"type":"bytes",
             "logicalType":"decimal","precision":40,"scale":2}}}]}}]}"#,
         )
         .unwrap();
-        let e = check_schema(&s).unwrap_err();
+        let e = check_schema(&s, true).unwrap_err();
         assert!(e.contains("`a.b`") && e.contains("decimal(40,2)"), "{e}");
     }
 }

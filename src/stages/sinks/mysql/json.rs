@@ -102,33 +102,14 @@ pub(super) fn write_json<W: std::fmt::Write>(w: &mut W, v: &Value) -> Result<(),
             let _ = write!(w, "\"{}\"", t.format("%H:%M:%S%.6f"));
         }
         Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => {
-            let t = chrono::DateTime::from_timestamp_millis(*ms)
-                .ok_or_else(|| format!("timestamp {ms} ms is outside any date"))?;
-            let z = if matches!(v, Value::TimestampMillis(_)) {
-                "Z"
-            } else {
-                ""
-            };
-            let _ = write!(w, "\"{}{z}\"", t.format("%Y-%m-%dT%H:%M:%S%.3f"));
+            write_timestamp(w, chrono::DateTime::from_timestamp_millis(*ms), "%.3f", v)?
         }
         Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => {
-            let t = chrono::DateTime::from_timestamp_micros(*us)
-                .ok_or_else(|| format!("timestamp {us} µs is outside any date"))?;
-            let z = if matches!(v, Value::TimestampMicros(_)) {
-                "Z"
-            } else {
-                ""
-            };
-            let _ = write!(w, "\"{}{z}\"", t.format("%Y-%m-%dT%H:%M:%S%.6f"));
+            write_timestamp(w, chrono::DateTime::from_timestamp_micros(*us), "%.6f", v)?
         }
         Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => {
             let t = chrono::DateTime::from_timestamp_nanos(*ns);
-            let z = if matches!(v, Value::TimestampNanos(_)) {
-                "Z"
-            } else {
-                ""
-            };
-            let _ = write!(w, "\"{}{z}\"", t.format("%Y-%m-%dT%H:%M:%S%.9f"));
+            write_timestamp(w, Some(t), "%.9f", v)?
         }
         Value::Array(items) => {
             let _ = w.write_char('[');
@@ -140,31 +121,49 @@ pub(super) fn write_json<W: std::fmt::Write>(w: &mut W, v: &Value) -> Result<(),
             }
             let _ = w.write_char(']');
         }
-        Value::Map(entries) => {
-            let _ = w.write_char('{');
-            for (i, (k, item)) in entries.iter().enumerate() {
-                if i > 0 {
-                    let _ = w.write_char(',');
-                }
-                json_string(w, k);
-                let _ = w.write_char(':');
-                write_json(w, item)?;
-            }
-            let _ = w.write_char('}');
-        }
-        Value::Record(r) => {
-            let _ = w.write_char('{');
-            for (i, (k, item)) in r.fields.iter().enumerate() {
-                if i > 0 {
-                    let _ = w.write_char(',');
-                }
-                json_string(w, k);
-                let _ = w.write_char(':');
-                write_json(w, item)?;
-            }
-            let _ = w.write_char('}');
-        }
+        Value::Map(entries) => write_object(w, entries.iter().map(|(k, v)| (k.as_str(), v)))?,
+        Value::Record(r) => write_object(w, r.fields.iter().map(|(k, v)| (&**k, v)))?,
     }
+    Ok(())
+}
+
+/// A timestamp as an ISO 8601 string: `Z` for UTC ones, nothing for local ones.
+fn write_timestamp<W: std::fmt::Write>(
+    w: &mut W,
+    t: Option<chrono::DateTime<chrono::Utc>>,
+    fraction: &str,
+    v: &Value,
+) -> Result<(), String> {
+    let t = t.ok_or_else(|| format!("{v:?} is outside any date"))?;
+    let utc = matches!(
+        v,
+        Value::TimestampMillis(_) | Value::TimestampMicros(_) | Value::TimestampNanos(_)
+    );
+    let z = if utc { "Z" } else { "" };
+    let _ = write!(
+        w,
+        "\"{}{}{z}\"",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.format(fraction)
+    );
+    Ok(())
+}
+
+/// Records and maps: `{"k":v,...}`.
+fn write_object<'a, W: std::fmt::Write>(
+    w: &mut W,
+    entries: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> Result<(), String> {
+    let _ = w.write_char('{');
+    for (i, (k, item)) in entries.enumerate() {
+        if i > 0 {
+            let _ = w.write_char(',');
+        }
+        json_string(w, k);
+        let _ = w.write_char(':');
+        write_json(w, item)?;
+    }
+    let _ = w.write_char('}');
     Ok(())
 }
 

@@ -87,40 +87,39 @@ fn push_string(out: &mut String, s: &str) {
 /// `'YYYY-MM-DD hh:mm:ss.fff'` (UTC). Written field by field: chrono's `format` parses its
 /// pattern on every call, which was 7 % of sink-mysql's CPU (perf, issue #18).
 fn push_datetime(out: &mut String, millis: i64) -> Result<(), String> {
-    use chrono::{Datelike, Timelike};
     let dt = chrono::DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| format!("timestamp {millis} ms is outside any date"))?;
-    let _ = write!(
-        out,
-        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}'",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        dt.timestamp_subsec_millis()
-    );
+    push_datetime_at(out, &dt, dt.timestamp_subsec_millis(), 3);
     Ok(())
 }
 
 /// `'YYYY-MM-DD hh:mm:ss.ffffff'` for `DATETIME(6)`.
 fn push_datetime_micros(out: &mut String, micros: i64) -> Result<(), String> {
-    use chrono::{Datelike, Timelike};
     let dt = chrono::DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| format!("timestamp {micros} µs is outside any date"))?;
+    push_datetime_at(out, &dt, dt.timestamp_subsec_micros(), 6);
+    Ok(())
+}
+
+#[inline]
+fn push_datetime_at(
+    out: &mut String,
+    dt: &chrono::DateTime<chrono::Utc>,
+    frac: u32,
+    digits: usize,
+) {
+    use chrono::{Datelike, Timelike};
     let _ = write!(
         out,
-        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}'",
+        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:0digits$}'",
         dt.year(),
         dt.month(),
         dt.day(),
         dt.hour(),
         dt.minute(),
         dt.second(),
-        dt.timestamp_subsec_micros()
+        frac
     );
-    Ok(())
 }
 
 /// A field inside nested records (`Source::Path`); null when a record on the way is null.
