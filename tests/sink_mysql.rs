@@ -928,7 +928,8 @@ async fn a_flattened_record_lands_one_column_per_field() {
     assert_eq!(types["mini_series_progress"], "longtext");
     assert_eq!(types["mini_series_wins"], "int(11)");
     assert!(!types.contains_key("mini_series"));
-    let rows: Vec<(String, Option<String>, Option<i32>, Option<i32>)> = sqlx::query_as(
+    type Row = (String, Option<String>, Option<i32>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT CAST(_key AS CHAR), mini_series_progress, mini_series_target, mini_series_wins \
          FROM match_entry ORDER BY _key",
     )
