@@ -476,3 +476,97 @@ async fn replayed_messages_already_stored_are_not_written_again() {
     assert_eq!(after.len(), 2_000);
     assert!(dead_letters(&cfg, 0).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MongoDB: FerretDB 1.24 drops the connection on Decimal128 (the sink now refuses decimals on FerretDB at start)"]
+async fn nested_records_are_subdocuments_arrays_decimal128_dates_and_uuids() {
+    use mongodb::bson::spec::BinarySubtype;
+    use mongodb::bson::Decimal128;
+    let db = common::mongo_db("sink_nested").await;
+    let mut cfg = config("sink_nested", db.name(), 10);
+    cfg.sink.version_field = "ts_ms".into();
+    topics(&cfg, 1).await;
+    let s = nested_schema();
+    produce(&cfg, &nested_messages(4)).await;
+    let task = spawn_mongo(&cfg, &s, codec(&s));
+    let n = || async {
+        db.collection::<Document>("match_entry")
+            .count_documents(doc! {})
+            .await
+            .map(|n| n as i64)
+            .unwrap_or(-1)
+    };
+    assert_eq!(wait_for(4, n).await, 4);
+    stop(task).await.unwrap();
+
+    let coll = db.collection::<Document>("match_entry");
+    let d = coll.find_one(doc! {"_id": "n2"}).await.unwrap().unwrap();
+    let series = d.get_document("mini_series").unwrap();
+    assert_eq!(series.get_str("progress").unwrap(), "WL-");
+    assert_eq!(series.get_i32("wins").unwrap(), 1);
+    let players = d.get_array("players").unwrap();
+    let p0 = players[0].as_document().unwrap();
+    assert_eq!(p0.get_str("tier").unwrap(), "GOLD");
+    assert_eq!(p0.get("series"), Some(&Bson::Null));
+    match p0.get("puuid").unwrap() {
+        Bson::Binary(b) => {
+            assert_eq!(b.subtype, BinarySubtype::Uuid);
+            assert_eq!(b.bytes, nested_id(1002).as_bytes().to_vec());
+        }
+        other => panic!("puuid is {other:?}"),
+    }
+    let tags: Vec<&str> = d
+        .get_array("tags")
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["a", "it's \"quoted\" \\ too"]);
+    assert_eq!(
+        d.get_document("counts").unwrap().get_i64("games").unwrap(),
+        7
+    );
+    let psi = d.get_document("samples").unwrap().get_array("psi").unwrap();
+    assert_eq!(psi[1], Bson::Double(-1e300));
+    let dec = |v: &str| Bson::Decimal128(v.parse::<Decimal128>().unwrap());
+    assert_eq!(d.get("score"), Some(&dec("-123.47")));
+    assert_eq!(d.get("prize"), Some(&dec("9999999999.9999")));
+    match d.get("id").unwrap() {
+        Bson::Binary(b) => {
+            assert_eq!(b.subtype, BinarySubtype::Uuid);
+            assert_eq!(b.bytes, nested_id(2).as_bytes().to_vec());
+        }
+        other => panic!("id is {other:?}"),
+    }
+    assert_eq!(
+        d.get_binary_generic("raw").unwrap(),
+        &vec![0, 0xff, b'\'', b'\\']
+    );
+    assert_eq!(d.get_binary_generic("hash").unwrap().len(), 16);
+    assert_eq!(d.get_str("region").unwrap(), "NA");
+    assert_eq!(d.get_i64("choice").unwrap(), 42);
+    // 2022-01-08 as midnight UTC; timestamps as dates (micros cut to millis).
+    assert_eq!(
+        d.get_datetime("day").unwrap().timestamp_millis(),
+        19_000 * 86_400_000
+    );
+    for f in ["ts_ms", "ts_us", "local_ms", "local_us"] {
+        assert_eq!(
+            d.get_datetime(f).unwrap().timestamp_millis(),
+            1_700_000_000_123,
+            "{f}"
+        );
+    }
+    assert_eq!(d.get_i32("at_ms").unwrap(), 45_296_789);
+    assert_eq!(d.get_i64("at_us").unwrap(), 45_296_789_012);
+    assert_eq!(d.get("flag"), Some(&Bson::Null));
+    assert_eq!(d.get_f64("ratio").unwrap(), 0.25);
+    // An odd record's mini_series is null; documents are queryable by a subdocument's field.
+    let odd = coll.find_one(doc! {"_id": "n1"}).await.unwrap().unwrap();
+    assert_eq!(odd.get("mini_series"), Some(&Bson::Null));
+    let with_series = coll
+        .count_documents(doc! {"mini_series.progress": "WL-"})
+        .await
+        .unwrap();
+    assert_eq!(with_series, 2);
+}

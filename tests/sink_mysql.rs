@@ -806,3 +806,141 @@ async fn an_idle_transactional_topic_reads_lag_zero() {
     assert_eq!(status_lag(&cfg, mysql::STAGE), Some(0));
     assert_eq!(count(&pool).await, 90, "every record once");
 }
+
+/// The column types of `table` as `information_schema` reports them.
+async fn column_types(pool: &MySqlPool, table: &str) -> HashMap<String, String> {
+    sqlx::query_as::<_, (String, String)>(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// Runs sink-mysql on `n` records of the nested fixture schema (versions by `ts_ms`, records
+/// in `flatten` spread over columns) until table `match_entry` holds them; its config.
+async fn write_nested(
+    db: &str,
+    pool: &MySqlPool,
+    test: &str,
+    flatten: &[String],
+    n: i64,
+) -> etl_pipe::config::Config {
+    let mut cfg = config(test, db, 10);
+    cfg.sink.version_field = "ts_ms".into();
+    cfg.sink.mysql.flatten = flatten.to_vec();
+    topics(&cfg, 1).await;
+    let s = nested_schema();
+    produce(&cfg, &nested_messages(n)).await;
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM match_entry")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(-1)
+    };
+    assert_eq!(wait_for(n, rows).await, n);
+    stop(task).await.unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
+    let (db, pool) = common::mysql_db("sink_nested").await;
+    let cfg = write_nested(&db, &pool, "sink_nested", &[], 4).await;
+    let s = nested_schema();
+
+    let types = column_types(&pool, "match_entry").await;
+    assert_eq!(types["id"], "char(36)");
+    assert_eq!(types["region"], "varchar(255)");
+    assert_eq!(types["score"], "decimal(10,2)");
+    assert_eq!(types["prize"], "decimal(18,4)");
+    assert_eq!(types["hash"], "binary(16)");
+    assert_eq!(types["raw"], "longblob");
+    // MariaDB's JSON is LONGTEXT with a JSON_VALID check.
+    assert_eq!(types["mini_series"], "longtext");
+    assert_eq!(types["day"], "date");
+    assert_eq!(types["at_ms"], "time(3)");
+    assert_eq!(types["at_us"], "time(6)");
+    assert_eq!(types["ts_us"], "datetime(6)");
+    assert_eq!(types["local_ms"], "datetime(3)");
+
+    let row = sqlx::query(
+        "SELECT id, region, CAST(score AS CHAR), CAST(prize AS CHAR), HEX(hash), HEX(raw), \
+         CAST(tags AS CHAR), CAST(JSON_VALUE(mini_series, '$.progress') AS CHAR), \
+         CAST(JSON_VALUE(mini_series, '$.wins') AS CHAR), CAST(JSON_VALUE(players, '$[0].puuid') AS CHAR), \
+         CAST(JSON_VALUE(counts, '$.games') AS CHAR), CAST(choice AS CHAR), \
+         CAST(JSON_VALUE(samples, '$.psi[1]') AS CHAR), CAST(day AS CHAR), CAST(at_ms AS CHAR), \
+         CAST(at_us AS CHAR), CAST(ts_ms AS CHAR), CAST(ts_us AS CHAR), \
+         CAST(local_us AS CHAR), flag, ratio, JSON_VALID(players) \
+         FROM match_entry WHERE _key = 'n2'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>(0), nested_id(2).to_string());
+    assert_eq!(row.get::<String, _>(1), "NA");
+    assert_eq!(row.get::<String, _>(2), "-123.47");
+    assert_eq!(row.get::<String, _>(3), "9999999999.9999");
+    assert_eq!(row.get::<String, _>(4), "000102030405060708090A0B0C0D0E0F");
+    assert_eq!(row.get::<String, _>(5), "00FF275C");
+    let tags: serde_json::Value = serde_json::from_str(&row.get::<String, _>(6)).unwrap();
+    assert_eq!(tags, serde_json::json!(["a", "it's \"quoted\" \\ too"]));
+    assert_eq!(row.get::<String, _>(7), "WL-");
+    assert_eq!(row.get::<String, _>(8), "1");
+    assert_eq!(row.get::<String, _>(9), nested_id(1002).to_string());
+    assert_eq!(row.get::<String, _>(10), "7");
+    assert_eq!(row.get::<String, _>(11), "42");
+    assert_eq!(row.get::<String, _>(12).parse::<f64>().unwrap(), -1e300);
+    assert_eq!(row.get::<String, _>(13), "2022-01-08");
+    assert_eq!(row.get::<String, _>(14), "12:34:56.789");
+    assert_eq!(row.get::<String, _>(15), "12:34:56.789012");
+    assert_eq!(row.get::<String, _>(16), "2023-11-14 22:13:20.123");
+    assert_eq!(row.get::<String, _>(17), "2023-11-14 22:13:20.123456");
+    assert_eq!(row.get::<String, _>(18), "2023-11-14 22:13:20.123456");
+    assert_eq!(row.get::<Option<bool>, _>(19), None);
+    assert_eq!(row.get::<f32, _>(20), 0.25);
+    assert_eq!(row.get::<i64, _>(21), 1);
+    // An odd record's null `mini_series` is SQL NULL, not JSON null.
+    let null: Option<String> =
+        sqlx::query_scalar("SELECT CAST(mini_series AS CHAR) FROM match_entry WHERE _key = 'n1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(null, None);
+
+    // Started again on the table it created, the sink finds it matches.
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!task.0.is_finished(), "the sink stopped on its own table");
+    stop(task).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flattened_record_lands_one_column_per_field() {
+    let (db, pool) = common::mysql_db("sink_flat").await;
+    write_nested(&db, &pool, "sink_flat", &["mini_series".into()], 2).await;
+    let types = column_types(&pool, "match_entry").await;
+    assert_eq!(types["mini_series_progress"], "longtext");
+    assert_eq!(types["mini_series_wins"], "int(11)");
+    assert!(!types.contains_key("mini_series"));
+    type Row = (String, Option<String>, Option<i32>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT CAST(_key AS CHAR), mini_series_progress, mini_series_target, mini_series_wins \
+         FROM match_entry ORDER BY _key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("n0".into(), Some("WL-".into()), Some(3), Some(1)),
+            ("n1".into(), None, None, None),
+        ]
+    );
+}

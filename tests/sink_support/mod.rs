@@ -437,3 +437,93 @@ pub fn status_lag(cfg: &Config, stage: &str) -> Option<i64> {
     let s = etl_pipe::ops::status::collect(cfg).unwrap();
     s.groups.iter().find(|g| g.stage == stage).unwrap().lag
 }
+
+/// The nested fixture schema of issue 20 (`tests/fixtures/nested_entry.avsc`): every Avro
+/// 1.12 type, nested.
+pub fn nested_schema() -> RecordSchema {
+    etl_pipe::codec::load_schema(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nested_entry.avsc"
+    ))
+    .expect("tests/fixtures/nested_entry.avsc")
+}
+
+/// The uuid of nested record `i`.
+pub fn nested_id(i: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x550e_8400_e29b_41d4_a716_4466_5544_0000 + i)
+}
+
+/// A record of [`nested_schema`]: `mini_series` set for even `i`, null for odd; `score` is
+/// `-123.45 - i/100`, `ts_us` 2023-11-14 22:13:20.123456 UTC.
+pub fn nested_record(i: i64) -> Record {
+    use etl_pipe::record::Decimal;
+    let rec = |fields: Vec<(&str, Value)>| Record {
+        fields: fields.into_iter().map(|(n, v)| (n.into(), v)).collect(),
+    };
+    let s = |v: &str| Value::String(v.into());
+    let series = rec(vec![
+        ("progress", s("WL-")),
+        ("target", Value::Int(3)),
+        ("wins", Value::Int(1)),
+        ("losses", Value::Int(0)),
+    ]);
+    let player = rec(vec![
+        ("name", s("player 플레이어")),
+        ("puuid", Value::Uuid(nested_id(1000 + i as u128))),
+        ("tier", Value::Enum("GOLD".into())),
+        ("series", Value::Null),
+    ]);
+    rec(vec![
+        ("id", Value::Uuid(nested_id(i as u128))),
+        ("region", Value::Enum("NA".into())),
+        (
+            "score",
+            Value::Decimal(Decimal::new(-12_345 - i as i128, 2)),
+        ),
+        ("prize", Value::Decimal(Decimal::new(99_999_999_999_999, 4))),
+        ("hash", Value::Fixed((0..16).collect())),
+        ("raw", Value::Bytes(vec![0, 0xff, b'\'', b'\\'])),
+        (
+            "tags",
+            Value::Array(vec![s("a"), s("it's \"quoted\" \\ too")]),
+        ),
+        ("counts", Value::Map(vec![("games".into(), Value::Long(7))])),
+        (
+            "mini_series",
+            if i % 2 == 0 {
+                Value::Record(series)
+            } else {
+                Value::Null
+            },
+        ),
+        ("players", Value::Array(vec![Value::Record(player)])),
+        ("choice", Value::Long(42)),
+        (
+            "samples",
+            Value::Map(vec![(
+                "psi".into(),
+                Value::Array(vec![Value::Double(0.5), Value::Double(-1e300)]),
+            )]),
+        ),
+        ("day", Value::Date(19_000)),
+        ("at_ms", Value::TimeMillis(45_296_789)),
+        ("at_us", Value::TimeMicros(45_296_789_012)),
+        ("ts_ms", Value::TimestampMillis(1_700_000_000_123)),
+        ("ts_us", Value::TimestampMicros(1_700_000_000_123_456)),
+        ("local_ms", Value::LocalTimestampMillis(1_700_000_000_123)),
+        (
+            "local_us",
+            Value::LocalTimestampMicros(1_700_000_000_123_456),
+        ),
+        ("flag", Value::Null),
+        ("ratio", Value::Float(0.25)),
+    ])
+}
+
+/// `n` records of [`nested_schema`] on partition 0, keys `n0..n{n-1}`.
+pub fn nested_messages(n: i64) -> Vec<(i32, String, Vec<u8>)> {
+    let c = Codec::new(nested_schema(), Framing::SingleObject);
+    (0..n)
+        .map(|i| (0, format!("n{i}"), c.encode(&nested_record(i)).unwrap()))
+        .collect()
+}

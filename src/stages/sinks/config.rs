@@ -140,6 +140,11 @@ pub struct SinkMysqlConfig {
     /// `auto`, `values` or `alias` (see [`UpsertSyntax`]).
     #[serde(default = "default_upsert_syntax")]
     pub upsert_syntax: UpsertSyntax,
+    /// Nested record fields stored as one column per field (`mini_series` → `mini_series_wins`,
+    /// `mini_series_losses`, ...) instead of one `JSON` column; a dotted path flattens a record
+    /// inside a flattened one (`["mini_series", "mini_series.detail"]`).
+    #[serde(default)]
+    pub flatten: Vec<String>,
 }
 
 fn default_offsets_table() -> String {
@@ -171,6 +176,7 @@ impl Default for SinkMysqlConfig {
             max_statement_bytes: default_max_statement_bytes(),
             string_length: default_string_length(),
             upsert_syntax: default_upsert_syntax(),
+            flatten: Vec::new(),
         }
     }
 }
@@ -353,6 +359,14 @@ impl SinkMysqlConfig {
                 "sink.mysql.string_length",
                 "must be between 1 and 16383 (the VARCHAR limit in utf8mb4)",
             ));
+        }
+        for f in &self.flatten {
+            if !f.split('.').all(is_identifier) {
+                return Err(ConfigError::key(
+                    "sink.mysql.flatten",
+                    format!("`{f}` must be a field name, or a dotted path of field names"),
+                ));
+            }
         }
         Ok(())
     }

@@ -208,17 +208,6 @@ pub(crate) async fn run_sink_with<W: Connect>(
     codec: Arc<RecordDecoder>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    // phase 2 (issue 20): JSON columns and subdocuments; until then both sinks refuse a
-    // schema with a nested or logical type other than timestamp-millis at start-up.
-    if let Some(f) = schema.first_nested_field() {
-        return Err(SinkError::Schema(format!(
-            "field `{}` of {} is of type {}: the sinks do not write nested types yet \
-             (issue 20, phase 2)",
-            f.name,
-            schema.name,
-            f.ty.avro_name()
-        )));
-    }
     batch::connect_and_drive(cfg, sink, W::CONNECTING, shutdown, |dl| {
         W::connect(cfg, sink, db, &schema, codec.clone(), dl)
     })

@@ -103,10 +103,10 @@ fn bind_row<'q>(
                 Value::TimestampMillis(ms) => {
                     q.bind(chrono::DateTime::from_timestamp_millis(ms).map(|d| d.naive_utc()))
                 }
-                // phase 2 (issue 20): unreachable until then, `Layout::new` refuses nested
-                // schemas; written as JSON text rather than dropped.
+                // Nested and logical values (not in the bench's flat schema): JSON text.
                 other => q.bind(serde_json::to_string(&other).ok()),
             },
+            mysql::Source::Path(_) => q.bind(None::<String>),
             mysql::Source::TraceId => q.bind(None::<String>),
             mysql::Source::SourceTopic => q.bind("bench"),
             mysql::Source::SourcePartition => q.bind(0i32),

@@ -1,15 +1,22 @@
 //! A record as a MongoDB document: `_id` from the key, every field of the record as BSON,
 //! then the lineage fields; and the [`Upsert`] that carries it, encoded, to the server.
-use mongodb::bson::{self, Bson, Document, RawDocumentBuf};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{self, Binary, Bson, Decimal128, Document, RawDocumentBuf};
 
-use crate::record::{Record, Value};
+use crate::record::{FieldType, Record, RecordSchema, Value};
 use crate::stages::sinks::{lineage, Rejected, SinkMessage};
 
 /// Bytes of statements per command: the 16 MiB BSON limit less room for the command itself.
 const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 
-/// A record value as BSON: ints stay 32-bit, longs 64-bit, timestamps become BSON dates.
-/// A value of a type the sink cannot write yet is an error naming `field`.
+/// Decimal128 holds 34 significant digits.
+pub const MAX_DECIMAL128_PRECISION: u32 = 34;
+
+/// A record value as BSON: ints stay 32-bit, longs 64-bit; records and maps are
+/// subdocuments, arrays arrays; decimals `Decimal128`; dates and timestamps BSON dates
+/// (milliseconds: finer digits are cut toward the past); times of day the Avro integer (ms or
+/// µs after midnight); uuids binary subtype 4, bytes and fixed binary subtype 0; enums strings.
+/// A value BSON cannot hold (a decimal beyond 34 digits) is an error naming `field`.
 pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
     Ok(match v {
         Value::Null => Bson::Null,
@@ -20,19 +27,105 @@ pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
         Value::Double(f) => Bson::Double(*f),
         Value::String(s) => Bson::String(s.clone()),
         Value::TimestampMillis(ms) => Bson::DateTime(bson::DateTime::from_millis(*ms)),
-        // phase 2 (issue 20): subdocuments, arrays, Decimal128, dates, binary, uuid.
-        other => {
-            return Err(Rejected {
-                index: 0,
-                kind: "unsupported_type",
-                message: format!(
-                    "field `{field}` holds a {} value: the Mongo sink does not write nested \
-                     types yet (issue 20, phase 2)",
-                    other.kind()
-                ),
-            })
+        Value::LocalTimestampMillis(ms) => Bson::DateTime(bson::DateTime::from_millis(*ms)),
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => {
+            Bson::DateTime(bson::DateTime::from_millis(us.div_euclid(1_000)))
+        }
+        Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns) => {
+            Bson::DateTime(bson::DateTime::from_millis(ns.div_euclid(1_000_000)))
+        }
+        Value::Date(days) => {
+            Bson::DateTime(bson::DateTime::from_millis(i64::from(*days) * 86_400_000))
+        }
+        Value::TimeMillis(ms) => Bson::Int32(*ms),
+        Value::TimeMicros(us) => Bson::Int64(*us),
+        Value::Enum(s) => Bson::String(s.clone()),
+        Value::Uuid(u) => Bson::Binary(Binary {
+            subtype: BinarySubtype::Uuid,
+            bytes: u.as_bytes().to_vec(),
+        }),
+        Value::Bytes(b) | Value::Fixed(b) => Bson::Binary(Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: b.clone(),
+        }),
+        Value::Decimal(d) => Bson::Decimal128(decimal128(d).ok_or_else(|| Rejected {
+            index: 0,
+            kind: "invalid_record",
+            message: format!(
+                "field `{field}` holds the decimal {d}, more than the \
+                 {MAX_DECIMAL128_PRECISION} digits of a Decimal128"
+            ),
+        })?),
+        Value::Array(items) => Bson::Array(
+            items
+                .iter()
+                .map(|item| to_bson(field, item))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Map(entries) => {
+            let mut d = Document::new();
+            for (k, item) in entries {
+                d.insert(k.clone(), to_bson(field, item)?);
+            }
+            Bson::Document(d)
+        }
+        Value::Record(r) => {
+            let mut d = Document::new();
+            for (k, item) in &r.fields {
+                d.insert(&**k, to_bson(field, item)?);
+            }
+            Bson::Document(d)
         }
     })
+}
+
+/// A decimal as IEEE 754-2008 decimal128 (binary integer decimal, the encoding BSON uses):
+/// sign, exponent `-scale` biased by 6176, and the unscaled integer as the coefficient.
+/// `None` beyond 34 digits.
+pub fn decimal128(d: &crate::record::Decimal) -> Option<Decimal128> {
+    let unscaled = d.unscaled_i128()?;
+    let coefficient = unscaled.unsigned_abs();
+    if coefficient >= 10u128.pow(MAX_DECIMAL128_PRECISION) {
+        return None;
+    }
+    let exponent = 6176u128.checked_sub(u128::from(d.scale()))?;
+    let bits = (u128::from(unscaled < 0) << 127) | (exponent << 113) | coefficient;
+    Some(Decimal128::from_bytes(bits.to_le_bytes()))
+}
+
+/// The schema's types this sink cannot store, found at start-up: decimals of more than 34
+/// digits (a `Decimal128` would round them; writing them as strings would make one field two
+/// types), named by their path.
+/// `decimal128`: the server stores Decimal128 at all (FerretDB 1.24 drops the connection on
+/// one, so the sink would retry for ever).
+pub fn check_schema(schema: &RecordSchema, decimal128: bool) -> Result<(), String> {
+    fn walk(path: &str, ty: &FieldType, decimal128: bool) -> Result<(), String> {
+        match ty {
+            FieldType::Decimal { .. } if !decimal128 => Err(format!(
+                "field `{path}` is a decimal: this server (FerretDB) cannot store Decimal128 \
+                 (it drops the connection); use MongoDB for decimal fields"
+            )),
+            FieldType::Decimal {
+                precision, scale, ..
+            } if *precision > MAX_DECIMAL128_PRECISION => Err(format!(
+                "field `{path}` is decimal({precision},{scale}): a MongoDB Decimal128 holds at \
+                 most {MAX_DECIMAL128_PRECISION} digits"
+            )),
+            FieldType::Array(t) | FieldType::Map(t) => walk(path, t, decimal128),
+            FieldType::Union(branches) => {
+                branches.iter().try_for_each(|t| walk(path, t, decimal128))
+            }
+            FieldType::Record(r) => r
+                .fields
+                .iter()
+                .try_for_each(|f| walk(&format!("{path}.{}", f.name), &f.ty, decimal128)),
+            _ => Ok(()),
+        }
+    }
+    schema
+        .fields
+        .iter()
+        .try_for_each(|f| walk(&f.name, &f.ty, decimal128))
 }
 
 /// The document of a record: `_id`, every field of the record, then the lineage fields.
@@ -162,6 +255,7 @@ impl Upsert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Decimal;
 
     fn message(partition: i32, offset: i64, key: &[u8]) -> SinkMessage {
         SinkMessage {
@@ -193,18 +287,109 @@ mod tests {
     }
 
     #[test]
-    fn a_nested_value_is_rejected_naming_the_field() {
-        // phase 2 (issue 20) writes it as a subdocument; until then the record is rejected.
+    fn nested_values_are_subdocuments_arrays_and_typed_leaves() {
+        let msg = message(0, 1, b"k");
+        let mut series = Record::new();
+        series.set("wins", Value::Int(2));
+        series.set("progress", Value::String("WL-".into()));
+        let u = uuid::Uuid::from_u128(0x550e_8400_e29b_41d4_a716_4466_5544_0000);
+        let mut r = Record::new();
+        r.set("mini_series", Value::Record(series));
+        r.set(
+            "tags",
+            Value::Array(vec![Value::String("a".into()), Value::Null]),
+        );
+        r.set("counts", Value::Map(vec![("games".into(), Value::Long(7))]));
+        r.set("score", Value::Decimal(Decimal::new(-12_345, 2)));
+        r.set("id", Value::Uuid(u));
+        r.set("raw", Value::Bytes(vec![0, 0xff]));
+        r.set("region", Value::Enum("EUW".into()));
+        r.set("day", Value::Date(1));
+        r.set("ts_us", Value::TimestampMicros(1_700_000_000_123_999));
+        r.set("ts_ns", Value::TimestampNanos(-1));
+        r.set("at_us", Value::TimeMicros(5));
+        let (_, d) = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        let s = d.get_document("mini_series").unwrap();
+        assert_eq!(s.get_i32("wins").unwrap(), 2);
+        assert_eq!(s.get_str("progress").unwrap(), "WL-");
+        let tags = d.get_array("tags").unwrap();
+        assert_eq!(tags[0], Bson::String("a".into()));
+        assert_eq!(tags[1], Bson::Null);
+        assert_eq!(
+            d.get_document("counts").unwrap().get_i64("games").unwrap(),
+            7
+        );
+        assert_eq!(d.get_str("region").unwrap(), "EUW");
+        assert_eq!(
+            d.get("score").unwrap(),
+            &Bson::Decimal128("-123.45".parse().unwrap())
+        );
+        let id = d.get_binary_generic("raw").unwrap();
+        assert_eq!(id, &vec![0, 0xff]);
+        match d.get("id").unwrap() {
+            Bson::Binary(b) => {
+                assert_eq!(b.subtype, BinarySubtype::Uuid);
+                assert_eq!(b.bytes, u.as_bytes().to_vec());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            d.get_datetime("day").unwrap().timestamp_millis(),
+            86_400_000
+        );
+        // Micros and nanos are cut to milliseconds toward the past.
+        assert_eq!(
+            d.get_datetime("ts_us").unwrap().timestamp_millis(),
+            1_700_000_000_123
+        );
+        assert_eq!(d.get_datetime("ts_ns").unwrap().timestamp_millis(), -1);
+        assert_eq!(d.get_i64("at_us").unwrap(), 5);
+        // The whole document encodes.
+        RawDocumentBuf::from_document(&d).unwrap();
+    }
+
+    #[test]
+    fn decimals_are_decimal128_up_to_34_digits() {
+        for (unscaled, scale) in [
+            (0i128, 0u32),
+            (1, 0),
+            (-1, 0),
+            (123_456_789_012_345_678, 4),
+            (-99_999_999_999_999, 4),
+            (10i128.pow(34) - 1, 10),
+            (-(10i128.pow(34) - 1), 34),
+            (5, 30),
+        ] {
+            let d = Decimal::new(unscaled, scale);
+            let want: Decimal128 = d.to_string().parse().unwrap();
+            assert_eq!(decimal128(&d), Some(want), "{d}");
+        }
+        assert_eq!(decimal128(&Decimal::new(10i128.pow(34), 2)), None);
         let msg = message(0, 1, b"k");
         let mut r = Record::new();
-        r.set("wins", Value::Int(3));
-        r.set("tags", Value::Array(vec![Value::String("a".into())]));
+        r.set("big", Value::Decimal(Decimal::new(10i128.pow(35), 0)));
         let e = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap_err();
-        assert_eq!(e.kind, "unsupported_type");
-        assert!(
-            e.message.contains("`tags`") && e.message.contains("array"),
-            "{}",
-            e.message
-        );
+        assert_eq!(e.kind, "invalid_record");
+        assert!(e.message.contains("`big`"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_decimal_beyond_decimal128_fails_at_start_naming_its_path() {
+        let nested = crate::codec::load_schema(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/nested_entry.avsc"
+        ))
+        .unwrap();
+        check_schema(&nested, true).unwrap();
+        let e = check_schema(&nested, false).unwrap_err();
+        assert!(e.contains("`score`") && e.contains("FerretDB"), "{e}");
+        let s = RecordSchema::parse(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"record",
+            "name":"A","fields":[{"name":"b","type":{"type":"array","items":{"type":"bytes",
+            "logicalType":"decimal","precision":40,"scale":2}}}]}}]}"#,
+        )
+        .unwrap();
+        let e = check_schema(&s, true).unwrap_err();
+        assert!(e.contains("`a.b`") && e.contains("decimal(40,2)"), "{e}");
     }
 }

@@ -115,6 +115,8 @@ impl MongoSink {
             .await
             .map_err(|e| classify(&e, "reaching MongoDB"))?;
         let (update_statements, server) = update_statements(&database).await?;
+        let ferretdb = update_statements == FERRETDB_UPDATE_STATEMENTS;
+        super::document::check_schema(schema, !ferretdb).map_err(SinkError::Schema)?;
         let version_field = version_field(schema, sink)?;
         let collection = sink
             .mongo

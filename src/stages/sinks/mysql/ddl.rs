@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use sqlx::{MySqlPool, Row as _};
 
 use super::errors::sink_error;
-use super::layout::{Column, Layout, Source};
+use super::layout::{Column, Layout};
 use super::sql::ident;
-use super::types::{accepted_types, type_name};
+use super::types::{accepted_types, column_type_problem, type_name};
 use crate::stages::sinks::SinkError;
 
 impl Layout {
@@ -110,11 +110,11 @@ fn plan_existing(
     let mut add = Vec::new();
     for c in &layout.columns {
         match cols.get(&c.name) {
-            None if c.nullable && matches!(c.source, Source::Field(_)) => add.push(c.clone()),
+            None if c.nullable && c.source.is_field() => add.push(c.clone()),
             None => problems.push(format!(
                 "column `{}` is missing{}",
                 c.name,
-                if matches!(c.source, Source::Field(_)) {
+                if c.source.is_field() {
                     " and the field is not nullable, so it cannot be added to existing rows"
                 } else {
                     " (a lineage column)"
@@ -130,6 +130,11 @@ fn plan_existing(
                         c.name,
                         type_name(&c.ty),
                         ok.join(", ").to_ascii_uppercase()
+                    ));
+                } else if let Some(p) = column_type_problem(&c.ty, &e.column_type) {
+                    problems.push(format!(
+                        "column `{}` is {}, which {p}",
+                        c.name, e.column_type
                     ));
                 }
                 if c.nullable && !e.nullable {
@@ -219,13 +224,112 @@ mod tests {
         assert!(Layout::new(&schema(), "t", Some("nope"), 100, Flavor::MariaDb).is_err());
     }
 
+    fn nested() -> crate::record::RecordSchema {
+        crate::codec::load_schema(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/nested_entry.avsc"
+        ))
+        .unwrap()
+    }
+
     #[test]
-    fn a_nested_field_is_refused_naming_it() {
-        // phase 2 (issue 20) maps it to a JSON column; until then the layout says which field.
+    fn nested_and_logical_types_get_their_columns() {
+        let l = Layout::new(&nested(), "t", Some("id"), 255, Flavor::MariaDb).unwrap();
+        let sql = l.create_table_sql();
+        for want in [
+            "`id` CHAR(36) CHARACTER SET ascii NOT NULL",
+            "`region` VARCHAR(255) CHARACTER SET ascii NOT NULL",
+            "`score` DECIMAL(10,2) NOT NULL",
+            "`prize` DECIMAL(18,4) NOT NULL",
+            "`hash` BINARY(16) NOT NULL",
+            "`raw` LONGBLOB NOT NULL",
+            "`tags` JSON NOT NULL",
+            "`counts` JSON NOT NULL",
+            "`mini_series` JSON NULL",
+            "`players` JSON NOT NULL",
+            "`choice` JSON NULL",
+            "`samples` JSON NOT NULL",
+            "`day` DATE NOT NULL",
+            "`at_ms` TIME(3) NOT NULL",
+            "`at_us` TIME(6) NOT NULL",
+            "`ts_ms` DATETIME(3) NOT NULL",
+            "`ts_us` DATETIME(6) NOT NULL",
+            "`local_ms` DATETIME(3) NOT NULL",
+            "`local_us` DATETIME(6) NOT NULL",
+            "`flag` BOOLEAN NULL",
+            "`ratio` FLOAT NOT NULL",
+            "PRIMARY KEY (`id`)",
+        ] {
+            assert!(sql.contains(want), "{want} in {sql}");
+        }
+    }
+
+    #[test]
+    fn a_flattened_record_is_one_column_per_field() {
+        let flatten = vec!["mini_series".to_string()];
+        let l = Layout::with_flatten(&nested(), "t", None, 255, Flavor::MariaDb, &flatten).unwrap();
+        let sql = l.create_table_sql();
+        // The record is nullable, so every column of it is.
+        assert!(
+            sql.contains("`mini_series_progress` LONGTEXT NULL"),
+            "{sql}"
+        );
+        assert!(sql.contains("`mini_series_wins` INT NULL"), "{sql}");
+        assert!(!sql.contains("`mini_series` "), "{sql}");
+        let c = l
+            .columns
+            .iter()
+            .find(|c| c.name == "mini_series_losses")
+            .unwrap();
+        assert_eq!(
+            c.source,
+            super::super::layout::Source::Path(vec!["mini_series".into(), "losses".into()])
+        );
+        let bad = |f: &str| {
+            Layout::with_flatten(&nested(), "t", None, 255, Flavor::MariaDb, &[f.to_string()])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("tags");
+        assert!(
+            e.contains("sink.mysql.flatten") && e.contains("only records"),
+            "{e}"
+        );
+        assert!(bad("nope").contains("not a field"));
+        assert!(bad("mini_series.progress").contains("must be flattened too"));
+    }
+
+    #[test]
+    fn flattened_names_that_collide_are_refused() {
+        let mut s = nested();
+        s.fields.push(crate::record::FieldSchema {
+            name: "mini_series_wins".into(),
+            ty: FieldType::Int,
+            nullable: false,
+            doc: None,
+            default: None,
+            aliases: Vec::new(),
+        });
+        let flatten = vec!["mini_series".to_string()];
+        let e = Layout::with_flatten(&s, "t", None, 255, Flavor::MariaDb, &flatten)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`mini_series_wins`") && e.contains("sink.mysql.flatten"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_decimal_mysql_cannot_hold_fails_naming_the_field() {
         let mut s = schema();
         s.fields.push(crate::record::FieldSchema {
-            name: "tags".into(),
-            ty: FieldType::Array(Box::new(FieldType::String)),
+            name: "huge".into(),
+            ty: FieldType::Decimal {
+                precision: 70,
+                scale: 2,
+                fixed: None,
+            },
             nullable: false,
             doc: None,
             default: None,
@@ -234,8 +338,7 @@ mod tests {
         let e = Layout::new(&s, "t", None, 255, Flavor::MariaDb)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`tags`") && e.contains("issue 20"), "{e}");
-        assert!(accepted_types(&FieldType::Uuid).is_empty());
+        assert!(e.contains("`huge`") && e.contains("decimal(70,2)"), "{e}");
     }
 
     #[test]
@@ -259,6 +362,50 @@ mod tests {
         cols.remove("win_rate");
         let add = plan_existing(&l, &cols, &pk).unwrap();
         assert_eq!(add[0].name, "win_rate");
+        let l2 = Layout::new(&nested(), "t", None, 255, Flavor::MariaDb).unwrap();
+        let mut cols2 = BTreeMap::new();
+        for c in &l2.columns {
+            let t = c
+                .create_type
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_ascii_lowercase();
+            cols2.insert(
+                c.name.clone(),
+                ExistingColumn {
+                    data_type: t
+                        .split('(')
+                        .next()
+                        .unwrap()
+                        .replace("json", "longtext")
+                        .replace("boolean", "tinyint"),
+                    column_type: t,
+                    nullable: c.nullable,
+                    has_default: false,
+                    generated: false,
+                },
+            );
+        }
+        assert!(plan_existing(&l2, &cols2, &pk).unwrap().is_empty());
+        cols2.get_mut("ts_us").unwrap().column_type = "datetime(3)".into();
+        cols2.get_mut("score").unwrap().column_type = "decimal(8,2)".into();
+        cols2.get_mut("tags").unwrap().data_type = "int".into();
+        let err = plan_existing(&l2, &cols2, &pk).unwrap_err().join("; ");
+        assert!(
+            err.contains(
+                "column `ts_us` is datetime(3), which keeps 3 fractional digits, 6 are needed"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("column `score` is decimal(8,2), which cannot hold every decimal(10,2)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("field `tags` (array) needs one of JSON, LONGTEXT"),
+            "{err}"
+        );
         cols.get_mut("wins").unwrap().data_type = "varchar".into();
         cols.get_mut("wins").unwrap().column_type = "varchar(10)".into();
         let err = plan_existing(&l, &cols, &pk).unwrap_err().join("; ");

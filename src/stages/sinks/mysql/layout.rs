@@ -14,11 +14,21 @@ pub enum Source {
     KafkaKey,
     /// A schema field (by name).
     Field(String),
+    /// A field of a nested record spread over columns (`sink.mysql.flatten`): the field names
+    /// from the top-level field down; null when a record on the way is null.
+    Path(Vec<String>),
     TraceId,
     SourceTopic,
     SourcePartition,
     SourceOffset,
     LoadedAt,
+}
+
+impl Source {
+    /// The column holds a record field (not lineage).
+    pub fn is_field(&self) -> bool {
+        matches!(self, Source::Field(_) | Source::Path(_))
+    }
 }
 
 /// One column of the target table.
@@ -41,13 +51,28 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout for a schema. Fails (naming the key) when `key_field` is not a usable key.
+    /// The layout for a schema, nested records as `JSON` columns. Fails (naming the key) when
+    /// `key_field` is not a usable key, or (naming the field) when a type has no column.
     pub fn new(
         schema: &RecordSchema,
         table: &str,
         key_field: Option<&str>,
         string_length: u32,
         flavor: Flavor,
+    ) -> Result<Layout, SinkError> {
+        Layout::with_flatten(schema, table, key_field, string_length, flavor, &[])
+    }
+
+    /// [`Layout::new`] with the nested records named in `flatten` (`sink.mysql.flatten`: field
+    /// names, dotted paths for records inside flattened ones) spread over one column per
+    /// field, named `<field>_<subfield>`.
+    pub fn with_flatten(
+        schema: &RecordSchema,
+        table: &str,
+        key_field: Option<&str>,
+        string_length: u32,
+        flavor: Flavor,
+        flatten: &[String],
     ) -> Result<Layout, SinkError> {
         for f in &schema.fields {
             if lineage::ALL.contains(&f.name.as_str()) {
@@ -57,31 +82,32 @@ impl Layout {
                 )));
             }
         }
+        check_flatten(schema, key_field, flatten)?;
         let mut columns = Vec::with_capacity(schema.fields.len() + 6);
         columns.push(key_column(schema, key_field, string_length, flavor)?);
         for f in &schema.fields {
             if Some(f.name.as_str()) == key_field {
                 continue;
             }
-            let null = if f.nullable { "NULL" } else { "NOT NULL" };
-            let Some(sql) = sql_type(&f.ty) else {
-                return Err(SinkError::Schema(format!(
-                    "field `{}` is of type {}: the MySQL sink does not write nested types yet \
-                     (issue 20, phase 2)",
-                    f.name,
-                    type_name(&f.ty)
-                )));
-            };
-            columns.push(Column {
-                name: f.name.clone(),
-                ty: f.ty.clone(),
-                nullable: f.nullable,
-                source: Source::Field(f.name.clone()),
-                create_type: format!("{sql} {null}"),
-                doc: f.doc.clone(),
-            });
+            field_columns(f, &[], false, flatten, &mut columns)?;
         }
         columns.extend(lineage_columns());
+        let mut seen = std::collections::HashSet::new();
+        for c in &columns {
+            // MySQL column names are case-insensitive and at most 64 characters.
+            if c.name.chars().count() > 64 {
+                return Err(flatten_error(format!(
+                    "column `{}` would be longer than MySQL's 64 characters",
+                    c.name
+                )));
+            }
+            if !seen.insert(c.name.to_lowercase()) {
+                return Err(flatten_error(format!(
+                    "two columns would be named `{}`; rename a field or flatten less",
+                    c.name
+                )));
+            }
+        }
         Ok(Layout {
             table: table.to_string(),
             columns,
@@ -91,6 +117,95 @@ impl Layout {
     pub fn key(&self) -> &Column {
         &self.columns[0]
     }
+}
+
+/// The column(s) of field `f` found at `path` inside the record: one, or one per subfield
+/// when `f` is a record listed in `flatten` (recursively). `parent_nullable`: an enclosing
+/// flattened record may be null, so every column under it may be.
+fn field_columns(
+    f: &FieldSchema,
+    path: &[String],
+    parent_nullable: bool,
+    flatten: &[String],
+    out: &mut Vec<Column>,
+) -> Result<(), SinkError> {
+    let mut path = path.to_vec();
+    path.push(f.name.clone());
+    let nullable = parent_nullable
+        || f.nullable
+        || matches!(&f.ty, FieldType::Union(b) if b.contains(&FieldType::Null));
+    if let FieldType::Record(r) = &f.ty {
+        if flatten.contains(&path.join(".")) {
+            for sub in &r.fields {
+                field_columns(sub, &path, nullable, flatten, out)?;
+            }
+            return Ok(());
+        }
+    }
+    let sql = sql_type(&f.ty).map_err(|e| {
+        SinkError::Schema(format!(
+            "field `{}` ({}): {e}; the MySQL sink cannot write it",
+            path.join("."),
+            type_name(&f.ty)
+        ))
+    })?;
+    let null = if nullable { "NULL" } else { "NOT NULL" };
+    let source = if path.len() == 1 {
+        Source::Field(f.name.clone())
+    } else {
+        Source::Path(path.clone())
+    };
+    out.push(Column {
+        name: path.join("_"),
+        ty: f.ty.clone(),
+        nullable,
+        source,
+        create_type: format!("{sql} {null}"),
+        doc: f.doc.clone(),
+    });
+    Ok(())
+}
+
+/// Every `sink.mysql.flatten` entry names a record field (`a`, or `a.b` inside a flattened
+/// `a`) and not the key.
+fn check_flatten(
+    schema: &RecordSchema,
+    key_field: Option<&str>,
+    flatten: &[String],
+) -> Result<(), SinkError> {
+    for entry in flatten {
+        let mut fields = &schema.fields;
+        let parts: Vec<&str> = entry.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let at = parts[..=i].join(".");
+            if i > 0 && !flatten.contains(&parts[..i].join(".")) {
+                return Err(flatten_error(format!(
+                    "`{entry}`: `{}` must be flattened too",
+                    parts[..i].join(".")
+                )));
+            }
+            let f = fields.iter().find(|f| f.name == *part).ok_or_else(|| {
+                flatten_error(format!("`{at}` is not a field of schema {}", schema.name))
+            })?;
+            if i == 0 && Some(f.name.as_str()) == key_field {
+                return Err(flatten_error(format!("`{at}` is the key field")));
+            }
+            match &f.ty {
+                FieldType::Record(r) => fields = &r.fields,
+                other => {
+                    return Err(flatten_error(format!(
+                        "`{at}` is a {}; only records can be flattened",
+                        type_name(other)
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flatten_error(message: String) -> SinkError {
+    SinkError::Config(ConfigError::key("sink.mysql.flatten", message))
 }
 
 /// The primary key column: the Kafka key (`key_field` unset) or the named schema field.
@@ -138,11 +253,11 @@ fn key_type(f: &FieldSchema, string_length: u32, coll: &str) -> Result<String, S
         FieldType::String => Ok(format!(
             "VARCHAR({key_len}) CHARACTER SET utf8mb4 COLLATE {coll}"
         )),
-        FieldType::Int | FieldType::Long | FieldType::TimestampMillis => {
-            sql_type(&f.ty).ok_or_else(|| key_error(format!("`{}` has no column type", f.name)))
+        FieldType::Int | FieldType::Long | FieldType::TimestampMillis | FieldType::Uuid => {
+            sql_type(&f.ty).map_err(|e| key_error(format!("`{}`: {e}", f.name)))
         }
         _ => Err(key_error(format!(
-            "`{}` is a {}; a key must be a string, int, long or timestamp",
+            "`{}` is a {}; a key must be a string, int, long, timestamp-millis or uuid",
             f.name,
             type_name(&f.ty)
         ))),

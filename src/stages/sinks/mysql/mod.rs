@@ -14,12 +14,13 @@
 //! still cut at `rows_per_statement`, 65 535 / columns rows, and `max_allowed_packet`.
 //!
 //! Files: `config.rs` the `[mysql]` connection settings, `server.rs` the pool and what the
-//! server is, `types.rs` the type mapping, `layout.rs` the table's columns, `ddl.rs` creating
+//! server is, `types.rs` the type mapping, `json.rs` nested values as JSON text, `layout.rs` the table's columns, `ddl.rs` creating
 //! and checking the table, `sql.rs` statement text, `errors.rs` error classification,
 //! `offsets.rs` the offsets table, `writer.rs` the [`MysqlSink`] that writes batches.
 mod config;
 mod ddl;
 mod errors;
+mod json;
 mod layout;
 mod offsets;
 mod server;

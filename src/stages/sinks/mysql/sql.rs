@@ -3,6 +3,7 @@
 //! limits ([`Statements`]).
 use std::fmt::Write as _;
 
+use super::json;
 use super::layout::{Column, Layout, Source};
 use super::types::type_name;
 use crate::record::{FieldType, Record, Value};
@@ -86,21 +87,53 @@ fn push_string(out: &mut String, s: &str) {
 /// `'YYYY-MM-DD hh:mm:ss.fff'` (UTC). Written field by field: chrono's `format` parses its
 /// pattern on every call, which was 7 % of sink-mysql's CPU (perf, issue #18).
 fn push_datetime(out: &mut String, millis: i64) -> Result<(), String> {
-    use chrono::{Datelike, Timelike};
     let dt = chrono::DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| format!("timestamp {millis} ms is outside any date"))?;
+    push_datetime_at(out, &dt, dt.timestamp_subsec_millis(), 3);
+    Ok(())
+}
+
+/// `'YYYY-MM-DD hh:mm:ss.ffffff'` for `DATETIME(6)`.
+fn push_datetime_micros(out: &mut String, micros: i64) -> Result<(), String> {
+    let dt = chrono::DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| format!("timestamp {micros} µs is outside any date"))?;
+    push_datetime_at(out, &dt, dt.timestamp_subsec_micros(), 6);
+    Ok(())
+}
+
+#[inline]
+fn push_datetime_at(
+    out: &mut String,
+    dt: &chrono::DateTime<chrono::Utc>,
+    frac: u32,
+    digits: usize,
+) {
+    use chrono::{Datelike, Timelike};
     let _ = write!(
         out,
-        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}'",
+        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:0digits$}'",
         dt.year(),
         dt.month(),
         dt.day(),
         dt.hour(),
         dt.minute(),
         dt.second(),
-        dt.timestamp_subsec_millis()
+        frac
     );
-    Ok(())
+}
+
+/// A field inside nested records (`Source::Path`); null when a record on the way is null.
+fn lookup<'r>(record: &'r Record, path: &[String]) -> &'r Value {
+    static NULL: Value = Value::Null;
+    let mut fields = record;
+    for (i, name) in path.iter().enumerate() {
+        match fields.get(name) {
+            Some(v) if i + 1 == path.len() => return v,
+            Some(Value::Record(r)) => fields = r,
+            _ => return &NULL,
+        }
+    }
+    &NULL
 }
 
 fn push_value(out: &mut String, col: &Column, v: &Value) -> Result<(), String> {
@@ -150,6 +183,52 @@ fn push_value(out: &mut String, col: &Column, v: &Value) -> Result<(), String> {
         (FieldType::TimestampMillis, Value::TimestampMillis(ms) | Value::Long(ms)) => {
             push_datetime(out, *ms).map_err(|e| bad(&e))?
         }
+        // Past here: the types of issue 20, after the flat ones so that their path is as it was.
+        (
+            FieldType::TimestampMicros | FieldType::LocalTimestampMicros,
+            Value::TimestampMicros(us) | Value::LocalTimestampMicros(us),
+        ) => push_datetime_micros(out, *us).map_err(|e| bad(&e))?,
+        // Nanoseconds are cut to the microseconds DATETIME(6) keeps (toward the past).
+        (
+            FieldType::TimestampNanos | FieldType::LocalTimestampNanos,
+            Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns),
+        ) => push_datetime_micros(out, ns.div_euclid(1000)).map_err(|e| bad(&e))?,
+        (
+            FieldType::LocalTimestampMillis,
+            Value::LocalTimestampMillis(ms) | Value::TimestampMillis(ms),
+        ) => push_datetime(out, *ms).map_err(|e| bad(&e))?,
+        (FieldType::Date, Value::Date(days)) => {
+            let d = json::date(*days).map_err(|e| bad(&e))?;
+            let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
+        }
+        (FieldType::TimeMillis, Value::TimeMillis(ms)) => {
+            let t = json::time(i64::from(*ms) * 1_000_000).map_err(|e| bad(&e))?;
+            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.3f"));
+        }
+        (FieldType::TimeMicros, Value::TimeMicros(us)) => {
+            let t = json::time(us.saturating_mul(1000)).map_err(|e| bad(&e))?;
+            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.6f"));
+        }
+        // An exact numeric literal: MySQL reads it as DECIMAL, no float on the way.
+        (FieldType::Decimal { .. }, Value::Decimal(d)) => {
+            let _ = write!(out, "{d}");
+        }
+        (FieldType::Uuid, Value::Uuid(u)) => {
+            let _ = write!(out, "'{}'", u.hyphenated());
+        }
+        (FieldType::Enum(_), Value::Enum(s)) => push_string(out, s),
+        (FieldType::Bytes | FieldType::Fixed(_), Value::Bytes(b) | Value::Fixed(b)) => {
+            out.reserve(b.len() * 2 + 3);
+            out.push_str("X'");
+            for byte in b {
+                let _ = write!(out, "{byte:02x}");
+            }
+            out.push('\'');
+        }
+        (
+            FieldType::Array(_) | FieldType::Map(_) | FieldType::Record(_) | FieldType::Union(_),
+            v,
+        ) => json::push_json(out, v).map_err(|e| bad(&e))?,
         (_, other) => {
             return Err(bad(&format!("a value of another type ({other:?})")));
         }
@@ -198,6 +277,10 @@ pub fn render_row(
             Source::Field(name) => {
                 let v = record.get(name).unwrap_or(&Value::Null);
                 push_value(out, col, v).map_err(|e| reject("invalid_record", e))?;
+            }
+            Source::Path(path) => {
+                push_value(out, col, lookup(record, path))
+                    .map_err(|e| reject("invalid_record", e))?;
             }
             Source::TraceId => match msg.trace_id(Some(record)) {
                 Some(t) => {

@@ -64,12 +64,13 @@ impl MysqlSink {
             .table
             .clone()
             .unwrap_or_else(|| default_target_name(schema));
-        let layout = Layout::new(
+        let layout = Layout::with_flatten(
             schema,
             &table,
             sink.key_field.as_deref(),
             sink.mysql.string_length,
             flavor,
+            &sink.mysql.flatten,
         )?;
         ensure_table(&pool, &layout).await?;
         ensure_offsets_table(&pool, &sink.mysql.offsets_table).await?;
