@@ -198,6 +198,7 @@ fn expected_record(
             ("inactive".into(), Value::Boolean(false)),
             ("fresh_blood".into(), Value::Boolean(true)),
             ("hot_streak".into(), Value::Boolean(false)),
+            ("mini_series".into(), Value::Null),
             ("games".into(), Value::Int(games)),
             (
                 "win_rate".into(),

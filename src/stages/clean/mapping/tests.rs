@@ -79,6 +79,7 @@ fn good_record_maps_to_every_field_in_schema_order() {
         ("inactive", Value::Boolean(false)),
         ("fresh_blood", Value::Boolean(true)),
         ("hot_streak", Value::Boolean(false)),
+        ("mini_series", Value::Null),
         ("games", Value::Int(220)),
         ("win_rate", Value::Double(120.0 / 220.0)),
         ("source", Value::String("league-api".into())),
