@@ -198,6 +198,7 @@ fn expected_record(
             ("inactive".into(), Value::Boolean(false)),
             ("fresh_blood".into(), Value::Boolean(true)),
             ("hot_streak".into(), Value::Boolean(false)),
+            ("mini_series".into(), Value::Null),
             ("games".into(), Value::Int(games)),
             (
                 "win_rate".into(),
@@ -795,4 +796,167 @@ fn a_bad_clean_config_fails_at_start_naming_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("[clean.fields.win_rate]"), "{stdout}");
+}
+
+/// A cleaned schema with a nested record, an array of records and lineage, for the nested test.
+const NESTED_SCHEMA: &str = r#"{"type": "record", "name": "Entry", "namespace": "test.nested",
+  "fields": [
+    {"name": "summoner_id", "type": "string"},
+    {"name": "progress", "type": ["null", "string"], "default": null},
+    {"name": "mini_series", "type": ["null", {"type": "record", "name": "MiniSeries", "fields": [
+      {"name": "target", "type": "int"}, {"name": "wins", "type": "int"},
+      {"name": "losses", "type": "int"}, {"name": "progress", "type": "string"}]}],
+     "default": null},
+    {"name": "players", "type": {"type": "array", "items": {"type": "record", "name": "Player",
+      "fields": [{"name": "name", "type": "string"}, {"name": "kills", "type": "int"}]}},
+     "default": []},
+    {"name": "source_offset", "type": "long"}
+  ]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_json_is_cleaned_into_nested_avro_and_a_bad_leaf_names_its_path() {
+    let mut cfg = stage_config("clean_nested");
+    let schema_path = std::env::temp_dir().join(format!("{}.avsc", common::unique("nested")));
+    std::fs::write(&schema_path, NESTED_SCHEMA).unwrap();
+    let mut c = cfg.clean.take().unwrap();
+    c.schema = schema_path.clone();
+    c.fields.clear();
+    c.key_field = Some("summoner_id".into());
+    c.auto_map = true;
+    c.fields.insert(
+        "progress".into(),
+        clean::FieldMapping {
+            from: Some("miniSeries.progress".into()),
+            ..Default::default()
+        },
+    );
+    cfg.clean = Some(c);
+    create_topics(&cfg, 1).await;
+    let raw_topic = cfg.topics.name(TopicRole::Raw);
+    let producer: FutureProducer = kafka::producer_config(&cfg.kafka).create().unwrap();
+    let inputs = [
+        (
+            "n1",
+            r#"{"summonerId": "n1", "miniSeries": {"target": 3, "wins": 1, "losses": 0, "progress": "WNN"},
+                "players": [{"name": "a", "kills": 3}, {"name": "b", "kills": "4"}]}"#,
+        ),
+        (
+            "n2",
+            r#"{"summonerId": "n2", "players": [{"name": "a", "kills": 3}, {"name": "b", "kills": "x"}]}"#,
+        ),
+        ("n3", r#"{"summonerId": "n3", "players": []}"#),
+    ];
+    for (key, value) in &inputs {
+        producer
+            .send(
+                FutureRecord::to(&raw_topic)
+                    .partition(0)
+                    .key(*key)
+                    .payload(*value)
+                    .headers(raw_headers(None)),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    let shutdown = CancellationToken::new();
+    let stage = {
+        let cfg = cfg.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            clean::run_with_stats(&cfg.common(), &cfg.clean_or_default(), shutdown).await
+        })
+    };
+    let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
+    let dl_topic = cfg.topics.name(TopicRole::DeadLetter);
+    let mut reader = Reader::new(&[cleaned_topic.clone(), dl_topic.clone()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.messages.len() < inputs.len() && !stage.is_finished() {
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::task::block_in_place(|| reader.poll_once());
+    }
+    if stage.is_finished() {
+        panic!("the stage stopped early: {:?}", stage.await);
+    }
+    shutdown.cancel();
+    let stats = tokio::time::timeout(Duration::from_secs(60), stage)
+        .await
+        .expect("the stage stops within 60 s of shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!((stats.records_out, stats.dead_letters), (2, 1));
+    tokio::task::block_in_place(|| reader.read_to_end(Duration::from_secs(30)));
+
+    let codec = Codec::new(load_schema(&schema_path).unwrap(), Framing::SingleObject);
+    let mut cleaned: Vec<(String, Record)> = reader
+        .messages
+        .iter()
+        .filter(|m| m.topic() == cleaned_topic)
+        .map(|m| {
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            (key, codec.decode(m.payload().unwrap()).unwrap())
+        })
+        .collect();
+    cleaned.sort_by_key(|(k, _)| k.clone());
+    let s = |x: &str| Value::String(x.to_string());
+    let rec = |fields: Vec<(&str, Value)>| Record {
+        fields: fields.into_iter().map(|(n, v)| (n.into(), v)).collect(),
+    };
+    let player = |name: &str, kills: i32| {
+        Value::Record(rec(vec![("name", s(name)), ("kills", Value::Int(kills))]))
+    };
+    assert_eq!(
+        cleaned,
+        vec![
+            (
+                "n1".to_string(),
+                rec(vec![
+                    ("summoner_id", s("n1")),
+                    ("progress", s("WNN")),
+                    (
+                        "mini_series",
+                        Value::Record(rec(vec![
+                            ("target", Value::Int(3)),
+                            ("wins", Value::Int(1)),
+                            ("losses", Value::Int(0)),
+                            ("progress", s("WNN")),
+                        ])),
+                    ),
+                    (
+                        "players",
+                        Value::Array(vec![player("a", 3), player("b", 4)])
+                    ),
+                    ("source_offset", Value::Long(0)),
+                ])
+            ),
+            (
+                "n3".to_string(),
+                rec(vec![
+                    ("summoner_id", s("n3")),
+                    ("progress", Value::Null),
+                    ("mini_series", Value::Null),
+                    ("players", Value::Array(vec![])),
+                    ("source_offset", Value::Long(2)),
+                ])
+            ),
+        ],
+        "the nested record and the array of records travel as Avro"
+    );
+
+    let dl: Vec<&OwnedMessage> = reader
+        .messages
+        .iter()
+        .filter(|m| m.topic() == dl_topic)
+        .collect();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].key(), Some("n2".as_bytes()));
+    assert_eq!(dl[0].payload(), Some(inputs[1].1.as_bytes()));
+    assert_eq!(header(dl[0], h::ERROR_KIND), Some("type"));
+    let reason = header(dl[0], h::ERROR_MESSAGE).unwrap();
+    assert!(
+        reason.contains("`players`: at `players[1].kills`: \"x\" is not a number"),
+        "{reason}"
+    );
+    let _ = std::fs::remove_file(schema_path);
 }

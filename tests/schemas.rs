@@ -48,8 +48,8 @@ fn sample(schema: &RecordSchema, seed: i32, nulls: bool) -> Record {
                 FieldType::TimestampMillis => {
                     Value::TimestampMillis(1_700_000_000_000 + seed as i64)
                 }
-                // The pipeline's schemas are flat until issue 20 phase 2 puts nested types
-                // in them; this sample then needs values for those types.
+                // A nested record (the league's `mini_series`): its fields sampled alike.
+                FieldType::Record(ref nested) => Value::Record(sample(nested, seed, nulls)),
                 ref other => panic!("field `{}`: no sample for {other:?}", f.name),
             }
         };

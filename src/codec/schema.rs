@@ -659,7 +659,7 @@ mod tests {
     fn parses_the_league_schemas() {
         let s = RecordSchema::parse(CLEANED).unwrap();
         assert_eq!(s.name, "etl.league.LeagueEntry");
-        assert_eq!(s.fields.len(), 20);
+        assert_eq!(s.fields.len(), 21);
         let id = s.field("summoner_id").unwrap();
         assert_eq!(
             (id.ty.clone(), id.nullable, id.default.clone()),
@@ -676,8 +676,8 @@ mod tests {
         assert_eq!(s.field("win_rate").unwrap().ty, FieldType::Double);
         assert!(s.field("wins").unwrap().doc.is_some());
         let scored = RecordSchema::parse(SCORED).unwrap();
-        assert_eq!(scored.fields.len(), 23);
-        assert_eq!(&scored.fields[..20], &s.fields[..]);
+        assert_eq!(scored.fields.len(), 24);
+        assert_eq!(&scored.fields[..21], &s.fields[..]);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub(crate) fn league_record(i: i64) -> Record {
         ("inactive", Value::Null),
         ("fresh_blood", Value::Boolean(false)),
         ("hot_streak", Value::Boolean(true)),
+        ("mini_series", Value::Null),
         ("games", Value::Int(wins + losses)),
         (
             "win_rate",

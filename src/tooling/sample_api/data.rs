@@ -50,6 +50,9 @@ const NAME_PARTS: &[&str] = &[
     "ka", "zu", "mi", "ro", "th", "ex", "ly", "na", "sh", "vo", "rei", "dra", "gon", "fa", "ker",
     "ion", "tal", "mo", "pix", "qui",
 ];
+/// League points from which an entry is in a promotion series and carries `miniSeries`.
+pub const MINI_SERIES_LP: u64 = 100;
+
 const OPTIONAL: [&str; 8] = [
     "summonerName",
     "leaguePoints",
@@ -305,7 +308,34 @@ impl Dataset {
         field(out, 5, "inactive", &inactive);
         field(out, 6, "freshBlood", &fresh);
         field(out, 7, "hotStreak", &hot);
+        if lp >= MINI_SERIES_LP {
+            self.write_mini_series(i, division, out);
+        }
         out.push('}');
+    }
+
+    /// A promotion series, as the league API shows it for an entry at 100 LP: best of 5
+    /// (`target` 3) into the next tier from division I, best of 3 (`target` 2) otherwise;
+    /// `progress` one letter per game, W, L or N (not played yet).
+    fn write_mini_series(&self, i: u64, division: &str, out: &mut String) {
+        let mut g = Gen(self.h(i, 7));
+        let target = if division == "I" { 3 } else { 2 };
+        let wins = g.below(target);
+        let losses = g.below(target);
+        let mut progress = String::with_capacity(5);
+        for k in 0..(2 * target - 1) {
+            progress.push(if k < wins {
+                'W'
+            } else if k < wins + losses {
+                'L'
+            } else {
+                'N'
+            });
+        }
+        let _ = write!(
+            out,
+            ",\"miniSeries\":{{\"target\":{target},\"wins\":{wins},\"losses\":{losses},\"progress\":\"{progress}\"}}"
+        );
     }
 
     /// The JSON array of page `page` of stream `c`.
@@ -384,6 +414,29 @@ mod tests {
             .filter(|i| d.entry_json(*i).contains("null"))
             .count();
         assert!(with_nulls > 0);
+    }
+
+    #[test]
+    fn entries_at_100_lp_and_only_those_carry_a_mini_series() {
+        let d = Dataset::new(5_000, 100, 9);
+        let mut with = 0;
+        for i in 0..d.records {
+            let v: serde_json::Value = serde_json::from_str(&d.entry_json(i)).unwrap();
+            let at_100 = v["leaguePoints"].as_u64() == Some(MINI_SERIES_LP);
+            assert_eq!(v.get("miniSeries").is_some(), at_100, "{v}");
+            if let Some(m) = v.get("miniSeries") {
+                with += 1;
+                let target = m["target"].as_u64().unwrap();
+                let (w, l) = (m["wins"].as_u64().unwrap(), m["losses"].as_u64().unwrap());
+                let progress = m["progress"].as_str().unwrap();
+                assert!(w < target && l < target, "{m}");
+                assert_eq!(progress.len() as u64, 2 * target - 1, "{m}");
+                assert_eq!(progress.matches('W').count() as u64, w, "{m}");
+                assert_eq!(progress.matches('L').count() as u64, l, "{m}");
+            }
+        }
+        // leaguePoints is uniform on 0..=100: about 1 in 101.
+        assert!((20..100).contains(&with), "{with}");
     }
 
     #[test]

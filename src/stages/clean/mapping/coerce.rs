@@ -61,7 +61,7 @@ pub(super) fn show(j: &Json) -> String {
     format!("{}...", &s[..end])
 }
 
-fn type_error(j: &Json, ty: &FieldType, coerce: bool) -> ConvError {
+pub(super) fn type_error(j: &Json, ty: &FieldType, coerce: bool) -> ConvError {
     let hint = if !coerce && matches!(j, Json::String(_) | Json::Number(_) | Json::Bool(_)) {
         " (coerce is off for this field)"
     } else {
@@ -121,7 +121,7 @@ fn integral(x: f64, j: &Json, ty: &FieldType) -> Result<i64, ConvError> {
 }
 
 /// An integral value of a JSON number or (with coerce) numeric string.
-fn integer(j: &Json, ty: &FieldType, coerce: bool) -> Result<i64, ConvError> {
+pub(super) fn integer(j: &Json, ty: &FieldType, coerce: bool) -> Result<i64, ConvError> {
     match j {
         Json::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -234,8 +234,7 @@ pub(super) fn convert(j: &Json, ty: &FieldType, coerce: bool) -> Result<Value, C
             _ => Err(type_error(j, ty, coerce)),
         },
         FieldType::TimestampMillis => timestamp(j, ty, coerce),
-        // phase 2 (issue 20): nested JSON into records, arrays, maps, enums, decimals and the
-        // other logical types. `Mapper::new` refuses such a schema first.
+        // The other types are read by `nested::convert_any`.
         _ => Err(type_error(j, ty, coerce)),
     }
 }

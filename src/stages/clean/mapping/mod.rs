@@ -14,6 +14,7 @@ mod check;
 mod coerce;
 mod derive;
 mod lineage;
+mod nested;
 mod plan;
 
 use serde_json::Value as Json;
@@ -21,6 +22,7 @@ use serde_json::Value as Json;
 use self::coerce::{convert, json_type, lookup};
 use self::derive::derive;
 use self::lineage::lineage_value;
+use self::nested::{convert_any, At, Ctx};
 use self::plan::{Plan, Source};
 use crate::record::{FieldType, Record, Value};
 
@@ -120,7 +122,7 @@ impl Mapper {
                 ),
             });
         };
-        let mut v = self.read(obj, lineage);
+        let mut v = self.read(raw, obj, lineage);
         self.derive_all(&mut v);
         if let Some(e) = first_listing_all(&v.errors) {
             return Err(e);
@@ -138,7 +140,12 @@ impl Mapper {
     }
 
     /// Every field that is not derived, in schema order; derived ones are null for now.
-    fn read(&self, obj: &serde_json::Map<String, Json>, lineage: &Lineage<'_>) -> Values {
+    fn read(
+        &self,
+        raw: &[u8],
+        obj: &serde_json::Map<String, Json>,
+        lineage: &Lineage<'_>,
+    ) -> Values {
         let mut v = Values {
             values: Vec::with_capacity(self.plans.len()),
             failed: vec![false; self.plans.len()],
@@ -148,7 +155,14 @@ impl Mapper {
             let got = match &p.source {
                 Source::Raw { from, path, coerce } => match lookup(obj, from, path) {
                     None | Some(Json::Null) => Ok(None),
-                    Some(j) => convert(j, &p.ty, *coerce).map(Some),
+                    Some(j) if p.ty.is_flat() => convert(j, &p.ty, *coerce).map(Some),
+                    Some(j) => {
+                        let cx = Ctx {
+                            raw,
+                            coerce: *coerce,
+                        };
+                        convert_any(j, &p.ty, &cx, &At::Root { from, path }).map(Some)
+                    }
                 },
                 Source::Lineage(l) => Ok(lineage_value(*l, &p.ty, lineage)),
                 Source::Derived { .. } | Source::Null => Ok(None),
@@ -235,3 +249,5 @@ fn key_text(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nested;

@@ -80,19 +80,6 @@ impl Mapper {
     pub fn new(schema: &RecordSchema, cfg: &CleanConfig) -> Result<Mapper, ConfigError> {
         check_entries(schema, cfg)?;
         check_lineage_types(schema)?;
-        // phase 2 (issue 20): map nested JSON (dotted paths, sub-objects, arrays) instead.
-        if let Some(f) = schema.first_nested_field() {
-            return Err(ConfigError::key(
-                "clean.schema",
-                format!(
-                    "field `{}` of {} is of type {}: the clean mapping does not produce nested \
-                     types yet (issue 20, phase 2)",
-                    f.name,
-                    schema.name,
-                    f.ty.avro_name()
-                ),
-            ));
-        }
         let mut plans = Vec::with_capacity(schema.fields.len());
         let mut derived = Vec::new();
         for (i, f) in schema.fields.iter().enumerate() {
@@ -348,7 +335,7 @@ fn is_required(
             "`required = true` contradicts `default` (a default is never needed \
              for a required field); keep one of them",
         )),
-        Some(false) if !f.nullable && !has_default => Err(ConfigError::key(
+        Some(false) if !takes_null(f) && !has_default => Err(ConfigError::key(
             format!("{key}.required"),
             format!(
                 "`{}` is not nullable in the schema, so a record without it cannot \
@@ -357,8 +344,13 @@ fn is_required(
             ),
         )),
         Some(r) => Ok(r),
-        None => Ok(!f.nullable && !has_default),
+        None => Ok(!takes_null(f) && !has_default),
     }
+}
+
+/// `["null", T]`, or a general union with a `null` branch.
+fn takes_null(f: &FieldSchema) -> bool {
+    f.nullable || matches!(&f.ty, FieldType::Union(b) if b.contains(&FieldType::Null))
 }
 
 /// `key_field`: a non-nullable string, int or long schema field.
