@@ -197,6 +197,22 @@ pub struct SinkMongoConfig {
     /// readiness red, retried): a server that stops answering must not hang the sink silently.
     #[serde(default = "default_mongo_write_timeout", with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// How Avro decimals are stored: `decimal128` (default; exact, up to 34 digits) or
+    /// `string` (the exact decimal text, e.g. `"-123.47"`: for servers without Decimal128 —
+    /// FerretDB 1.24 drops the connection on one — and for decimals beyond 34 digits).
+    #[serde(default)]
+    pub decimals: MongoDecimals,
+}
+
+/// `sink.mongo.decimals`: the BSON type decimals are stored as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MongoDecimals {
+    /// BSON Decimal128: exact, at most 34 significant digits.
+    #[default]
+    Decimal128,
+    /// The decimal's exact text (`"-123.47"`).
+    String,
 }
 
 fn default_mongo_write_timeout() -> Duration {
@@ -213,6 +229,7 @@ impl Default for SinkMongoConfig {
             collection: None,
             write_concurrency: default_mongo_write_concurrency(),
             write_timeout: default_mongo_write_timeout(),
+            decimals: MongoDecimals::default(),
         }
     }
 }

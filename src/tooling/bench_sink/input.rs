@@ -104,7 +104,7 @@ pub(super) fn league_document(
         payload: None,
         headers: None,
     };
-    crate::stages::sinks::mongo::document(None, "bench", loaded_at, &msg, &r)
+    crate::stages::sinks::mongo::document(None, Default::default(), "bench", loaded_at, &msg, &r)
         .map_err(|e| fatal("document", e.message))
 }
 

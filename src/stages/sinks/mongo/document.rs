@@ -4,6 +4,7 @@ use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{self, Binary, Bson, Decimal128, Document, RawDocumentBuf};
 
 use crate::record::{FieldType, Record, RecordSchema, Value};
+use crate::stages::sinks::MongoDecimals;
 use crate::stages::sinks::{lineage, Rejected, SinkMessage};
 
 /// Bytes of statements per command: the 16 MiB BSON limit less room for the command itself.
@@ -13,11 +14,11 @@ const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 pub const MAX_DECIMAL128_PRECISION: u32 = 34;
 
 /// A record value as BSON: ints stay 32-bit, longs 64-bit; records and maps are
-/// subdocuments, arrays arrays; decimals `Decimal128`; dates and timestamps BSON dates
+/// subdocuments, arrays arrays; decimals `Decimal128` (or their exact text, per `decimals`); dates and timestamps BSON dates
 /// (milliseconds: finer digits are cut toward the past); times of day the Avro integer (ms or
 /// µs after midnight); uuids binary subtype 4, bytes and fixed binary subtype 0; enums strings.
 /// A value BSON cannot hold (a decimal beyond 34 digits) is an error naming `field`.
-pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
+pub fn to_bson(field: &str, v: &Value, decimals: MongoDecimals) -> Result<Bson, Rejected> {
     Ok(match v {
         Value::Null => Bson::Null,
         Value::Boolean(b) => Bson::Boolean(*b),
@@ -48,6 +49,7 @@ pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
             subtype: BinarySubtype::Generic,
             bytes: b.clone(),
         }),
+        Value::Decimal(d) if decimals == MongoDecimals::String => Bson::String(d.to_string()),
         Value::Decimal(d) => Bson::Decimal128(decimal128(d).ok_or_else(|| Rejected {
             index: 0,
             kind: "invalid_record",
@@ -59,20 +61,20 @@ pub fn to_bson(field: &str, v: &Value) -> Result<Bson, Rejected> {
         Value::Array(items) => Bson::Array(
             items
                 .iter()
-                .map(|item| to_bson(field, item))
+                .map(|item| to_bson(field, item, decimals))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Map(entries) => {
             let mut d = Document::new();
             for (k, item) in entries {
-                d.insert(k.clone(), to_bson(field, item)?);
+                d.insert(k.clone(), to_bson(field, item, decimals)?);
             }
             Bson::Document(d)
         }
         Value::Record(r) => {
             let mut d = Document::new();
             for (k, item) in &r.fields {
-                d.insert(&**k, to_bson(field, item)?);
+                d.insert(&**k, to_bson(field, item, decimals)?);
             }
             Bson::Document(d)
         }
@@ -93,44 +95,52 @@ pub fn decimal128(d: &crate::record::Decimal) -> Option<Decimal128> {
     Some(Decimal128::from_bytes(bits.to_le_bytes()))
 }
 
-/// The schema's types this sink cannot store, found at start-up: decimals of more than 34
-/// digits (a `Decimal128` would round them; writing them as strings would make one field two
-/// types), named by their path.
-/// `decimal128`: the server stores Decimal128 at all (FerretDB 1.24 drops the connection on
-/// one, so the sink would retry for ever).
-pub fn check_schema(schema: &RecordSchema, decimal128: bool) -> Result<(), String> {
-    fn walk(path: &str, ty: &FieldType, decimal128: bool) -> Result<(), String> {
+/// The schema's types this sink cannot store as configured, found at start-up and named by
+/// their path: with `sink.mongo.decimals = "decimal128"`, decimals of more than 34 digits (a
+/// `Decimal128` would round them) and any decimal when the server has no Decimal128
+/// (`server_decimal128` false: FerretDB 1.24 drops the connection on one, so the sink would
+/// retry for ever). With `"string"` every decimal is stored as its exact text.
+pub fn check_schema(
+    schema: &RecordSchema,
+    server_decimal128: bool,
+    decimals: MongoDecimals,
+) -> Result<(), String> {
+    let decimal128 = decimals == MongoDecimals::Decimal128;
+    fn walk(path: &str, ty: &FieldType, decimal128: bool, server: bool) -> Result<(), String> {
         match ty {
-            FieldType::Decimal { .. } if !decimal128 => Err(format!(
+            FieldType::Decimal { .. } if decimal128 && !server => Err(format!(
                 "field `{path}` is a decimal: this server (FerretDB) cannot store Decimal128 \
-                 (it drops the connection); use MongoDB for decimal fields"
+                 (it drops the connection); set sink.mongo.decimals = \"string\" to store \
+                 decimals as their exact text, or use MongoDB"
             )),
             FieldType::Decimal {
                 precision, scale, ..
-            } if *precision > MAX_DECIMAL128_PRECISION => Err(format!(
+            } if decimal128 && *precision > MAX_DECIMAL128_PRECISION => Err(format!(
                 "field `{path}` is decimal({precision},{scale}): a MongoDB Decimal128 holds at \
-                 most {MAX_DECIMAL128_PRECISION} digits"
+                 most {MAX_DECIMAL128_PRECISION} digits; set sink.mongo.decimals = \"string\" \
+                 to store them as their exact text"
             )),
-            FieldType::Array(t) | FieldType::Map(t) => walk(path, t, decimal128),
-            FieldType::Union(branches) => {
-                branches.iter().try_for_each(|t| walk(path, t, decimal128))
-            }
+            FieldType::Array(t) | FieldType::Map(t) => walk(path, t, decimal128, server),
+            FieldType::Union(branches) => branches
+                .iter()
+                .try_for_each(|t| walk(path, t, decimal128, server)),
             FieldType::Record(r) => r
                 .fields
                 .iter()
-                .try_for_each(|f| walk(&format!("{path}.{}", f.name), &f.ty, decimal128)),
+                .try_for_each(|f| walk(&format!("{path}.{}", f.name), &f.ty, decimal128, server)),
             _ => Ok(()),
         }
     }
     schema
         .fields
         .iter()
-        .try_for_each(|f| walk(&f.name, &f.ty, decimal128))
+        .try_for_each(|f| walk(&f.name, &f.ty, decimal128, server_decimal128))
 }
 
 /// The document of a record: `_id`, every field of the record, then the lineage fields.
 pub fn document(
     key_field: Option<&str>,
+    decimals: MongoDecimals,
     topic: &str,
     loaded_at: bson::DateTime,
     msg: &SinkMessage,
@@ -154,13 +164,13 @@ pub fn document(
                     message: format!("key field `{k}` is null or missing"),
                 })
             }
-            Some(v) => to_bson(k, v)?,
+            Some(v) => to_bson(k, v, decimals)?,
         },
     };
     let mut d = Document::new();
     d.insert("_id", id.clone());
     for (name, v) in &record.fields {
-        d.insert(&**name, to_bson(name, v)?);
+        d.insert(&**name, to_bson(name, v, decimals)?);
     }
     d.insert(
         lineage::TRACE_ID,
@@ -204,6 +214,7 @@ impl Upsert {
     pub(super) fn new(
         key_field: Option<&str>,
         version_field: Option<&str>,
+        decimals: MongoDecimals,
         topic: &str,
         loaded_at: bson::DateTime,
         index: usize,
@@ -216,7 +227,7 @@ impl Upsert {
             message,
         };
         let (id, doc) = decoded.and_then(|r| {
-            document(key_field, topic, loaded_at, m, &r).map_err(|mut e| {
+            document(key_field, decimals, topic, loaded_at, m, &r).map_err(|mut e| {
                 e.index = index;
                 e
             })
@@ -256,6 +267,7 @@ impl Upsert {
 mod tests {
     use super::*;
     use crate::record::Decimal;
+    const D128: MongoDecimals = MongoDecimals::Decimal128;
 
     fn message(partition: i32, offset: i64, key: &[u8]) -> SinkMessage {
         SinkMessage {
@@ -274,7 +286,7 @@ mod tests {
         r.set("wins", Value::Int(3));
         r.set("fetched_at", Value::TimestampMillis(5));
         r.set("summoner_name", Value::Null);
-        let (id, d) = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        let (id, d) = document(None, D128, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
         assert_eq!(id, Bson::String("k1".into()));
         assert_eq!(d.get_i32("wins").unwrap(), 3);
         assert_eq!(d.get_datetime("fetched_at").unwrap().timestamp_millis(), 5);
@@ -282,7 +294,7 @@ mod tests {
         assert_eq!(d.get_i64(lineage::SOURCE_OFFSET).unwrap(), 9);
         assert_eq!(d.get_i32(lineage::SOURCE_PARTITION).unwrap(), 1);
         assert_eq!(d.keys().next().unwrap(), "_id");
-        let e = document(Some("nope"), "t", bson::DateTime::now(), &msg, &r).unwrap_err();
+        let e = document(Some("nope"), D128, "t", bson::DateTime::now(), &msg, &r).unwrap_err();
         assert_eq!(e.kind, "missing_key");
     }
 
@@ -308,7 +320,7 @@ mod tests {
         r.set("ts_us", Value::TimestampMicros(1_700_000_000_123_999));
         r.set("ts_ns", Value::TimestampNanos(-1));
         r.set("at_us", Value::TimeMicros(5));
-        let (_, d) = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        let (_, d) = document(None, D128, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
         let s = d.get_document("mini_series").unwrap();
         assert_eq!(s.get_i32("wins").unwrap(), 2);
         assert_eq!(s.get_str("progress").unwrap(), "WL-");
@@ -368,9 +380,32 @@ mod tests {
         let msg = message(0, 1, b"k");
         let mut r = Record::new();
         r.set("big", Value::Decimal(Decimal::new(10i128.pow(35), 0)));
-        let e = document(None, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap_err();
+        let e = document(None, D128, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap_err();
         assert_eq!(e.kind, "invalid_record");
         assert!(e.message.contains("`big`"), "{}", e.message);
+    }
+
+    #[test]
+    fn decimals_as_strings_are_their_exact_text_at_any_precision() {
+        let msg = message(0, 1, b"k");
+        let mut r = Record::new();
+        r.set("score", Value::Decimal(Decimal::new(-12_345, 2)));
+        r.set("big", Value::Decimal(Decimal::new(10i128.pow(35) + 7, 3)));
+        r.set(
+            "list",
+            Value::Array(vec![Value::Decimal(Decimal::new(5, 4))]),
+        );
+        let s = MongoDecimals::String;
+        let (_, d) = document(None, s, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        assert_eq!(d.get_str("score").unwrap(), "-123.45");
+        assert_eq!(
+            d.get_str("big").unwrap(),
+            "100000000000000000000000000000000.007"
+        );
+        assert_eq!(
+            d.get_array("list").unwrap()[0],
+            Bson::String("0.0005".into())
+        );
     }
 
     #[test]
@@ -380,16 +415,19 @@ mod tests {
             "/tests/fixtures/nested_entry.avsc"
         ))
         .unwrap();
-        check_schema(&nested, true).unwrap();
-        let e = check_schema(&nested, false).unwrap_err();
+        check_schema(&nested, true, D128).unwrap();
+        let e = check_schema(&nested, false, D128).unwrap_err();
         assert!(e.contains("`score`") && e.contains("FerretDB"), "{e}");
+        assert!(e.contains("sink.mongo.decimals"), "{e}");
+        check_schema(&nested, false, MongoDecimals::String).unwrap();
         let s = RecordSchema::parse(
             r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"record",
             "name":"A","fields":[{"name":"b","type":{"type":"array","items":{"type":"bytes",
             "logicalType":"decimal","precision":40,"scale":2}}}]}}]}"#,
         )
         .unwrap();
-        let e = check_schema(&s, true).unwrap_err();
+        let e = check_schema(&s, true, D128).unwrap_err();
         assert!(e.contains("`a.b`") && e.contains("decimal(40,2)"), "{e}");
+        check_schema(&s, true, MongoDecimals::String).unwrap();
     }
 }

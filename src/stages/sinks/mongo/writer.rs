@@ -116,7 +116,8 @@ impl MongoSink {
             .map_err(|e| classify(&e, "reaching MongoDB"))?;
         let (update_statements, server) = update_statements(&database).await?;
         let ferretdb = update_statements == FERRETDB_UPDATE_STATEMENTS;
-        super::document::check_schema(schema, !ferretdb).map_err(SinkError::Schema)?;
+        super::document::check_schema(schema, !ferretdb, sink.mongo.decimals)
+            .map_err(SinkError::Schema)?;
         let version_field = version_field(schema, sink)?;
         let collection = sink
             .mongo
@@ -152,9 +153,10 @@ impl MongoSink {
         let mut rejected = Vec::new();
         let mut upserts: Vec<Upsert> = Vec::with_capacity(msgs.len());
         let mut by_key: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
+        let decimals = self.sink.mongo.decimals;
         decode_each(&*self.codec, msgs, |index, m, d| {
             let (key, version) = (self.key_field.as_deref(), self.version_field.as_deref());
-            match Upsert::new(key, version, topic, loaded_at, index, m, d) {
+            match Upsert::new(key, version, decimals, topic, loaded_at, index, m, d) {
                 Ok(u) => match by_key.get(&u.id.to_string()) {
                     Some(&at) => {
                         let n = |u: &Upsert| u.version.as_ref().and_then(version_number);
