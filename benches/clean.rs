@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench clean` (release). Environment:
 //! `CLEAN_BENCH_RECORDS` (200000), `CLEAN_BENCH_PARTITIONS` (3), `CLEAN_BENCH_BATCH` (the demo's
-//! `clean.batch_size`),
+//! `clean.batch_size`), `CLEAN_BENCH_SERIES_EVERY` (10: every 10th raw record carries a nested
+//! `miniSeries`, mapped to the `mini_series` record; 1 = all, 0 = none),
 //! `ETL_TEST_KAFKA` (127.0.0.1:9092).
 //!
 //! 1. mapping + Avro encoding alone (`Mapper::map` + `Codec::encode`, one thread, no Kafka);
@@ -33,12 +34,21 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn raw_json(i: usize) -> String {
+fn raw_json(i: usize, series_every: usize) -> String {
     if i % 100 == 42 {
         return format!(r#"{{"summonerId":"s{i}","wins":"many""#);
     }
+    let series = if series_every > 0 && i % series_every == 0 {
+        format!(
+            r#","miniSeries":{{"target":3,"wins":{},"losses":{},"progress":"WLN"}}"#,
+            i % 3,
+            i % 2
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"{{"summonerId":"s{i}","summonerName":"Player {i}","queueType":"RANKED_SOLO_5x5","tier":"DIAMOND","rank":"II","leaguePoints":{},"wins":{},"losses":{},"veteran":false,"inactive":false,"freshBlood":{},"hotStreak":false}}"#,
+        r#"{{"summonerId":"s{i}","summonerName":"Player {i}","queueType":"RANKED_SOLO_5x5","tier":"DIAMOND","rank":"II","leaguePoints":{},"wins":{},"losses":{},"veteran":false,"inactive":false,"freshBlood":{},"hotStreak":false{series}}}"#,
         i % 100,
         10 + i % 300,
         7 + i % 200,
@@ -51,6 +61,8 @@ fn main() {
     let _obs = etl_pipe::observability::init(None, "bench");
     let n = env_or("CLEAN_BENCH_RECORDS", 200_000);
     let partitions = env_or("CLEAN_BENCH_PARTITIONS", 3) as i32;
+    let series_every = env_or("CLEAN_BENCH_SERIES_EVERY", 10);
+    println!("schema: config/demo.toml's cleaned schema; miniSeries on every {series_every}th raw record (0 = none)");
     let brokers = std::env::var("ETL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
 
     let text = std::fs::read_to_string("config/demo.toml").expect("config/demo.toml");
@@ -89,7 +101,7 @@ fn main() {
     let schema = clean_cfg.load_schema().expect("schema");
     let mapper = Mapper::new(&schema, &clean_cfg).expect("mapping");
     let codec = Codec::new(schema, Framing::SingleObject);
-    let raws: Vec<String> = (0..n).map(raw_json).collect();
+    let raws: Vec<String> = (0..n).map(|i| raw_json(i, series_every)).collect();
     let lineage = Lineage {
         source: "bench",
         trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),

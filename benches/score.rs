@@ -7,6 +7,8 @@
 //! `cargo bench --bench score` (release). `SCORE_BENCH_RECORDS=200000` (default; rounded up
 //! to whole windows),
 //! `SCORE_BENCH_WINDOW=1000` (window_records), `SCORE_BENCH_BATCH=10000` (batch_size),
+//! `SCORE_BENCH_SERIES_EVERY=10` (every 10th record carries the nested `mini_series`; 1 = all,
+//! and then its leaves `mini_series.wins` / `mini_series.progress` are profiled too; 0 = none),
 //! `ETL_TEST_KAFKA=host:port`.
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ use etl_pipe::stages::score::{self, ScoreConfig};
 
 const PARTITIONS: i32 = 3;
 
-fn entry(i: usize, rng: &mut StdRng) -> Record {
+fn entry(i: usize, rng: &mut StdRng, series_every: usize) -> Record {
     let wins = rng.gen_range(0..400);
     let losses = rng.gen_range(0..400);
     let mut r = Record::new();
@@ -51,6 +53,19 @@ fn entry(i: usize, rng: &mut StdRng) -> Record {
     r.set("fresh_blood", Value::Null);
     r.set("hot_streak", Value::Boolean(rng.gen_bool(0.1)));
     r.set("games", Value::Int(wins + losses));
+    if series_every > 0 && i % series_every == 0 {
+        let mut m = Record::new();
+        m.set("target", Value::Int(3));
+        m.set("wins", Value::Int((i % 3) as i32));
+        m.set("losses", Value::Int((i % 2) as i32));
+        m.set(
+            "progress",
+            Value::String(["WLN", "LWN", "WWN"][i % 3].into()),
+        );
+        r.set("mini_series", Value::Record(m));
+    } else {
+        r.set("mini_series", Value::Null);
+    }
     r.set(
         "win_rate",
         if wins + losses == 0 {
@@ -108,6 +123,8 @@ async fn main() {
     }
     let n = env_usize("SCORE_BENCH_RECORDS", 200_000);
     let window = env_usize("SCORE_BENCH_WINDOW", 1000);
+    let series_every = env_usize("SCORE_BENCH_SERIES_EVERY", 10);
+    println!("mini_series on every {series_every}th record (0 = none; 1 = all, leaves profiled)");
     // Whole windows per partition (kept from the windows before issue 17; the trailing rule
     // only needs each partition to reach one window).
     let per_round = PARTITIONS as usize * window;
@@ -158,6 +175,11 @@ async fn main() {
                 "hot_streak",
             ]
             .iter()
+            .chain(if series_every == 1 {
+                ["mini_series.wins", "mini_series.progress"].iter()
+            } else {
+                [].iter()
+            })
             .map(|s| s.to_string())
             .collect(),
         ),
@@ -185,7 +207,9 @@ async fn main() {
     let mut bytes = 0usize;
     let mut inflight = Vec::with_capacity(10_000);
     for i in 0..n {
-        let payload = codec.encode(&entry(i, &mut rng)).expect("encode");
+        let payload = codec
+            .encode(&entry(i, &mut rng, series_every))
+            .expect("encode");
         bytes += payload.len();
         let key = format!("sid-{i:09}");
         let rec = FutureRecord::to(&cleaned)

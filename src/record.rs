@@ -70,8 +70,16 @@ impl Value {
             Value::Float(v) => Some(*v as f64),
             Value::Double(v) => Some(*v),
             Value::Boolean(b) => Some(if *b { 1.0 } else { 0.0 }),
-            // phase 2 (issue 20): logical types and decimals as numeric leaves of the quality
-            // report; nested values by path.
+            // Logical types as their Avro number (days, ms/µs/ns), consistent within a field.
+            Value::Date(v) | Value::TimeMillis(v) => Some(*v as f64),
+            Value::TimeMicros(v)
+            | Value::TimestampMicros(v)
+            | Value::TimestampNanos(v)
+            | Value::LocalTimestampMillis(v)
+            | Value::LocalTimestampMicros(v)
+            | Value::LocalTimestampNanos(v) => Some(*v as f64),
+            // The exact text parsed: the nearest double.
+            Value::Decimal(d) => d.to_string().parse().ok(),
             _ => None,
         }
     }

@@ -256,6 +256,55 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         assert_eq!(doc_trace, trace, "the same trace id in MySQL and MongoDB");
     }
 
+    // Nested data (issue 20): every entry the API served with a `miniSeries` has it as a JSON
+    // column in MySQL and as a subdocument in MongoDB, field for field; the others null.
+    let series: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
+        "SELECT summoner_id, CAST(mini_series AS CHAR) FROM `{}`",
+        o.table
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut docs: BTreeMap<String, Document> = BTreeMap::new();
+    let mut cursor = coll
+        .find(doc! {})
+        .projection(doc! {"mini_series": 1})
+        .await
+        .unwrap();
+    while let Some(d) = futures::StreamExt::next(&mut cursor).await {
+        let d = d.unwrap();
+        docs.insert(d.get_str("_id").unwrap().to_string(), d);
+    }
+    let mut with_series = 0;
+    for (key, json) in &series {
+        let served: serde_json::Value = serde_json::from_str(&ds.entry_json(keys[key])).unwrap();
+        let want = served.get("miniSeries");
+        let d = &docs[key];
+        match (want, json) {
+            (None, None) => assert_eq!(
+                d.get("mini_series"),
+                Some(&mongodb::bson::Bson::Null),
+                "{key}"
+            ),
+            (Some(w), Some(j)) => {
+                with_series += 1;
+                let row: serde_json::Value = serde_json::from_str(j).unwrap();
+                assert_eq!(&row, w, "MySQL mini_series of {key}");
+                let sub = d.get_document("mini_series").expect("a subdocument");
+                let sub: serde_json::Value =
+                    mongodb::bson::Bson::Document(sub.clone()).into_relaxed_extjson();
+                assert_eq!(&sub, w, "MongoDB mini_series of {key}");
+            }
+            _ => panic!("{key}: the API served miniSeries {want:?}, MySQL holds {json:?}"),
+        }
+    }
+    assert!(with_series > 0, "no entry with a miniSeries reached MySQL");
+    let docs_with_series = coll
+        .count_documents(doc! {"mini_series.progress": {"$exists": true}})
+        .await
+        .unwrap();
+    assert_eq!(docs_with_series, with_series as u64);
+
     // Replay sink-mysql from the earliest offset over what it already wrote: the same rows.
     let snapshot = || {
         let pool = pool.clone();

@@ -42,6 +42,7 @@ fn entry(i: i32) -> Record {
     r.set("inactive", Value::Boolean(false));
     r.set("fresh_blood", Value::Null);
     r.set("hot_streak", Value::Boolean(true));
+    r.set("mini_series", Value::Null);
     r.set("games", Value::Int(10 + i % 50 + i % 70));
     r.set(
         "win_rate",

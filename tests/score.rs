@@ -75,6 +75,23 @@ fn entry(id: &str, drifted: bool, rng: &mut StdRng) -> Record {
     r.set("fresh_blood", Value::Null);
     r.set("hot_streak", Value::Boolean(rng.gen_bool(0.1)));
     r.set("games", Value::Int(wins + losses));
+    // A promotion series on every entry, from the key (the seeded draws above stay as they
+    // were): wins 0..=2, 2..=4 when drifted.
+    let h = id
+        .bytes()
+        .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut series = Record::new();
+    series.set("target", Value::Int(3));
+    series.set(
+        "wins",
+        Value::Int((h % 3) as i32 + if drifted { 2 } else { 0 }),
+    );
+    series.set("losses", Value::Int((h / 3 % 3) as i32));
+    series.set(
+        "progress",
+        Value::String(["WLN", "LWN", "NNN"][(h / 9 % 3) as usize].into()),
+    );
+    r.set("mini_series", Value::Record(series));
     r.set(
         "win_rate",
         if wins + losses == 0 {
@@ -549,6 +566,61 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
     assert_eq!(stored[0].key, cfg.pipeline.group_id("score"));
     let s: Json = serde_json::from_slice(&stored[0].payload).unwrap();
     assert_eq!(s["baseline"]["rows"], 300);
+}
+
+/// Quality over nested data (issue 20): the score stage profiles leaves of a nested record by
+/// path; a drift in `mini_series.wins` alone (the only numeric field profiled) fails windows,
+/// and the reports name the path.
+#[tokio::test]
+async fn a_drift_in_a_nested_leaf_is_caught_and_reported_by_its_path() {
+    let mut score = score_config(200, 300);
+    score.fields = Some(vec![
+        "mini_series.wins".into(),
+        "mini_series.progress".into(),
+        "tier".into(),
+    ]);
+    let cfg = setup("score_nested", 1, score).await;
+    let mut produced = Produced::default();
+    produce(&cfg, &mut produced, 0, 400, false, 17).await;
+    produce(&cfg, &mut produced, 0, 400, true, 18).await;
+
+    let shutdown = CancellationToken::new();
+    let stage = common::spawn_score(&cfg, &shutdown);
+    wait_done(&cfg, &[800], Duration::from_secs(180)).await;
+    shutdown.cancel();
+    stage.await.unwrap().unwrap();
+    let by_window = check_exactly_once(&cfg, &produced);
+    let (hit, drifted, stable_hit) = caught(&cfg, &produced);
+    assert_eq!(stable_hit, 0);
+    assert!(
+        hit * 100 >= drifted * 85,
+        "{hit} of {drifted} drifted records caught"
+    );
+    let mut fails = 0;
+    for (id, r) in &by_window {
+        let fields: Vec<&str> = r["trailing"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            ["mini_series.wins", "mini_series.progress", "tier"],
+            "{id}"
+        );
+        if r["decision"] == "FAIL" {
+            fails += 1;
+            let reasons = r["reasons"].as_array().unwrap();
+            assert!(
+                reasons.iter().any(|x| x["field"] == "mini_series.wins"
+                    && x["metric"] == "psi"
+                    && x["level"] == "FAIL"),
+                "{id}: {reasons:?}"
+            );
+        }
+    }
+    assert!(fails >= 1, "no window failed: {by_window:?}");
 }
 
 #[tokio::test]

@@ -38,7 +38,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{FieldSchema, FieldType, Record, Value};
+use crate::record::{FieldSchema, FieldType, Record, RecordSchema, Value};
 
 pub mod decision;
 pub mod html;
@@ -68,19 +68,30 @@ pub enum FieldKind {
 }
 
 impl FieldKind {
-    /// The kind of a declared schema type: booleans and strings are categorical, every
-    /// number (timestamps included) is numeric; `None` for the types the quality report does
-    /// not profile yet.
+    /// The kind of a declared leaf type: booleans, strings and enums are categorical; every
+    /// number is numeric, and so are decimals, dates, times and timestamps (as their Avro
+    /// number: days, ms, µs or ns). `None` for what has no kind of its own: records (their
+    /// leaves are profiled by path), arrays and maps (by length, `len(path)`), bytes, fixed,
+    /// uuids (identifiers, not categories) and general unions.
     pub fn of_type(ty: &FieldType) -> Option<FieldKind> {
         match ty {
-            FieldType::Boolean | FieldType::String => Some(FieldKind::Categorical),
+            FieldType::Boolean | FieldType::String | FieldType::Enum(_) => {
+                Some(FieldKind::Categorical)
+            }
             FieldType::Int
             | FieldType::Long
             | FieldType::Float
             | FieldType::Double
-            | FieldType::TimestampMillis => Some(FieldKind::Numeric),
-            // phase 2 (issue 20): leaves of nested records by path, enums as categories,
-            // decimals and the other logical types as numbers, arrays by length.
+            | FieldType::TimestampMillis
+            | FieldType::TimestampMicros
+            | FieldType::TimestampNanos
+            | FieldType::LocalTimestampMillis
+            | FieldType::LocalTimestampMicros
+            | FieldType::LocalTimestampNanos
+            | FieldType::Date
+            | FieldType::TimeMillis
+            | FieldType::TimeMicros
+            | FieldType::Decimal { .. } => Some(FieldKind::Numeric),
             _ => None,
         }
     }
@@ -108,19 +119,108 @@ impl FieldSpec {
         }
     }
 
-    /// The spec of a schema field (kind from its declared type), or why it cannot be
-    /// profiled (a type outside the flat set), naming the field.
+    /// The spec of a top-level schema field (kind from its declared type), or why it cannot
+    /// be profiled, naming the field.
     pub fn from_schema(field: &FieldSchema) -> Result<Self, String> {
-        match FieldKind::of_type(&field.ty) {
-            Some(kind) => Ok(Self::new(field.name.clone(), kind)),
-            None => Err(format!(
-                "field `{}` is of type {}, which the quality report cannot profile yet \
-                 (nested types: issue 20, phase 2)",
-                field.name,
-                field.ty.avro_name()
-            )),
+        kind_at(&field.name, &field.ty).map(|kind| Self::new(field.name.clone(), kind))
+    }
+
+    /// The spec of a field path of `schema`: `name`, `record.leaf` through nested records
+    /// (nullable ones too: a null parent makes the leaf missing), or `len(path)` for the
+    /// length of an array or map. Errors name the path and what is wrong with it.
+    pub fn from_path(schema: &RecordSchema, path: &str) -> Result<Self, String> {
+        if let Some(inner) = path.strip_prefix("len(").and_then(|p| p.strip_suffix(')')) {
+            return match type_at(schema, inner)? {
+                FieldType::Array(_) | FieldType::Map(_) => Ok(Self::new(path, FieldKind::Numeric)),
+                other => Err(format!(
+                    "`{path}`: `{inner}` is {}, not an array or map (len() takes those)",
+                    other.avro_name()
+                )),
+            };
+        }
+        kind_at(path, type_at(schema, path)?).map(|kind| Self::new(path, kind))
+    }
+
+    /// The default profiled leaves of `schema`, in schema order: each top-level field that
+    /// `keep` accepts, as itself when it has a kind, as `len(path)` when it is an array or a
+    /// map, and through non-nullable nested records as their leaves (`record.leaf`, by the
+    /// same rules). Leaves under a nullable record are left out (a null parent would count as
+    /// missing and take the row out of the VIF; list them in `score.fields` to profile them),
+    /// and so are bytes, fixed, uuids and general unions.
+    pub fn leaves(schema: &RecordSchema, keep: impl Fn(&FieldSchema) -> bool) -> Vec<Self> {
+        fn walk<'f>(
+            prefix: &str,
+            fields: impl Iterator<Item = &'f FieldSchema>,
+            out: &mut Vec<FieldSpec>,
+        ) {
+            for f in fields {
+                let path = format!("{prefix}{}", f.name);
+                match &f.ty {
+                    FieldType::Record(r) if !f.nullable => {
+                        walk(&format!("{path}."), r.fields.iter(), out)
+                    }
+                    FieldType::Array(_) | FieldType::Map(_) => {
+                        out.push(FieldSpec::new(format!("len({path})"), FieldKind::Numeric))
+                    }
+                    ty => {
+                        if let Some(kind) = FieldKind::of_type(ty) {
+                            out.push(FieldSpec::new(path, kind));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", schema.fields.iter().filter(|f| keep(f)), &mut out);
+        out
+    }
+}
+
+/// The kind of the leaf at `path` of type `ty`, or why it has none.
+fn kind_at(path: &str, ty: &FieldType) -> Result<FieldKind, String> {
+    FieldKind::of_type(ty).ok_or_else(|| match ty {
+        FieldType::Record(_) => {
+            format!("`{path}` is a record: profile its leaves (`{path}.<field>`)")
+        }
+        FieldType::Array(_) | FieldType::Map(_) => format!(
+            "`{path}` is {}: profile its length as `len({path})`",
+            ty.avro_name()
+        ),
+        _ => format!(
+            "`{path}` is of type {}, which the quality report cannot profile (numbers, \
+             decimals, dates, times, timestamps, strings, booleans and enums can be)",
+            ty.avro_name()
+        ),
+    })
+}
+
+/// The declared type at a dotted path of `schema` (`mini_series.wins`), through nested
+/// records; an error names the path and the step that does not exist.
+fn type_at<'s>(schema: &'s RecordSchema, path: &str) -> Result<&'s FieldType, String> {
+    let mut record = schema;
+    let mut steps = path.split('.').peekable();
+    while let Some(step) = steps.next() {
+        let Some(f) = record.field(step) else {
+            return Err(format!(
+                "`{path}`: `{step}` is not a field of {}; its fields are: {}",
+                record.name,
+                record.field_names()
+            ));
+        };
+        if steps.peek().is_none() {
+            return Ok(&f.ty);
+        }
+        match &f.ty {
+            FieldType::Record(r) => record = r,
+            other => {
+                return Err(format!(
+                    "`{path}`: `{step}` is {}, not a record",
+                    other.avro_name()
+                ))
+            }
         }
     }
+    Err(format!("`{path}` is not a field path"))
 }
 
 /// One field of one row, as the accumulators see it: borrowed, never copied.
@@ -157,10 +257,8 @@ impl<'a> Cell<'a> {
             None => Cell::Absent,
             Some(Value::Null) => Cell::Null,
             Some(Value::Boolean(b)) => Cell::Bool(*b),
-            Some(Value::String(s)) => Cell::Text(s),
-            // phase 2 (issue 20): leaves of nested values by path, arrays by length; until
-            // then a nested value is `Other` (a type error), and `FieldSpec::from_schema`
-            // keeps nested fields out of the report.
+            Some(Value::String(s) | Value::Enum(s)) => Cell::Text(s),
+            // A record, array or map where a leaf is expected is a type error.
             Some(other) => other.as_f64().map_or(Cell::Other, Cell::Number),
         }
     }
@@ -226,15 +324,82 @@ pub trait FieldView {
     fn cell(&self, index: usize, name: &str) -> Cell<'_>;
 }
 
+/// A field path of a row (see [`FieldSpec::from_path`]): a plain name, `a.b` through nested
+/// objects, or `len(path)`. Avro names hold no `.` or `(`, so a plain name is looked up at
+/// once.
+enum Path<'n> {
+    Name(&'n str),
+    Nested(&'n str),
+    Len(&'n str),
+}
+
+impl<'n> Path<'n> {
+    fn of(name: &'n str) -> Self {
+        match name.strip_prefix("len(").and_then(|p| p.strip_suffix(')')) {
+            Some(inner) => Path::Len(inner),
+            None if name.contains('.') => Path::Nested(name),
+            None => Path::Name(name),
+        }
+    }
+}
+
+/// The value at a dotted path of a record: through nested records and maps; a null or
+/// absent step makes the whole path absent or null.
+fn value_at<'r>(record: &'r Record, path: &str) -> Option<&'r Value> {
+    let mut steps = path.split('.');
+    let mut v = record.get(steps.next()?)?;
+    for step in steps {
+        v = match v {
+            Value::Record(r) => r.get(step)?,
+            Value::Map(entries) => &entries.iter().find(|(k, _)| k.as_str() == step)?.1,
+            Value::Null => return Some(v),
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+fn json_at<'j>(
+    object: &'j serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Option<&'j serde_json::Value> {
+    let mut steps = path.split('.');
+    let mut v = object.get(steps.next()?)?;
+    for step in steps {
+        v = match v {
+            serde_json::Value::Object(o) => o.get(step)?,
+            serde_json::Value::Null => return Some(v),
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
 impl FieldView for Record {
     fn cell(&self, _index: usize, name: &str) -> Cell<'_> {
-        Cell::from_value(self.get(name))
+        match Path::of(name) {
+            Path::Name(n) => Cell::from_value(self.get(n)),
+            Path::Nested(p) => Cell::from_value(value_at(self, p)),
+            Path::Len(p) => match value_at(self, p) {
+                Some(Value::Array(items)) => Cell::Number(items.len() as f64),
+                Some(Value::Map(entries)) => Cell::Number(entries.len() as f64),
+                other => Cell::from_value(other),
+            },
+        }
     }
 }
 
 impl FieldView for serde_json::Map<String, serde_json::Value> {
     fn cell(&self, _index: usize, name: &str) -> Cell<'_> {
-        Cell::from_json(self.get(name))
+        match Path::of(name) {
+            Path::Name(n) => Cell::from_json(self.get(n)),
+            Path::Nested(p) => Cell::from_json(json_at(self, p)),
+            Path::Len(p) => match json_at(self, p) {
+                Some(serde_json::Value::Array(items)) => Cell::Number(items.len() as f64),
+                Some(serde_json::Value::Object(o)) => Cell::Number(o.len() as f64),
+                other => Cell::from_json(other),
+            },
+        }
     }
 }
 
@@ -249,22 +414,171 @@ impl<'c> FieldView for [Cell<'c>] {
 mod tests {
     use super::*;
 
+    fn nested() -> RecordSchema {
+        crate::codec::load_schema(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/nested_entry.avsc"
+        ))
+        .unwrap()
+    }
+
     #[test]
-    fn a_nested_field_cannot_be_profiled_yet_and_says_which() {
-        let f = |ty| FieldSchema {
-            name: "mini_series".into(),
-            ty,
-            nullable: true,
-            doc: None,
-            default: None,
-            aliases: Vec::new(),
-        };
+    fn field_paths_reach_nested_leaves_and_lengths_and_errors_name_the_path() {
+        let s = nested();
+        let spec = |p: &str| FieldSpec::from_path(&s, p);
+        assert_eq!(spec("mini_series.wins").unwrap().kind, FieldKind::Numeric);
         assert_eq!(
-            FieldSpec::from_schema(&f(FieldType::Long)).unwrap().kind,
-            FieldKind::Numeric
+            spec("mini_series.progress").unwrap().kind,
+            FieldKind::Categorical
         );
-        let e = FieldSpec::from_schema(&f(FieldType::Map(Box::new(FieldType::Int)))).unwrap_err();
-        assert!(e.contains("`mini_series`") && e.contains("map"), "{e}");
+        assert_eq!(spec("region").unwrap().kind, FieldKind::Categorical);
+        for p in [
+            "score", "prize", "day", "at_ms", "ts_us", "local_us", "ratio",
+        ] {
+            assert_eq!(spec(p).unwrap().kind, FieldKind::Numeric, "{p}");
+        }
+        assert_eq!(spec("len(players)").unwrap().kind, FieldKind::Numeric);
+        assert_eq!(spec("len(counts)").unwrap().kind, FieldKind::Numeric);
+        let err = |p: &str| spec(p).unwrap_err();
+        let e = err("mini_series");
+        assert!(
+            e.contains("`mini_series` is a record") && e.contains("mini_series.<field>"),
+            "{e}"
+        );
+        let e = err("players");
+        assert!(e.contains("len(players)"), "{e}");
+        let e = err("mini_series.nope");
+        assert!(
+            e.contains("`nope` is not a field of") && e.contains("progress"),
+            "{e}"
+        );
+        let e = err("tags.x");
+        assert!(e.contains("`tags` is array, not a record"), "{e}");
+        let e = err("len(region)");
+        assert!(e.contains("not an array or map"), "{e}");
+        let e = err("id");
+        assert!(e.contains("`id`") && e.contains("uuid"), "{e}");
+    }
+
+    #[test]
+    fn default_leaves_go_through_non_nullable_records_and_count_arrays() {
+        let s = RecordSchema::parse(
+            r#"{"type":"record","name":"R","fields":[
+            {"name":"a","type":"long"},
+            {"name":"inner","type":{"type":"record","name":"I","fields":[
+                {"name":"x","type":"double"},
+                {"name":"deep","type":{"type":"record","name":"D","fields":[
+                    {"name":"e","type":{"type":"enum","name":"E","symbols":["P","Q"]}}]}},
+                {"name":"maybe","type":["null",{"type":"record","name":"M","fields":[
+                    {"name":"m","type":"int"}]}],"default":null}]}},
+            {"name":"list","type":{"type":"array","items":"int"}},
+            {"name":"blob","type":"bytes"},
+            {"name":"skip","type":"int"}]}"#,
+        )
+        .unwrap();
+        let names: Vec<String> = FieldSpec::leaves(&s, |f| f.name != "skip")
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["a", "inner.x", "inner.deep.e", "len(list)"]);
+    }
+
+    #[test]
+    fn records_give_nested_leaves_lengths_and_null_parents_as_missing() {
+        let mut series = Record::new();
+        series.set("wins", Value::Int(2));
+        series.set("tier", Value::Enum("GOLD".into()));
+        let mut r = Record::new();
+        r.set("mini_series", Value::Record(series));
+        r.set("other", Value::Null);
+        r.set("list", Value::Array(vec![Value::Int(1), Value::Int(2)]));
+        r.set("counts", Value::Map(vec![("k".into(), Value::Long(1))]));
+        r.set(
+            "score",
+            Value::Decimal(crate::record::Decimal::new(-12_345, 2)),
+        );
+        r.set("day", Value::Date(19_000));
+        assert_eq!(r.cell(0, "mini_series.wins"), Cell::Number(2.0));
+        assert_eq!(r.cell(0, "mini_series.tier"), Cell::Text("GOLD"));
+        assert_eq!(r.cell(0, "mini_series.nope"), Cell::Absent);
+        assert_eq!(r.cell(0, "other.wins"), Cell::Null);
+        assert_eq!(r.cell(0, "counts.k"), Cell::Number(1.0));
+        assert_eq!(r.cell(0, "len(list)"), Cell::Number(2.0));
+        assert_eq!(r.cell(0, "len(counts)"), Cell::Number(1.0));
+        assert_eq!(r.cell(0, "len(other)"), Cell::Null);
+        assert_eq!(r.cell(0, "score"), Cell::Number(-123.45));
+        assert_eq!(r.cell(0, "day"), Cell::Number(19_000.0));
+        // A record where a leaf is expected is a type error.
+        assert_eq!(
+            classify(r.cell(0, "mini_series"), FieldKind::Numeric),
+            Classified::TypeError
+        );
+        // JSON objects by the same paths.
+        let json: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"mini_series": {"wins": 2, "tier": "GOLD"}, "other": null, "list": [1, 2]}"#,
+        )
+        .unwrap();
+        for p in [
+            "mini_series.wins",
+            "mini_series.tier",
+            "other.wins",
+            "len(list)",
+            "nope.x",
+        ] {
+            assert_eq!(r.cell(0, p), json.cell(0, p), "{p}");
+        }
+    }
+
+    #[test]
+    fn nested_leaves_get_psi_missing_and_vif_in_a_window() {
+        let s = nested();
+        let specs: Vec<FieldSpec> = [
+            "mini_series.wins",
+            "mini_series.losses",
+            "len(players)",
+            "region",
+        ]
+        .iter()
+        .map(|p| FieldSpec::from_path(&s, p).unwrap())
+        .collect();
+        let row = |i: i64| {
+            let mut series = Record::new();
+            series.set("wins", Value::Int((i % 3) as i32));
+            series.set("losses", Value::Int((i % 5) as i32));
+            let mut r = Record::new();
+            r.set(
+                "mini_series",
+                if i % 10 == 0 {
+                    Value::Null
+                } else {
+                    Value::Record(series)
+                },
+            );
+            r.set("players", Value::Array(vec![Value::Null; (i % 4) as usize]));
+            r.set(
+                "region",
+                Value::Enum(["EUW", "NA"][(i % 2) as usize].into()),
+            );
+            r
+        };
+        let cfg = QualityConfig::default();
+        let mut b = BaselineBuilder::new(specs.clone(), &cfg);
+        (0..1000).for_each(|i| b.push(&row(i)));
+        let baseline = b.build();
+        let mut w = WindowStats::new(specs, Some(&baseline));
+        (0..500).for_each(|i| w.push(&row(i)));
+        let report = w.report(&cfg);
+        let f = |name: &str| report.fields.iter().find(|f| f.name == name).unwrap();
+        assert_eq!(f("mini_series.wins").missing_ratio, 0.1);
+        assert_eq!(f("len(players)").missing_ratio, 0.0);
+        for name in ["mini_series.wins", "len(players)", "region"] {
+            assert!(f(name).psi.is_some(), "{name}: {:?}", f(name));
+        }
+        assert!(
+            f("mini_series.losses").vif.is_some(),
+            "{:?}",
+            f("mini_series.losses")
+        );
     }
 
     #[test]

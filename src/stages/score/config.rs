@@ -109,10 +109,15 @@ pub struct ScoreConfig {
     /// `quality_reasons`).
     #[serde(default = "default_schema_out")]
     pub schema_out: PathBuf,
-    /// Fields to profile (missing ratio, PSI, VIF of the numeric ones). Default: the input
+    /// Fields to profile (missing ratio, PSI, VIF of the numeric ones), by path: `name`,
+    /// `record.leaf` for a leaf of a nested record (a null parent counts as missing), and
+    /// `len(path)` for the length of an array or map. Numbers, decimals, dates, times and
+    /// timestamps are numeric; strings, booleans and enums categorical. Default: the input
     /// schema's fields without the lineage fields, the `[clean] key_field` and the fields
-    /// `[clean]` derives as sums or copies (exact linear combinations make VIF infinite), and
-    /// without nested fields (records, arrays, ...), which the report does not profile yet.
+    /// `[clean]` derives as sums or copies (exact linear combinations make VIF infinite);
+    /// non-nullable nested records as their leaves, arrays and maps by length; leaves of
+    /// nullable records only when listed (a null parent would count as missing); bytes,
+    /// fixed, uuids and general unions never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<String>>,
     /// A saved baseline (`etl-pipe profile REF --save-baseline FILE`). When set it is the
@@ -341,27 +346,18 @@ impl ScoreConfig {
                 let mut seen = HashSet::new();
                 let mut specs = Vec::with_capacity(list.len());
                 for name in list {
-                    let Some(f) = schema.field(name) else {
-                        return Err(ConfigError::key(
-                            "score.fields",
-                            format!(
-                                "`{name}` is not a field of {} ({}); its fields are: {}",
-                                schema.name,
-                                self.schema_in.display(),
-                                schema.field_names()
-                            ),
-                        ));
-                    };
                     if !seen.insert(name.as_str()) {
                         return Err(ConfigError::key(
                             "score.fields",
                             format!("`{name}` is listed twice"),
                         ));
                     }
-                    specs.push(
-                        FieldSpec::from_schema(f)
-                            .map_err(|e| ConfigError::key("score.fields", e))?,
-                    );
+                    specs.push(FieldSpec::from_path(schema, name).map_err(|e| {
+                        ConfigError::key(
+                            "score.fields",
+                            format!("{e} ({})", self.schema_in.display()),
+                        )
+                    })?);
                 }
                 Ok(specs)
             }
@@ -372,25 +368,14 @@ impl ScoreConfig {
                     .filter(|(_, m)| matches!(m.derive, Some(Derive::Sum | Derive::Copy)))
                     .map(|(n, _)| n.as_str())
                     .collect();
-                let specs: Vec<FieldSpec> = schema
-                    .fields
-                    .iter()
-                    .filter(|f| {
-                        !LINEAGE_FIELDS.contains(&f.name.as_str())
-                            && clean.key_field.as_deref() != Some(f.name.as_str())
-                            && !linear.contains(&f.name.as_str())
-                            && f.name != WINDOW_FIELD
-                            && f.name != DECISION_FIELD
-                            && f.name != REASONS_FIELD
-                            // phase 2 (issue 20, item 6): nested leaves by path; until then
-                            // the default profiles the flat fields only.
-                            && f.ty.is_flat()
-                    })
-                    .map(FieldSpec::from_schema)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| {
-                        ConfigError::key("score.fields", format!("{e}; list the fields to profile"))
-                    })?;
+                let specs = FieldSpec::leaves(schema, |f| {
+                    !LINEAGE_FIELDS.contains(&f.name.as_str())
+                        && clean.key_field.as_deref() != Some(f.name.as_str())
+                        && !linear.contains(&f.name.as_str())
+                        && f.name != WINDOW_FIELD
+                        && f.name != DECISION_FIELD
+                        && f.name != REASONS_FIELD
+                });
                 if specs.is_empty() {
                     return Err(ConfigError::key(
                         "score.fields",
