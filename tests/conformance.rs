@@ -7,6 +7,11 @@
 //!     get the values etl-pipe's own reader gets, field by field, message by message.
 //! (b) Python produces cleaned records; etl-pipe's reader codec decodes them to the values
 //!     Python was given, and the score stage scores all of them (nothing dead-lettered).
+//! (c) The nested fixture (`tests/fixtures/nested_entry.avsc`: uuid, enum, decimals on bytes
+//!     and fixed, fixed, bytes, arrays, maps, nested and nullable records, a general union,
+//!     dates, times, every timestamp): etl-pipe writes edge and varied records
+//!     Confluent-framed, Python reads them; Python writes them, etl-pipe reads them; every
+//!     value exact (datetimes to the microsecond, floating point to the bit).
 //!
 //! The venv comes from `deploy/local/pyvenv.sh` (created on first use, from PyPI); a missing
 //! venv, Python or registry FAILS the test, it never skips. (Single-object framing against
@@ -100,29 +105,107 @@ fn run_python(args: &[&str]) -> String {
     String::from_utf8(stdout).unwrap()
 }
 
-/// A record's value as the JSON conformance.py prints: timestamps as epoch milliseconds,
-/// floating point as the exact bits of the value as a double (decimal text would leave the
-/// comparison to serde_json's parsing, which is not always correctly rounded: 16 of 300
-/// doubles came back one ULP off that way).
-fn to_json(v: &Value) -> Json {
+/// How conformance.py prints datetimes: the flat tests' timestamp-millis as integer epoch
+/// milliseconds (`read`'s default), or every datetime as `{"ts_us": exact microseconds}`
+/// (`read --exact-times`: fastavro gives datetimes, which do not say whether the field was
+/// millis or micros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Times {
+    Millis,
+    ExactMicros,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A value as the JSON conformance.py prints (its `plain`): floating point as the exact bits
+/// of the value as a double (decimal text would leave the comparison to serde_json's parsing,
+/// which is not always correctly rounded: 16 of 300 doubles came back one ULP off that way);
+/// decimals as `{"decimal": fixed-point text}`, uuids as their string, bytes and fixed as
+/// `{"bytes_hex"}`, enums as the symbol, dates as days, times as `{"time_us"}`, datetimes
+/// per `times`; records and maps as objects, arrays as lists. timestamp-nanos and
+/// local-timestamp-nanos as the integer (fastavro 1.13 has no such logical type).
+fn to_json(v: &Value, times: Times) -> Json {
+    let ts_us = |us: i64| match times {
+        Times::ExactMicros => json!({ "ts_us": us }),
+        // conformance.py rounds to the millisecond: (us + 500) // 1000.
+        Times::Millis => json!((us + 500).div_euclid(1000)),
+    };
+    let millis = |ms: i64| match times {
+        Times::Millis => json!(ms),
+        Times::ExactMicros => json!({ "ts_us": ms.checked_mul(1000).expect("timestamp in range") }),
+    };
     match v {
         Value::Null => Json::Null,
         Value::Boolean(b) => json!(b),
-        Value::Int(i) => json!(i),
-        Value::Long(i) | Value::TimestampMillis(i) => json!(i),
+        Value::Int(i) | Value::Date(i) => json!(i),
+        Value::Long(i) | Value::TimestampNanos(i) | Value::LocalTimestampNanos(i) => json!(i),
+        Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => millis(*ms),
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => ts_us(*us),
+        Value::TimeMillis(ms) => json!({ "time_us": *ms as i64 * 1000 }),
+        Value::TimeMicros(us) => json!({ "time_us": us }),
         Value::Float(f) => json!({ "f64_bits": (*f as f64).to_bits() }),
         Value::Double(f) => json!({ "f64_bits": f.to_bits() }),
-        Value::String(s) => json!(s),
-        // phase 2 (issue 20): the nested schema's values as conformance.py prints them.
-        other => panic!("no conformance JSON for a {} value yet", other.kind()),
+        Value::String(s) | Value::Enum(s) => json!(s),
+        Value::Bytes(b) | Value::Fixed(b) => json!({ "bytes_hex": hex(b) }),
+        Value::Decimal(d) => json!({ "decimal": d.to_string() }),
+        Value::Uuid(u) => json!(u.hyphenated().to_string()),
+        Value::Array(items) => Json::Array(items.iter().map(|x| to_json(x, times)).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, x)| (k.clone(), to_json(x, times)))
+                .collect(),
+        ),
+        Value::Record(r) => json!(record_json(r, times)),
     }
 }
 
-fn record_json(r: &Record) -> BTreeMap<String, Json> {
+fn record_json(r: &Record, times: Times) -> BTreeMap<String, Json> {
     r.fields
         .iter()
-        .map(|(k, v)| (k.to_string(), to_json(v)))
+        .map(|(k, v)| (k.to_string(), to_json(v, times)))
         .collect()
+}
+
+/// A value as `conformance.py produce` takes it (see its `typed`): logical dates, times and
+/// timestamps as the integer in the type's unit (fastavro accepts those), and as one-key
+/// objects what JSON cannot carry exactly: `{"$decimal"}`, `{"$bytes_hex"}`, `{"$uuid"}`,
+/// `{"$f64_bits"}` (infinities, NaN, -0.0, every bit).
+fn produce_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => json!(b),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => json!(i),
+        Value::Long(i)
+        | Value::TimeMicros(i)
+        | Value::TimestampMillis(i)
+        | Value::TimestampMicros(i)
+        | Value::TimestampNanos(i)
+        | Value::LocalTimestampMillis(i)
+        | Value::LocalTimestampMicros(i)
+        | Value::LocalTimestampNanos(i) => json!(i),
+        Value::Float(f) => json!({ "$f64_bits": (*f as f64).to_bits() }),
+        Value::Double(f) => json!({ "$f64_bits": f.to_bits() }),
+        Value::String(s) | Value::Enum(s) => json!(s),
+        Value::Bytes(b) | Value::Fixed(b) => json!({ "$bytes_hex": hex(b) }),
+        Value::Decimal(d) => json!({ "$decimal": d.to_string() }),
+        Value::Uuid(u) => json!({ "$uuid": u.hyphenated().to_string() }),
+        Value::Array(items) => Json::Array(items.iter().map(produce_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, x)| (k.clone(), produce_json(x)))
+                .collect(),
+        ),
+        Value::Record(r) => Json::Object(
+            r.fields
+                .iter()
+                .map(|(k, x)| (k.to_string(), produce_json(x)))
+                .collect(),
+        ),
+    }
 }
 
 fn raw_json(i: usize) -> String {
@@ -232,7 +315,9 @@ async fn run_stages<T>(cfg: &Config, with_clean: bool, done: impl FnOnce() -> T)
 /// `(topic, partition, offset)` → (key, decoded value as JSON) of what etl-pipe's reader reads.
 type Decoded = BTreeMap<(String, i32, i64), (Option<String>, BTreeMap<String, Json>)>;
 
-async fn rust_read(cfg: &Config, topics: &[(String, &str)], count: usize) -> Decoded {
+/// What etl-pipe's reader codec decodes from `topics` (each with its reader schema: a file of
+/// `schemas/`, or an absolute path).
+async fn rust_read(cfg: &Config, topics: &[(String, &str)], count: usize, times: Times) -> Decoded {
     let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
     let msgs = tokio::task::block_in_place(|| {
         registry_support::read_until(&names, Duration::from_secs(180), |m| m.len() >= count)
@@ -245,7 +330,7 @@ async fn rust_read(cfg: &Config, topics: &[(String, &str)], count: usize) -> Dec
     );
     let mut readers = BTreeMap::new();
     for (topic, schema) in topics {
-        let s = load_schema(format!("{SCHEMAS}/{schema}")).unwrap();
+        let s = load_schema(std::path::Path::new(SCHEMAS).join(schema)).unwrap();
         readers.insert(topic.clone(), Codec::reader(&cfg.kafka, s).unwrap());
     }
     let mut out = Decoded::new();
@@ -262,17 +347,20 @@ async fn rust_read(cfg: &Config, topics: &[(String, &str)], count: usize) -> Dec
         let key = m.key().map(|k| String::from_utf8(k.to_vec()).unwrap());
         out.insert(
             (m.topic().to_string(), m.partition(), m.offset()),
-            (key, record_json(&r)),
+            (key, record_json(&r, times)),
         );
     }
     out
 }
 
-fn python_read(topics: &[String], count: usize) -> Decoded {
+fn python_read(topics: &[String], count: usize, times: Times) -> Decoded {
     let brokers = common::kafka_brokers();
     let registry = registry_support::registry_url();
     let count_s = count.to_string();
     let mut args = vec!["read", &brokers, &registry, "--count", &count_s];
+    if times == Times::ExactMicros {
+        args.push("--exact-times");
+    }
     args.extend(topics.iter().map(String::as_str));
     let mut out = Decoded::new();
     for line in run_python(&args).lines() {
@@ -377,9 +465,9 @@ async fn python_reads_what_clean_and_score_write() {
         // Quarantine holds the original cleaned bytes.
         (quarantine.clone(), "league_entry.cleaned.avsc"),
     ];
-    let ours = rust_read(&cfg, &topics, 2 * N).await;
+    let ours = rust_read(&cfg, &topics, 2 * N, Times::Millis).await;
     let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
-    let theirs = python_read(&names, 2 * N);
+    let theirs = python_read(&names, 2 * N, Times::Millis);
     assert_same(&ours, &theirs);
 
     // Sanity on what was compared: every kind of value, and the scored fields set.
@@ -431,6 +519,23 @@ fn entry(i: usize) -> Record {
     r.set("inactive", Value::Boolean(false));
     r.set("fresh_blood", Value::Null);
     r.set("hot_streak", Value::Boolean(i % 2 == 1));
+    // The cleaned schema's nested record (a promotion series), set for every third entry.
+    r.set(
+        "mini_series",
+        if i % 3 == 0 {
+            let mut m = Record::new();
+            m.set("target", Value::Int(3));
+            m.set("wins", Value::Int((i / 3 % 3) as i32));
+            m.set("losses", Value::Int((i / 3 % 2) as i32));
+            m.set(
+                "progress",
+                Value::String(["WLN", "", "WW"][i / 3 % 3].into()),
+            );
+            Value::Record(m)
+        } else {
+            Value::Null
+        },
+    );
     let games = (i % 90) as i32 + 1 + (i % 40) as i32;
     r.set("games", Value::Int(games));
     r.set(
@@ -463,7 +568,7 @@ async fn etl_pipe_reads_what_python_writes() {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("records.jsonl");
     let sent: BTreeMap<String, BTreeMap<String, Json>> = (0..N)
-        .map(|i| (format!("py{i}"), record_json(&entry(i))))
+        .map(|i| (format!("py{i}"), record_json(&entry(i), Times::Millis)))
         .collect();
     // For Python to serialize: plain JSON numbers (serde_json writes the shortest exact
     // decimal; Python's json parsing is correctly rounded).
@@ -477,7 +582,7 @@ async fn etl_pipe_reads_what_python_writes() {
                     let j = match v {
                         Value::Double(f) => json!(f),
                         Value::Float(f) => json!(*f as f64),
-                        other => to_json(other),
+                        other => to_json(other, Times::Millis),
                     };
                     (&**k, j)
                 })
@@ -498,7 +603,13 @@ async fn etl_pipe_reads_what_python_writes() {
     assert_eq!(produced["produced"], json!(N), "{out}");
 
     // etl-pipe's reader codec: the values Python was given, field by field.
-    let ours = rust_read(&cfg, &[(cleaned.clone(), "league_entry.cleaned.avsc")], N).await;
+    let ours = rust_read(
+        &cfg,
+        &[(cleaned.clone(), "league_entry.cleaned.avsc")],
+        N,
+        Times::Millis,
+    )
+    .await;
     let mut diffs = Vec::new();
     for (key, rec) in ours.values() {
         let key = key.clone().unwrap();
@@ -535,6 +646,7 @@ async fn etl_pipe_reads_what_python_writes() {
             (quarantine, "league_entry.cleaned.avsc"),
         ],
         N,
+        Times::Millis,
     )
     .await;
     for (key, rec) in out.values() {
@@ -543,4 +655,426 @@ async fn etl_pipe_reads_what_python_writes() {
             assert_eq!(&rec[field], v, "{key} field `{field}`");
         }
     }
+}
+
+/// The nested fixture of issue 20: every Avro 1.12 type the codec carries.
+const NESTED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/nested_entry.avsc"
+);
+
+/// splitmix64 of `(i, salt)`: varied but reproducible values.
+fn mix(i: usize, salt: u64) -> u64 {
+    let mut z = (i as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(salt.wrapping_mul(0xd1b5_4a32_d192_ed03))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A value of `mix` in `-m..m` (`m` > 0).
+fn signed(i: usize, salt: u64, m: i64) -> i64 {
+    (mix(i, salt) % (2 * m as u64)) as i64 - m
+}
+
+/// Record `i` of the nested fixture. The first few records hold the edge values (extreme
+/// decimals of full precision, two's complement byte boundaries, the first and last instant
+/// Python's datetime has, i64/i32 extremes, infinities, -0.0, subnormals, NaN among the
+/// doubles); the rest vary by `mix`. Empty and non-empty arrays and maps, null and set
+/// nullable records, every branch of the `choice` union in turn, micros not a multiple of
+/// 1000.
+fn nested(i: usize) -> Record {
+    use etl_pipe::record::Decimal;
+    let rec = |fields: Vec<(&str, Value)>| Record {
+        fields: fields.into_iter().map(|(n, v)| (n.into(), v)).collect(),
+    };
+    let s = |v: &str| Value::String(v.into());
+    let bytes = |n: usize, salt: u64| -> Vec<u8> {
+        (0..n)
+            .map(|k| (mix(i * 1000 + k, salt) & 0xff) as u8)
+            .collect()
+    };
+    let pick = |edges: &[i64], other: i64| edges.get(i).copied().unwrap_or(other);
+    // Micros never a multiple of 1000 past the edges.
+    let odd_us = |us: i64| if us % 1000 == 0 { us + 7 } else { us };
+
+    let id = match i {
+        0 => uuid::Uuid::nil(),
+        1 => uuid::Uuid::from_u128(u128::MAX),
+        _ => uuid::Uuid::from_u128(((mix(i, 1) as u128) << 64) | mix(i, 2) as u128),
+    };
+    // decimal(10, 2) on bytes: the 10-digit extremes and two's complement boundaries.
+    let score = pick(
+        &[
+            9_999_999_999,
+            -9_999_999_999,
+            0,
+            -1,
+            1,
+            127,
+            128,
+            -128,
+            -129,
+            255,
+            -32_768,
+            -12_347,
+        ],
+        signed(i, 3, 10_000_000_000),
+    );
+    // decimal(18, 4) on fixed(8): the 18-digit extremes.
+    let prize = pick(
+        &[
+            999_999_999_999_999_999,
+            -999_999_999_999_999_999,
+            0,
+            -1,
+            1,
+            -10_000,
+            i64::from(i32::MIN),
+        ],
+        signed(i, 4, 1_000_000_000_000_000_000),
+    );
+    let hash = match i {
+        0 => vec![0; 16],
+        1 => vec![0xff; 16],
+        _ => bytes(16, 5),
+    };
+    let raw = match i % 5 {
+        0 => vec![],
+        1 => vec![0],
+        2 => vec![0xff, 0, b'\'', b'\\', b'"', 0x80],
+        // A length of more than one varint byte.
+        3 => bytes(300, 6),
+        _ => bytes(1 + (mix(i, 7) % 40) as usize, 8),
+    };
+    let tags = match i % 4 {
+        0 => vec![],
+        1 => vec![s("")],
+        2 => vec![
+            s("a"),
+            s("it's \"quoted\" \\ too"),
+            s("名前 ünï"),
+            s("emoji 🎮\n\t"),
+        ],
+        // A block count of more than one varint byte.
+        _ => (0..100).map(|k| s(&format!("t{i}.{k}"))).collect(),
+    };
+    let counts = match i % 3 {
+        0 => vec![],
+        1 => vec![
+            (String::new(), Value::Long(i64::MIN)),
+            ("max".into(), Value::Long(i64::MAX)),
+            ("ключ 🔑".into(), Value::Long(-1)),
+        ],
+        _ => (0..70)
+            .map(|k| (format!("k{k}"), Value::Long(mix(i * 100 + k, 9) as i64)))
+            .collect(),
+    };
+    let series = |k: usize| {
+        rec(vec![
+            ("progress", s(["WL-", "", "LLWWW"][k % 3])),
+            (
+                "target",
+                Value::Int(if k == 1 { i32::MAX } else { 3 + k as i32 }),
+            ),
+            (
+                "wins",
+                Value::Int(if k == 1 { i32::MIN } else { k as i32 % 3 }),
+            ),
+            ("losses", Value::Int(-(k as i32))),
+        ])
+    };
+    let mini_series = if i % 3 == 0 {
+        Value::Null
+    } else {
+        Value::Record(series(i))
+    };
+    let player = |k: usize| {
+        Value::Record(rec(vec![
+            ("name", s(&format!("player {k} 플레이어"))),
+            (
+                "puuid",
+                Value::Uuid(uuid::Uuid::from_u128(mix(i * 10 + k, 10) as u128)),
+            ),
+            (
+                "tier",
+                match (i + k) % 4 {
+                    0 => Value::Null,
+                    t => Value::Enum(["IRON", "GOLD", "DIAMOND"][t - 1].into()),
+                },
+            ),
+            (
+                "series",
+                if (i + k) % 2 == 0 {
+                    Value::Null
+                } else {
+                    Value::Record(series(i + k))
+                },
+            ),
+        ]))
+    };
+    let players = match i % 4 {
+        0 => vec![],
+        1 => vec![player(0)],
+        2 => (0..3).map(player).collect(),
+        _ => (0..2).map(player).collect(),
+    };
+    // Every branch of ["string", "long", "Hash16", "null"] in turn.
+    let choice = match i % 4 {
+        0 if i % 8 == 0 => s(""),
+        0 => s(&format!("choice {i}")),
+        1 if i == 1 => Value::Long(i64::MIN),
+        1 => Value::Long(mix(i, 11) as i64),
+        2 => Value::Fixed(bytes(16, 12)),
+        _ => Value::Null,
+    };
+    let doubles = |n: usize, salt: u64| -> Vec<Value> {
+        (0..n)
+            .map(|k| {
+                let (a, b) = (mix(i * 100 + k, salt) as i64, mix(i * 100 + k, salt + 1));
+                Value::Double(a as f64 / (b | 1) as f64 * 1e-3)
+            })
+            .collect()
+    };
+    let samples = match i % 4 {
+        0 => vec![],
+        1 => vec![("empty".to_string(), Value::Array(vec![]))],
+        2 => vec![
+            (
+                "edges".to_string(),
+                Value::Array(
+                    [
+                        0.5,
+                        0.1,
+                        -1e300,
+                        -0.0,
+                        f64::INFINITY,
+                        f64::NEG_INFINITY,
+                        5e-324,
+                        f64::MAX,
+                        f64::MIN_POSITIVE,
+                        f64::NAN,
+                    ]
+                    .into_iter()
+                    .map(Value::Double)
+                    .collect(),
+                ),
+            ),
+            ("x".to_string(), Value::Array(doubles(5, 13))),
+        ],
+        _ => (0..4)
+            .map(|k| (format!("s{k}"), Value::Array(doubles(k * 3, 15 + k as u64))))
+            .collect(),
+    };
+    // 0001-01-01 and 9999-12-31, Python's first and last date.
+    let day = pick(
+        &[-719_162, 2_932_896, 0, -1],
+        19_000 + signed(i, 16, 40_000),
+    ) as i32;
+    let at_ms = pick(&[0, 86_399_999, 1], (mix(i, 17) % 86_400_000) as i64) as i32;
+    let at_us = pick(
+        &[0, 86_399_999_999, 1],
+        odd_us((mix(i, 18) % 86_400_000_000) as i64),
+    );
+    // 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999(999), Python's first and last instant.
+    let (first_ms, last_ms) = (-62_135_596_800_000i64, 253_402_300_799_999i64);
+    let (first_us, last_us) = (first_ms * 1000, last_ms * 1000 + 999);
+    let ts_ms = pick(
+        &[first_ms, last_ms, 0, -1, -1001],
+        1_700_000_000_123 + signed(i, 19, 1_000_000_000_000),
+    );
+    let ts_us = pick(
+        &[first_us, last_us, -1, 1, -999_999],
+        odd_us(1_700_000_000_123_456 + signed(i, 20, 1_000_000_000_000_000)),
+    );
+    let local_ms = pick(
+        &[last_ms, first_ms, -1, 0, 999],
+        1_600_000_000_000 + signed(i, 21, 1_000_000_000_000),
+    );
+    let local_us = pick(
+        &[last_us, first_us, 1, -1, -1_000_001],
+        odd_us(1_600_000_000_000_000 + signed(i, 22, 1_000_000_000_000_000)),
+    );
+    let flag = match i % 3 {
+        0 => Value::Null,
+        1 => Value::Boolean(true),
+        _ => Value::Boolean(false),
+    };
+    let ratios = [
+        0.1f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        1e-45,
+        -3.4e38,
+    ];
+    let ratio = ratios
+        .get(i)
+        .copied()
+        .unwrap_or(signed(i, 23, 1 << 40) as f32 / 3.0e6);
+
+    rec(vec![
+        ("id", Value::Uuid(id)),
+        ("region", Value::Enum(["EUW", "NA", "KR"][i % 3].into())),
+        ("score", Value::Decimal(Decimal::new(score as i128, 2))),
+        ("prize", Value::Decimal(Decimal::new(prize as i128, 4))),
+        ("hash", Value::Fixed(hash)),
+        ("raw", Value::Bytes(raw)),
+        ("tags", Value::Array(tags)),
+        ("counts", Value::Map(counts)),
+        ("mini_series", mini_series),
+        ("players", Value::Array(players)),
+        ("choice", choice),
+        ("samples", Value::Map(samples)),
+        ("day", Value::Date(day)),
+        ("at_ms", Value::TimeMillis(at_ms)),
+        ("at_us", Value::TimeMicros(at_us)),
+        ("ts_ms", Value::TimestampMillis(ts_ms)),
+        ("ts_us", Value::TimestampMicros(ts_us)),
+        ("local_ms", Value::LocalTimestampMillis(local_ms)),
+        ("local_us", Value::LocalTimestampMicros(local_us)),
+        ("flag", flag),
+        ("ratio", Value::Float(ratio)),
+    ])
+}
+
+/// The key a nested record is produced with (by etl-pipe and by Python): its `id`.
+fn nested_key(r: &Record) -> String {
+    match r.get("id") {
+        Some(Value::Uuid(u)) => u.hyphenated().to_string(),
+        other => panic!("nested record without a uuid id: {other:?}"),
+    }
+}
+
+/// Every message of `got` is one of `sent` (by key), field by field; every one sent was got.
+fn assert_as_sent(who: &str, sent: &BTreeMap<String, BTreeMap<String, Json>>, got: &Decoded) {
+    let mut diffs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (at, (key, rec)) in got {
+        let Some(key) = key else {
+            diffs.push(format!("{at:?}: no key"));
+            continue;
+        };
+        let Some(want) = sent.get(key) else {
+            diffs.push(format!("{at:?}: key {key} was not sent"));
+            continue;
+        };
+        seen.insert(key.clone());
+        for (field, v) in want {
+            if rec.get(field) != Some(v) {
+                diffs.push(format!(
+                    "{key} field `{field}`: sent {v}, {who} decoded {:?}",
+                    rec.get(field)
+                ));
+            }
+        }
+        for field in rec.keys().filter(|f| !want.contains_key(*f)) {
+            diffs.push(format!("{key}: {who} decoded extra field `{field}`"));
+        }
+    }
+    for key in sent.keys().filter(|k| !seen.contains(*k)) {
+        diffs.push(format!("{key}: sent, {who} did not decode it"));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} differences, first: {:#?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(20)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nested_schema_round_trips_with_the_confluent_client() {
+    registry_support::require_registry().await;
+    let _ = python();
+    let cfg = config("conf_nested");
+    let prefix = common::unique("conf_nested");
+    let (etl_topic, py_topic) = (format!("{prefix}.etl"), format!("{prefix}.python"));
+    common::create_topic(&etl_topic, 1).await;
+    common::create_topic(&py_topic, 1).await;
+    const N: usize = 52;
+
+    let schema = load_schema(NESTED).unwrap();
+    let records: Vec<Record> = (0..N).map(nested).collect();
+    // What was compared: every branch of the union, nulls and values of each nullable.
+    let kinds = |field: &str| -> std::collections::BTreeSet<&'static str> {
+        records
+            .iter()
+            .map(|r| r.get(field).unwrap().kind())
+            .collect()
+    };
+    assert_eq!(kinds("choice").len(), 4, "{:?}", kinds("choice"));
+    assert_eq!(kinds("mini_series").len(), 2);
+    assert_eq!(kinds("flag").len(), 2);
+    let sent: BTreeMap<String, BTreeMap<String, Json>> = records
+        .iter()
+        .map(|r| (nested_key(r), record_json(r, Times::ExactMicros)))
+        .collect();
+    assert_eq!(sent.len(), N, "distinct keys");
+
+    // (a) etl-pipe writes, Confluent-framed with the schema registered as a stage registers
+    // its output schema; Python reads.
+    let writer = Codec::writer(&cfg.kafka, schema.clone(), &etl_topic)
+        .await
+        .unwrap();
+    assert!(
+        matches!(writer.framing(), etl_pipe::codec::Framing::Confluent { .. }),
+        "{:?}",
+        writer.framing()
+    );
+    let producer: FutureProducer = kafka::producer_config(&cfg.kafka).create().unwrap();
+    for r in &records {
+        let payload = writer.encode(r).unwrap();
+        producer
+            .send(
+                FutureRecord::to(&etl_topic)
+                    .key(&nested_key(r))
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let topics = [(etl_topic.clone(), NESTED)];
+    let ours = rust_read(&cfg, &topics, N, Times::ExactMicros).await;
+    let theirs = python_read(std::slice::from_ref(&etl_topic), N, Times::ExactMicros);
+    assert_same(&ours, &theirs);
+    assert_as_sent("Python", &sent, &theirs);
+    assert_as_sent("etl-pipe", &sent, &ours);
+
+    // (b) Python writes the same records with AvroSerializer; etl-pipe's reader decodes them
+    // to the values Python was given.
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("nested.jsonl");
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| produce_json(&Value::Record(r.clone())).to_string())
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let out = run_python(&[
+        "produce",
+        &common::kafka_brokers(),
+        &registry_support::registry_url(),
+        &py_topic,
+        NESTED,
+        jsonl.to_str().unwrap(),
+        "--key-field",
+        "id",
+    ]);
+    let produced: Json = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(produced["produced"], json!(N), "{out}");
+    let ours = rust_read(&cfg, &[(py_topic.clone(), NESTED)], N, Times::ExactMicros).await;
+    assert_as_sent("etl-pipe", &sent, &ours);
+    let id = produced["schema_id"].as_u64().unwrap() as u32;
+    assert_eq!(
+        registry_support::latest(&format!("{py_topic}-value"))
+            .await
+            .map(|l| l.0),
+        Some(id),
+        "Python's frame id is the subject's latest id"
+    );
 }
