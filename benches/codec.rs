@@ -1,6 +1,9 @@
-//! Avro encode/decode throughput of the candidates for `src/codec`, on the cleaned league
-//! schema (`schemas/league_entry.cleaned.avsc`, 20 fields), one thread. Prints records/s
-//! and bytes per record; asserts nothing (figures vary with the machine and its load).
+//! Avro encode/decode throughput of the candidates for `src/codec`, on the flat cleaned league
+//! schema (`schemas/history/league_entry.cleaned.v1.avsc`, 20 fields: the demo's schema before
+//! issue 20, and the codec's flat fast path), one thread; then `etl_pipe::codec::Codec` alone on
+//! the demo's schema since issue 20 (`schemas/league_entry.cleaned.avsc`, with the nullable
+//! nested record `mini_series`, set on every other record: the codec's general path). Prints
+//! records/s and bytes per record; asserts nothing (figures vary with the machine and its load).
 //!
 //! `cargo bench --bench codec` (release). `CODEC_BENCH_RECORDS=100000` for a shorter run.
 //!
@@ -320,7 +323,7 @@ fn main() {
         .unwrap_or(500_000);
     let schema = load_schema(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/schemas/league_entry.cleaned.avsc"
+        "/schemas/history/league_entry.cleaned.v1.avsc"
     ))
     .expect("cleaned schema");
     let records: Vec<Record> = (0..DISTINCT).map(league_record).collect();
@@ -468,4 +471,63 @@ fn main() {
         );
     }
     println!("(bytes/rec: Avro datum; the framed ones add the 10-byte single-object header, Confluent adds 5)");
+    nested(n, &records);
+}
+
+/// `etl_pipe::codec::Codec` on the demo's nested schema: the same records with `mini_series`
+/// (a record on even records, null on odd ones), through the general path.
+fn nested(n: usize, flat: &[Record]) {
+    let schema = load_schema(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/league_entry.cleaned.avsc"
+    ))
+    .expect("the demo's cleaned schema");
+    let records: Vec<Record> = flat
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut out = Record::new();
+            for (name, v) in &r.fields {
+                out.set(name, v.clone());
+                if &**name == "hot_streak" {
+                    let series = if i % 2 == 0 {
+                        let mut m = Record::new();
+                        m.set("target", Value::Int(3));
+                        m.set("wins", Value::Int((i % 3) as i32));
+                        m.set("losses", Value::Int((i % 2) as i32));
+                        m.set("progress", Value::String("WLN".into()));
+                        Value::Record(m)
+                    } else {
+                        Value::Null
+                    };
+                    out.set("mini_series", series);
+                }
+            }
+            out
+        })
+        .collect();
+    let codec = Codec::new(schema.clone(), Framing::SingleObject);
+    let framed: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| codec.encode(r).expect("encode"))
+        .collect();
+    for (r, b) in records.iter().zip(&framed) {
+        assert_eq!(&codec.decode(b).expect("decode"), r, "nested round trip");
+    }
+    let bytes = framed.iter().map(|b| b.len() - 10).sum::<usize>() as f64 / records.len() as f64;
+    let encode = rate(n, |i| {
+        black_box(codec.encode(&records[i % DISTINCT]).expect("encode"));
+    });
+    let decode = rate(n, |i| {
+        black_box(codec.decode(&framed[i % DISTINCT]).expect("decode"));
+    });
+    println!(
+        "\n{} with mini_series ({} fields, nested; the codec's general path)",
+        schema.name,
+        schema.fields.len()
+    );
+    println!(
+        "{:<36} {:>14.0} {:>14.0} {:>10.1}",
+        "etl_pipe::codec (general path)", encode, decode, bytes
+    );
 }
