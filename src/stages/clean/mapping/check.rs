@@ -106,7 +106,7 @@ pub(super) fn show_value(v: &Value) -> String {
         Value::Float(x) => x.to_string(),
         Value::Double(x) => x.to_string(),
         Value::String(s) => show(&Json::String(s.clone())),
-        // phase 2 (issue 20): the mapping produces nested values; shown as JSON meanwhile.
+        // Nested values, decimals, uuids, enums and the other logical types: as their JSON.
         other => serde_json::to_string(other).unwrap_or_else(|_| other.kind().to_string()),
     }
 }
