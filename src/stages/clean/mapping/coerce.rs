@@ -17,26 +17,6 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// The raw value of a field: the key `from` itself (a raw key containing a dot wins), else
-/// the dotted `path` through nested objects.
-pub(super) fn lookup<'a>(
-    obj: &'a serde_json::Map<String, Json>,
-    from: &str,
-    path: &[String],
-) -> Option<&'a Json> {
-    if let Some(v) = obj.get(from) {
-        return Some(v);
-    }
-    if path.len() < 2 {
-        return None;
-    }
-    let mut cur = obj.get(&path[0])?;
-    for seg in &path[1..] {
-        cur = cur.as_object()?.get(seg)?;
-    }
-    Some(cur)
-}
-
 pub(super) fn json_type(j: &Json) -> &'static str {
     match j {
         Json::Null => "null",

@@ -14,14 +14,16 @@ mod check;
 mod coerce;
 mod derive;
 mod lineage;
+mod members;
 mod nested;
 mod plan;
 
 use serde_json::Value as Json;
 
-use self::coerce::{convert, json_type, lookup};
+use self::coerce::convert;
 use self::derive::derive;
 use self::lineage::lineage_value;
+use self::members::{Members, Picked};
 use self::nested::{convert_any, At, Ctx};
 use self::plan::{Plan, Source};
 use crate::record::{FieldType, Record, Value};
@@ -87,6 +89,8 @@ pub struct Mapper {
     derived: Vec<usize>,
     /// Index of `key_field`.
     key: Option<usize>,
+    /// The raw record's members the plans read.
+    members: Members,
 }
 
 fn is_numeric(t: &FieldType) -> bool {
@@ -111,18 +115,24 @@ struct Values {
 impl Mapper {
     /// Maps one raw message value. Never panics on input.
     pub fn map(&self, raw: &[u8], lineage: &Lineage<'_>) -> Result<Mapped, MappingError> {
-        let json = parse(raw)?;
-        let Json::Object(obj) = &json else {
-            return Err(MappingError {
-                field: None,
-                kind: ErrorKind::NotAnObject,
-                message: format!(
-                    "the raw record is a JSON {}, not an object",
-                    json_type(&json)
-                ),
-            });
+        let members = match self.members.parse(raw) {
+            Ok(Picked::Object(members)) => members,
+            Ok(Picked::NotAnObject(ty)) => {
+                return Err(MappingError {
+                    field: None,
+                    kind: ErrorKind::NotAnObject,
+                    message: format!("the raw record is a JSON {ty}, not an object"),
+                })
+            }
+            Err(e) => {
+                return Err(MappingError {
+                    field: None,
+                    kind: ErrorKind::InvalidJson,
+                    message: format!("not valid JSON: {e}"),
+                })
+            }
         };
-        let mut v = self.read(raw, obj, lineage);
+        let mut v = self.read(raw, &members, lineage);
         self.derive_all(&mut v);
         if let Some(e) = first_listing_all(&v.errors) {
             return Err(e);
@@ -140,12 +150,7 @@ impl Mapper {
     }
 
     /// Every field that is not derived, in schema order; derived ones are null for now.
-    fn read(
-        &self,
-        raw: &[u8],
-        obj: &serde_json::Map<String, Json>,
-        lineage: &Lineage<'_>,
-    ) -> Values {
+    fn read(&self, raw: &[u8], members: &[Option<Json>], lineage: &Lineage<'_>) -> Values {
         let mut v = Values {
             values: Vec::with_capacity(self.plans.len()),
             failed: vec![false; self.plans.len()],
@@ -153,7 +158,7 @@ impl Mapper {
         };
         for (i, p) in self.plans.iter().enumerate() {
             let got = match &p.source {
-                Source::Raw { from, path, coerce } => match lookup(obj, from, path) {
+                Source::Raw { from, path, coerce } => match self.members.lookup(members, i, path) {
                     None | Some(Json::Null) => Ok(None),
                     Some(j) if p.ty.is_flat() => convert(j, &p.ty, *coerce).map(Some),
                     Some(j) => {
@@ -215,14 +220,6 @@ impl Mapper {
             }
         }
     }
-}
-
-fn parse(raw: &[u8]) -> Result<Json, MappingError> {
-    serde_json::from_slice(raw).map_err(|e| MappingError {
-        field: None,
-        kind: ErrorKind::InvalidJson,
-        message: format!("not valid JSON: {e}"),
-    })
 }
 
 /// The first error, its message listing every error of the record.

@@ -91,6 +91,7 @@ impl Mapper {
         }
         let key = key_index(schema, cfg)?;
         Ok(Mapper {
+            members: super::members::Members::new(&plans),
             plans,
             derived,
             key,
