@@ -387,3 +387,82 @@ fn a_baseline_field_missing_from_the_file_fails_as_all_missing() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("and the baseline are: a, gone"), "{e}");
 }
+
+/// Nested JSON (issue 20): fields are paths — `series.wins` through nested objects,
+/// `len(tags)` for arrays — in the report, in `--fields` and in PSI against a baseline file of
+/// the same shape; a null parent makes its leaves missing.
+#[test]
+fn nested_jsonl_is_profiled_by_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |i: usize, shift: usize| {
+        let series = if i % 10 == 0 {
+            "null".to_string()
+        } else {
+            format!(
+                r#"{{"wins": {}, "detail": {{"tier": "{}"}}}}"#,
+                i % 5 + shift,
+                ["GOLD", "SILVER"][i % 2]
+            )
+        };
+        format!(
+            r#"{{"id": {i}, "series": {series}, "tags": [{}]}}"#,
+            vec!["1"; i % 3].join(",")
+        )
+    };
+    let text = |shift| (0..1000).map(|i| line(i, shift) + "\n").collect::<String>();
+    let base = write(dir.path(), "base.jsonl", &text(0));
+    let same = write(dir.path(), "same.jsonl", &text(0));
+    let drifted = write(dir.path(), "drifted.jsonl", &text(2));
+    let args = |f: &PathBuf| {
+        vec![
+            f.to_str().unwrap().to_string(),
+            "--baseline".into(),
+            base.to_str().unwrap().into(),
+            "--json".into(),
+        ]
+    };
+    let out = run(&args(&same).iter().map(String::as_str).collect::<Vec<_>>());
+    let r = json(&out);
+    let names: Vec<&str> = r["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["id", "len(tags)", "series.wins", "series.detail.tier"]
+    );
+    assert_eq!(field(&r, "series.wins")["kind"], "numeric");
+    assert_eq!(field(&r, "series.detail.tier")["kind"], "categorical");
+    assert_eq!(field(&r, "series.wins")["missing_ratio"], 0.1);
+    assert_eq!(field(&r, "len(tags)")["mean"], 0.999);
+    assert_eq!(field(&r, "series.wins")["psi"], 0.0);
+    // A drift of the nested leaf alone is its PSI, named by its path.
+    let out = run(&args(&drifted)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let r = json(&out);
+    assert!(
+        field(&r, "series.wins")["psi"].as_f64().unwrap() > 0.25,
+        "{r}"
+    );
+    assert_eq!(field(&r, "series.detail.tier")["psi"], 0.0);
+    assert!(r["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["field"] == "series.wins" && x["metric"] == "psi"));
+    // --fields takes the paths; an unknown path is an error naming the file's paths.
+    let f = drifted.to_str().unwrap();
+    let r = json(&run(&[f, "--fields", "len(tags),series.wins", "--json"]));
+    assert_eq!(r["fields"].as_array().unwrap().len(), 2);
+    let out = run(&[f, "--fields", "series.nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("series.nope") && err.contains("series.wins"),
+        "{err}"
+    );
+}

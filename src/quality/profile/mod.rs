@@ -5,9 +5,9 @@
 //! the first `--infer-rows` rows are held to infer each field's kind, then every row goes
 //! through a [`WindowStats`] (and a [`BaselineBuilder`] for `--save-baseline`).
 //!
-//! - Fields: the CSV header, or the keys of the first `--infer-rows` JSON objects (in
-//!   order of first appearance; keys first seen later are listed in the notes, not
-//!   profiled), plus the baseline's fields (one the file lacks is missing in every row,
+//! - Fields: the CSV header, or the field paths of the first `--infer-rows` JSON objects
+//!   (`key`, `key.sub` through nested objects, `len(key)` for arrays; in order of first
+//!   appearance; keys first seen later are listed in the notes, not profiled), plus the baseline's fields (one the file lacks is missing in every row,
 //!   so a dropped column FAILs). `--fields` picks some of them; an unknown name is an error.
 //! - Kinds: numeric when at least 90 % of the non-missing values in the inference rows
 //!   are numbers (JSON numbers or text that parses as one), categorical otherwise (also
@@ -190,7 +190,12 @@ pub fn profile(
             s.push(view);
         }
     };
-    let known: HashSet<String> = names.iter().chain(&selected).cloned().collect();
+    // Top-level keys: a field path `a.b` or `len(a)` knows the key `a`.
+    let known: HashSet<String> = names
+        .iter()
+        .chain(&selected)
+        .map(|n| source::top_level(n).to_string())
+        .collect();
     let late = stream(&mut src, sample, &columns, &known, &mut push)?;
 
     let mut report = window.report(cfg);

@@ -29,7 +29,8 @@ impl FieldView for RowView<'_> {
                 Some(c) => r.get(c).map_or(Cell::Absent, Cell::Text),
                 None => Cell::Absent,
             },
-            Row::Json(m) => Cell::from_json(m.get(name)),
+            // By field path (`a.b`, `len(a)`), as the score stage reads records.
+            Row::Json(m) => m.cell(index, name),
         }
     }
 }
@@ -181,22 +182,49 @@ impl Source {
         Ok(rows)
     }
 
-    /// The file's field names: the CSV header, or JSON keys in order of first appearance.
+    /// The file's field names: the CSV header, or the JSON field paths in order of first
+    /// appearance: a key, `key.sub` through nested objects (at any depth) and `len(key)` for
+    /// an array. A key seen as an object or array in some rows and as a scalar or null in
+    /// others is profiled by its paths only.
     pub(super) fn field_names(&self, sample: &[Row]) -> Vec<String> {
         if self.format == Format::Csv {
             return self.header.clone();
+        }
+        fn walk(
+            prefix: &str,
+            m: &serde_json::Map<String, serde_json::Value>,
+            seen: &mut HashSet<String>,
+            names: &mut Vec<String>,
+        ) {
+            for (k, v) in m {
+                let path = format!("{prefix}{k}");
+                let name = match v {
+                    serde_json::Value::Object(o) => {
+                        walk(&format!("{path}."), o, seen, names);
+                        continue;
+                    }
+                    serde_json::Value::Array(_) => format!("len({path})"),
+                    _ => path,
+                };
+                if seen.insert(name.clone()) {
+                    names.push(name);
+                }
+            }
         }
         let mut seen = HashSet::new();
         let mut names = Vec::new();
         for row in sample {
             if let Row::Json(m) = row {
-                for k in m.keys() {
-                    if seen.insert(k.as_str()) {
-                        names.push(k.clone());
-                    }
-                }
+                walk("", m, &mut seen, &mut names);
             }
         }
+        let nested = |n: &str| {
+            names
+                .iter()
+                .any(|o| o.starts_with(&format!("{n}.")) || *o == format!("len({n})"))
+        };
+        let drop: HashSet<String> = names.iter().filter(|n| nested(n)).cloned().collect();
+        names.retain(|n| !drop.contains(n));
         names
     }
 
@@ -268,4 +296,13 @@ fn csv_error(label: &str, e: csv::Error) -> ProfileError {
             message,
         },
     }
+}
+
+/// The top-level key of a field path (`a` of `a.b.c` and of `len(a.b)`).
+pub(super) fn top_level(path: &str) -> &str {
+    let inner = path
+        .strip_prefix("len(")
+        .and_then(|p| p.strip_suffix(')'))
+        .unwrap_or(path);
+    inner.split('.').next().unwrap_or(inner)
 }
