@@ -243,27 +243,11 @@ async fn good_records_are_cleaned_and_bad_ones_dead_lettered_with_the_reason() {
         ("a8", raw_json("a8", "0", 0), Some("garbage".into())),
     ];
     for (key, value, tp) in &inputs {
-        producer
-            .send(
-                FutureRecord::to(&raw_topic)
-                    .partition(0)
-                    .key(*key)
-                    .payload(value.as_str())
-                    .headers(raw_headers(tp.as_deref())),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        send_raw(&producer, &raw_topic, key, value, tp.as_deref()).await;
     }
 
     let shutdown = CancellationToken::new();
-    let stage = {
-        let cfg = cfg.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            clean::run_with_stats(&cfg.common(), &cfg.clean_or_default(), shutdown).await
-        })
-    };
+    let stage = spawn_clean(&cfg, &shutdown);
     let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
     let dl_topic = cfg.topics.name(TopicRole::DeadLetter);
     let mut reader = Reader::new(&[cleaned_topic.clone(), dl_topic.clone()]);
@@ -847,27 +831,11 @@ async fn nested_json_is_cleaned_into_nested_avro_and_a_bad_leaf_names_its_path()
         ("n3", r#"{"summonerId": "n3", "players": []}"#),
     ];
     for (key, value) in &inputs {
-        producer
-            .send(
-                FutureRecord::to(&raw_topic)
-                    .partition(0)
-                    .key(*key)
-                    .payload(*value)
-                    .headers(raw_headers(None)),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        send_raw(&producer, &raw_topic, key, value, None).await;
     }
 
     let shutdown = CancellationToken::new();
-    let stage = {
-        let cfg = cfg.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            clean::run_with_stats(&cfg.common(), &cfg.clean_or_default(), shutdown).await
-        })
-    };
+    let stage = spawn_clean(&cfg, &shutdown);
     let cleaned_topic = cfg.topics.name(TopicRole::Cleaned);
     let dl_topic = cfg.topics.name(TopicRole::DeadLetter);
     let mut reader = Reader::new(&[cleaned_topic.clone(), dl_topic.clone()]);
@@ -959,4 +927,36 @@ async fn nested_json_is_cleaned_into_nested_avro_and_a_bad_leaf_names_its_path()
         "{reason}"
     );
     let _ = std::fs::remove_file(schema_path);
+}
+
+/// One raw message to partition 0 of `topic`, with extract's headers.
+async fn send_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &str,
+    traceparent: Option<&str>,
+) {
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(key)
+                .payload(value)
+                .headers(raw_headers(traceparent)),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+/// The clean stage in this process until `shutdown`.
+fn spawn_clean(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<eos::Stats, clean::CleanError>> {
+    let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        clean::run_with_stats(&cfg.common(), &cfg.clean_or_default(), shutdown).await
+    })
 }

@@ -392,21 +392,40 @@ fn assert_same(ours: &Decoded, theirs: &Decoded) {
         if key != tkey {
             diffs.push(format!("{at:?}: key {key:?} vs {tkey:?}"));
         }
-        for (field, v) in rec {
-            match trec.get(field) {
-                Some(t) if t == v => {}
-                other => diffs.push(format!(
-                    "{at:?} field `{field}`: etl-pipe {v}, Python {other:?}"
-                )),
-            }
-        }
-        for field in trec.keys().filter(|f| !rec.contains_key(*f)) {
-            diffs.push(format!("{at:?}: Python has extra field `{field}`"));
-        }
+        field_diffs(
+            &format!("{at:?}"),
+            ("etl-pipe", rec),
+            ("Python", trec),
+            &mut diffs,
+        );
     }
     for at in theirs.keys().filter(|a| !ours.contains_key(*a)) {
         diffs.push(format!("{at:?}: only Python read it"));
     }
+    assert_no_diffs(&diffs);
+}
+
+/// The differences between two decoded records, field by field, both ways.
+fn field_diffs(
+    at: &str,
+    (ours, want): (&str, &BTreeMap<String, Json>),
+    (theirs, got): (&str, &BTreeMap<String, Json>),
+    diffs: &mut Vec<String>,
+) {
+    for (field, v) in want {
+        if got.get(field) != Some(v) {
+            diffs.push(format!(
+                "{at} field `{field}`: {ours} {v}, {theirs} {:?}",
+                got.get(field)
+            ));
+        }
+    }
+    for field in got.keys().filter(|f| !want.contains_key(*f)) {
+        diffs.push(format!("{at}: {theirs} has extra field `{field}`"));
+    }
+}
+
+fn assert_no_diffs(diffs: &[String]) {
     assert!(
         diffs.is_empty(),
         "{} differences, first: {:#?}",
@@ -674,27 +693,12 @@ fn assert_as_sent(who: &str, sent: &BTreeMap<String, BTreeMap<String, Json>>, go
             continue;
         };
         seen.insert(key.clone());
-        for (field, v) in want {
-            if rec.get(field) != Some(v) {
-                diffs.push(format!(
-                    "{key} field `{field}`: sent {v}, {who} decoded {:?}",
-                    rec.get(field)
-                ));
-            }
-        }
-        for field in rec.keys().filter(|f| !want.contains_key(*f)) {
-            diffs.push(format!("{key}: {who} decoded extra field `{field}`"));
-        }
+        field_diffs(key, ("sent", want), (who, rec), &mut diffs);
     }
     for key in sent.keys().filter(|k| !seen.contains(*k)) {
         diffs.push(format!("{key}: sent, {who} did not decode it"));
     }
-    assert!(
-        diffs.is_empty(),
-        "{} differences, first: {:#?}",
-        diffs.len(),
-        &diffs[..diffs.len().min(20)]
-    );
+    assert_no_diffs(&diffs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

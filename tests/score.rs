@@ -531,12 +531,7 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
             assert_eq!(r["baseline"]["rows"], 300);
         }
         assert_eq!(r["policy"], "quarantine");
-        let fields: Vec<&str> = r["trailing"]["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
+        let fields = trailing_fields(r);
         assert_eq!(fields, FIELDS);
         if r["decision"] == "FAIL" {
             fails += 1;
@@ -568,6 +563,39 @@ async fn stable_windows_are_scored_drifted_windows_quarantined_with_one_report_e
     assert_eq!(s["baseline"]["rows"], 300);
 }
 
+/// 400 stable then 400 drifted records (seeds `seeds`) to partition 0, scored to the end;
+/// exactly once, no stable record quarantined, at least 85 % of the drifted ones. Returns the
+/// reports by window.
+async fn stable_then_drifted(cfg: &Config, seeds: (u64, u64)) -> BTreeMap<String, Json> {
+    let mut produced = Produced::default();
+    produce(cfg, &mut produced, 0, 400, false, seeds.0).await;
+    produce(cfg, &mut produced, 0, 400, true, seeds.1).await;
+
+    let shutdown = CancellationToken::new();
+    let stage = common::spawn_score(cfg, &shutdown);
+    wait_done(cfg, &[800], Duration::from_secs(180)).await;
+    shutdown.cancel();
+    stage.await.unwrap().unwrap();
+    let by_window = check_exactly_once(cfg, &produced);
+    let (hit, drifted, stable_hit) = caught(cfg, &produced);
+    assert_eq!(stable_hit, 0);
+    assert!(
+        hit * 100 >= drifted * 85,
+        "{hit} of {drifted} drifted records caught"
+    );
+    by_window
+}
+
+/// The field names of a report's trailing window.
+fn trailing_fields(r: &Json) -> Vec<&str> {
+    r["trailing"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect()
+}
+
 /// Quality over nested data (issue 20): the score stage profiles leaves of a nested record by
 /// path; a drift in `mini_series.wins` alone (the only numeric field profiled) fails windows,
 /// and the reports name the path.
@@ -580,30 +608,10 @@ async fn a_drift_in_a_nested_leaf_is_caught_and_reported_by_its_path() {
         "tier".into(),
     ]);
     let cfg = setup("score_nested", 1, score).await;
-    let mut produced = Produced::default();
-    produce(&cfg, &mut produced, 0, 400, false, 17).await;
-    produce(&cfg, &mut produced, 0, 400, true, 18).await;
-
-    let shutdown = CancellationToken::new();
-    let stage = common::spawn_score(&cfg, &shutdown);
-    wait_done(&cfg, &[800], Duration::from_secs(180)).await;
-    shutdown.cancel();
-    stage.await.unwrap().unwrap();
-    let by_window = check_exactly_once(&cfg, &produced);
-    let (hit, drifted, stable_hit) = caught(&cfg, &produced);
-    assert_eq!(stable_hit, 0);
-    assert!(
-        hit * 100 >= drifted * 85,
-        "{hit} of {drifted} drifted records caught"
-    );
+    let by_window = stable_then_drifted(&cfg, (17, 18)).await;
     let mut fails = 0;
     for (id, r) in &by_window {
-        let fields: Vec<&str> = r["trailing"]["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
+        let fields = trailing_fields(r);
         assert_eq!(
             fields,
             ["mini_series.wins", "mini_series.progress", "tier"],
@@ -638,22 +646,7 @@ async fn a_baseline_file_measures_psi_in_every_window() {
     std::fs::write(&path, b.build().to_json()).unwrap();
     score.baseline = Some(path.clone());
     let cfg = setup("score_file", 1, score).await;
-    let mut produced = Produced::default();
-    produce(&cfg, &mut produced, 0, 400, false, 7).await;
-    produce(&cfg, &mut produced, 0, 400, true, 8).await;
-
-    let shutdown = CancellationToken::new();
-    let stage = common::spawn_score(&cfg, &shutdown);
-    wait_done(&cfg, &[800], Duration::from_secs(180)).await;
-    shutdown.cancel();
-    stage.await.unwrap().unwrap();
-    let by_window = check_exactly_once(&cfg, &produced);
-    let (hit, drifted, stable_hit) = caught(&cfg, &produced);
-    assert_eq!(stable_hit, 0);
-    assert!(
-        hit * 100 >= drifted * 85,
-        "{hit} of {drifted} drifted records caught"
-    );
+    let by_window = stable_then_drifted(&cfg, (7, 8)).await;
     // Blocks of 200 offsets: the last one is not reported yet.
     assert_eq!(by_window.len(), 3, "{:?}", by_window.keys());
     for (id, r) in &by_window {
