@@ -131,6 +131,9 @@ pub(crate) struct ReadPlan {
     names: Vec<Name>,
     /// The general path, for a writer or reader that is not flat (`steps` is then empty).
     general: Option<RecordNode>,
+    /// The writer schema is the reader schema (same canonical form): the datum is already
+    /// the reader's encoding.
+    pub(crate) own: bool,
 }
 
 #[derive(Debug)]
@@ -152,6 +155,7 @@ impl ReadPlan {
                 steps: Vec::new(),
                 template: Vec::new(),
                 general: None,
+                own: true,
             });
         }
         let steps = schema
@@ -174,6 +178,7 @@ impl ReadPlan {
             steps,
             template: Vec::new(),
             general: None,
+            own: true,
         }
     }
 
@@ -189,6 +194,7 @@ impl ReadPlan {
                 reader: reader.name.clone(),
                 reason,
             })?;
+        let own = writer.fingerprint() == reader.fingerprint();
         if !(writer.is_flat() && reader.is_flat()) {
             return Ok(ReadPlan {
                 names: node.names.clone(),
@@ -196,6 +202,7 @@ impl ReadPlan {
                 steps: Vec::new(),
                 template: Vec::new(),
                 general: Some(node),
+                own,
             });
         }
         let identity = writer.fields.len() == reader.fields.len()
@@ -220,6 +227,7 @@ impl ReadPlan {
             writer,
             steps,
             general: None,
+            own,
         })
     }
 
@@ -250,9 +258,12 @@ impl ReadPlan {
         } else {
             let mut values = self.template.clone();
             for (step, w) in self.steps.iter().zip(&self.writer.fields) {
-                let v = read_field(&mut r, step).map_err(|m| malformed(&w.name, &r, m))?;
-                if let Some((i, _)) = step.target {
-                    values[i] = v;
+                match step.target {
+                    Some((i, _)) => {
+                        values[i] =
+                            read_field(&mut r, step).map_err(|m| malformed(&w.name, &r, m))?
+                    }
+                    None => skip_field(&mut r, step).map_err(|m| malformed(&w.name, &r, m))?,
                 }
             }
             fields = names.iter().cloned().zip(values).collect();
@@ -280,6 +291,22 @@ fn malformed(field: &str, r: &Cursor<'_>, message: &'static str) -> CodecError {
             r.buf.len()
         ),
     }
+}
+
+/// Reads past a writer-only field with the checks of [`read_field`], building nothing.
+fn skip_field(r: &mut Cursor<'_>, step: &Step) -> Result<(), &'static str> {
+    if step.ty != FieldType::String {
+        return read_field(r, step).map(drop);
+    }
+    if step.nullable {
+        match r.read_long()? {
+            0 => return Ok(()),
+            1 => {}
+            _ => return Err("union branch index is neither 0 (null) nor 1"),
+        }
+    }
+    std::str::from_utf8(r.take_len()?).map_err(|_| "string is not valid UTF-8")?;
+    Ok(())
 }
 
 fn read_field(r: &mut Cursor<'_>, step: &Step) -> Result<Value, &'static str> {

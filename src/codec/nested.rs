@@ -256,9 +256,10 @@ pub(crate) fn read_record(r: &mut Cursor<'_>, node: &RecordNode) -> Result<Recor
         node.template.clone()
     };
     for ((target, step), wname) in node.steps.iter().zip(&node.writer_names) {
-        let v = read_node(r, step).map_err(|f| at(f, wname.clone()))?;
-        if let Some(i) = target {
-            values[*i] = v;
+        match target {
+            Some(i) => values[*i] = read_node(r, step).map_err(|f| at(f, wname.clone()))?,
+            // A writer-only field: checked as reading it would, nothing built.
+            None => skip_node(r, step).map_err(|f| at(f, wname.clone()))?,
         }
     }
     Ok(Record {
@@ -340,6 +341,57 @@ fn read_node(r: &mut Cursor<'_>, node: &Node) -> Result<Value, Fail> {
             read_node(r, branch)?
         }
     })
+}
+
+/// Reads past a value of `node` as [`read_node`] would read it — the same checks (union and
+/// enum indexes, UTF-8, uuids, block counts) and the same errors — without building it: a
+/// field the reader does not keep costs no allocation.
+pub(crate) fn skip_node(r: &mut Cursor<'_>, node: &Node) -> Result<(), Fail> {
+    match node {
+        Node::Leaf { writer, reader } => match writer {
+            Phys::Bytes | Phys::String | Phys::Fixed(_) => {
+                let b = match writer {
+                    Phys::Fixed(n) => r.take(*n)?,
+                    _ => r.take_len()?,
+                };
+                if matches!(reader, FieldType::String | FieldType::Uuid) {
+                    let text = std::str::from_utf8(b).map_err(|_| "string is not valid UTF-8")?;
+                    if *reader == FieldType::Uuid {
+                        uuid::Uuid::try_parse(text).map_err(|_| "string is not a uuid")?;
+                    }
+                }
+            }
+            // Numbers, booleans and null build nothing on the heap.
+            _ => {
+                read_leaf(r, *writer, reader)?;
+            }
+        },
+        Node::Enum(symbols) => {
+            indexed(r, symbols, "enum index out of range")?;
+        }
+        Node::Array(items) => {
+            read_blocks(r, |r, i| {
+                skip_node(r, items).map_err(|f| at(f, format!("[{i}]")))
+            })?;
+        }
+        Node::Map(values) => {
+            read_blocks(r, |r, _| {
+                let k =
+                    std::str::from_utf8(r.take_len()?).map_err(|_| "map key is not valid UTF-8")?;
+                skip_node(r, values).map_err(|f| at(f, format!("[{k:?}]")))
+            })?;
+        }
+        Node::Record(rn) => {
+            for ((_, step), wname) in rn.steps.iter().zip(&rn.writer_names) {
+                skip_node(r, step).map_err(|f| at(f, wname.clone()))?;
+            }
+        }
+        Node::Union(branches) => {
+            let branch = indexed(r, branches, "union branch index out of range")?;
+            skip_node(r, branch)?;
+        }
+    }
+    Ok(())
 }
 
 /// A writer leaf read and turned into the reader's type (`resolve::plan` allowed the pair).

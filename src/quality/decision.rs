@@ -25,13 +25,19 @@ pub enum Decision {
     Fail,
 }
 
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Decision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Decision::Pass => "PASS",
             Decision::Warn => "WARN",
             Decision::Fail => "FAIL",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -261,7 +267,17 @@ impl QualityConfig {
 
     /// A reason when `value` of `metric` reaches a threshold for `field`.
     pub fn judge(&self, field: &str, metric: Metric, value: f64) -> Option<Reason> {
-        let (level, threshold) = self.thresholds(field, metric).judge(value)?;
+        Self::judge_with(self.thresholds(field, metric), field, metric, value)
+    }
+
+    /// [`judge`](Self::judge) with the field's thresholds looked up already.
+    pub fn judge_with(
+        limits: Thresholds,
+        field: &str,
+        metric: Metric,
+        value: f64,
+    ) -> Option<Reason> {
+        let (level, threshold) = limits.judge(value)?;
         let shown = if value.is_infinite() {
             "inf".to_string()
         } else {

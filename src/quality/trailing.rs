@@ -6,7 +6,9 @@
 //! report, VIF included) when the caller wants one.
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use super::decision::Thresholds;
 use super::psi::bin_of;
 use super::{
     classify, Baseline, Cell, Classified, Decision, FieldKind, FieldSpec, FieldView, Metric,
@@ -19,7 +21,9 @@ enum Slot {
     Missing,
     TypeError,
     Number(f64),
-    Category(Box<str>),
+    /// Shared with the baseline's bucket of that category when it has one (no allocation
+    /// per row for the categories the baseline knows).
+    Category(Arc<str>),
 }
 
 /// A held row: its classified values, its PSI bucket per field, and a tag of the caller's
@@ -27,13 +31,13 @@ enum Slot {
 #[derive(Debug, Clone)]
 struct Row {
     tag: i64,
-    slots: Vec<Slot>,
-    buckets: Vec<Option<u32>>,
+    /// Per field: its value and its PSI bucket.
+    cells: Vec<(Slot, Option<u32>)>,
 }
 
 impl FieldView for Row {
     fn cell(&self, index: usize, _name: &str) -> Cell<'_> {
-        match self.slots.get(index) {
+        match self.cells.get(index).map(|(slot, _)| slot) {
             Some(Slot::Number(x)) => Cell::Number(*x),
             Some(Slot::Category(s)) => Cell::Text(s),
             Some(Slot::TypeError) => Cell::Other,
@@ -49,7 +53,8 @@ enum Buckets {
         edges: Vec<f64>,
     },
     Categorical {
-        index: HashMap<String, usize>,
+        /// Bucket and shared name of each category the baseline lists.
+        index: HashMap<String, (usize, Arc<str>)>,
         other: usize,
     },
 }
@@ -59,7 +64,7 @@ impl Buckets {
         match (self, slot) {
             (Buckets::Numeric { edges }, Slot::Number(x)) => Some(bin_of(edges, *x) as u32),
             (Buckets::Categorical { index, other }, Slot::Category(c)) => {
-                Some(index.get(&**c).copied().unwrap_or(*other) as u32)
+                Some(index.get(&**c).map_or(*other, |(b, _)| *b) as u32)
             }
             _ => None,
         }
@@ -113,14 +118,13 @@ impl Counts {
 /// Adds (`by` = 1) or removes (−1) a held row's missing, type-error and bucket counts.
 fn count_row(counts: &mut [Counts], row: &Row, by: i64) {
     let step = |n: &mut u64| *n = n.saturating_add_signed(by);
-    for (i, slot) in row.slots.iter().enumerate() {
-        let c = &mut counts[i];
+    for (c, (slot, bucket)) in counts.iter_mut().zip(&row.cells) {
         match slot {
             Slot::Missing => step(&mut c.missing),
             Slot::TypeError => step(&mut c.type_errors),
             _ => {}
         }
-        if let Some(n) = row.buckets[i].and_then(|b| c.buckets.get_mut(b as usize)) {
+        if let Some(n) = bucket.and_then(|b| c.buckets.get_mut(b as usize)) {
             step(n);
         }
     }
@@ -137,6 +141,9 @@ pub struct Trailing {
     /// The short window: its size and the counts of the last that many rows (a tail of
     /// `rows`, so its rows are classified once).
     tail: Option<(usize, Vec<Counts>)>,
+    /// Per field, its missing-ratio, type-error-ratio and PSI thresholds, looked up once
+    /// ([`Trailing::judged_by`]); looked up per verdict otherwise.
+    limits: Option<Vec<[Thresholds; 3]>>,
 }
 
 /// The decision on the rows held, from missing and type-error ratios and PSI.
@@ -157,9 +164,25 @@ impl Trailing {
             rows: VecDeque::with_capacity(capacity.min(1 << 16)),
             baseline: None,
             tail: None,
+            limits: None,
         };
         t.set_baseline(baseline);
         t
+    }
+
+    /// Looks the fields' thresholds up in `cfg` once: every verdict after this judges by
+    /// them, whatever config it is given (use it when the config does not change).
+    pub fn judged_by(mut self, cfg: &QualityConfig) -> Self {
+        self.limits = Some(
+            self.specs
+                .iter()
+                .map(|s| {
+                    [Metric::MissingRatio, Metric::TypeErrorRatio, Metric::Psi]
+                        .map(|m| cfg.thresholds(&s.name, m))
+                })
+                .collect(),
+        );
+        self
     }
 
     /// Also counts the last `size` rows on their own (a short window inside this one; no
@@ -235,6 +258,13 @@ impl Trailing {
                     index, expected, ..
                 } => {
                     let other = expected.len().saturating_sub(1);
+                    let index = index
+                        .into_iter()
+                        .map(|(name, b)| {
+                            let shared = Arc::from(name.as_str());
+                            (name, (b, shared))
+                        })
+                        .collect();
                     (Buckets::Categorical { index, other }, expected)
                 }
             };
@@ -243,9 +273,9 @@ impl Trailing {
             c.map = Some(map);
         }
         for row in self.rows.iter_mut() {
-            for (i, slot) in row.slots.iter().enumerate() {
+            for (i, (slot, bucket)) in row.cells.iter_mut().enumerate() {
                 let b = self.counts[i].map.as_ref().and_then(|m| m.of(slot));
-                row.buckets[i] = b;
+                *bucket = b;
                 if let Some(n) = b.and_then(|b| self.counts[i].buckets.get_mut(b as usize)) {
                     *n += 1;
                 }
@@ -256,33 +286,41 @@ impl Trailing {
 
     /// Adds a row (tagged `tag`); the oldest one leaves when the window is full.
     pub fn push<V: FieldView + ?Sized>(&mut self, tag: i64, row: &V) {
-        let mut slots = Vec::with_capacity(self.specs.len());
-        let mut buckets = Vec::with_capacity(self.specs.len());
+        let mut cells = Vec::with_capacity(self.specs.len());
         for (i, spec) in self.specs.iter().enumerate() {
-            let slot = match classify(row.cell(i, &spec.name), spec.kind) {
-                Classified::Missing => Slot::Missing,
-                Classified::TypeError => Slot::TypeError,
-                Classified::Number(x) => Slot::Number(x),
-                Classified::Category(c) => Slot::Category(c.into()),
-            };
             let c = &mut self.counts[i];
-            match slot {
-                Slot::Missing => c.missing += 1,
-                Slot::TypeError => c.type_errors += 1,
-                _ => {}
-            }
-            let b = c.map.as_ref().and_then(|m| m.of(&slot));
+            let (slot, b) = match classify(row.cell(i, &spec.name), spec.kind) {
+                Classified::Missing => {
+                    c.missing += 1;
+                    (Slot::Missing, None)
+                }
+                Classified::TypeError => {
+                    c.type_errors += 1;
+                    (Slot::TypeError, None)
+                }
+                Classified::Number(x) => {
+                    let slot = Slot::Number(x);
+                    let b = c.map.as_ref().and_then(|m| m.of(&slot));
+                    (slot, b)
+                }
+                Classified::Category(name) => match &c.map {
+                    Some(Buckets::Categorical { index, other }) => match index.get(&*name) {
+                        Some((b, shared)) => (Slot::Category(shared.clone()), Some(*b as u32)),
+                        None => (Slot::Category(Arc::from(&*name)), Some(*other as u32)),
+                    },
+                    _ => {
+                        let slot = Slot::Category(Arc::from(&*name));
+                        let b = c.map.as_ref().and_then(|m| m.of(&slot));
+                        (slot, b)
+                    }
+                },
+            };
             if let Some(n) = b.and_then(|b| c.buckets.get_mut(b as usize)) {
                 *n += 1;
             }
-            slots.push(slot);
-            buckets.push(b);
+            cells.push((slot, b));
         }
-        let row = Row {
-            tag,
-            slots,
-            buckets,
-        };
+        let row = Row { tag, cells };
         if let Some((size, tail)) = &mut self.tail {
             count_row(tail, &row, 1);
             // The row leaving the tail (still in the window).
@@ -299,14 +337,13 @@ impl Trailing {
     }
 
     fn forget(&mut self, row: &Row) {
-        for (i, slot) in row.slots.iter().enumerate() {
-            let c = &mut self.counts[i];
+        for (c, (slot, bucket)) in self.counts.iter_mut().zip(&row.cells) {
             match slot {
                 Slot::Missing => c.missing = c.missing.saturating_sub(1),
                 Slot::TypeError => c.type_errors = c.type_errors.saturating_sub(1),
                 _ => {}
             }
-            if let Some(n) = row.buckets[i].and_then(|b| c.buckets.get_mut(b as usize)) {
+            if let Some(n) = bucket.and_then(|b| c.buckets.get_mut(b as usize)) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -337,19 +374,30 @@ impl Trailing {
         if n > 0.0 {
             for (i, spec) in self.specs.iter().enumerate() {
                 let c = &counts[i];
-                reasons.extend(cfg.judge(&spec.name, Metric::MissingRatio, c.missing as f64 / n));
-                reasons.extend(cfg.judge(
+                let [missing, type_errors, psi] = match &self.limits {
+                    Some(l) => l[i],
+                    None => [Metric::MissingRatio, Metric::TypeErrorRatio, Metric::Psi]
+                        .map(|m| cfg.thresholds(&spec.name, m)),
+                };
+                let judge = QualityConfig::judge_with;
+                reasons.extend(judge(
+                    missing,
+                    &spec.name,
+                    Metric::MissingRatio,
+                    c.missing as f64 / n,
+                ));
+                reasons.extend(judge(
+                    type_errors,
                     &spec.name,
                     Metric::TypeErrorRatio,
                     c.type_errors as f64 / n,
                 ));
                 // A field whose PSI lines are both off (e.g. a near-unique name) is not measured.
-                let off = cfg.thresholds(&spec.name, Metric::Psi);
-                if self.counts[i].map.is_none() || !(off.warn.is_finite() || off.fail.is_finite()) {
+                if self.counts[i].map.is_none() || !(psi.warn.is_finite() || psi.fail.is_finite()) {
                     continue;
                 }
                 if let Some(v) = c.psi(cfg.epsilon) {
-                    reasons.extend(cfg.judge(&spec.name, Metric::Psi, v));
+                    reasons.extend(judge(psi, &spec.name, Metric::Psi, v));
                 }
             }
         }

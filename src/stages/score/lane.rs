@@ -128,13 +128,16 @@ impl Lane {
         specs: Vec<FieldSpec>,
         n: usize,
         min_rows: usize,
+        quality: &QualityConfig,
     ) -> Lane {
         let min_rows = min_rows.clamp(1, n.max(1));
         Lane {
             topic: topic.into(),
             partition,
             min_rows,
-            trail: Trailing::new(specs, n, None).with_tail(min_rows),
+            trail: Trailing::new(specs, n, None)
+                .with_tail(min_rows)
+                .judged_by(quality),
             block_size: n.max(1) as i64,
             baseline: None,
             vif: None,
@@ -305,8 +308,11 @@ impl Lane {
     }
 
     fn window_id(&self) -> String {
+        use std::fmt::Write;
         let (a, b) = self.trail.tags().unwrap_or((-1, -1));
-        format!("{}/{}/{a}-{b}", self.topic, self.partition)
+        let mut id = String::with_capacity(self.topic.len() + 32);
+        let _ = write!(id, "{}/{}/{a}-{b}", self.topic, self.partition);
+        id
     }
 
     /// The block before the message being pushed ended: the report of the window as it
@@ -392,7 +398,14 @@ impl OfflineGate {
             None => Reference::None,
         };
         OfflineGate {
-            lane: Lane::new("offline", 0, specs, window_records, min_window_records),
+            lane: Lane::new(
+                "offline",
+                0,
+                specs,
+                window_records,
+                min_window_records,
+                quality,
+            ),
             reference,
             quality: quality.clone(),
         }

@@ -13,11 +13,11 @@ use super::config::{Policy, DECISION_FIELD, REASONS_FIELD, WINDOW_FIELD};
 use super::lane::{BlockEnd, Judged, Verdict};
 use super::window::{Closed, HeldRecord, Item};
 use super::{DECISION_HEADER, KEEP_HEADERS, QUALITY_FAIL, REASONS_HEADER, STAGE, WINDOW_HEADER};
-use crate::codec::Codec;
+use crate::codec::{Codec, Extension};
 use crate::kafka::eos::{Origin, Output, TransformError};
 use crate::kafka::headers::DeadLetter;
 use crate::quality::{Decision, QualityReport, Reason};
-use crate::record::{Name, Value};
+use crate::record::{Name, Record, Value};
 
 /// Where outputs go and what a FAIL does.
 pub(super) struct Router {
@@ -27,6 +27,9 @@ pub(super) struct Router {
     pub(super) quality_topic: Arc<str>,
     pub(super) dead_letter: Arc<str>,
     pub(super) instance: String,
+    /// The output schema is the input schema followed by more fields (the quality ones):
+    /// a record decoded with only the gate's fields is written from its input datum.
+    pub(super) extension: Option<Extension>,
     pub(super) policy: Policy,
     /// Whether the output schema has `quality_reasons`.
     pub(super) reasons_field: bool,
@@ -169,6 +172,7 @@ impl Router {
     ) -> Routed {
         let HeldRecord {
             mut record,
+            datum,
             key,
             payload,
             headers,
@@ -176,18 +180,32 @@ impl Router {
         // The output fields' names, made once.
         static NAMES: LazyLock<[Name; 3]> =
             LazyLock::new(|| [WINDOW_FIELD, DECISION_FIELD, REASONS_FIELD].map(Name::from));
-        let decision = v.decision.to_string();
-        record.set_shared(&NAMES[0], Value::String(v.window.clone()));
-        record.set_shared(&NAMES[1], Value::String(decision.clone()));
+        let decision = v.decision.as_str();
+        let mut quality = Record {
+            fields: Vec::with_capacity(3),
+        };
+        quality.set_shared(&NAMES[0], Value::String(v.window.clone()));
+        quality.set_shared(&NAMES[1], Value::String(decision.to_string()));
         if self.reasons_field {
             let reasons = (!v.message.is_empty()).then(|| Value::String(field_text(&v.message)));
-            record.set_shared(&NAMES[2], reasons.unwrap_or(Value::Null));
+            quality.set_shared(&NAMES[2], reasons.unwrap_or(Value::Null));
         }
-        match self.codec_out.encode(&record) {
+        let encoded = match (&self.extension, datum) {
+            (Some(ext), Some(at)) => ext.encode(&payload[at..], &quality),
+            _ => {
+                record.fields.reserve(quality.fields.len());
+                for (name, value) in quality.fields {
+                    record.set_shared(&name, value);
+                }
+                self.codec_out.encode(&record)
+            }
+        };
+        drop(record);
+        match encoded {
             Ok(bytes) => {
                 let mut hs = keep(headers.as_ref(), &KEEP_HEADERS);
                 hs = with_header(hs, WINDOW_HEADER, &v.window);
-                hs = with_header(hs, DECISION_HEADER, &decision);
+                hs = with_header(hs, DECISION_HEADER, decision);
                 if !v.message.is_empty() {
                     hs = with_header(hs, REASONS_HEADER, &v.message);
                 }

@@ -12,7 +12,7 @@ use super::lane::{replayed, Lane, Reference, Step};
 use super::route::{Routed, Router};
 use super::window::{Closed, Held, HeldRecord, Item};
 use super::{ScoreConfig, LOG_TARGET, STAGE};
-use crate::codec::{Codec, CodecError};
+use crate::codec::{Codec, CodecError, Projection};
 use crate::kafka::eos::{Output, Transform, TransformError};
 use crate::quality::{FieldSpec, QualityConfig};
 use crate::record::Record;
@@ -21,6 +21,9 @@ use crate::settings::{Common, TopicRole};
 /// The score stage's [`Transform`]: one gate per input partition.
 pub struct ScoreTransform {
     codec_in: Arc<Codec>,
+    /// Decodes only the gate's fields of a record written with the input schema itself,
+    /// when the output schema extends it ([`Router::extension`]).
+    projection: Option<Projection>,
     handle: tokio::runtime::Handle,
     router: Router,
     quality: QualityConfig,
@@ -138,7 +141,21 @@ impl ScoreTransform {
             .schema()
             .field(super::config::REASONS_FIELD)
             .is_some();
+        let extension = parts.codec_out.extension_of(parts.codec_in.schema());
+        let projection = match &extension {
+            Some(_) => {
+                let tops: Vec<&str> = parts.specs.iter().map(FieldSpec::top_level).collect();
+                Some(
+                    parts
+                        .codec_in
+                        .projection(|name| tops.contains(&name))
+                        .map_err(|e| format!("the gate's fields of the input schema: {e}"))?,
+                )
+            }
+            None => None,
+        };
         Ok(ScoreTransform {
+            projection,
             codec_in: parts.codec_in,
             handle: parts.handle,
             router: Router {
@@ -148,6 +165,7 @@ impl ScoreTransform {
                 quality_topic: cfg.topics.name(TopicRole::Quality).into(),
                 dead_letter: dead_letter.clone(),
                 instance: cfg.pipeline.instance_id(),
+                extension,
                 policy: score.policy,
                 reasons_field,
             },
@@ -180,11 +198,22 @@ impl ScoreTransform {
     fn hold(&mut self, msg: &BorrowedMessage<'_>) -> Result<Held, TransformError> {
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
         let payload = msg.payload().unwrap_or_default();
-        let item = match self.decode(payload) {
+        // The input schema's own records: only the gate's fields (the rest is copied as
+        // bytes into the scored record); any other writer schema is resolved whole.
+        let own = self
+            .projection
+            .as_ref()
+            .and_then(|p| Some((p, self.codec_in.own_datum(payload)?)));
+        let (decoded, datum) = match own {
+            Some((p, datum)) => (p.decode(datum), Some(payload.len() - datum.len())),
+            None => (self.decode(payload), None),
+        };
+        let item = match decoded {
             Ok(record) => {
                 self.baselines.feed(topic, partition, offset, &record);
                 Item::Record(HeldRecord {
                     record,
+                    datum,
                     key: msg.key().map(<[u8]>::to_vec),
                     payload: payload.to_vec(),
                     headers: msg.headers().map(|hs| hs.detach()),
@@ -238,6 +267,7 @@ impl ScoreTransform {
             self.specs.clone(),
             self.window_records,
             self.min_window_records,
+            &self.quality,
         );
         let n = self.window_records as i64;
         let started = std::time::Instant::now();

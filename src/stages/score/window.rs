@@ -25,7 +25,12 @@ pub(super) enum Item {
 
 /// A decoded record, with what its scored or quarantined message is made of.
 pub(super) struct HeldRecord {
+    /// The decoded record; only the gate's fields when `datum` is set.
     pub(super) record: Record,
+    /// Where the datum starts in `payload` when the record was written with the input
+    /// schema itself and only the gate's fields were decoded: the scored record is then
+    /// that datum followed by the quality fields ([`crate::codec::Extension`]).
+    pub(super) datum: Option<usize>,
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Vec<u8>,
     pub(super) headers: Option<OwnedHeaders>,
