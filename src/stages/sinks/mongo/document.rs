@@ -1,7 +1,7 @@
 //! A record as a MongoDB document: `_id` from the key, every field of the record as BSON,
 //! then the lineage fields; and the [`Upsert`] that carries it, encoded, to the server.
 use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{self, Binary, Bson, Decimal128, Document, RawDocumentBuf};
+use mongodb::bson::{self, Binary, Bson, Decimal128, Document, RawBson, RawDocumentBuf};
 
 use crate::record::{FieldType, Record, RecordSchema, Value};
 use crate::stages::sinks::MongoDecimals;
@@ -146,7 +146,21 @@ pub fn document(
     msg: &SinkMessage,
     record: &Record,
 ) -> Result<(Bson, Document), Rejected> {
-    let id = match key_field {
+    let id = document_id(key_field, decimals, msg, record)?;
+    let mut d = Document::new();
+    d.insert("_id", id.clone());
+    append_fields(&mut d, decimals, topic, loaded_at, msg, record)?;
+    Ok((id, d))
+}
+
+/// The `_id` of a record's document: its key field's value, or the message key.
+fn document_id(
+    key_field: Option<&str>,
+    decimals: MongoDecimals,
+    msg: &SinkMessage,
+    record: &Record,
+) -> Result<Bson, Rejected> {
+    Ok(match key_field {
         None => Bson::String(
             msg.key_str()
                 .map_err(|e| Rejected {
@@ -166,12 +180,79 @@ pub fn document(
             }
             Some(v) => to_bson(k, v, decimals)?,
         },
+    })
+}
+
+/// The names the document sets itself: a record field of one of these names is replaced.
+const RESERVED: [&str; 6] = [
+    "_id",
+    lineage::TRACE_ID,
+    lineage::SOURCE_TOPIC,
+    lineage::SOURCE_PARTITION,
+    lineage::SOURCE_OFFSET,
+    lineage::LOADED_AT,
+];
+
+/// [`document`] encoded as BSON as it is built: no `Document` (an index map with a heap
+/// string and enum per field) between the record and the bytes. The same document, field
+/// for field (unit test); a record with a field of a [`RESERVED`] name takes the `Document`
+/// path, whose inserts replace it.
+pub fn raw_document(
+    key_field: Option<&str>,
+    decimals: MongoDecimals,
+    topic: &str,
+    loaded_at: bson::DateTime,
+    msg: &SinkMessage,
+    record: &Record,
+) -> Result<(Bson, RawDocumentBuf), Rejected> {
+    let reserved = |n: &str| n.starts_with('_') && RESERVED.contains(&n);
+    let encode_err = |e: String| Rejected {
+        index: 0,
+        kind: "mongo_write",
+        message: format!("the document cannot be encoded as BSON: {e}"),
     };
+    if record.fields.iter().any(|(n, _)| reserved(n)) {
+        let (id, d) = document(key_field, decimals, topic, loaded_at, msg, record)?;
+        let raw = RawDocumentBuf::from_document(&d).map_err(|e| encode_err(e.to_string()))?;
+        return Ok((id, raw));
+    }
     let mut d = Document::new();
-    d.insert("_id", id.clone());
+    let id = document_id(key_field, decimals, msg, record)?;
+    let raw = |b: Bson| RawBson::try_from(b).map_err(|e| encode_err(e.to_string()));
+    let mut out = RawDocumentBuf::new();
+    out.append("_id", raw(id.clone())?);
+    for (name, v) in &record.fields {
+        out.append(&**name, raw(to_bson(name, v, decimals)?)?);
+    }
+    append_lineage(&mut d, topic, loaded_at, msg, record);
+    for (k, v) in d {
+        out.append(k, raw(v)?);
+    }
+    Ok((id, out))
+}
+
+fn append_fields(
+    d: &mut Document,
+    decimals: MongoDecimals,
+    topic: &str,
+    loaded_at: bson::DateTime,
+    msg: &SinkMessage,
+    record: &Record,
+) -> Result<(), Rejected> {
     for (name, v) in &record.fields {
         d.insert(&**name, to_bson(name, v, decimals)?);
     }
+    append_lineage(d, topic, loaded_at, msg, record);
+    Ok(())
+}
+
+fn append_lineage(
+    d: &mut Document,
+    topic: &str,
+    loaded_at: bson::DateTime,
+    msg: &SinkMessage,
+    record: &Record,
+) {
     d.insert(
         lineage::TRACE_ID,
         msg.trace_id(Some(record))
@@ -182,7 +263,6 @@ pub fn document(
     d.insert(lineage::SOURCE_PARTITION, msg.partition);
     d.insert(lineage::SOURCE_OFFSET, msg.offset);
     d.insert(lineage::LOADED_AT, loaded_at);
-    Ok((id, d))
 }
 
 /// One upsert to send: the message's index in its batch, `_id`, the document and its size.
@@ -227,15 +307,20 @@ impl Upsert {
             message,
         };
         let (id, doc) = decoded.and_then(|r| {
-            document(key_field, decimals, topic, loaded_at, m, &r).map_err(|mut e| {
+            raw_document(key_field, decimals, topic, loaded_at, m, &r).map_err(|mut e| {
                 e.index = index;
                 e
             })
         })?;
         let version = match version_field {
             None => None,
-            Some(f) => match doc.get(f) {
-                Some(v) if version_number(v).is_some() => Some(v.clone()),
+            Some(f) => match doc
+                .get(f)
+                .ok()
+                .flatten()
+                .and_then(|v| Bson::try_from(v.to_raw_bson()).ok())
+            {
+                Some(v) if version_number(&v).is_some() => Some(v),
                 other => {
                     return Err(Rejected {
                         index,
@@ -245,8 +330,6 @@ impl Upsert {
                 }
             },
         };
-        let doc = RawDocumentBuf::from_document(&doc)
-            .map_err(|e| reject(format!("the document cannot be encoded as BSON: {e}")))?;
         let bytes = doc.as_bytes().len();
         if bytes > MAX_COMMAND_BYTES {
             return Err(reject(format!(
@@ -277,6 +360,46 @@ mod tests {
             payload: None,
             headers: None,
         }
+    }
+
+    #[test]
+    fn the_raw_document_is_the_document() {
+        let msg = message(2, 11, b"k2");
+        let mut r = Record::new();
+        r.set("wins", Value::Int(3));
+        r.set("name", Value::String("Fàker".into()));
+        r.set("at", Value::TimestampMillis(5));
+        r.set("gone", Value::Null);
+        r.set(
+            "series",
+            Value::Record(Record {
+                fields: vec![
+                    ("progress".into(), Value::String("WL".into())),
+                    ("wins".into(), Value::Int(1)),
+                ],
+            }),
+        );
+        r.set(
+            "tags",
+            Value::Array(vec![Value::String("a".into()), Value::Long(2)]),
+        );
+        let at = bson::DateTime::from_millis(7);
+        for key in [None, Some("name")] {
+            let (id, d) = document(key, D128, "t", at, &msg, &r).unwrap();
+            let (raw_id, raw) = raw_document(key, D128, "t", at, &msg, &r).unwrap();
+            assert_eq!(raw_id, id);
+            assert_eq!(raw.to_document().unwrap(), d);
+            assert_eq!(
+                raw.as_bytes(),
+                RawDocumentBuf::from_document(&d).unwrap().as_bytes()
+            );
+        }
+        // A record field with a name the document sets itself is replaced, as by `document`.
+        r.set(lineage::SOURCE_OFFSET, Value::String("mine".into()));
+        let (_, d) = document(None, D128, "t", at, &msg, &r).unwrap();
+        let (_, raw) = raw_document(None, D128, "t", at, &msg, &r).unwrap();
+        assert_eq!(raw.to_document().unwrap(), d);
+        assert_eq!(d.get_i64(lineage::SOURCE_OFFSET).unwrap(), 11);
     }
 
     #[test]
