@@ -194,7 +194,8 @@ impl ReadPlan {
                 reader: reader.name.clone(),
                 reason,
             })?;
-        let own = writer.fingerprint() == reader.fingerprint();
+        // The canonical form leaves logical types out: compare them too.
+        let own = writer.fingerprint() == reader.fingerprint() && same_types(&writer, &reader);
         if !(writer.is_flat() && reader.is_flat()) {
             return Ok(ReadPlan {
                 names: node.names.clone(),
@@ -291,6 +292,29 @@ fn malformed(field: &str, r: &Cursor<'_>, message: &'static str) -> CodecError {
             r.buf.len()
         ),
     }
+}
+
+/// Whether two records have the same fields with the same types, logical types included
+/// (docs, defaults and the schema text aside).
+pub(crate) fn same_types(a: &RecordSchema, b: &RecordSchema) -> bool {
+    fn ty(a: &FieldType, b: &FieldType) -> bool {
+        match (a, b) {
+            (FieldType::Record(x), FieldType::Record(y)) => same_types(x, y),
+            (FieldType::Array(x), FieldType::Array(y)) | (FieldType::Map(x), FieldType::Map(y)) => {
+                ty(x, y)
+            }
+            (FieldType::Union(x), FieldType::Union(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| ty(x, y))
+            }
+            _ => a == b,
+        }
+    }
+    a.name == b.name
+        && a.fields.len() == b.fields.len()
+        && a.fields
+            .iter()
+            .zip(&b.fields)
+            .all(|(x, y)| x.name == y.name && x.nullable == y.nullable && ty(&x.ty, &y.ty))
 }
 
 /// Reads past a writer-only field with the checks of [`read_field`], building nothing.

@@ -454,10 +454,24 @@ impl Codec {
     /// When this codec's schema is `prefix`'s fields followed by more fields, encoded
     /// identically (same names, types and nullability in the same order): the encoder that
     /// writes a message of this schema from a datum of `prefix` and the values of the
-    /// remaining fields, without decoding the datum. `None` otherwise.
+    /// remaining fields, without decoding the datum. `None` otherwise, and `None` when
+    /// `prefix` has a type whose datum the whole path would check or rewrite on the way
+    /// through (decimals: precision is checked only when encoding; uuids: written back
+    /// normalised; unions other than `["null", T]`: the encoder picks the branch), so that
+    /// copying the datum never lets through what decoding and encoding would refuse.
     pub fn extension_of(&self, prefix: &RecordSchema) -> Option<Extension> {
+        fn copies(ty: &crate::record::FieldType) -> bool {
+            use crate::record::FieldType as T;
+            match ty {
+                T::Decimal { .. } | T::Uuid | T::Union(_) => false,
+                T::Array(t) | T::Map(t) => copies(t),
+                T::Record(r) => r.fields.iter().all(|f| copies(&f.ty)),
+                _ => true,
+            }
+        }
         let n = prefix.fields.len();
-        let same = self.schema.fields.len() > n
+        let same = prefix.fields.iter().all(|f| copies(&f.ty))
+            && self.schema.fields.len() > n
             && prefix
                 .fields
                 .iter()

@@ -119,8 +119,6 @@ impl FieldSpec {
         }
     }
 
-    /// The spec of a top-level schema field (kind from its declared type), or why it cannot
-    /// be profiled, naming the field.
     /// The top-level field the spec reads (`a` of `a.b` and of `len(a.b)`).
     pub fn top_level(&self) -> &str {
         let path = match Path::of(&self.name) {
@@ -129,6 +127,8 @@ impl FieldSpec {
         path.split('.').next().unwrap_or(path)
     }
 
+    /// The spec of a top-level schema field (kind from its declared type), or why it cannot
+    /// be profiled, naming the field.
     pub fn from_schema(field: &FieldSchema) -> Result<Self, String> {
         kind_at(&field.name, &field.ty).map(|kind| Self::new(field.name.clone(), kind))
     }

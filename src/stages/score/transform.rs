@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::baseline::{Baselines, Source};
+use super::config::{DECISION_FIELD, REASONS_FIELD, WINDOW_FIELD};
 use super::history::History;
 use super::lane::{replayed, Lane, Reference, Step};
 use super::route::{Routed, Router};
@@ -141,7 +142,14 @@ impl ScoreTransform {
             .schema()
             .field(super::config::REASONS_FIELD)
             .is_some();
-        let extension = parts.codec_out.extension_of(parts.codec_in.schema());
+        // Only when the input has none of the quality fields: they are set afresh.
+        let quality_in = [WINDOW_FIELD, DECISION_FIELD, REASONS_FIELD]
+            .iter()
+            .any(|n| parts.codec_in.schema().field(n).is_some());
+        let extension = parts
+            .codec_out
+            .extension_of(parts.codec_in.schema())
+            .filter(|_| !quality_in);
         let projection = match &extension {
             Some(_) => {
                 let tops: Vec<&str> = parts.specs.iter().map(FieldSpec::top_level).collect();

@@ -4,7 +4,7 @@
 use mongodb::bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf};
 
 use super::document::{version_number, Upsert};
-use super::errors::{classify, transient_code};
+use super::errors::{classify, transient};
 use super::MongoSink;
 use crate::stages::sinks::{Rejected, SinkError};
 
@@ -312,7 +312,7 @@ impl MongoSink {
                     _ => 0,
                 };
                 let msg = e.get_str("errmsg").unwrap_or("(no message)");
-                if transient_code(code) {
+                if transient(code, msg) {
                     return Err(SinkError::Retriable {
                         what: "the update command",
                         message: format!("MongoDB error {code}: {msg}"),
