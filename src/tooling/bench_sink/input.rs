@@ -104,7 +104,13 @@ pub(super) fn league_document(
         payload: None,
         headers: None,
     };
-    crate::stages::sinks::mongo::document(None, Default::default(), "bench", loaded_at, &msg, &r)
+    let target = crate::stages::sinks::mongo::Target {
+        key_field: None,
+        decimals: Default::default(),
+        topic: "bench",
+        loaded_at,
+    };
+    crate::stages::sinks::mongo::document(&target, &msg, &r)
         .map_err(|e| fatal("document", e.message))
 }
 

@@ -137,30 +137,36 @@ pub fn check_schema(
         .try_for_each(|f| walk(&f.name, &f.ty, decimal128, server_decimal128))
 }
 
+/// Where and how a record becomes a document: its `_id` (the key field, or the message key
+/// when `None`), decimals, and the lineage the sink adds.
+pub struct Target<'a> {
+    pub key_field: Option<&'a str>,
+    pub decimals: MongoDecimals,
+    pub topic: &'a str,
+    pub loaded_at: bson::DateTime,
+}
+
 /// The document of a record: `_id`, every field of the record, then the lineage fields.
 pub fn document(
-    key_field: Option<&str>,
-    decimals: MongoDecimals,
-    topic: &str,
-    loaded_at: bson::DateTime,
+    t: &Target<'_>,
     msg: &SinkMessage,
     record: &Record,
 ) -> Result<(Bson, Document), Rejected> {
-    let id = document_id(key_field, decimals, msg, record)?;
+    let id = document_id(t, msg, record)?;
     let mut d = Document::new();
     d.insert("_id", id.clone());
-    append_fields(&mut d, decimals, topic, loaded_at, msg, record)?;
+    for (name, v) in &record.fields {
+        d.insert(&**name, to_bson(name, v, t.decimals)?);
+    }
+    for (k, v) in lineage_fields(t, msg, record) {
+        d.insert(k, v);
+    }
     Ok((id, d))
 }
 
 /// The `_id` of a record's document: its key field's value, or the message key.
-fn document_id(
-    key_field: Option<&str>,
-    decimals: MongoDecimals,
-    msg: &SinkMessage,
-    record: &Record,
-) -> Result<Bson, Rejected> {
-    Ok(match key_field {
+fn document_id(t: &Target<'_>, msg: &SinkMessage, record: &Record) -> Result<Bson, Rejected> {
+    Ok(match t.key_field {
         None => Bson::String(
             msg.key_str()
                 .map_err(|e| Rejected {
@@ -178,9 +184,25 @@ fn document_id(
                     message: format!("key field `{k}` is null or missing"),
                 })
             }
-            Some(v) => to_bson(k, v, decimals)?,
+            Some(v) => to_bson(k, v, t.decimals)?,
         },
     })
+}
+
+/// The lineage fields, in the document's order.
+fn lineage_fields(t: &Target<'_>, msg: &SinkMessage, record: &Record) -> [(&'static str, Bson); 5] {
+    [
+        (
+            lineage::TRACE_ID,
+            msg.trace_id(Some(record))
+                .map(Bson::String)
+                .unwrap_or(Bson::Null),
+        ),
+        (lineage::SOURCE_TOPIC, Bson::String(t.topic.to_string())),
+        (lineage::SOURCE_PARTITION, Bson::Int32(msg.partition)),
+        (lineage::SOURCE_OFFSET, Bson::Int64(msg.offset)),
+        (lineage::LOADED_AT, Bson::DateTime(t.loaded_at)),
+    ]
 }
 
 /// The names the document sets itself: a record field of one of these names is replaced.
@@ -198,10 +220,7 @@ const RESERVED: [&str; 6] = [
 /// for field (unit test); a record with a field of a [`RESERVED`] name takes the `Document`
 /// path, whose inserts replace it.
 pub fn raw_document(
-    key_field: Option<&str>,
-    decimals: MongoDecimals,
-    topic: &str,
-    loaded_at: bson::DateTime,
+    t: &Target<'_>,
     msg: &SinkMessage,
     record: &Record,
 ) -> Result<(Bson, RawDocumentBuf), Rejected> {
@@ -212,57 +231,21 @@ pub fn raw_document(
         message: format!("the document cannot be encoded as BSON: {e}"),
     };
     if record.fields.iter().any(|(n, _)| reserved(n)) {
-        let (id, d) = document(key_field, decimals, topic, loaded_at, msg, record)?;
+        let (id, d) = document(t, msg, record)?;
         let raw = RawDocumentBuf::from_document(&d).map_err(|e| encode_err(e.to_string()))?;
         return Ok((id, raw));
     }
-    let mut d = Document::new();
-    let id = document_id(key_field, decimals, msg, record)?;
+    let id = document_id(t, msg, record)?;
     let raw = |b: Bson| RawBson::try_from(b).map_err(|e| encode_err(e.to_string()));
     let mut out = RawDocumentBuf::new();
     out.append("_id", raw(id.clone())?);
     for (name, v) in &record.fields {
-        out.append(&**name, raw(to_bson(name, v, decimals)?)?);
+        out.append(&**name, raw(to_bson(name, v, t.decimals)?)?);
     }
-    append_lineage(&mut d, topic, loaded_at, msg, record);
-    for (k, v) in d {
+    for (k, v) in lineage_fields(t, msg, record) {
         out.append(k, raw(v)?);
     }
     Ok((id, out))
-}
-
-fn append_fields(
-    d: &mut Document,
-    decimals: MongoDecimals,
-    topic: &str,
-    loaded_at: bson::DateTime,
-    msg: &SinkMessage,
-    record: &Record,
-) -> Result<(), Rejected> {
-    for (name, v) in &record.fields {
-        d.insert(&**name, to_bson(name, v, decimals)?);
-    }
-    append_lineage(d, topic, loaded_at, msg, record);
-    Ok(())
-}
-
-fn append_lineage(
-    d: &mut Document,
-    topic: &str,
-    loaded_at: bson::DateTime,
-    msg: &SinkMessage,
-    record: &Record,
-) {
-    d.insert(
-        lineage::TRACE_ID,
-        msg.trace_id(Some(record))
-            .map(Bson::String)
-            .unwrap_or(Bson::Null),
-    );
-    d.insert(lineage::SOURCE_TOPIC, topic);
-    d.insert(lineage::SOURCE_PARTITION, msg.partition);
-    d.insert(lineage::SOURCE_OFFSET, msg.offset);
-    d.insert(lineage::LOADED_AT, loaded_at);
 }
 
 /// One upsert to send: the message's index in its batch, `_id`, the document and its size.
@@ -307,7 +290,13 @@ impl Upsert {
             message,
         };
         let (id, doc) = decoded.and_then(|r| {
-            raw_document(key_field, decimals, topic, loaded_at, m, &r).map_err(|mut e| {
+            let t = Target {
+                key_field,
+                decimals,
+                topic,
+                loaded_at,
+            };
+            raw_document(&t, m, &r).map_err(|mut e| {
                 e.index = index;
                 e
             })
@@ -352,6 +341,15 @@ mod tests {
     use crate::record::Decimal;
     const D128: MongoDecimals = MongoDecimals::Decimal128;
 
+    fn tgt(key_field: Option<&str>, decimals: MongoDecimals, at: bson::DateTime) -> Target<'_> {
+        Target {
+            key_field,
+            decimals,
+            topic: "t",
+            loaded_at: at,
+        }
+    }
+
     fn message(partition: i32, offset: i64, key: &[u8]) -> SinkMessage {
         SinkMessage {
             partition,
@@ -385,8 +383,8 @@ mod tests {
         );
         let at = bson::DateTime::from_millis(7);
         for key in [None, Some("name")] {
-            let (id, d) = document(key, D128, "t", at, &msg, &r).unwrap();
-            let (raw_id, raw) = raw_document(key, D128, "t", at, &msg, &r).unwrap();
+            let (id, d) = document(&tgt(key, D128, at), &msg, &r).unwrap();
+            let (raw_id, raw) = raw_document(&tgt(key, D128, at), &msg, &r).unwrap();
             assert_eq!(raw_id, id);
             assert_eq!(raw.to_document().unwrap(), d);
             assert_eq!(
@@ -396,8 +394,8 @@ mod tests {
         }
         // A record field with a name the document sets itself is replaced, as by `document`.
         r.set(lineage::SOURCE_OFFSET, Value::String("mine".into()));
-        let (_, d) = document(None, D128, "t", at, &msg, &r).unwrap();
-        let (_, raw) = raw_document(None, D128, "t", at, &msg, &r).unwrap();
+        let (_, d) = document(&tgt(None, D128, at), &msg, &r).unwrap();
+        let (_, raw) = raw_document(&tgt(None, D128, at), &msg, &r).unwrap();
         assert_eq!(raw.to_document().unwrap(), d);
         assert_eq!(d.get_i64(lineage::SOURCE_OFFSET).unwrap(), 11);
     }
@@ -409,7 +407,7 @@ mod tests {
         r.set("wins", Value::Int(3));
         r.set("fetched_at", Value::TimestampMillis(5));
         r.set("summoner_name", Value::Null);
-        let (id, d) = document(None, D128, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        let (id, d) = document(&tgt(None, D128, bson::DateTime::from_millis(0)), &msg, &r).unwrap();
         assert_eq!(id, Bson::String("k1".into()));
         assert_eq!(d.get_i32("wins").unwrap(), 3);
         assert_eq!(d.get_datetime("fetched_at").unwrap().timestamp_millis(), 5);
@@ -417,7 +415,7 @@ mod tests {
         assert_eq!(d.get_i64(lineage::SOURCE_OFFSET).unwrap(), 9);
         assert_eq!(d.get_i32(lineage::SOURCE_PARTITION).unwrap(), 1);
         assert_eq!(d.keys().next().unwrap(), "_id");
-        let e = document(Some("nope"), D128, "t", bson::DateTime::now(), &msg, &r).unwrap_err();
+        let e = document(&tgt(Some("nope"), D128, bson::DateTime::now()), &msg, &r).unwrap_err();
         assert_eq!(e.kind, "missing_key");
     }
 
@@ -443,7 +441,7 @@ mod tests {
         r.set("ts_us", Value::TimestampMicros(1_700_000_000_123_999));
         r.set("ts_ns", Value::TimestampNanos(-1));
         r.set("at_us", Value::TimeMicros(5));
-        let (_, d) = document(None, D128, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        let (_, d) = document(&tgt(None, D128, bson::DateTime::from_millis(0)), &msg, &r).unwrap();
         let s = d.get_document("mini_series").unwrap();
         assert_eq!(s.get_i32("wins").unwrap(), 2);
         assert_eq!(s.get_str("progress").unwrap(), "WL-");
@@ -503,7 +501,7 @@ mod tests {
         let msg = message(0, 1, b"k");
         let mut r = Record::new();
         r.set("big", Value::Decimal(Decimal::new(10i128.pow(35), 0)));
-        let e = document(None, D128, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap_err();
+        let e = document(&tgt(None, D128, bson::DateTime::from_millis(0)), &msg, &r).unwrap_err();
         assert_eq!(e.kind, "invalid_record");
         assert!(e.message.contains("`big`"), "{}", e.message);
     }
@@ -519,7 +517,7 @@ mod tests {
             Value::Array(vec![Value::Decimal(Decimal::new(5, 4))]),
         );
         let s = MongoDecimals::String;
-        let (_, d) = document(None, s, "t", bson::DateTime::from_millis(0), &msg, &r).unwrap();
+        let (_, d) = document(&tgt(None, s, bson::DateTime::from_millis(0)), &msg, &r).unwrap();
         assert_eq!(d.get_str("score").unwrap(), "-123.45");
         assert_eq!(
             d.get_str("big").unwrap(),

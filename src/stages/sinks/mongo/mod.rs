@@ -28,7 +28,7 @@ use crate::record::RecordSchema;
 use crate::settings::Common;
 
 pub use config::MongoConfig;
-pub use document::{document, to_bson};
+pub use document::{document, to_bson, Target};
 pub use writer::MongoSink;
 
 pub const STAGE: &str = "sink-mongo";
