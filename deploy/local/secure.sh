@@ -217,7 +217,7 @@ secure_start_ferretdb() {
   mkdir -p "$SECURE_DIR/ferretdb"
   say "starting secure ferretdb (TLS only) on 127.0.0.1:$SECURE_MONGO_PORT"
   # --listen-addr= (empty): no plain TCP listener at all.
-  nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$SECURE_DIR/ferretdb/" --listen-addr= \
+  GOGC="$FERRETDB_GOGC" nohup "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$SECURE_DIR/ferretdb/" --listen-addr= \
     --listen-tls="127.0.0.1:$SECURE_MONGO_PORT" --listen-tls-cert-file="$SECURE_TLS/server.pem" \
     --listen-tls-key-file="$SECURE_TLS/server.key" --state-dir="$SECURE_DIR/ferretdb" --debug-addr=- \
     --telemetry=disable --log-level=warn >"$RUN/secure-ferretdb.log" 2>&1 &

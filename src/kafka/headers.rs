@@ -39,6 +39,22 @@ pub fn get_str<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a str> {
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
+/// The values of several headers in one pass (the first of each name, as [`get_str`]).
+pub fn get_strs<'a, H: Headers, const N: usize>(
+    headers: &'a H,
+    names: [&str; N],
+) -> [Option<&'a str>; N] {
+    let mut found = [None; N];
+    for h in headers.iter() {
+        if let Some(i) = names.iter().position(|n| *n == h.key) {
+            if found[i].is_none() {
+                found[i] = Some(h.value.and_then(|v| std::str::from_utf8(v).ok()));
+            }
+        }
+    }
+    found.map(Option::flatten)
+}
+
 /// When extract fetched the record from the API (`etl.fetched_at`, RFC 3339), ms since the
 /// epoch.
 pub fn fetched_at_ms<H: Headers>(headers: &H) -> Option<i64> {
@@ -211,6 +227,25 @@ mod tests {
         );
         assert_eq!(get_str(&h, SOURCE_OFFSET), Some("7"));
         assert_eq!(h.count(), 8);
+    }
+
+    #[test]
+    fn one_pass_lookup_agrees_with_get_str() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let h = [
+            ("a", Some(&b"1"[..])),
+            ("b", None),
+            ("b", Some(&b"late"[..])),
+            ("c", Some(&[0xff, 0xfe][..])),
+            ("a", Some(&b"second"[..])),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header { key, value })
+        });
+        let names = ["a", "b", "c", "d"];
+        assert_eq!(get_strs(&h, names), names.map(|n| get_str(&h, n)));
+        assert_eq!(get_strs(&h, names), [Some("1"), None, None, None]);
     }
 
     #[test]
