@@ -144,6 +144,9 @@ pub struct Trailing {
     /// Per field, its missing-ratio, type-error-ratio and PSI thresholds, looked up once
     /// ([`Trailing::judged_by`]); looked up per verdict otherwise.
     limits: Option<Vec<[Thresholds; 3]>>,
+    /// Per field, the fewest rows on which its PSI WARN and FAIL lines are judged
+    /// ([`Trailing::psi_lines_from`]); every line on any window otherwise.
+    psi_rows: Option<Vec<[usize; 2]>>,
 }
 
 /// The decision on the rows held, from missing and type-error ratios and PSI.
@@ -165,6 +168,7 @@ impl Trailing {
             baseline: None,
             tail: None,
             limits: None,
+            psi_rows: None,
         };
         t.set_baseline(baseline);
         t
@@ -179,6 +183,27 @@ impl Trailing {
                 .map(|s| {
                     [Metric::MissingRatio, Metric::TypeErrorRatio, Metric::Psi]
                         .map(|m| cfg.thresholds(&s.name, m))
+                })
+                .collect(),
+        );
+        self
+    }
+
+    /// Judges a PSI line only on a window of at least `rows_for(line)` rows (the score
+    /// stage's rule: [`super::psi::psi_noise_rows`]); a smaller window's PSI gives no reason
+    /// for that line, and its PSI is not computed when neither line applies. The same verdict
+    /// as dropping those reasons afterwards, without making them (each is a formatted message).
+    pub fn psi_lines_from(mut self, cfg: &QualityConfig, rows_for: impl Fn(f64) -> usize) -> Self {
+        self.psi_rows = Some(
+            self.specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let psi = match &self.limits {
+                        Some(l) => l[i][2],
+                        None => cfg.thresholds(&s.name, Metric::Psi),
+                    };
+                    [rows_for(psi.warn), rows_for(psi.fail)]
                 })
                 .collect(),
         );
@@ -374,11 +399,19 @@ impl Trailing {
         if n > 0.0 {
             for (i, spec) in self.specs.iter().enumerate() {
                 let c = &counts[i];
-                let [missing, type_errors, psi] = match &self.limits {
+                let [missing, type_errors, mut psi] = match &self.limits {
                     Some(l) => l[i],
                     None => [Metric::MissingRatio, Metric::TypeErrorRatio, Metric::Psi]
                         .map(|m| cfg.thresholds(&spec.name, m)),
                 };
+                if let Some([warn_rows, fail_rows]) = self.psi_rows.as_ref().map(|p| p[i]) {
+                    if rows < warn_rows {
+                        psi.warn = f64::INFINITY;
+                    }
+                    if rows < fail_rows {
+                        psi.fail = f64::INFINITY;
+                    }
+                }
                 let judge = QualityConfig::judge_with;
                 reasons.extend(judge(
                     missing,
@@ -575,5 +608,62 @@ mod tests {
                 assert_eq!(tail, Some(short.verdict(&cfg)), "row {i}");
             }
         }
+    }
+
+    #[test]
+    fn psi_lines_from_gives_the_verdict_with_the_unsound_psi_reasons_dropped() {
+        use crate::quality::psi::psi_noise_rows;
+        let mut b = BaselineBuilder::new(specs(), &Default::default());
+        for i in 0..500 {
+            b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
+        }
+        let baseline = b.build();
+        let cfg = QualityConfig::default();
+        let rule = |line: f64| psi_noise_rows(cfg.bins, line);
+        // What the score stage did before: judge every line, then drop the reasons of PSI
+        // lines the window is too small for.
+        let dropped = |v: TrailingVerdict, rows: usize| {
+            let reasons: Vec<Reason> = v
+                .reasons
+                .into_iter()
+                .filter(|r| r.metric != Metric::Psi || rule(r.threshold) <= rows)
+                .collect();
+            TrailingVerdict {
+                decision: super::super::decision::worst(&reasons),
+                reasons,
+            }
+        };
+        let (n, m) = (1000, 184);
+        let mut all = Trailing::new(specs(), n, Some(&baseline))
+            .with_tail(m)
+            .judged_by(&cfg);
+        let mut sound = all.clone().psi_lines_from(&cfg, rule);
+        let mut x: u64 = 5;
+        let (mut psi_dropped, mut psi_kept) = (0, 0);
+        for i in 0..6000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Undrifted, then a mild and a strong shift: PSI around both lines.
+            let shift = [0, 8, 40][(i / 2000) as usize];
+            let v = ((x >> 33) % 97) as i32 + shift;
+            let name = ["a", "b", "c", "d"][((x >> 20) % 4) as usize];
+            all.push(i, &rec(v, Some(name)));
+            sound.push(i, &rec(v, Some(name)));
+            let (whole, short) = (all.verdict(&cfg), all.tail_verdict(&cfg));
+            let psi =
+                |v: &TrailingVerdict| v.reasons.iter().filter(|r| r.metric == Metric::Psi).count();
+            let before = whole.reasons.len() + short.as_ref().map_or(0, |s| s.reasons.len());
+            let want = dropped(whole, all.len());
+            let want_short = short.map(|s| dropped(s, m));
+            let after = want.reasons.len() + want_short.as_ref().map_or(0, |s| s.reasons.len());
+            psi_dropped += before - after;
+            psi_kept += psi(&want) + want_short.as_ref().map_or(0, psi);
+            assert_eq!(sound.verdict(&cfg), want, "row {i}");
+            assert_eq!(sound.tail_verdict(&cfg), want_short, "row {i}");
+        }
+        // The stream exercises both: PSI reasons the rule drops and ones it keeps.
+        assert!(psi_dropped > 300, "{psi_dropped}");
+        assert!(psi_kept > 300, "{psi_kept} kept, {psi_dropped} dropped");
     }
 }

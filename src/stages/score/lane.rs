@@ -137,7 +137,8 @@ impl Lane {
             min_rows,
             trail: Trailing::new(specs, n, None)
                 .with_tail(min_rows)
-                .judged_by(quality),
+                .judged_by(quality)
+                .psi_lines_from(quality, |line| psi_noise_rows(quality.bins, line)),
             block_size: n.max(1) as i64,
             baseline: None,
             vif: None,
