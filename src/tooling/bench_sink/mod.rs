@@ -8,7 +8,8 @@
 //! and in autocommit) on a smaller count; then the same for MongoDB (`sink-mongo` vs
 //! `insert_many` and one `replace_one` upsert per document). Prints rows/s, the ratios, batch
 //! latency percentiles, the time per phase and the sink's peak RSS. Uses fresh topics,
-//! database and collections, and removes them afterwards unless `--keep`.
+//! database and collections, and removes them afterwards unless `--keep` (the MongoDB
+//! database at the start of the next run: FerretDB may still be writing it at the end).
 //! Not a test: figures depend on the machine; record them with the machine's description.
 //!
 //! This module owns the flags and the phases of a run; `capture` what is measured, `input` the
@@ -181,6 +182,9 @@ impl Bench<'_> {
         let mut mc = bc.clone();
         mc.topics.scored.name = Some(format!("bench-{id}.scored-mongo"));
         mc.mongo.database = db.to_string();
+        if !self.args.keep {
+            input::drop_earlier_databases(&mc, db).await?;
+        }
         let n = self.args.mongo_records;
         let (steady, total) = self.load_through_sink(Target::Mongo, &mc, n).await?;
         let bulk = n as f64 / steady;
@@ -198,8 +202,8 @@ impl Bench<'_> {
             bulk / one
         );
         // The Mongo database is left in place: dropping a database FerretDB (SQLite) is
-        // still writing can crash it.
-        println!("  (MongoDB database {db} left in place)");
+        // still writing can crash it. The next run drops it (unless `--keep`).
+        println!("  (MongoDB database {db} left in place: the next bench-sink drops it)");
         if !self.args.keep {
             delete_topics(&mc).await;
         }
