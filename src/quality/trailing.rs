@@ -472,6 +472,12 @@ mod tests {
         r
     }
 
+    /// The next value of a small deterministic generator (the tests' streams).
+    fn lcg(x: u64) -> u64 {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    }
+
     fn specs() -> Vec<FieldSpec> {
         vec![
             FieldSpec::new("x", FieldKind::Numeric),
@@ -552,9 +558,7 @@ mod tests {
         let mut x: u64 = 7;
         for i in 0..3000 {
             // A drifting, uneven stream: bins fill and empty at different rates.
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = lcg(x);
             let v = ((x >> 33) % 97) as i32 + if i > 1500 { 40 } else { 0 };
             t.push(
                 i,
@@ -589,9 +593,7 @@ mod tests {
                 long.set_baseline(Some(&baseline));
                 short.set_baseline(Some(&baseline));
             }
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = lcg(x);
             let v = ((x >> 33) % 97) as i32 + if (800..1100).contains(&i) { 50 } else { 0 };
             let name = ["a", "b", "c", "d"][((x >> 20) % 4) as usize];
             let r = if x % 13 == 0 {
@@ -641,9 +643,7 @@ mod tests {
         let mut x: u64 = 5;
         let (mut psi_dropped, mut psi_kept) = (0, 0);
         for i in 0..6000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = lcg(x);
             // Undrifted, then a mild and a strong shift: PSI around both lines.
             let shift = [0, 8, 40][(i / 2000) as usize];
             let v = ((x >> 33) % 97) as i32 + shift;

@@ -443,6 +443,14 @@ impl Statements {
 
 #[cfg(test)]
 mod tests {
+    fn assert_renders_as_chrono(ms: i64) {
+        let mut out = String::new();
+        super::push_datetime(&mut out, ms).unwrap();
+        let dt = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        let want = format!("'{}'", dt.format("%Y-%m-%d %H:%M:%S%.3f"));
+        assert_eq!(out, want, "{ms}");
+    }
+
     #[test]
     fn datetimes_render_as_chrono_formats_them() {
         for ms in [
@@ -452,14 +460,7 @@ mod tests {
             253_402_300_799_999,
             951_782_400_999,
         ] {
-            let mut out = String::new();
-            super::push_datetime(&mut out, ms).unwrap();
-            let dt = chrono::DateTime::from_timestamp_millis(ms).unwrap();
-            assert_eq!(
-                out,
-                format!("'{}'", dt.format("%Y-%m-%d %H:%M:%S%.3f")),
-                "{ms}"
-            );
+            assert_renders_as_chrono(ms);
         }
     }
 
@@ -475,16 +476,9 @@ mod tests {
         for _ in 0..20_000 {
             // Any instant from year 0 to 9999, and a few outside (the write! path).
             let ms = (next() % 315_537_897_600_000) as i64 - 62_167_219_200_000;
-            let mut out = String::new();
-            super::push_datetime(&mut out, ms).unwrap();
-            let dt = chrono::DateTime::from_timestamp_millis(ms).unwrap();
-            assert_eq!(
-                out,
-                format!("'{}'", dt.format("%Y-%m-%d %H:%M:%S%.3f")),
-                "{ms}"
-            );
+            assert_renders_as_chrono(ms);
             let us = ms * 1000 + (next() % 1000) as i64;
-            out.clear();
+            let mut out = String::new();
             super::push_datetime_micros(&mut out, us).unwrap();
             let dt = chrono::DateTime::from_timestamp_micros(us).unwrap();
             assert_eq!(
