@@ -255,12 +255,8 @@ async fn finish(
     // Per stage: CPU summed over its instances, the largest peak RSS.
     let mut resources: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     for s in STAGES.iter().chain(["extract"].iter()) {
-        for name in p.instances_of(s).iter().chain([format!("{s}-0")].iter()) {
-            if let Some((cpu, rss)) = p.resources(name) {
-                let e = resources.entry(s.to_string()).or_default();
-                e.0 += cpu;
-                e.1 = e.1.max(rss);
-            }
+        if let Some(r) = stage_resources(p, s) {
+            resources.insert(s.to_string(), r);
         }
     }
     if let Some(r) = p.resources("sample-api") {
@@ -526,6 +522,21 @@ fn role_of(key: &str) -> TopicRole {
         .unwrap_or(TopicRole::Raw)
 }
 
+/// A stage's CPU seconds summed over its instances, running or exited (each counted once), and
+/// the largest peak RSS among them; `None` if none ran.
+fn stage_resources(p: &LocalPipeline, stage: &str) -> Option<(f64, u64)> {
+    let names: std::collections::BTreeSet<&String> = p
+        .children
+        .keys()
+        .chain(p.finished.keys())
+        .filter(|name| super::instances::instance_number(name, stage).is_some())
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|name| p.resources(name))
+        .reduce(|a, b| (a.0 + b.0, a.1.max(b.1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,5 +553,50 @@ mod tests {
             "p50 7 ms  p95 7 ms  p99 7 ms  (n = 1)"
         );
         assert_eq!(sorted_summary(&[]), "- (no samples)");
+    }
+
+    /// A running instance was counted twice (once as a running instance of its stage, once
+    /// as `<stage>-0`): bench-e2e printed twice the CPU seconds of clean, score and the sinks.
+    #[test]
+    fn a_stage_counts_each_instance_once() {
+        let runs = tempfile::tempdir().unwrap();
+        let mut p = LocalPipeline::prepare(
+            std::path::Path::new("/bin/sh"),
+            std::path::Path::new("config/demo.toml"),
+            runs.path(),
+            "resources",
+            super::super::SourceOptions::plain(10),
+            &[],
+        )
+        .unwrap();
+        // Burns some CPU, then waits to be stopped; the other exits at once.
+        let busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30";
+        p.spawn("score-0", &["-c".into(), busy.into()]).unwrap();
+        p.spawn("extract-0", &["-c".into(), "exit 0".into()])
+            .unwrap();
+        let start = Instant::now();
+        while p.resources("score-0").map_or(0.0, |r| r.0) < 0.2 || p.exited("extract-0").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sh never got busy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Past the busy loop: its CPU no longer grows.
+        while p.resources("score-0").unwrap().0 < 0.3 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let one = p.resources("score-0").unwrap();
+        let stage = stage_resources(&p, "score").unwrap();
+        assert!(
+            (stage.0 - one.0).abs() < 0.05,
+            "score {stage:?}, its one instance {one:?}"
+        );
+        assert_eq!(stage.1, one.1);
+        let extract = stage_resources(&p, "extract").unwrap();
+        assert_eq!(extract, p.resources("extract-0").unwrap());
+        assert_eq!(stage_resources(&p, "clean"), None);
+        p.stop_all(Duration::from_secs(2));
     }
 }
