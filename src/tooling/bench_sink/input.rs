@@ -1,5 +1,6 @@
 //! The benchmark's input: realistic scored league records, the fresh topics they go to, and
 //! producing them (Avro, the real codec) round-robin over the partitions.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -12,6 +13,27 @@ use crate::config::{Config, TopicRole};
 use crate::record::{Record, RecordSchema, Value};
 use crate::stages::sinks::SinkError;
 
+/// Whether record keys come in random order (`bench-sink --random-keys`, as the pipeline's
+/// summoner ids do) instead of ascending with the record number; set once when a run starts.
+static RANDOM_KEYS: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn set_random_keys(on: bool) {
+    RANDOM_KEYS.store(on, Ordering::Relaxed);
+}
+
+/// Record `i`'s summoner id: unique per `i`; ascending with `i`, or led by a 64-bit mix of `i`
+/// (splitmix64's finalizer, a bijection) so that consecutive records' keys land anywhere.
+fn summoner_id(i: usize) -> String {
+    if RANDOM_KEYS.load(Ordering::Relaxed) {
+        let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        format!("{:016x}-summoner-{i:010}", z ^ (z >> 31))
+    } else {
+        format!("summoner-{i:010}-{:016x}", i * 2_654_435_761)
+    }
+}
+
 /// A realistic scored league entry, varied by `i`.
 pub fn league_record(schema: &RecordSchema, i: usize) -> Record {
     const TIERS: [&str; 6] = ["IRON", "BRONZE", "SILVER", "GOLD", "PLATINUM", "DIAMOND"];
@@ -22,7 +44,7 @@ pub fn league_record(schema: &RecordSchema, i: usize) -> Record {
     let mut r = Record::new();
     for f in &schema.fields {
         let v = match f.name.as_str() {
-            "summoner_id" => Value::String(format!("summoner-{i:010}-{:016x}", i * 2_654_435_761)),
+            "summoner_id" => Value::String(summoner_id(i)),
             "summoner_name" => Value::String(format!("Player {i}")),
             "queue_type" => Value::String("RANKED_SOLO_5x5".into()),
             "tier" => Value::String(TIERS[i % 6].into()),
@@ -234,4 +256,25 @@ pub(super) async fn produce(
         i = end;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_keys_are_unique_and_out_of_order() {
+        set_random_keys(true);
+        let keys: Vec<String> = (0..10_000).map(summoner_id).collect();
+        set_random_keys(false);
+        let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        let ascending = keys.windows(2).filter(|w| w[0] < w[1]).count();
+        // Random order: about half of the neighbours ascend; ascending keys: all of them.
+        assert!(
+            (4_000..6_000).contains(&ascending),
+            "{ascending} of 9 999 ascend"
+        );
+        assert_eq!(summoner_id(7), "summoner-0000000007-00000004538453d7");
+    }
 }

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Keep the topics, database and collections afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Keys (summoner ids, the table's primary key and the documents' `_id`) in random order,
+    /// as the pipeline's are, instead of ascending with the record number.
+    #[arg(long)]
+    pub random_keys: bool,
 }
 
 fn fatal(what: &'static str, e: impl std::fmt::Display) -> SinkError {
@@ -71,6 +75,7 @@ fn fatal(what: &'static str, e: impl std::fmt::Display) -> SinkError {
 pub async fn run(cfg: &Config, args: &BenchArgs) -> Result<(), SinkError> {
     // Before any metric is recorded (a no-op when the CLI installed it already).
     install_recorder();
+    input::set_random_keys(args.random_keys);
     let schema =
         crate::codec::load_schema(&cfg.sink.schema).map_err(|e| fatal("loading the schema", e))?;
     let codec = Arc::new(Codec::new(schema.clone(), Framing::SingleObject));
@@ -136,11 +141,16 @@ struct Bench<'a> {
 impl Bench<'_> {
     fn print_header(&self) {
         println!(
-            "etl-pipe bench-sink: {} records, {} partitions, schema {} ({} fields)",
+            "etl-pipe bench-sink: {} records, {} partitions, schema {} ({} fields), keys {}",
             self.args.records,
             self.args.partitions,
             self.schema.name,
-            self.schema.fields.len()
+            self.schema.fields.len(),
+            if self.args.random_keys {
+                "in random order"
+            } else {
+                "ascending"
+            }
         );
         println!(
             "machine: {} cores, load average {}",
