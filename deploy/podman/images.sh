@@ -135,7 +135,7 @@ main() {
   list
 }
 
-KAFKA_VERSION="${ETL_KAFKA_VERSION:-4.1.1}"
-FERRETDB_VERSION="${ETL_FERRETDB_VERSION:-v1.24.2}"
-REGISTRY_VERSION="${ETL_REGISTRY_VERSION:-3.3.3}"
+# The same versions as the local stack's downloads the images are built from.
+# shellcheck source=deploy/local/versions.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../local/versions.sh"
 main "$@"
