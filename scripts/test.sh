@@ -3,6 +3,7 @@
 # the 3-node Kafka cluster (ETL_STACK_PROFILE=cluster), the secure profile
 # (ETL_STACK_PROFILE=secure), the Apicurio schema registry, MariaDB and FerretDB, and builds the
 # container images (deploy/podman/images.sh) — then runs formatting and lint checks and every test against the real services.
+# The cluster and secure profiles it had to start are stopped again at the end (see below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
