@@ -2,7 +2,8 @@
 `INSERT ... ON DUPLICATE KEY UPDATE` of 2 000 rows x 24 columns (random keys), sent as text
 with literals (what sink-mysql does) or as one server-side prepared statement with bound
 values (binary protocol). Prints wall time and mariadbd's CPU seconds (/proc) per mode; the
-wall time of `prepared` is this Python client's binding cost, not the server's. Issue #18
+wall time of `prepared` is mostly this Python client preparing the
+48 000-placeholder statement once (~80 s, the server idle), not the server's work. Issue #18
 item 5 (README "What MariaDB spends its CPU on").
 
     python3 -m venv /tmp/pv && /tmp/pv/bin/pip install mysql-connector-python
