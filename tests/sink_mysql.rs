@@ -13,7 +13,7 @@ use sqlx::{MySqlPool, Row};
 use etl_pipe::config::TopicRole;
 use etl_pipe::record::Value;
 use etl_pipe::stages::sinks::mysql::{self, Flavor, Layout};
-use etl_pipe::stages::sinks::SinkError;
+use etl_pipe::stages::sinks::{SinkError, StatementProtocol};
 use sink_support::*;
 
 const TABLE: &str = "league_entry";
@@ -100,8 +100,24 @@ async fn writes_typed_rows_with_lineage_and_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_mysql_rejects_go_to_dead_letter_and_the_rest_commits() {
-    let (db, pool) = common::mysql_db("sink_bad").await;
-    let cfg = config("sink_bad", &db, 500);
+    rows_mysql_rejects(StatementProtocol::Binary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_mysql_rejects_go_to_dead_letter_and_the_rest_commits_in_text_statements() {
+    rows_mysql_rejects(StatementProtocol::Text).await;
+}
+
+/// Rows MySQL rejects (too long, out of range) among good ones, found by splitting the
+/// statements: in bound statements of a few shapes, or in text ones.
+async fn rows_mysql_rejects(protocol: StatementProtocol) {
+    let test = match protocol {
+        StatementProtocol::Binary => "sink_bad",
+        StatementProtocol::Text => "sink_bad_text",
+    };
+    let (db, pool) = common::mysql_db(test).await;
+    let mut cfg = config(test, &db, 500);
+    cfg.sink.mysql.protocol = protocol;
     topics(&cfg, 1).await;
     let s = schema();
     // An existing table with a short `tier` and a small `league_points`.
@@ -829,8 +845,10 @@ async fn write_nested(
     test: &str,
     flatten: &[String],
     n: i64,
+    protocol: StatementProtocol,
 ) -> etl_pipe::config::Config {
     let mut cfg = config(test, db, 10);
+    cfg.sink.mysql.protocol = protocol;
     cfg.sink.version_field = "ts_ms".into();
     cfg.sink.mysql.flatten = flatten.to_vec();
     topics(&cfg, 1).await;
@@ -850,8 +868,21 @@ async fn write_nested(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
-    let (db, pool) = common::mysql_db("sink_nested").await;
-    let cfg = write_nested(&db, &pool, "sink_nested", &[], 4).await;
+    nested_records_land(StatementProtocol::Binary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_records_land_the_same_in_text_statements() {
+    nested_records_land(StatementProtocol::Text).await;
+}
+
+async fn nested_records_land(protocol: StatementProtocol) {
+    let test = match protocol {
+        StatementProtocol::Binary => "sink_nested",
+        StatementProtocol::Text => "sink_nested_text",
+    };
+    let (db, pool) = common::mysql_db(test).await;
+    let cfg = write_nested(&db, &pool, test, &[], 4, protocol).await;
     let s = nested_schema();
 
     let types = column_types(&pool, "match_entry").await;
@@ -923,7 +954,15 @@ async fn nested_records_land_in_json_decimal_datetime6_and_uuid_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flattened_record_lands_one_column_per_field() {
     let (db, pool) = common::mysql_db("sink_flat").await;
-    write_nested(&db, &pool, "sink_flat", &["mini_series".into()], 2).await;
+    write_nested(
+        &db,
+        &pool,
+        "sink_flat",
+        &["mini_series".into()],
+        2,
+        StatementProtocol::Binary,
+    )
+    .await;
     let types = column_types(&pool, "match_entry").await;
     assert_eq!(types["mini_series_progress"], "longtext");
     assert_eq!(types["mini_series_wins"], "int(11)");

@@ -113,6 +113,17 @@ pub enum UpsertSyntax {
     Alias,
 }
 
+/// How sink-mysql sends its multi-row upserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementProtocol {
+    /// Prepared statements with bound values (COM_STMT_EXECUTE): the server parses each
+    /// statement shape once per connection instead of every row's literals.
+    Binary,
+    /// SQL text with the values as escaped literals (COM_QUERY).
+    Text,
+}
+
 /// `[sink.mysql]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +151,12 @@ pub struct SinkMysqlConfig {
     /// `auto`, `values` or `alias` (see [`UpsertSyntax`]).
     #[serde(default = "default_upsert_syntax")]
     pub upsert_syntax: UpsertSyntax,
+    /// `binary`: prepared multi-row upserts with bound values, parsed by the server once per
+    /// connection and statement shape (measured 1.4x the rows/s of `text`, README
+    /// "Benchmarks"); `text`: the values as escaped SQL literals, for a proxy or server that
+    /// does not take prepared statements.
+    #[serde(default = "default_protocol")]
+    pub protocol: StatementProtocol,
     /// Nested record fields stored as one column per field (`mini_series` → `mini_series_wins`,
     /// `mini_series_losses`, ...) instead of one `JSON` column; a dotted path flattens a record
     /// inside a flattened one (`["mini_series", "mini_series.detail"]`).
@@ -165,6 +182,9 @@ fn default_string_length() -> u32 {
 fn default_upsert_syntax() -> UpsertSyntax {
     UpsertSyntax::Auto
 }
+fn default_protocol() -> StatementProtocol {
+    StatementProtocol::Binary
+}
 
 impl Default for SinkMysqlConfig {
     fn default() -> Self {
@@ -176,6 +196,7 @@ impl Default for SinkMysqlConfig {
             max_statement_bytes: default_max_statement_bytes(),
             string_length: default_string_length(),
             upsert_syntax: default_upsert_syntax(),
+            protocol: default_protocol(),
             flatten: Vec::new(),
         }
     }

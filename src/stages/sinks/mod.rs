@@ -27,7 +27,8 @@ use crate::record::RecordSchema;
 use crate::settings::{Common, ConfigError};
 
 pub use config::{
-    MongoDecimals, SinkConfig, SinkMongoConfig, SinkMysqlConfig, UpsertSyntax, MIN_REJECTED_TO_STOP,
+    MongoDecimals, SinkConfig, SinkMongoConfig, SinkMysqlConfig, StatementProtocol, UpsertSyntax,
+    MIN_REJECTED_TO_STOP,
 };
 pub use dead_letters::{
     check_rejected_share, DeadLetters, Rejected, SentDeadLetters, SENDING_DEAD_LETTER,

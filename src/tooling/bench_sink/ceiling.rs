@@ -21,8 +21,8 @@ use super::input::{bench_collection, encoded, league_document};
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::record::RecordSchema;
-use crate::stages::sinks::mysql::{self, MysqlSink, RowText};
-use crate::stages::sinks::{RecordDecoder, SinkError, SinkMessage};
+use crate::stages::sinks::mysql::{self, MysqlSink, Row, RowBody};
+use crate::stages::sinks::{RecordDecoder, SinkError, SinkMessage, StatementProtocol};
 
 /// Records rendered at a time.
 const CHUNK: usize = 10_000;
@@ -55,8 +55,30 @@ pub(super) struct MysqlCeilings {
     pub upserts: f64,
 }
 
+/// The `n` bench records as `sink` renders them (in its protocol).
+async fn rows(
+    sink: &MysqlSink,
+    topic: &str,
+    codec: &Arc<Codec>,
+    schema: &RecordSchema,
+    n: usize,
+    partitions: i32,
+) -> Result<Vec<Row>, SinkError> {
+    let mut rows: Vec<Row> = Vec::with_capacity(n);
+    for from in (0..n).step_by(CHUNK) {
+        let msgs = messages(codec, schema, from, (from + CHUNK).min(n), partitions)?;
+        let prepared = sink.prepare(topic, &msgs).await?;
+        if let Some(r) = prepared.rejected.first() {
+            return Err(fatal("rendering the ceiling's rows", r.message.clone()));
+        }
+        rows.extend(prepared.rows);
+    }
+    Ok(rows)
+}
+
 /// Renders `n` records as sink-mysql does, then times both MySQL ceilings into fresh tables of
-/// the sink's shape.
+/// the sink's shape: LOAD DATA reads the rows as SQL literals (the text protocol's rendering),
+/// the upserts use the configured protocol.
 pub(super) async fn mysql(
     cfg: &Config,
     schema: &RecordSchema,
@@ -67,36 +89,41 @@ pub(super) async fn mysql(
     let mut sink_cfg = cfg.sink.clone();
     sink_cfg.mysql.table = Some("league_entry_ceiling_upsert".into());
     let decoder = codec.clone() as Arc<RecordDecoder>;
-    let sink = MysqlSink::new(&cfg.common(), &sink_cfg, &cfg.mysql, schema, decoder, None).await?;
+    let mut text_cfg = sink_cfg.clone();
+    text_cfg.mysql.protocol = StatementProtocol::Text;
+    let text_sink = MysqlSink::new(
+        &cfg.common(),
+        &text_cfg,
+        &cfg.mysql,
+        schema,
+        decoder.clone(),
+        None,
+    )
+    .await?;
     let topic = cfg.topics.name(crate::config::TopicRole::Scored);
-    let mut rows: Vec<RowText> = Vec::with_capacity(n);
-    for from in (0..n).step_by(CHUNK) {
-        let msgs = messages(codec, schema, from, (from + CHUNK).min(n), partitions)?;
-        let prepared = sink.prepare(&topic, &msgs).await?;
-        if let Some(r) = prepared.rejected.first() {
-            return Err(fatal("rendering the ceiling's rows", r.message.clone()));
-        }
-        rows.extend(prepared.rows);
-    }
 
     let load_table = "league_entry_ceiling_load";
     sqlx::Executor::execute(
-        sink.pool(),
+        text_sink.pool(),
         format!(
             "CREATE TABLE {} LIKE {}",
             mysql::ident(load_table),
-            mysql::ident(&sink.layout().table)
+            mysql::ident(&text_sink.layout().table)
         )
         .as_str(),
     )
     .await
     .map_err(|e| fatal("creating the LOAD DATA table", e))?;
-    let load_data = load_data(cfg, &sink, load_table, &rows).await?;
+    let text_rows = rows(&text_sink, &topic, codec, schema, n, partitions).await?;
+    let load_data = load_data(cfg, &text_sink, load_table, &text_rows).await?;
+    drop(text_rows);
     println!(
         "ceiling, LOAD DATA LOCAL INFILE ({} client): {n} rows at {load_data:.0} rows/s",
         client()?
     );
 
+    let sink = MysqlSink::new(&cfg.common(), &sink_cfg, &cfg.mysql, schema, decoder, None).await?;
+    let rows = rows(&sink, &topic, codec, schema, n, partitions).await?;
     let upserts = upserts(
         &sink,
         &rows,
@@ -105,8 +132,8 @@ pub(super) async fn mysql(
     )
     .await?;
     println!(
-        "ceiling, the sink's upserts without Kafka ({} rows per transaction, {} connections): {n} rows at {upserts:.0} rows/s",
-        sink_cfg.batch_size, sink_cfg.mysql.connections
+        "ceiling, the sink's upserts without Kafka ({} rows per transaction, {} connections, {:?} protocol): {n} rows at {upserts:.0} rows/s",
+        sink_cfg.batch_size, sink_cfg.mysql.connections, sink_cfg.mysql.protocol
     );
     Ok(MysqlCeilings { load_data, upserts })
 }
@@ -140,13 +167,16 @@ impl Drop for TempFile {
 
 /// Writes the rows to a temporary file for LOAD DATA: each tuple without its parentheses (the
 /// sink's own literals, comma separated), one per line.
-fn rows_file(rows: &[RowText]) -> Result<TempFile, SinkError> {
+fn rows_file(rows: &[Row]) -> Result<TempFile, SinkError> {
     let file =
         TempFile(std::env::temp_dir().join(format!("etl-pipe-bench-{}.rows", std::process::id())));
     let err = |e: std::io::Error| fatal("writing the rows file", e);
     let mut w = std::io::BufWriter::new(std::fs::File::create(&file.0).map_err(err)?);
     for r in rows {
-        w.write_all(&r.text.as_bytes()[1..r.text.len() - 1])
+        let RowBody::Text(text) = &r.body else {
+            return Err(fatal("writing the rows file", "a row is not SQL text"));
+        };
+        w.write_all(&text.as_bytes()[1..text.len() - 1])
             .and_then(|()| w.write_all(b"\n"))
             .map_err(err)?;
     }
@@ -160,7 +190,7 @@ async fn load_data(
     cfg: &Config,
     sink: &MysqlSink,
     table: &str,
-    rows: &[RowText],
+    rows: &[Row],
 ) -> Result<f64, SinkError> {
     let file = rows_file(rows)?;
     let path = &file.0;
@@ -225,7 +255,7 @@ async fn load_data(
 /// The sink's statements, batch by batch (one transaction each), over `connections` tasks.
 async fn upserts(
     sink: &MysqlSink,
-    rows: &[RowText],
+    rows: &[Row],
     batch: usize,
     connections: u32,
 ) -> Result<f64, SinkError> {

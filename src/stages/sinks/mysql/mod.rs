@@ -8,15 +8,16 @@
 //! offsets in this table, never from Kafka's committed offsets (those are written after the
 //! commit, only so that lag shows in Kafdrop and the lag gauges).
 //!
-//! Statements are sent as text (no bound parameters; strings as escaped literals under the
-//! session's own sql_mode): measured faster than prepared statements from 2 connections up
-//! (docs/notes/sinks.md), and there is no 65 535-parameter limit to meet; statements are
-//! still cut at `rows_per_statement`, 65 535 / columns rows, and `max_allowed_packet`.
+//! Statements go as prepared statements with bound values (`sink.mysql.protocol = "binary"`,
+//! `bound.rs`) or as text with escaped literals under the session's own sql_mode (`text`);
+//! either way they are cut at `rows_per_statement`, 65 535 / columns rows (the placeholder
+//! limit), and `max_allowed_packet`.
 //!
-//! Files: `config.rs` the `[mysql]` connection settings, `server.rs` the pool and what the
+//! Files: `bound.rs` rows as bound values, `config.rs` the `[mysql]` connection settings, `server.rs` the pool and what the
 //! server is, `types.rs` the type mapping, `json.rs` nested values as JSON text, `layout.rs` the table's columns, `ddl.rs` creating
 //! and checking the table, `sql.rs` statement text, `errors.rs` error classification,
 //! `offsets.rs` the offsets table, `writer.rs` the [`MysqlSink`] that writes batches.
+mod bound;
 mod config;
 mod ddl;
 mod errors;
@@ -42,7 +43,7 @@ pub use errors::{classify, classify_number, ErrorClass};
 pub use layout::{Column, Layout, Source};
 pub use offsets::{ensure_offsets_table, store_offsets, stored_offsets};
 pub use server::{connect, Flavor};
-pub use sql::{ident, render_row, RowContext, RowText};
+pub use sql::{ident, render_row, Row, RowBody, RowContext};
 pub use types::{accepted_types, sql_type};
 pub use writer::{MysqlSink, Prepared};
 

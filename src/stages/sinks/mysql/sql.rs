@@ -3,6 +3,7 @@
 //! limits ([`Statements`]).
 use std::fmt::Write as _;
 
+use super::bound::BoundRow;
 use super::json;
 use super::layout::{Column, Layout, Source};
 use super::types::type_name;
@@ -94,31 +95,92 @@ fn push_int(out: &mut String, i: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(i));
 }
 
-/// `'YYYY-MM-DD hh:mm:ss.fff'` (UTC). Written field by field: chrono's `format` parses its
-/// pattern on every call, which was 7 % of sink-mysql's CPU (perf, issue #18).
-fn push_datetime(out: &mut String, millis: i64) -> Result<(), String> {
-    let dt = chrono::DateTime::from_timestamp_millis(millis)
-        .ok_or_else(|| format!("timestamp {millis} ms is outside any date"))?;
-    push_datetime_at(out, &dt, dt.timestamp_subsec_millis(), 3);
+/// A column's value, checked against the column's type, before either protocol writes it
+/// (text: [`push_param`]; binary: `bound.rs`).
+pub(super) enum Param<'v> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f32),
+    Double(f64),
+    Str(&'v str),
+    /// With 3 (`DATETIME(3)`) or 6 (`DATETIME(6)`) fractional digits.
+    DateTime(chrono::NaiveDateTime, usize),
+    Date(chrono::NaiveDate),
+    /// With 3 or 6 fractional digits.
+    Time(chrono::NaiveTime, usize),
+    Decimal(&'v crate::record::Decimal),
+    Uuid(&'v uuid::Uuid),
+    Bytes(&'v [u8]),
+    Json(&'v Value),
+}
+
+/// `millis` after the epoch (UTC) for a `DATETIME(3)` column.
+fn datetime_millis(millis: i64) -> Result<Param<'static>, String> {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|dt| Param::DateTime(dt.naive_utc(), 3))
+        .ok_or_else(|| format!("timestamp {millis} ms is outside any date"))
+}
+
+/// `micros` after the epoch (UTC) for a `DATETIME(6)` column.
+fn datetime_micros(micros: i64) -> Result<Param<'static>, String> {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|dt| Param::DateTime(dt.naive_utc(), 6))
+        .ok_or_else(|| format!("timestamp {micros} µs is outside any date"))
+}
+
+/// Writes a checked value as a SQL literal.
+pub(super) fn push_param(out: &mut String, p: &Param<'_>) -> Result<(), String> {
+    match p {
+        Param::Null => out.push_str("NULL"),
+        Param::Bool(b) => out.push(if *b { '1' } else { '0' }),
+        Param::Int(i) => push_int(out, *i),
+        Param::Float(f) => {
+            let _ = write!(out, "{f:e}");
+        }
+        Param::Double(f) => {
+            let _ = write!(out, "{f:e}");
+        }
+        Param::Str(s) => push_string(out, s),
+        Param::DateTime(dt, digits) => push_datetime_at(out, dt, *digits),
+        Param::Date(d) => {
+            let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
+        }
+        Param::Time(t, 3) => {
+            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.3f"));
+        }
+        Param::Time(t, _) => {
+            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.6f"));
+        }
+        // An exact numeric literal: MySQL reads it as DECIMAL, no float on the way.
+        Param::Decimal(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Param::Uuid(u) => {
+            let _ = write!(out, "'{}'", u.hyphenated());
+        }
+        Param::Bytes(b) => {
+            out.reserve(b.len() * 2 + 3);
+            out.push_str("X'");
+            for byte in *b {
+                let _ = write!(out, "{byte:02x}");
+            }
+            out.push('\'');
+        }
+        Param::Json(v) => json::push_json(out, v)?,
+    }
     Ok(())
 }
 
-/// `'YYYY-MM-DD hh:mm:ss.ffffff'` for `DATETIME(6)`.
-fn push_datetime_micros(out: &mut String, micros: i64) -> Result<(), String> {
-    let dt = chrono::DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| format!("timestamp {micros} µs is outside any date"))?;
-    push_datetime_at(out, &dt, dt.timestamp_subsec_micros(), 6);
-    Ok(())
-}
-
+/// `'YYYY-MM-DD hh:mm:ss.fff'` (3 digits) or `.ffffff` (6).
 #[inline]
-fn push_datetime_at(
-    out: &mut String,
-    dt: &chrono::DateTime<chrono::Utc>,
-    frac: u32,
-    digits: usize,
-) {
+fn push_datetime_at(out: &mut String, dt: &chrono::NaiveDateTime, digits: usize) {
     use chrono::{Datelike, Timelike};
+    let frac = if digits == 3 {
+        dt.nanosecond() / 1_000_000
+    } else {
+        dt.nanosecond() / 1_000
+    };
     let year = dt.year();
     if !(0..=9999).contains(&year) {
         let _ = write!(
@@ -134,8 +196,9 @@ fn push_datetime_at(
         );
         return;
     }
-    // Digit by digit: `write!` with seven arguments was a sixth of sink-mysql's rendering
-    // (perf, issue #18); the test below compares with chrono's format.
+    // Digit by digit: `write!` with seven arguments was a sixth of sink-mysql's rendering,
+    // and chrono's `format` parses its pattern on every call, 7 % of sink-mysql's CPU (perf,
+    // issue #18); the tests below compare with chrono's format.
     let mut buf = [0u8; 28];
     let mut put = |at: usize, value: u32, width: usize| {
         let mut v = value;
@@ -181,104 +244,81 @@ fn lookup<'r>(record: &'r Record, path: &[String]) -> &'r Value {
     &NULL
 }
 
-fn push_value(out: &mut String, col: &Column, v: &Value) -> Result<(), String> {
+/// Checks a value against its column: the value to write, or why the record cannot be a row.
+fn param<'v>(col: &Column, v: &'v Value) -> Result<Param<'v>, String> {
     let bad = |what: &str| format!("field `{}` ({}) holds {what}", col.name, type_name(&col.ty));
-    match (&col.ty, v) {
+    Ok(match (&col.ty, v) {
         (_, Value::Null) => {
             if !col.nullable {
                 return Err(format!("field `{}` is null but not nullable", col.name));
             }
-            out.push_str("NULL");
+            Param::Null
         }
-        (FieldType::Boolean, Value::Boolean(b)) => out.push(if *b { '1' } else { '0' }),
-        (FieldType::Int | FieldType::Long, Value::Int(i)) => {
-            push_int(out, *i);
-        }
-        (FieldType::Long, Value::Long(i)) => {
-            push_int(out, *i);
-        }
-        (FieldType::Long, Value::TimestampMillis(i)) => {
-            push_int(out, *i);
-        }
+        (FieldType::Boolean, Value::Boolean(b)) => Param::Bool(*b),
+        (FieldType::Int | FieldType::Long, Value::Int(i)) => Param::Int(i64::from(*i)),
+        (FieldType::Long, Value::Long(i) | Value::TimestampMillis(i)) => Param::Int(*i),
         (FieldType::Int, Value::Long(i)) => {
             if i32::try_from(*i).is_err() {
                 return Err(bad(&format!("{i}, out of range for an int")));
             }
-            push_int(out, *i);
+            Param::Int(*i)
         }
         (FieldType::Float | FieldType::Double, Value::Float(f)) => {
             if !f.is_finite() {
                 return Err(bad(&format!("{f}, which MySQL cannot store")));
             }
-            let _ = write!(out, "{f:e}");
+            Param::Float(*f)
         }
         (FieldType::Float | FieldType::Double, Value::Double(f)) => {
             if !f.is_finite() {
                 return Err(bad(&format!("{f}, which MySQL cannot store")));
             }
-            let _ = write!(out, "{f:e}");
+            Param::Double(*f)
         }
-        (FieldType::Float | FieldType::Double, Value::Int(i)) => {
-            push_int(out, *i);
-        }
-        (FieldType::Double, Value::Long(i)) => {
-            push_int(out, *i);
-        }
-        (FieldType::String, Value::String(s)) => push_string(out, s),
+        (FieldType::Float | FieldType::Double, Value::Int(i)) => Param::Int(i64::from(*i)),
+        (FieldType::Double, Value::Long(i)) => Param::Int(*i),
+        (FieldType::String, Value::String(s)) => Param::Str(s),
         (FieldType::TimestampMillis, Value::TimestampMillis(ms) | Value::Long(ms)) => {
-            push_datetime(out, *ms).map_err(|e| bad(&e))?
+            datetime_millis(*ms).map_err(|e| bad(&e))?
         }
         // Past here: the types of issue 20, after the flat ones so that their path is as it was.
         (
             FieldType::TimestampMicros | FieldType::LocalTimestampMicros,
             Value::TimestampMicros(us) | Value::LocalTimestampMicros(us),
-        ) => push_datetime_micros(out, *us).map_err(|e| bad(&e))?,
+        ) => datetime_micros(*us).map_err(|e| bad(&e))?,
         // Nanoseconds are cut to the microseconds DATETIME(6) keeps (toward the past).
         (
             FieldType::TimestampNanos | FieldType::LocalTimestampNanos,
             Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns),
-        ) => push_datetime_micros(out, ns.div_euclid(1000)).map_err(|e| bad(&e))?,
+        ) => datetime_micros(ns.div_euclid(1000)).map_err(|e| bad(&e))?,
         (
             FieldType::LocalTimestampMillis,
             Value::LocalTimestampMillis(ms) | Value::TimestampMillis(ms),
-        ) => push_datetime(out, *ms).map_err(|e| bad(&e))?,
+        ) => datetime_millis(*ms).map_err(|e| bad(&e))?,
         (FieldType::Date, Value::Date(days)) => {
-            let d = json::date(*days).map_err(|e| bad(&e))?;
-            let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
+            Param::Date(json::date(*days).map_err(|e| bad(&e))?)
         }
-        (FieldType::TimeMillis, Value::TimeMillis(ms)) => {
-            let t = json::time(i64::from(*ms) * 1_000_000).map_err(|e| bad(&e))?;
-            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.3f"));
-        }
+        (FieldType::TimeMillis, Value::TimeMillis(ms)) => Param::Time(
+            json::time(i64::from(*ms) * 1_000_000).map_err(|e| bad(&e))?,
+            3,
+        ),
         (FieldType::TimeMicros, Value::TimeMicros(us)) => {
-            let t = json::time(us.saturating_mul(1000)).map_err(|e| bad(&e))?;
-            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.6f"));
+            Param::Time(json::time(us.saturating_mul(1000)).map_err(|e| bad(&e))?, 6)
         }
-        // An exact numeric literal: MySQL reads it as DECIMAL, no float on the way.
-        (FieldType::Decimal { .. }, Value::Decimal(d)) => {
-            let _ = write!(out, "{d}");
-        }
-        (FieldType::Uuid, Value::Uuid(u)) => {
-            let _ = write!(out, "'{}'", u.hyphenated());
-        }
-        (FieldType::Enum(_), Value::Enum(s)) => push_string(out, s),
+        (FieldType::Decimal { .. }, Value::Decimal(d)) => Param::Decimal(d),
+        (FieldType::Uuid, Value::Uuid(u)) => Param::Uuid(u),
+        (FieldType::Enum(_), Value::Enum(s)) => Param::Str(s),
         (FieldType::Bytes | FieldType::Fixed(_), Value::Bytes(b) | Value::Fixed(b)) => {
-            out.reserve(b.len() * 2 + 3);
-            out.push_str("X'");
-            for byte in b {
-                let _ = write!(out, "{byte:02x}");
-            }
-            out.push('\'');
+            Param::Bytes(b)
         }
         (
             FieldType::Array(_) | FieldType::Map(_) | FieldType::Record(_) | FieldType::Union(_),
             v,
-        ) => json::push_json(out, v).map_err(|e| bad(&e))?,
+        ) => Param::Json(v),
         (_, other) => {
             return Err(bad(&format!("a value of another type ({other:?})")));
         }
-    }
-    Ok(())
+    })
 }
 
 /// The per-row context that is not in the record.
@@ -287,38 +327,54 @@ pub struct RowContext<'a> {
     pub loaded_at_millis: i64,
 }
 
-/// One row rendered as `(v1,v2,...)`, with the index of its message in the batch.
+/// One row ready for a statement, with the index of its message in the batch.
 #[derive(Debug, Clone)]
-pub struct RowText {
+pub struct Row {
     pub index: usize,
-    pub text: String,
+    pub body: RowBody,
 }
 
-/// Renders a record as a row tuple, or says why it cannot be a row.
-pub fn render_row(
+/// A row in the form of the sink's statement protocol (`sink.mysql.protocol`).
+#[derive(Debug, Clone)]
+pub enum RowBody {
+    /// `(v1,v2,...)`: SQL literals.
+    Text(String),
+    /// The values to bind to the row's placeholders.
+    Bound(BoundRow),
+}
+
+impl Row {
+    /// About the bytes the row adds to a statement (its share of `max_allowed_packet`).
+    pub fn bytes(&self) -> usize {
+        match &self.body {
+            RowBody::Text(t) => t.len() + 1,
+            RowBody::Bound(b) => b.bytes(),
+        }
+    }
+}
+
+/// Hands a record's values to `emit` in column order, or says why it cannot be a row.
+pub(super) fn row_params(
     layout: &Layout,
     ctx: &RowContext<'_>,
     msg: &SinkMessage,
     record: &Record,
-    out: &mut String,
+    mut emit: impl FnMut(Param<'_>) -> Result<(), String>,
 ) -> Result<(), Rejected> {
     let reject = |kind, message| Rejected {
         index: 0,
         kind,
         message,
     };
-    out.push('(');
+    let invalid = |message| reject("invalid_record", message);
     let mut next = 0;
-    for (i, col) in layout.columns.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    for col in &layout.columns {
         match &col.source {
             Source::KafkaKey => {
                 let k = msg
                     .key_str()
                     .map_err(|e| reject("missing_key", e.to_string()))?;
-                push_string(out, k);
+                emit(Param::Str(k)).map_err(invalid)?;
             }
             Source::Field(name) => {
                 // Columns follow the schema's field order, and so do a decoded record's
@@ -337,28 +393,45 @@ pub fn render_row(
                         None => &Value::Null,
                     },
                 };
-                push_value(out, col, v).map_err(|e| reject("invalid_record", e))?;
+                emit(param(col, v).map_err(invalid)?).map_err(invalid)?;
             }
             Source::Path(path) => {
-                push_value(out, col, lookup(record, path))
-                    .map_err(|e| reject("invalid_record", e))?;
+                emit(param(col, lookup(record, path)).map_err(invalid)?).map_err(invalid)?;
             }
             Source::TraceId => match msg.trace_id(Some(record)) {
-                Some(t) => {
-                    out.push('\'');
-                    out.push_str(&t);
-                    out.push('\'');
-                }
-                None => out.push_str("NULL"),
+                Some(t) => emit(Param::Str(&t)).map_err(invalid)?,
+                None => emit(Param::Null).map_err(invalid)?,
             },
-            Source::SourceTopic => push_string(out, ctx.topic),
-            Source::SourcePartition => push_int(out, msg.partition),
-            Source::SourceOffset => push_int(out, msg.offset),
+            Source::SourceTopic => emit(Param::Str(ctx.topic)).map_err(invalid)?,
+            Source::SourcePartition => {
+                emit(Param::Int(i64::from(msg.partition))).map_err(invalid)?
+            }
+            Source::SourceOffset => emit(Param::Int(msg.offset)).map_err(invalid)?,
             Source::LoadedAt => {
-                push_datetime(out, ctx.loaded_at_millis).map_err(|e| reject("invalid_record", e))?
+                emit(datetime_millis(ctx.loaded_at_millis).map_err(invalid)?).map_err(invalid)?
             }
         }
     }
+    Ok(())
+}
+
+/// Renders a record as a row tuple of SQL literals, or says why it cannot be a row.
+pub fn render_row(
+    layout: &Layout,
+    ctx: &RowContext<'_>,
+    msg: &SinkMessage,
+    record: &Record,
+    out: &mut String,
+) -> Result<(), Rejected> {
+    out.push('(');
+    let mut first = true;
+    row_params(layout, ctx, msg, record, |p| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_param(out, &p)
+    })?;
     out.push(')');
     Ok(())
 }
@@ -367,6 +440,8 @@ pub fn render_row(
 pub(super) struct Statements {
     insert_prefix: String,
     upsert_suffix: String,
+    /// `(?,?,...)`: one bound row.
+    row_placeholders: String,
     pub(super) max_rows: usize,
     pub(super) max_bytes: usize,
 }
@@ -397,16 +472,25 @@ impl Statements {
             .rows_per_statement
             .min(MAX_PLACEHOLDERS / layout.columns.len())
             .max(1);
+        let row_placeholders = format!("({})", vec!["?"; layout.columns.len()].join(","));
         Statements {
             insert_prefix,
             upsert_suffix,
+            row_placeholders,
             max_rows,
             max_bytes,
         }
     }
 
-    pub(super) fn statement(&self, rows: &[RowText]) -> String {
-        let len: usize = rows.iter().map(|r| r.text.len() + 1).sum();
+    /// The statement for `rows`: text rows as their literals, bound rows as placeholders.
+    pub(super) fn statement(&self, rows: &[Row]) -> String {
+        let len: usize = rows
+            .iter()
+            .map(|r| match &r.body {
+                RowBody::Text(t) => t.len() + 1,
+                RowBody::Bound(_) => self.row_placeholders.len() + 1,
+            })
+            .sum();
         let mut s =
             String::with_capacity(self.insert_prefix.len() + len + self.upsert_suffix.len());
         s.push_str(&self.insert_prefix);
@@ -414,25 +498,28 @@ impl Statements {
             if i > 0 {
                 s.push(',');
             }
-            s.push_str(&r.text);
+            s.push_str(match &r.body {
+                RowBody::Text(t) => t,
+                RowBody::Bound(_) => &self.row_placeholders,
+            });
         }
         s.push_str(&self.upsert_suffix);
         s
     }
 
     /// Cuts rows into statements under the row and byte limits.
-    pub(super) fn chunks<'a>(&self, rows: &'a [RowText]) -> Vec<&'a [RowText]> {
+    pub(super) fn chunks<'a>(&self, rows: &'a [Row]) -> Vec<&'a [Row]> {
         let mut out = Vec::new();
         let mut start = 0;
         let mut bytes = 0;
         for (i, r) in rows.iter().enumerate() {
             let n = i - start;
-            if n > 0 && (n >= self.max_rows || bytes + r.text.len() + 1 > self.max_bytes) {
+            if n > 0 && (n >= self.max_rows || bytes + r.bytes() > self.max_bytes) {
                 out.push(&rows[start..i]);
                 start = i;
                 bytes = 0;
             }
-            bytes += r.text.len() + 1;
+            bytes += r.bytes();
         }
         if start < rows.len() {
             out.push(&rows[start..]);
@@ -445,7 +532,7 @@ impl Statements {
 mod tests {
     fn assert_renders_as_chrono(ms: i64) {
         let mut out = String::new();
-        super::push_datetime(&mut out, ms).unwrap();
+        super::push_param(&mut out, &super::datetime_millis(ms).unwrap()).unwrap();
         let dt = chrono::DateTime::from_timestamp_millis(ms).unwrap();
         let want = format!("'{}'", dt.format("%Y-%m-%d %H:%M:%S%.3f"));
         assert_eq!(out, want, "{ms}");
@@ -479,7 +566,7 @@ mod tests {
             assert_renders_as_chrono(ms);
             let us = ms * 1000 + (next() % 1000) as i64;
             let mut out = String::new();
-            super::push_datetime_micros(&mut out, us).unwrap();
+            super::push_param(&mut out, &super::datetime_micros(us).unwrap()).unwrap();
             let dt = chrono::DateTime::from_timestamp_micros(us).unwrap();
             assert_eq!(
                 out,

@@ -10,12 +10,13 @@ use sqlx::mysql::MySqlConnection;
 use sqlx::{Connection, MySqlPool};
 use tokio_util::sync::CancellationToken;
 
+use super::bound::{arguments, BoundRow};
 use super::ddl::ensure_table;
 use super::errors::{classify, row_hint, sink_error, ErrorClass};
 use super::layout::Layout;
 use super::offsets::{ensure_offsets_table, lock_offset, stored_offsets, write_offset};
 use super::server::{connect, max_allowed_packet, row_alias, server_version, Flavor};
-use super::sql::{render_row, RowContext, RowText, Statements};
+use super::sql::{render_row, row_params, Row, RowBody, RowContext, Statements};
 use super::{MysqlConfig, STAGE};
 use crate::record::{Record, RecordSchema};
 use crate::settings::Common;
@@ -23,7 +24,7 @@ use crate::stages::sinks::batch::{Batch, BatchWriter, Outcome};
 use crate::stages::sinks::{
     check_rejected_share, decode_each, default_target_name, metric, report_db, retry,
     version_field, Connect, DeadLetters, Phases, RecordDecoder, Rejected, SentDeadLetters,
-    SinkConfig, SinkError, SinkMessage,
+    SinkConfig, SinkError, SinkMessage, StatementProtocol,
 };
 
 /// A connected MySQL sink: pool, layout and statement limits.
@@ -37,14 +38,14 @@ pub struct MysqlSink {
     sink: SinkConfig,
     codec: Arc<RecordDecoder>,
     dead_letters: Option<DeadLetters>,
-    /// The longest row rendered so far (bytes): each row's text starts with this capacity
-    /// instead of growing from a guess (reallocations were a tenth of the rendering).
+    /// The longest row text rendered so far (bytes): each row's text starts with this
+    /// capacity instead of growing from a guess (reallocations were a tenth of the rendering).
     row_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// A batch made ready for the database: rows rendered, bad records already rejected.
 pub struct Prepared {
-    pub rows: Vec<RowText>,
+    pub rows: Vec<Row>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -136,31 +137,46 @@ impl MysqlSink {
         Ok(Prepared { rows, rejected })
     }
 
-    /// Renders one decoded record (also used by tests that bypass Kafka).
+    /// Renders one decoded record in the sink's protocol (also used by tests that bypass
+    /// Kafka).
     pub fn render(
         &self,
         ctx: &RowContext<'_>,
         index: usize,
         msg: &SinkMessage,
         record: &Record,
-    ) -> Result<RowText, Rejected> {
+    ) -> Result<Row, Rejected> {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut text = String::with_capacity(self.row_bytes.load(Relaxed));
-        let rendered = render_row(&self.layout, ctx, msg, record, &mut text);
-        if text.len() <= self.statements.max_bytes {
-            self.row_bytes.fetch_max(text.len(), Relaxed);
+        let hint = self.row_bytes.load(Relaxed);
+        let (rendered, body, text_len) = match self.sink.mysql.protocol {
+            StatementProtocol::Text => {
+                let mut text = String::with_capacity(hint);
+                let r = render_row(&self.layout, ctx, msg, record, &mut text);
+                let len = text.len();
+                (r, RowBody::Text(text), len)
+            }
+            StatementProtocol::Binary => {
+                let mut row = BoundRow::with_capacity(self.layout.columns.len(), hint);
+                let r = row_params(&self.layout, ctx, msg, record, |p| row.push(p));
+                let len = row.data_len();
+                (r, RowBody::Bound(row), len)
+            }
+        };
+        let row = Row { index, body };
+        let bytes = row.bytes();
+        if bytes <= self.statements.max_bytes {
+            self.row_bytes.fetch_max(text_len, Relaxed);
         }
         match rendered {
-            Ok(()) if text.len() > self.statements.max_bytes => Err(Rejected {
+            Ok(()) if bytes > self.statements.max_bytes => Err(Rejected {
                 index,
                 kind: "mysql_data",
                 message: format!(
-                    "the row is {} bytes of SQL, above the statement limit of {} (max_allowed_packet)",
-                    text.len(),
+                    "the row is {bytes} bytes, above the statement limit of {} (max_allowed_packet)",
                     self.statements.max_bytes
                 ),
             }),
-            Ok(()) => Ok(RowText { index, text }),
+            Ok(()) => Ok(row),
             Err(mut r) => {
                 r.index = index;
                 Err(r)
@@ -175,18 +191,35 @@ impl MysqlSink {
     pub async fn insert_rows(
         &self,
         conn: &mut MySqlConnection,
-        rows: &[RowText],
+        rows: &[Row],
         rejected: &mut Vec<Rejected>,
     ) -> Result<usize, SinkError> {
         let mut statements = 0;
         for chunk in self.statements.chunks(rows) {
             // A stack of slices still to write, the next one on top: order is kept.
-            let mut stack: Vec<&[RowText]> = vec![chunk];
+            let mut stack: Vec<&[Row]> = vec![chunk];
             while let Some(part) = stack.pop() {
+                // Bound rows go in statements of a few shapes only (`Statements::piece`).
+                let take = self.statements.piece(part);
+                if take < part.len() {
+                    stack.push(&part[take..]);
+                    stack.push(&part[..take]);
+                    continue;
+                }
                 statements += 1;
                 let sql = self.statements.statement(part);
-                // A plain string without arguments goes as a text-protocol COM_QUERY.
-                let err = match sqlx::Executor::execute(&mut *conn, sql.as_str()).await {
+                let args = arguments(part).map_err(|message| SinkError::Fatal {
+                    what: "binding a statement's values",
+                    message,
+                })?;
+                // Text rows: a plain string without arguments goes as a text-protocol
+                // COM_QUERY. Bound rows: prepared once per connection and shape (sqlx's
+                // statement cache), then executed with the values.
+                let done = match args {
+                    None => sqlx::Executor::execute(&mut *conn, sql.as_str()).await,
+                    Some(args) => sqlx::query_with(&sql, args).execute(&mut *conn).await,
+                };
+                let err = match done {
                     Ok(_) => continue,
                     Err(e) => e,
                 };
