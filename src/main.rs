@@ -8,12 +8,23 @@ use clap::Parser;
 /// over many arenas and RSS grows ~40 % above the live heap (measured with heaptrack on
 /// sink-mongo). Two arenas keep RSS close to the heap at no measurable cost in throughput.
 /// `MALLOC_ARENA_MAX` in the environment wins.
+///
+/// glibc also raises its mmap threshold each time a large block is freed (up to 32 MiB), after
+/// which a statement's transient buffers (sink-mysql's bound values, sqlx's packet: a few
+/// hundred KiB each per connection) come from the arenas and stay there: with MySQL slow on
+/// random keys, sink-mysql's peak RSS was 68–69 MiB against 56 MiB with a fixed 256 KiB
+/// threshold (bench-sink 1 M, issue #18). Fixed here; `MALLOC_MMAP_THRESHOLD_` wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
         }
     }
 }

@@ -23,14 +23,12 @@ use super::sql::{Param, Row, RowBody, Statements};
 
 /// One row's values in column order, already in the binary protocol's encoding (sqlx's own
 /// encoders, run while the batch is prepared off the poll thread): binding a statement is
-/// then a copy. Compact: about the size of the row's SQL text.
+/// then a copy. Compact — each value is its [`Kind`] byte then its encoding, the length read
+/// back from the encoding itself — so a row takes about the bytes of its SQL text.
 #[derive(Debug, Clone, Default)]
 pub struct BoundRow {
-    /// The encoded values back to back.
     data: Vec<u8>,
-    /// Each value's [`Kind`] and where its bytes end in `data`.
-    kinds: Vec<Kind>,
-    ends: Vec<u32>,
+    values: usize,
 }
 
 /// The wire type of a value; `Null` has no bytes.
@@ -47,6 +45,43 @@ enum Kind {
     Date,
     Time,
     Bytes,
+}
+
+const KINDS: [Kind; 10] = [
+    Kind::Null,
+    Kind::Bool,
+    Kind::Int,
+    Kind::Float,
+    Kind::Double,
+    Kind::Str,
+    Kind::DateTime,
+    Kind::Date,
+    Kind::Time,
+    Kind::Bytes,
+];
+
+/// The length of the value encoded at the start of `bytes` (the MySQL binary protocol's
+/// formats: fixed-width numbers, temporal values led by their length byte, strings and bytes
+/// led by a length-encoded integer).
+fn encoded_len(kind: Kind, bytes: &[u8]) -> usize {
+    let at = |i: usize| usize::from(bytes.get(i).copied().unwrap_or(0));
+    match kind {
+        Kind::Null => 0,
+        Kind::Bool => 1,
+        Kind::Float => 4,
+        Kind::Int | Kind::Double => 8,
+        Kind::DateTime | Kind::Date | Kind::Time => 1 + at(0),
+        Kind::Str | Kind::Bytes => match at(0) {
+            0xfc => 3 + (at(1) | at(2) << 8),
+            0xfd => 4 + (at(1) | at(2) << 8 | at(3) << 16),
+            0xfe => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&bytes[1..9]);
+                9 + u64::from_le_bytes(n) as usize
+            }
+            n => 1 + n,
+        },
+    }
 }
 
 /// The type sent for each kind, in `Kind` order.
@@ -110,11 +145,10 @@ fn check_year(year: i32) -> Result<(), String> {
 }
 
 impl BoundRow {
-    pub(super) fn with_capacity(columns: usize, data_bytes: usize) -> BoundRow {
+    pub(super) fn with_capacity(data_bytes: usize) -> BoundRow {
         BoundRow {
             data: Vec::with_capacity(data_bytes),
-            kinds: Vec::with_capacity(columns),
-            ends: Vec::with_capacity(columns),
+            values: 0,
         }
     }
 
@@ -123,19 +157,23 @@ impl BoundRow {
         self.data.len()
     }
 
-    /// About the bytes the row takes in a COM_STMT_EXECUTE packet: the values and each one's
-    /// type (2 bytes) and null bit.
+    /// About the bytes the row takes in a COM_STMT_EXECUTE packet: the values (with the
+    /// kind bytes, one per value) and two bytes of type for each.
     pub fn bytes(&self) -> usize {
-        self.data.len() + self.kinds.len() * 3
+        self.data.len() + self.values * 2
     }
 
     fn put<'q, T: Encode<'q, MySql>>(&mut self, kind: Kind, v: T) -> Result<(), String> {
+        let at = self.data.len();
+        self.values += 1;
+        self.data.push(kind as u8);
         let null = v
             .encode_by_ref(&mut self.data)
             .map_err(|e| format!("cannot encode the value: {e}"))?;
-        self.kinds
-            .push(if null.is_null() { Kind::Null } else { kind });
-        self.ends.push(self.data.len() as u32);
+        if null.is_null() {
+            self.data.truncate(at);
+            self.data.push(Kind::Null as u8);
+        }
         Ok(())
     }
 
@@ -143,8 +181,8 @@ impl BoundRow {
     pub(super) fn push(&mut self, p: Param<'_>) -> Result<(), String> {
         match p {
             Param::Null => {
-                self.kinds.push(Kind::Null);
-                self.ends.push(self.data.len() as u32);
+                self.values += 1;
+                self.data.push(Kind::Null as u8);
                 Ok(())
             }
             Param::Bool(b) => self.put(Kind::Bool, b),
@@ -178,33 +216,33 @@ impl BoundRow {
 
     /// Binds the row's values, in order.
     fn bind(&self, args: &mut MySqlArguments) -> Result<(), BoxDynError> {
-        let mut start = 0;
-        for (kind, end) in self.kinds.iter().zip(&self.ends) {
-            let end = *end as usize;
-            args.add(Encoded {
-                bytes: &self.data[start..end],
-                kind: *kind,
-            })?;
-            start = end;
+        let mut rest = &self.data[..];
+        while let Some((&k, tail)) = rest.split_first() {
+            let kind = *KINDS
+                .get(usize::from(k))
+                .ok_or("a bound row holds an unknown kind")?;
+            let len = encoded_len(kind, tail);
+            let (bytes, next) = tail
+                .split_at_checked(len)
+                .ok_or("a bound row ends inside a value")?;
+            args.add(Encoded { bytes, kind })?;
+            rest = next;
         }
         Ok(())
     }
 }
 
 /// The arguments of a statement of bound rows; `None` for text rows.
-pub(super) fn arguments(rows: &[Row]) -> Result<Option<MySqlArguments>, String> {
+pub(super) fn arguments(rows: &[Row], columns: usize) -> Result<Option<MySqlArguments>, String> {
     let mut args = MySqlArguments::default();
-    let (mut values, mut bytes) = (0, 0);
+    let mut bytes = 0;
     for r in rows {
-        if let RowBody::Bound(b) = &r.body {
-            values += b.kinds.len();
-            bytes += b.bytes();
+        match &r.body {
+            RowBody::Bound(b) => bytes += b.data.len(),
+            RowBody::Text(_) => return Ok(None),
         }
     }
-    if values == 0 {
-        return Ok(None);
-    }
-    args.reserve(values, bytes);
+    args.reserve(rows.len() * columns, bytes);
     for r in rows {
         if let RowBody::Bound(b) = &r.body {
             b.bind(&mut args).map_err(|e| e.to_string())?;
@@ -275,21 +313,45 @@ mod tests {
 
     #[test]
     fn values_bind_as_sqlx_encodes_them() {
-        let mut row = BoundRow::default();
-        row.push(Param::Str("it's")).unwrap();
-        row.push(Param::Null).unwrap();
-        row.push(Param::Int(-7)).unwrap();
         let dt = chrono::DateTime::from_timestamp_millis(1_700_000_000_123)
             .unwrap()
             .naive_utc();
+        let day = dt.date();
+        let time = chrono::NaiveTime::from_hms_micro_opt(12, 34, 56, 789_012).unwrap();
+        // Strings around each length-encoding boundary.
+        let strings: Vec<String> = [0, 1, 250, 251, 65_535, 65_536, 16_777_216]
+            .iter()
+            .map(|n| "é".repeat(*n / 2) + &"x".repeat(*n % 2))
+            .collect();
+        let blob = vec![0xfeu8; 300];
+        let mut row = BoundRow::default();
+        let mut direct = MySqlArguments::default();
+        row.push(Param::Null).unwrap();
+        direct.add(None::<i64>).unwrap();
+        row.push(Param::Bool(true)).unwrap();
+        direct.add(true).unwrap();
+        row.push(Param::Int(-7)).unwrap();
+        direct.add(-7i64).unwrap();
+        row.push(Param::Float(0.25)).unwrap();
+        direct.add(0.25f32).unwrap();
+        row.push(Param::Double(-1e300)).unwrap();
+        direct.add(-1e300f64).unwrap();
+        for s in &strings {
+            row.push(Param::Str(s)).unwrap();
+            direct.add(s.as_str()).unwrap();
+        }
         row.push(Param::DateTime(dt, 3)).unwrap();
+        direct.add(dt).unwrap();
+        row.push(Param::Date(day)).unwrap();
+        direct.add(day).unwrap();
+        row.push(Param::Time(time, 6)).unwrap();
+        direct.add(time).unwrap();
+        row.push(Param::Bytes(&blob)).unwrap();
+        direct.add(&blob[..]).unwrap();
+        row.push(Param::Null).unwrap();
+        direct.add(None::<i64>).unwrap();
         let mut bound = MySqlArguments::default();
         row.bind(&mut bound).unwrap();
-        let mut direct = MySqlArguments::default();
-        direct.add("it's").unwrap();
-        direct.add(None::<i64>).unwrap();
-        direct.add(-7i64).unwrap();
-        direct.add(dt).unwrap();
         assert_eq!(format!("{bound:?}"), format!("{direct:?}"));
         let old = chrono::NaiveDate::from_ymd_opt(-1, 1, 1).unwrap();
         let e = row.push(Param::Date(old)).unwrap_err();

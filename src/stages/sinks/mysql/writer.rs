@@ -156,7 +156,7 @@ impl MysqlSink {
                 (r, RowBody::Text(text), len)
             }
             StatementProtocol::Binary => {
-                let mut row = BoundRow::with_capacity(self.layout.columns.len(), hint);
+                let mut row = BoundRow::with_capacity(hint);
                 let r = row_params(&self.layout, ctx, msg, record, |p| row.push(p));
                 let len = row.data_len();
                 (r, RowBody::Bound(row), len)
@@ -208,9 +208,11 @@ impl MysqlSink {
                 }
                 statements += 1;
                 let sql = self.statements.statement(part);
-                let args = arguments(part).map_err(|message| SinkError::Fatal {
-                    what: "binding a statement's values",
-                    message,
+                let args = arguments(part, self.layout.columns.len()).map_err(|message| {
+                    SinkError::Fatal {
+                        what: "binding a statement's values",
+                        message,
+                    }
                 })?;
                 // Text rows: a plain string without arguments goes as a text-protocol
                 // COM_QUERY. Bound rows: prepared once per connection and shape (sqlx's
