@@ -4,11 +4,11 @@
 //!
 //! - MySQL, `LOAD DATA LOCAL INFILE` by the `mariadb` (or `mysql`) command-line client: sqlx
 //!   does not speak the LOCAL INFILE protocol. The file holds the rows exactly as sink-mysql's
-//!   text protocol renders them (its own SQL literals, read with `ENCLOSED BY '\''`); only the client's run
-//!   is timed.
-//! - MySQL, the sink's own multi-row upserts (same statements and protocol, same batch size, one transaction
-//!   per batch) over `sink.mysql.connections` connections, without Kafka, the fence or the
-//!   offsets table.
+//!   text protocol renders them (its own SQL literals, read with `ENCLOSED BY '\''`); only the
+//!   client's run is timed.
+//! - MySQL, the sink's own multi-row upserts (same statements and protocol, same batch size,
+//!   one transaction per batch) over `sink.mysql.connections` connections, without Kafka, the
+//!   fence or the offsets table.
 //! - MongoDB, the driver's `insert_many` of the same documents in batches of 1 000, as many at
 //!   once as sink-mongo writes (`sink.mongo.write_concurrency`).
 use std::io::Write as _;
