@@ -241,6 +241,14 @@ async fn server_answers_healthz_readyz_and_metrics() {
 
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // The exactly-once loop's watchdog marks the process stuck: liveness fails until it moves.
+    health.set_stuck(true);
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("stuck"));
+    health.set_stuck(false);
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 
     let r = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);

@@ -1,7 +1,8 @@
 //! The per-stage HTTP server (`/metrics`, `/healthz`, `/readyz`), the Prometheus recorder
 //! behind `/metrics`, and the [`Health`] handle a stage updates to say whether it is ready.
 //!
-//! - `/healthz`: 200 while the process runs (liveness).
+//! - `/healthz`: 200 while the process runs (liveness); 503 while the exactly-once loop is stuck
+//!   in one phase for longer than twice `kafka.transaction_timeout` (`kafka::eos::watchdog`).
 //! - `/readyz`: 200 when every check the stage requires is met (Kafka reachable, database
 //!   connected, partitions assigned, schema registry answering), else 503; the JSON body says
 //!   what is missing.
@@ -131,6 +132,8 @@ struct HealthInner {
     /// When the transactional call in progress counts as stalled (ms since the epoch; 0: none).
     call_due_ms: AtomicU64,
     registry: AtomicBool,
+    /// The exactly-once loop is stuck (liveness fails).
+    stuck: AtomicBool,
 }
 
 /// The `/readyz` body.
@@ -170,6 +173,7 @@ impl Health {
                 // Nothing known against it until a registry call fails (and without a
                 // registry, nothing ever is).
                 registry: AtomicBool::new(true),
+                stuck: AtomicBool::new(false),
             }),
         };
         h.require(checks);
@@ -205,6 +209,17 @@ impl Health {
     pub fn transactional_call(&self, grace: Option<Duration>) {
         let due = grace.map_or(0, |g| now_ms() + g.as_millis() as u64);
         self.inner.call_due_ms.store(due, Ordering::Relaxed);
+    }
+
+    /// The exactly-once loop has been stuck in one phase past its deadline (`true`): `/healthz`
+    /// answers 503 until it moves on (`false`).
+    pub fn set_stuck(&self, stuck: bool) {
+        self.inner.stuck.store(stuck, Ordering::Relaxed);
+    }
+
+    /// Liveness: false while the loop is stuck ([`Self::set_stuck`]).
+    pub fn live(&self) -> bool {
+        !self.inner.stuck.load(Ordering::Relaxed)
     }
 
     /// Called by the codec after each schema registry request: `false` when it could not be
@@ -303,8 +318,17 @@ async fn metrics_handler(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(s): State<AppState>) -> Response {
+    if s.health.live() {
+        "ok\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stuck: the exactly-once loop has not moved for more than twice \
+             kafka.transaction_timeout (see the stage's log)\n",
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::failure::{classify, is_retriable, retry_call, stalled, Failure};
 use super::limits::{left_out, MessageLimits};
+use super::watchdog::Watch;
 use super::{Output, Stats, Timing, Transform};
 use crate::kafka::headers::{with_message, ERROR_MESSAGE};
 use crate::observability::outcome::{self, RecordOutcome};
@@ -59,6 +60,8 @@ pub(super) struct Engine<T> {
     /// The committed offset of each input partition, as far as this instance knows (its own
     /// commits, or read once after an assignment).
     pub(super) committed: HashMap<(String, i32), i64>,
+    /// Where the loop is, for its watchdog (the revoke callback names its commit too).
+    pub(super) watch: Watch,
 }
 
 // A poisoned lock means a panic mid-update; the engine is then in doubt, which the abort
@@ -110,6 +113,7 @@ impl<T: Transform> Engine<T> {
             timing,
             abort_since: None,
             committed: HashMap::new(),
+            watch: Watch::new(),
             stage,
             dead_letter_topic,
             producer,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{lock, Engine, Txn};
 use super::rebalance::Ctx;
+use super::watchdog::Phase;
 use super::{EosError, Settings, Transform, MAX_POLL};
 use crate::retry::Backoff;
 
@@ -27,6 +28,7 @@ pub(super) fn main_loop<T: Transform>(
     let mut idle_since: Option<Instant> = None;
     // When the loop may next try to recover (abort / rewind) after a failure.
     let mut retry_at: Option<Instant> = None;
+    let watch = lock(engine).watch.clone();
     loop {
         let mut eng = lock(engine);
         if let Some(m) = &eng.fatal {
@@ -34,11 +36,13 @@ pub(super) fn main_loop<T: Transform>(
             return Err(EosError::Fatal(m.clone()));
         }
         if shutdown.is_cancelled() {
+            watch.enter(Phase::Shutdown);
             return commit_on_shutdown(&mut eng, consumer);
         }
 
         // Recovering from a failed transaction: abort, then rewind, with backoff in between.
         if eng.txn == Txn::NeedsAbort || eng.rewind_pending {
+            watch.enter(Phase::Recover);
             let rewound = recover(&mut eng, consumer, &mut retry_at, backoff);
             drop(eng);
             match rewound {
@@ -54,6 +58,7 @@ pub(super) fn main_loop<T: Transform>(
 
         // Commit when the batch is full or old enough.
         if batch_due(&eng, settings) {
+            watch.enter(Phase::Commit);
             match eng.commit(consumer) {
                 Ok(()) => backoff.reset(),
                 Err(f) => {
@@ -66,6 +71,7 @@ pub(super) fn main_loop<T: Transform>(
         // Idle tick: let a stateful transform emit what is due.
         if eng.txn == Txn::Idle && last_tick.elapsed() >= settings.batch_max_age {
             last_tick = Instant::now();
+            watch.enter(Phase::Idle);
             if let Err(f) = eng.flush_idle(consumer) {
                 eng.fail(f);
                 continue;
@@ -84,11 +90,13 @@ pub(super) fn main_loop<T: Transform>(
 
         crate::observability::server::report_consumer(consumer);
         // The rebalance callback may run inside poll; it takes the engine lock itself.
+        watch.enter(Phase::Poll);
         let Some(polled) = consumer.poll(timeout) else {
             idle_since.get_or_insert_with(Instant::now);
             continue;
         };
         idle_since = None;
+        watch.enter(Phase::Process);
         handle(&mut lock(engine), polled, stage);
     }
 }

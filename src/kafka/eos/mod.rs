@@ -63,6 +63,7 @@ mod main_loop;
 mod output;
 mod rebalance;
 mod transform;
+mod watchdog;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -231,6 +232,9 @@ pub fn run_blocking<T: Transform>(
     )));
     let consumer = subscribe(kafka, &settings, &engine)?;
 
+    // Twice the transaction timeout: by then every bounded call has given up (watchdog.rs).
+    let watch = lock(&engine).watch.clone();
+    let _watchdog = watch.spawn(stage, settings.txn_deadline * 2);
     let result = main_loop::main_loop(&consumer, &engine, &settings, &shutdown, &mut backoff);
 
     // Leave the group before the producer goes (the revoke callback may still run).

@@ -9,6 +9,7 @@ use rdkafka::TopicPartitionList;
 
 use super::engine::{describe, lock, Engine, Txn};
 use super::failure::Failure;
+use super::watchdog::Phase;
 use super::Transform;
 
 pub(super) struct Ctx<T: Transform> {
@@ -48,6 +49,7 @@ impl<T: Transform> Ctx<T> {
             "partitions revoked"
         );
         if eng.txn == Txn::Open && eng.fatal.is_none() {
+            eng.watch.enter(Phase::Revoke);
             if lost {
                 eng.fail(Failure::Abort(
                     "partitions lost (session timed out): the transaction in hand \

@@ -13,8 +13,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::kafka::eos::TransformError;
 use crate::record::Record;
 use crate::settings::Common;
+use tokio_util::sync::CancellationToken;
 
-/// How long one read-back may take before it counts as a broker problem (retriable).
+/// How long one read-back may take in all (watermarks and every read) before it counts as a
+/// broker problem (retriable: the transaction aborts, the loop backs off and reads again).
+/// One budget for the whole read-back, not one per step: with a step each, a read-back during
+/// a broker outage could last minutes without a word (see `kafka::eos::watchdog`).
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A message read again: its offset and payload.
@@ -27,10 +31,16 @@ pub(super) type Decode<'a> = dyn FnMut(&[u8]) -> Result<Option<Record>, Transfor
 /// Reads partitions back (read_committed, no commits).
 pub(super) struct History {
     consumer: BaseConsumer,
+    /// The stage's shutdown: a read-back gives up when it comes.
+    shutdown: CancellationToken,
 }
 
 impl History {
-    pub(super) fn open(cfg: &Common, group: &str) -> Result<History, String> {
+    pub(super) fn open(
+        cfg: &Common,
+        group: &str,
+        shutdown: CancellationToken,
+    ) -> Result<History, String> {
         let mut c = crate::kafka::base_config(&cfg.kafka);
         // assign() needs a group id; nothing is committed or subscribed under it.
         c.set("group.id", format!("{group}.history-reader"))
@@ -41,12 +51,13 @@ impl History {
         let consumer = c
             .create()
             .map_err(|e| format!("score history consumer: {e}"))?;
-        Ok(History { consumer })
+        Ok(History { consumer, shutdown })
     }
 
     /// The records of `topic`/`partition` before offset `before`, enough of them for
     /// `enough` (given the decoded records read so far, oldest first) or back to the
-    /// partition's start. Reads `span` offsets back, doubling until that holds.
+    /// partition's start. Reads `span` offsets back, doubling until that holds. All of it
+    /// within [`READ_TIMEOUT`], else a retriable error.
     pub(super) fn read_back(
         &self,
         topic: &str,
@@ -56,24 +67,27 @@ impl History {
         decode: &mut Decode<'_>,
         enough: &dyn Fn(&[Replayed]) -> bool,
     ) -> Result<Vec<Replayed>, TransformError> {
-        let retriable = |e: KafkaError| {
-            TransformError::Retriable(format!("reading {topic}[{partition}] back: {e}"))
+        let mut step = Step {
+            topic,
+            partition,
+            deadline: Instant::now() + READ_TIMEOUT,
+            shutdown: &self.shutdown,
+            warned: false,
         };
         // A leader moving (a broker stopping) fails metadata calls for a moment: retried here
-        // within READ_TIMEOUT, so that it does not abort the stage's transaction (whose abort
+        // within the deadline, so that it does not abort the stage's transaction (whose abort
         // can itself fail while the coordinator moves, and stop the stage).
-        let deadline = Instant::now() + READ_TIMEOUT;
         let low = loop {
+            step.check()?;
             match self
                 .consumer
-                .fetch_watermarks(topic, partition, READ_TIMEOUT)
+                .fetch_watermarks(topic, partition, step.left())
             {
                 Ok((low, _)) => break low,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(topic, partition, error = %e, "reading back: watermarks; retrying");
+                Err(e) => {
+                    step.waiting("the partition's watermarks", &e.to_string());
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => return Err(retriable(e)),
             }
         };
         if before <= low {
@@ -82,7 +96,7 @@ impl History {
         loop {
             let from = (before - span).max(low);
             let mut out = Vec::new();
-            for (offset, payload) in self.read(topic, partition, from, before)? {
+            for (offset, payload) in self.read(&mut step, from, before)? {
                 out.push((offset, decode(&payload)?));
             }
             if from == low || enough(&out) {
@@ -95,25 +109,23 @@ impl History {
     /// The committed messages at offsets `from..before`.
     fn read(
         &self,
-        topic: &str,
-        partition: i32,
+        step: &mut Step<'_>,
         from: i64,
         before: i64,
     ) -> Result<Vec<Raw>, TransformError> {
-        let fail = |m: String| {
-            TransformError::Retriable(format!("reading {topic}[{partition}] back: {m}"))
-        };
+        let (topic, partition) = (step.topic, step.partition);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| step.fail(e.to_string()))?;
         self.consumer
             .assign(&tpl)
-            .map_err(|e| fail(e.to_string()))?;
-        let deadline = Instant::now() + READ_TIMEOUT;
+            .map_err(|e| step.fail(e.to_string()))?;
         let mut out = Vec::new();
         loop {
-            if Instant::now() > deadline {
-                return Err(fail(format!("took more than {READ_TIMEOUT:?}")));
+            if let Err(e) = step.check() {
+                // Stop fetching before giving up (best effort: the next read-back assigns anew).
+                let _ = self.consumer.assign(&TopicPartitionList::new());
+                return Err(e);
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
@@ -122,15 +134,71 @@ impl History {
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
                 // Transient fetch errors (a leader moving) resolve themselves within the
                 // deadline: librdkafka refetches metadata and goes on.
-                Some(Err(e)) => {
-                    tracing::debug!(topic, partition, error = %e, "reading back; waiting")
-                }
+                Some(Err(e)) => step.waiting("records", &e.to_string()),
             }
         }
         // Stop fetching until the next read-back.
         self.consumer
             .assign(&TopicPartitionList::new())
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| step.fail(e.to_string()))?;
         Ok(out)
+    }
+}
+
+/// One read-back's budget: its deadline, the stage's shutdown, and whether it said it waits.
+struct Step<'a> {
+    topic: &'a str,
+    partition: i32,
+    deadline: Instant,
+    shutdown: &'a CancellationToken,
+    warned: bool,
+}
+
+impl Step<'_> {
+    fn fail(&self, m: String) -> TransformError {
+        TransformError::Retriable(format!(
+            "reading {}[{}] back: {m}",
+            self.topic, self.partition
+        ))
+    }
+
+    /// Err once the deadline has passed or shutdown came.
+    fn check(&self) -> Result<(), TransformError> {
+        if self.shutdown.is_cancelled() {
+            return Err(self.fail("shutdown requested".into()));
+        }
+        if Instant::now() >= self.deadline {
+            return Err(self.fail(format!("not done within {READ_TIMEOUT:?}")));
+        }
+        Ok(())
+    }
+
+    /// What is left of the budget (at least 1 ms: librdkafka reads 0 as "do not wait").
+    fn left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    }
+
+    /// The broker did not give `what` yet: said once per read-back at warn (a read-back
+    /// waits only while a broker is away), then at debug.
+    fn waiting(&mut self, what: &str, error: &str) {
+        if self.warned {
+            tracing::debug!(
+                topic = self.topic,
+                partition = self.partition,
+                error,
+                "reading back: waiting for {what}"
+            );
+        } else {
+            self.warned = true;
+            tracing::warn!(
+                stage = "score",
+                topic = self.topic,
+                partition = self.partition,
+                error,
+                "reading the partition back to rebuild its window: waiting for {what} (a broker away?)"
+            );
+        }
     }
 }

@@ -93,6 +93,7 @@ pub async fn run_with_stats(
         specs,
         baselines,
         handle,
+        shutdown: shutdown.clone(),
     };
     let transform =
         ScoreTransform::new(cfg, score, quality, parts).map_err(ScoreError::Baseline)?;

@@ -127,6 +127,8 @@ pub struct Parts {
     pub specs: Vec<FieldSpec>,
     pub baselines: Baselines,
     pub handle: tokio::runtime::Handle,
+    /// The stage's shutdown: a read-back in progress gives up when it comes.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ScoreTransform {
@@ -183,7 +185,7 @@ impl ScoreTransform {
             min_window_records: score.min_window(quality),
             dead_letter,
             baselines: parts.baselines,
-            history: History::open(cfg, &cfg.pipeline.group_id(STAGE))?,
+            history: History::open(cfg, &cfg.pipeline.group_id(STAGE), parts.shutdown)?,
             lanes: Vec::new(),
             pending: Vec::new(),
             failed: FailedRecords::default(),
