@@ -396,3 +396,87 @@ async fn halt_stops_at_the_first_fail_without_moving_the_offsets() {
     assert_eq!(scored.len() + quarantined.len(), 2000);
     assert!(quarantined.contains(&format!("k{at}")));
 }
+
+/// A restart after retention removed the partition's oldest records (log start > 0): the
+/// window is rebuilt from what is left — the read-back starts before the log start and is
+/// reset to it (`auto.offset.reset=earliest`; the start is librdkafka's cached low watermark,
+/// no watermark query, which could hang with the leader's broker stopped) — and the stage
+/// catches up with every record landing once. The window (300 records) of every record
+/// after the restart lies after the removed ones, so the decisions are those of a run that
+/// never stopped: a read-back that found nothing (or too little) would change them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_retention_rebuilds_from_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = baseline_file(dir.path());
+    // Stable, drifted from 1000, stable again from 1500 (where the restart comes): the first
+    // stable records after it are judged on a window still full of drifted ones.
+    let codec = Codec::new(
+        load_schema(format!("{SCHEMAS}/league_entry.cleaned.avsc")).unwrap(),
+        Framing::SingleObject,
+    );
+    let mut rng = StdRng::seed_from_u64(9);
+    let records: Vec<_> = (0..2000)
+        .map(|i| {
+            let id = format!("k{i}");
+            let drifted = (1000..1500).contains(&i);
+            (
+                id.clone(),
+                0,
+                codec.encode(&entry(&id, drifted, &mut rng)).unwrap(),
+            )
+        })
+        .collect();
+    let reference = setup_with("gate_retention_ref", &baseline, 1, 300, Policy::Quarantine).await;
+    produce(&reference, &records, 0).await;
+    let (stop, task) = start(&reference);
+    wait_caught_up(&reference, Duration::from_secs(180)).await;
+    stop.cancel();
+    task.await.unwrap();
+
+    let cfg = setup_with("gate_retention", &baseline, 1, 300, Policy::Quarantine).await;
+    produce(&cfg, &records[..1500], 0).await;
+    let (stop, task) = start(&cfg);
+    wait_caught_up(&cfg, Duration::from_secs(180)).await;
+    stop.cancel();
+    task.await.unwrap();
+    let at = committed(&cfg)[0];
+    assert!(
+        at >= 1300,
+        "committed {at}: the restart's windows must lie after the removed records"
+    );
+
+    // Retention: everything before offset 1000 is gone.
+    let topic = cfg.topics.name(TopicRole::Cleaned);
+    let admin: rdkafka::admin::AdminClient<_> = kafka::base_config(&cfg.kafka).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(1000))
+        .unwrap();
+    admin
+        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap();
+    let (low, _) = reader(&cfg, "gate-test-low")
+        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(low, 1000, "the log starts at 1000 now");
+
+    let (stop, task) = start(&cfg);
+    produce(&cfg, &records[1500..], 0).await;
+    wait_caught_up(&cfg, Duration::from_secs(180)).await;
+    stop.cancel();
+    task.await.unwrap();
+
+    let scored = keys(&cfg, TopicRole::Scored);
+    let quarantined = keys(&cfg, TopicRole::Quarantine);
+    assert!(scored.is_disjoint(&quarantined));
+    assert_eq!(scored.len() + quarantined.len(), 2000, "every record once");
+    let expected = keys(&reference, TopicRole::Quarantine);
+    assert!(expected.len() >= 300, "{} quarantined", expected.len());
+    assert!(
+        quarantined == expected,
+        "after retention and a restart: {} quarantined, {} without either ({} differ)",
+        quarantined.len(),
+        expected.len(),
+        quarantined.symmetric_difference(&expected).count()
+    );
+}

@@ -47,6 +47,8 @@ impl History {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
+            // A read-back from before the log start (retention) starts at the log start.
+            .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true");
         let consumer = c
             .create()
@@ -74,32 +76,20 @@ impl History {
             shutdown: &self.shutdown,
             warned: false,
         };
-        // A leader moving (a broker stopping) fails metadata calls for a moment: retried here
-        // within the deadline, so that it does not abort the stage's transaction (whose abort
-        // can itself fail while the coordinator moves, and stop the stage).
-        let low = loop {
-            step.check()?;
-            match self
-                .consumer
-                .fetch_watermarks(topic, partition, step.left())
-            {
-                Ok((low, _)) => break low,
-                Err(e) => {
-                    step.waiting("the partition's watermarks", &e.to_string());
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        };
-        if before <= low {
-            return Ok(Vec::new());
-        }
+        // The partition's start comes from the fetches themselves (librdkafka caches the log
+        // start offset each fetch response carries), never from a watermark query: that one
+        // (`fetch_watermarks`) sends its request to the leader it knew and, with that broker
+        // stopped, could wait past its timeout (librdkafka #2588, rust-rdkafka #762), on the
+        // loop's thread. An offset before the start is reset to it (`auto.offset.reset`).
         loop {
-            let from = (before - span).max(low);
+            let from = (before - span).max(0);
             let mut out = Vec::new();
             for (offset, payload) in self.read(&mut step, from, before)? {
                 out.push((offset, decode(&payload)?));
             }
-            if from == low || enough(&out) {
+            // Not known (no fetch answered with it): assume more may precede `from`.
+            let low = cached_log_start(&self.consumer, topic, partition).unwrap_or(0);
+            if from <= low || enough(&out) {
                 return Ok(out);
             }
             span = span.saturating_mul(2);
@@ -145,6 +135,28 @@ impl History {
     }
 }
 
+/// The log start offset of `topic`/`partition` as the last fetch response reported it
+/// (librdkafka's cached low watermark; no request, never blocks). rust-rdkafka only wraps the
+/// querying variant, so this calls `rd_kafka_get_watermark_offsets` itself.
+fn cached_log_start(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a
+    // NUL-terminated string that outlives the call, and the out-pointers are to locals;
+    // librdkafka only reads its partition cache under its own lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0)
+        .then_some(low)
+}
+
 /// One read-back's budget: its deadline, the stage's shutdown, and whether it said it waits.
 struct Step<'a> {
     topic: &'a str,
@@ -171,13 +183,6 @@ impl Step<'_> {
             return Err(self.fail(format!("not done within {READ_TIMEOUT:?}")));
         }
         Ok(())
-    }
-
-    /// What is left of the budget (at least 1 ms: librdkafka reads 0 as "do not wait").
-    fn left(&self) -> Duration {
-        self.deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
     }
 
     /// The broker did not give `what` yet: said once per read-back at warn (a read-back
