@@ -31,8 +31,9 @@
 //! and the transform is synchronous CPU work.
 //!
 //! This file holds the public API and the set-up; `output` and `transform` what a stage
-//! supplies, `engine` the transaction, `rebalance` the consumer context, `failure` the sorting
-//! of errors, `main_loop` the loop itself.
+//! supplies, `engine` the transaction, `positions` committing past markers when caught up,
+//! `rebalance` the consumer context, `failure` the sorting of errors, `main_loop` the loop
+//! itself, `watchdog` the thread that names a phase lasting too long.
 //!
 //! ```no_run
 //! use etl_pipe::config::TopicRole;
@@ -61,6 +62,7 @@ mod failure;
 pub mod limits;
 mod main_loop;
 mod output;
+mod positions;
 mod rebalance;
 mod transform;
 mod watchdog;

@@ -19,7 +19,8 @@ use sqlx::mysql::{MySql, MySqlArguments, MySqlTypeInfo};
 use sqlx::{Arguments as _, Encode, Type};
 
 use super::json;
-use super::sql::{Param, Row, RowBody, Statements};
+use super::param::Param;
+use super::sql::{Row, RowBody, Statements};
 
 /// One row's values in column order, already in the binary protocol's encoding (sqlx's own
 /// encoders, run while the batch is prepared off the poll thread): binding a statement is

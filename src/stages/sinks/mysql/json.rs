@@ -10,7 +10,7 @@
 use crate::record::Value;
 
 /// Appends to a SQL string literal: the characters a literal must escape under the session's
-/// sql_mode (see `sql::push_string`).
+/// sql_mode (see `param::push_string`).
 struct Literal<'a>(&'a mut String);
 
 impl std::fmt::Write for Literal<'_> {

@@ -15,7 +15,8 @@
 //!
 //! Files: `bound.rs` rows as bound values, `config.rs` the `[mysql]` connection settings, `server.rs` the pool and what the
 //! server is, `types.rs` the type mapping, `json.rs` nested values as JSON text, `layout.rs` the table's columns, `ddl.rs` creating
-//! and checking the table, `sql.rs` statement text, `errors.rs` error classification,
+//! and checking the table, `param.rs` values checked against their columns (and as SQL
+//! literals), `sql.rs` statement text and row batches, `errors.rs` error classification,
 //! `offsets.rs` the offsets table, `writer.rs` the [`MysqlSink`] that writes batches.
 mod bound;
 mod config;
@@ -24,6 +25,7 @@ mod errors;
 mod json;
 mod layout;
 mod offsets;
+mod param;
 mod server;
 mod sql;
 mod types;
