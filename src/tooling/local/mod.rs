@@ -186,9 +186,23 @@ pub struct LocalPipeline {
 /// Stages in start order (sinks first so they are ready when data arrives).
 pub const STAGES: [&str; 4] = ["sink-mysql", "sink-mongo", "score", "clean"];
 
+/// A port for a process to listen on, below Linux's ephemeral range (32768–60999). A port the
+/// kernel hands out for `:0` is free only until the listener closes: every outgoing connection
+/// (a stage to Kafka, to MariaDB) draws its local port from that range, and one drew the port a
+/// stage was about to serve /metrics on ("Address already in use", a CI run of 40b9396).
 fn free_port() -> Result<u16, LocalError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
-    Ok(l.local_addr().map_err(io("reading a bound port"))?.port())
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut last = None;
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::other("no attempt"));
+    Err(io("finding a free port in 20000-31999")(e))
 }
 
 impl LocalPipeline {
