@@ -186,10 +186,8 @@ pub struct LocalPipeline {
 /// Stages in start order (sinks first so they are ready when data arrives).
 pub const STAGES: [&str; 4] = ["sink-mysql", "sink-mongo", "score", "clean"];
 
-/// A port for a process to listen on, below Linux's ephemeral range (32768–60999). A port the
-/// kernel hands out for `:0` is free only until the listener closes: every outgoing connection
-/// (a stage to Kafka, to MariaDB) draws its local port from that range, and one drew the port a
-/// stage was about to serve /metrics on ("Address already in use", a CI run of 40b9396).
+/// A port to listen on, below Linux's ephemeral range (32768–60999), from which outgoing
+/// connections draw theirs: one took a port `:0` had handed out ("Address already in use").
 fn free_port() -> Result<u16, LocalError> {
     use rand::Rng;
     let mut rng = rand::thread_rng();
@@ -201,8 +199,9 @@ fn free_port() -> Result<u16, LocalError> {
             Err(e) => last = Some(e),
         }
     }
-    let e = last.unwrap_or_else(|| std::io::Error::other("no attempt"));
-    Err(io("finding a free port in 20000-31999")(e))
+    Err(io("finding a free port in 20000-31999")(
+        last.unwrap_or_else(|| std::io::Error::other("none")),
+    ))
 }
 
 impl LocalPipeline {
