@@ -209,6 +209,14 @@ async fn wait_caught_up(cfg: &Config, timeout: Duration) {
     }
 }
 
+/// Runs the score stage until it has committed the end of its input, then stops it.
+async fn score_to_end(cfg: &Config) {
+    let (stop, task) = start(cfg);
+    wait_caught_up(cfg, Duration::from_secs(180)).await;
+    stop.cancel();
+    task.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_records_get_the_same_decisions_at_any_speed_and_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,10 +302,7 @@ async fn flag_passes_fail_records_on_marked_with_their_reasons() {
     let baseline = baseline_file(dir.path());
     let cfg = setup_with("gate_flag", &baseline, 1, 300, Policy::Flag).await;
     produce(&cfg, &one_partition_input(), 0).await;
-    let (stop, task) = start(&cfg);
-    wait_caught_up(&cfg, Duration::from_secs(180)).await;
-    stop.cancel();
-    task.await.unwrap();
+    score_to_end(&cfg).await;
 
     assert!(keys(&cfg, TopicRole::Quarantine).is_empty());
     let scored = messages(&cfg, TopicRole::Scored);
@@ -386,10 +391,7 @@ async fn halt_stops_at_the_first_fail_without_moving_the_offsets() {
 
     // After the fix: resumes at the committed offset; every record once.
     cfg.score.as_mut().unwrap().policy = Policy::Quarantine;
-    let (stop, task) = start(&cfg);
-    wait_caught_up(&cfg, Duration::from_secs(180)).await;
-    stop.cancel();
-    task.await.unwrap();
+    score_to_end(&cfg).await;
     let scored = keys(&cfg, TopicRole::Scored);
     let quarantined = keys(&cfg, TopicRole::Quarantine);
     assert!(scored.is_disjoint(&quarantined));
@@ -428,17 +430,11 @@ async fn a_restart_after_retention_rebuilds_from_the_log_start() {
         .collect();
     let reference = setup_with("gate_retention_ref", &baseline, 1, 300, Policy::Quarantine).await;
     produce(&reference, &records, 0).await;
-    let (stop, task) = start(&reference);
-    wait_caught_up(&reference, Duration::from_secs(180)).await;
-    stop.cancel();
-    task.await.unwrap();
+    score_to_end(&reference).await;
 
     let cfg = setup_with("gate_retention", &baseline, 1, 300, Policy::Quarantine).await;
     produce(&cfg, &records[..1500], 0).await;
-    let (stop, task) = start(&cfg);
-    wait_caught_up(&cfg, Duration::from_secs(180)).await;
-    stop.cancel();
-    task.await.unwrap();
+    score_to_end(&cfg).await;
     let at = committed(&cfg)[0];
     assert!(
         at >= 1300,
