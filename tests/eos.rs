@@ -238,12 +238,10 @@ fn leader_of(cfg: &Config, topic: &str, partition: i32) -> i32 {
         .leader()
 }
 
+/// Below the ephemeral range: a `:0` port could be taken by an outgoing connection before the
+/// stage binds it (the trace test failed so, see `tooling::local::free_port`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    etl_pipe::tooling::local::free_port().unwrap()
 }
 
 struct Stage {

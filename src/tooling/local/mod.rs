@@ -188,7 +188,7 @@ pub const STAGES: [&str; 4] = ["sink-mysql", "sink-mongo", "score", "clean"];
 
 /// A port to listen on, below Linux's ephemeral range (32768–60999), from which outgoing
 /// connections draw theirs: one took a port `:0` had handed out ("Address already in use").
-fn free_port() -> Result<u16, LocalError> {
+pub fn free_port() -> Result<u16, LocalError> {
     use rand::Rng;
     let mut rng = rand::thread_rng();
     let mut last = None;
