@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::kafka::eos::{self, Output, Settings, Transform, TransformError};
+use crate::kafka::eos::{self, Output, Settings, Stats, Transform, TransformError};
 use crate::kafka::headers;
 use crate::observability::trace::new_traceparent;
 use crate::settings::TopicRole;
@@ -75,6 +75,28 @@ impl Transform for PassThrough {
 struct Measured {
     rate: f64,
     cpu: f64,
+}
+
+/// Where the loop's thread spent a run, per record: `process` (transform + produce), `commit`
+/// and `poll` in µs, and the share of the thread's time they add up to.
+fn loop_line(stats: &Stats) -> String {
+    let t = stats.loop_time;
+    let n = stats.records_in.max(1) as f64;
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / n;
+    let total = (t.poll + t.process + t.commit + t.recover)
+        .as_secs_f64()
+        .max(1e-9);
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / total;
+    format!(
+        "loop thread per record: process {:.1} µs ({:.0} %), commit {:.1} µs ({:.0} %, {} transactions), poll {:.1} µs ({:.0} %, incl. the group join)",
+        us(t.process),
+        share(t.process),
+        us(t.commit),
+        share(t.commit),
+        stats.transactions,
+        us(t.poll),
+        share(t.poll),
+    )
 }
 
 /// Runs the benchmark and prints the figures.
@@ -170,7 +192,7 @@ async fn clean_round(c: &Config, round: u32, pass_raw: &str) -> BenchResult<(Mea
         TopicRole::Raw,
         raw_end,
         move |stop| async move {
-            crate::stages::clean::run(&common, &clean, stop)
+            crate::stages::clean::run_with_stats(&common, &clean, stop)
                 .await
                 .map_err(|e| e.to_string())
         },
@@ -203,7 +225,7 @@ async fn score_round(c: &Config, pass_cleaned: &str) -> BenchResult<(Measured, M
         TopicRole::Cleaned,
         cleaned_end,
         move |stop| async move {
-            crate::stages::score::run(&common, &score, &quality, &clean, stop)
+            crate::stages::score::run_with_stats(&common, &score, &quality, &clean, stop)
                 .await
                 .map_err(|e| e.to_string())
         },
@@ -246,14 +268,13 @@ fn pass_through(
     to: &str,
 ) -> impl FnOnce(
     CancellationToken,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = BenchResult<()>> + Send>> {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = BenchResult<Stats>> + Send>> {
     let kafka = cfg.kafka.clone();
     let t = PassThrough { to: to.into() };
     move |stop| {
         Box::pin(async move {
             eos::run(kafka, settings, t, stop)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string())
         })
     }
@@ -289,7 +310,7 @@ async fn measure<F, Fut>(
 ) -> BenchResult<Measured>
 where
     F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = BenchResult<()>> + Send + 'static,
+    Fut: std::future::Future<Output = BenchResult<Stats>> + Send + 'static,
 {
     let topic = cfg.topics.name(input);
     let partitions: Vec<i32> = (0..cfg.topics.partitions).collect();
@@ -322,10 +343,11 @@ where
     };
     let cpu = process_cpu_seconds() - cpu0;
     stop.cancel();
-    task.await.map_err(|e| e.to_string())??;
+    let stats = task.await.map_err(|e| e.to_string())??;
     let (t0, c0) = first.unwrap_or((done, 0));
     let rate = (n - c0) as f64 / done.duration_since(t0).as_secs_f64().max(1e-3);
     println!("  {stage:<14} {rate:>9.0} records/s  ({:.1} CPU s)", cpu);
+    println!("                 {}", loop_line(&stats));
     Ok(Measured { rate, cpu })
 }
 

@@ -163,6 +163,19 @@ pub struct Stats {
     pub dead_letters: u64,
     pub transactions: u64,
     pub aborts: u64,
+    /// Where the loop's thread spent the run.
+    pub loop_time: LoopTime,
+}
+
+/// Where the loop's thread spends its time: the watchdog's phases summed.
+/// `process` is transform + produce per message; `commit` every transaction commit (flush,
+/// `send_offsets_to_transaction`, delivery, `commit_transaction`, idle ticks, revokes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopTime {
+    pub poll: Duration,
+    pub process: Duration,
+    pub commit: Duration,
+    pub recover: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,8 +261,19 @@ pub fn run_blocking<T: Transform>(
         // a fenced producer cannot, and then the coordinator has aborted it already).
         let _ = eng.producer.abort_transaction(Duration::from_secs(5));
     }
-    let stats = eng.stats.clone();
+    let mut stats = eng.stats.clone();
     drop(eng);
+    stats.loop_time = watch.spent();
+    tracing::info!(
+        stage,
+        records_in = stats.records_in,
+        transactions = stats.transactions,
+        poll_s = stats.loop_time.poll.as_secs_f64(),
+        process_s = stats.loop_time.process.as_secs_f64(),
+        commit_s = stats.loop_time.commit.as_secs_f64(),
+        recover_s = stats.loop_time.recover.as_secs_f64(),
+        "loop ended: where its thread spent the run"
+    );
     result.map(|()| stats)
 }
 

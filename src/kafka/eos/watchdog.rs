@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::LoopTime;
+
 /// How long one phase may last before the watchdog warns (and again every as long).
 pub(super) const WARN_EVERY: Duration = Duration::from_secs(30);
 /// How often the watchdog looks.
@@ -69,7 +71,8 @@ impl Phase {
     }
 }
 
-/// The loop's side: cheap to clone, two relaxed stores per phase.
+/// The loop's side: cheap to clone, a few relaxed loads and stores per phase (only the loop's
+/// thread writes them).
 #[derive(Clone)]
 pub(super) struct Watch {
     inner: Arc<Inner>,
@@ -78,11 +81,16 @@ pub(super) struct Watch {
 struct Inner {
     origin: Instant,
     phase: AtomicU8,
-    /// When the phase was entered (ms since `origin`); every `enter` moves it, so the same
+    /// When the phase was entered (µs since `origin`); every `enter` moves it, so the same
     /// phase entered again counts from zero.
-    since_ms: AtomicU64,
+    since_us: AtomicU64,
+    /// Time spent in each phase so far (µs, indexed by `Phase as usize`).
+    spent_us: [AtomicU64; PHASES],
     ended: AtomicBool,
 }
+
+/// How many [`Phase`]s there are.
+const PHASES: usize = 7;
 
 impl Watch {
     pub(super) fn new() -> Watch {
@@ -90,22 +98,48 @@ impl Watch {
             inner: Arc::new(Inner {
                 origin: Instant::now(),
                 phase: AtomicU8::new(Phase::Poll as u8),
-                since_ms: AtomicU64::new(0),
+                since_us: AtomicU64::new(0),
+                spent_us: Default::default(),
                 ended: AtomicBool::new(false),
             }),
         }
     }
 
     /// The loop enters `phase` now.
+    /// The phase left is counted in [`Self::spent`].
     pub(super) fn enter(&self, phase: Phase) {
-        let now = self.inner.origin.elapsed().as_millis() as u64;
-        self.inner.since_ms.store(now, Ordering::Relaxed);
-        self.inner.phase.store(phase as u8, Ordering::Relaxed);
+        let i = &self.inner;
+        let now = i.origin.elapsed().as_micros() as u64;
+        let left = &i.spent_us[i.phase.load(Ordering::Relaxed) as usize % PHASES];
+        let was = now.saturating_sub(i.since_us.load(Ordering::Relaxed));
+        left.store(left.load(Ordering::Relaxed) + was, Ordering::Relaxed);
+        i.since_us.store(now, Ordering::Relaxed);
+        i.phase.store(phase as u8, Ordering::Relaxed);
     }
 
-    /// The phase in hand and when it was entered (ms since the watch was made).
+    /// Where the loop's time went so far (the phase in hand counted up to now).
+    pub(super) fn spent(&self) -> LoopTime {
+        let i = &self.inner;
+        let now = i.origin.elapsed().as_micros() as u64;
+        let current = i.phase.load(Ordering::Relaxed) as usize % PHASES;
+        let us = |p: Phase| {
+            let mut t = i.spent_us[p as usize].load(Ordering::Relaxed);
+            if p as usize == current {
+                t += now.saturating_sub(i.since_us.load(Ordering::Relaxed));
+            }
+            Duration::from_micros(t)
+        };
+        LoopTime {
+            poll: us(Phase::Poll),
+            process: us(Phase::Process),
+            commit: us(Phase::Commit) + us(Phase::Idle) + us(Phase::Revoke) + us(Phase::Shutdown),
+            recover: us(Phase::Recover),
+        }
+    }
+
+    /// The phase in hand and when it was entered (µs since the watch was made).
     fn current(&self) -> (Phase, u64) {
-        let since = self.inner.since_ms.load(Ordering::Relaxed);
+        let since = self.inner.since_us.load(Ordering::Relaxed);
         (
             Phase::from_u8(self.inner.phase.load(Ordering::Relaxed)),
             since,
@@ -149,8 +183,8 @@ impl Watch {
                 seen = (phase, since);
                 state = State::default();
             }
-            let now = self.inner.origin.elapsed().as_millis() as u64;
-            let elapsed = Duration::from_millis(now.saturating_sub(since));
+            let now = self.inner.origin.elapsed().as_micros() as u64;
+            let elapsed = Duration::from_micros(now.saturating_sub(since));
             let (warn, stuck) = state.step(elapsed, stuck_after);
             if stuck {
                 health.set_stuck(true);
@@ -233,6 +267,31 @@ mod tests {
         assert_eq!(at(&mut s, 120), (true, true));
         assert_eq!(at(&mut s, 125), (false, false));
         assert_eq!(at(&mut s, 150), (true, false));
+    }
+
+    #[test]
+    fn the_time_in_each_phase_is_summed_when_it_is_left() {
+        let w = Watch::new();
+        w.enter(Phase::Process);
+        std::thread::sleep(Duration::from_millis(20));
+        w.enter(Phase::Commit);
+        std::thread::sleep(Duration::from_millis(10));
+        w.enter(Phase::Process);
+        std::thread::sleep(Duration::from_millis(20));
+        w.enter(Phase::Idle);
+        let t = w.spent();
+        assert!(t.process >= Duration::from_millis(40), "{t:?}");
+        assert!(t.commit >= Duration::from_millis(10), "{t:?}");
+        assert!(t.commit < t.process, "{t:?}");
+        assert_eq!(t.recover, Duration::ZERO);
+        // The phase in hand counts up to now; nothing is counted twice.
+        std::thread::sleep(Duration::from_millis(10));
+        let later = w.spent();
+        assert_eq!(later.process, t.process);
+        assert!(
+            later.commit >= t.commit + Duration::from_millis(10),
+            "{later:?}"
+        );
     }
 
     #[test]
