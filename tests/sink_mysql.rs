@@ -983,3 +983,75 @@ async fn a_flattened_record_lands_one_column_per_field() {
         ]
     );
 }
+
+/// A database that stops answering — connections stay open and nothing comes back, as with a
+/// hung server or a network dropping packets without a reset — is a retriable failure after
+/// `sink.mysql.write_timeout`, not a sink waiting for ever: the hung connection is closed, a
+/// new one writes the batch, every record lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_is_retried_after_the_write_timeout() {
+    let (db, pool) = common::mysql_db("sink_stall").await;
+    let proxy = Proxy::start("127.0.0.1:3306").await;
+    let mut cfg = config("sink_stall", &db, 20);
+    cfg.mysql.port = proxy.port;
+    cfg.sink.mysql.write_timeout = Duration::from_secs(3);
+    topics(&cfg, 1).await;
+    let s = schema();
+    let task = spawn_mysql(&cfg, &s, codec(&s));
+    produce(&cfg, &spread(&s, 20, 1)).await;
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM league_entry")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        wait_for(20, rows).await,
+        20,
+        "the first batch before the stall"
+    );
+
+    // The test holds the partition's offset row, so that the sink's next batch waits inside
+    // its transaction (its `SELECT ... FOR UPDATE` sent, the answer to come).
+    let group = cfg.pipeline.group_id(mysql::STAGE);
+    let topic = cfg.topics.name(TopicRole::Scored);
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT next_offset FROM etl_offsets WHERE consumer_group = ? AND topic = ? \
+         AND partition_id = 0 FOR UPDATE",
+    )
+    .bind(&group)
+    .bind(&topic)
+    .fetch_one(&mut *holder)
+    .await
+    .unwrap();
+    let more: Vec<_> = (0..20)
+        .map(|i| {
+            let k = format!("s{i}");
+            (0, k.clone(), encode(&s, &record(&k, i)))
+        })
+        .collect();
+    produce(&cfg, &more).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every connection the sink holds, the waiting one included, hangs for good from now: the
+    // server's answer, once the lock is free, never reaches the sink.
+    proxy.stall();
+    holder.rollback().await.unwrap();
+    // New connections get through again; the hung ones never answer.
+    proxy.set_up(true);
+    let t0 = std::time::Instant::now();
+    let n = wait_for(40, rows).await;
+    let took = t0.elapsed();
+    let result = stop(task).await;
+    assert_eq!(
+        n, 40,
+        "the batch on a hung connection was never retried (60 s): the sink waits for an answer \
+         that does not come"
+    );
+    result.unwrap();
+    let stored = mysql::stored_offsets(&pool, "etl_offsets", &group, &topic)
+        .await
+        .unwrap();
+    assert_eq!(stored.values().sum::<i64>(), 40, "offsets with the rows");
+    eprintln!("written {took:?} after new connections got through again");
+}

@@ -305,10 +305,22 @@ pub async fn dead_letters(cfg: &Config, n: usize) -> Vec<Dl> {
 /// A TCP proxy in front of a database that a test can take down and bring back: down closes
 /// every open connection and drops new ones at once (what a client sees when the server
 /// stops), up forwards again. Lets a test cut one instance off its database without stopping
-/// the shared server other tests use.
+/// the shared server other tests use. [`Proxy::stall`] is the other kind of outage: a server
+/// that hangs or a network that drops packets without a reset — connections stay open and
+/// nothing comes back on them, ever, even after [`Proxy::set_up`] lets new ones through.
 pub struct Proxy {
     pub port: u16,
-    up: tokio::sync::watch::Sender<bool>,
+    state: tokio::sync::watch::Sender<u8>,
+}
+
+const PROXY_UP: u8 = 0;
+const PROXY_DOWN: u8 = 1;
+const PROXY_STALLED: u8 = 2;
+
+/// Holds a connection open for ever without reading or writing.
+async fn hang<T>(held: T) {
+    let _held = held;
+    std::future::pending::<()>().await
 }
 
 impl Proxy {
@@ -316,15 +328,22 @@ impl Proxy {
         let target = target.to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::watch::channel(true);
+        let (tx, rx) = tokio::sync::watch::channel(PROXY_UP);
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     continue;
                 };
-                if !*rx.borrow() {
-                    drop(client);
-                    continue;
+                match *rx.borrow() {
+                    PROXY_DOWN => {
+                        drop(client);
+                        continue;
+                    }
+                    PROXY_STALLED => {
+                        tokio::spawn(hang(client));
+                        continue;
+                    }
+                    _ => {}
                 }
                 let mut rx = rx.clone();
                 let target = target.clone();
@@ -332,18 +351,30 @@ impl Proxy {
                     let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|up| !*up) => {}
+                    let stalled = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                        s = rx.wait_for(|s| *s != PROXY_UP) => {
+                            s.map(|s| *s == PROXY_STALLED).unwrap_or(false)
+                        }
+                    };
+                    if stalled {
+                        hang((client, server)).await;
                     }
                 });
             }
         });
-        Proxy { port, up: tx }
+        Proxy { port, state: tx }
     }
 
     pub fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
+        self.state
+            .send_replace(if up { PROXY_UP } else { PROXY_DOWN });
+    }
+
+    /// Every open connection hangs for good; new ones are accepted and hang too until
+    /// [`Proxy::set_up`].
+    pub fn stall(&self) {
+        self.state.send_replace(PROXY_STALLED);
     }
 }
 

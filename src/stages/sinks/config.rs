@@ -162,6 +162,13 @@ pub struct SinkMysqlConfig {
     /// inside a flattened one (`["mini_series", "mini_series.detail"]`).
     #[serde(default)]
     pub flatten: Vec<String>,
+    /// Longest one write to MySQL may take — a batch's transaction, storing a position, reading
+    /// the stored offsets — before it counts as a retriable failure (logged, readiness red,
+    /// retried on a new connection; the cut-off one is closed): a server that stops answering
+    /// must not hang the sink silently. Above InnoDB's `innodb_lock_wait_timeout` (50 s by
+    /// default), so that a lock wait ends with the server's own error first.
+    #[serde(default = "default_mysql_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 fn default_offsets_table() -> String {
@@ -185,6 +192,9 @@ fn default_upsert_syntax() -> UpsertSyntax {
 fn default_protocol() -> StatementProtocol {
     StatementProtocol::Binary
 }
+fn default_mysql_write_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 
 impl Default for SinkMysqlConfig {
     fn default() -> Self {
@@ -198,6 +208,7 @@ impl Default for SinkMysqlConfig {
             upsert_syntax: default_upsert_syntax(),
             protocol: default_protocol(),
             flatten: Vec::new(),
+            write_timeout: default_mysql_write_timeout(),
         }
     }
 }
@@ -295,6 +306,12 @@ impl SinkConfig {
         if self.mongo.write_timeout < Duration::from_secs(1) {
             return Err(ConfigError::key(
                 "sink.mongo.write_timeout",
+                "must be at least 1s",
+            ));
+        }
+        if self.mysql.write_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::key(
+                "sink.mysql.write_timeout",
                 "must be at least 1s",
             ));
         }

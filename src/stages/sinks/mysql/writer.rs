@@ -3,11 +3,13 @@
 //! partition's offset (the fence), insert the rows (splitting out the ones MySQL rejects as
 //! data), send their dead letters, store the new offset, commit.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::mysql::MySqlConnection;
-use sqlx::{Connection, MySqlPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, MySql, MySqlPool};
 use tokio_util::sync::CancellationToken;
 
 use super::bound::{arguments, BoundRow};
@@ -41,6 +43,46 @@ pub struct MysqlSink {
     /// The longest row text rendered so far (bytes): each row's text starts with this
     /// capacity instead of growing from a guess (reallocations were a tenth of the rendering).
     row_bytes: std::sync::atomic::AtomicUsize,
+    /// Server-side ids of connections cut off by `sink.mysql.write_timeout` and not killed yet.
+    cut_off: std::sync::Mutex<Vec<u64>>,
+}
+
+/// A pooled connection for one attempt, closed instead of returned to the pool unless the
+/// attempt got to its end: one cut off by `sink.mysql.write_timeout` is left mid-statement,
+/// and the pool's check on its return (a ping) would wait on a hung server for ever, holding a
+/// pool slot. Its server-side id is published to `id` first, so that what cut it off can kill
+/// it on the server ([`MysqlSink::bounded`]).
+struct AttemptConn {
+    conn: PoolConnection<MySql>,
+    finished: bool,
+}
+
+impl AttemptConn {
+    async fn acquire(pool: &MySqlPool, id: &AtomicU64) -> Result<AttemptConn, SinkError> {
+        let conn = pool
+            .acquire()
+            .await
+            .map_err(|e| sink_error("getting a connection", &e))?;
+        id.store(0, Ordering::Relaxed);
+        let mut c = AttemptConn {
+            conn,
+            finished: false,
+        };
+        let n: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+            .fetch_one(&mut *c.conn)
+            .await
+            .map_err(|e| sink_error("getting a connection", &e))?;
+        id.store(n, Ordering::Relaxed);
+        Ok(c)
+    }
+}
+
+impl Drop for AttemptConn {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// A batch made ready for the database: rows rendered, bad records already rejected.
@@ -103,6 +145,7 @@ impl MysqlSink {
             codec,
             dead_letters,
             row_bytes: std::sync::atomic::AtomicUsize::new(256),
+            cut_off: Default::default(),
         })
     }
 
@@ -274,16 +317,14 @@ impl MysqlSink {
         prepared: &Prepared,
         next_offset: i64,
         sent: &SentDeadLetters,
+        id: &AtomicU64,
     ) -> Result<Outcome, SinkError> {
         let started = Instant::now();
         let mut phase = Phases::new();
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| sink_error("getting a connection", &e))?;
+        let mut conn = AttemptConn::acquire(&self.pool, id).await?;
         phase.end("acquire");
         let mut tx = conn
+            .conn
             .begin()
             .await
             .map_err(|e| sink_error("beginning a transaction", &e))?;
@@ -293,6 +334,7 @@ impl MysqlSink {
             .map_err(|e| sink_error("locking the partition's offset", &e))?;
         if stored != batch.expected {
             let _ = tx.rollback().await;
+            conn.finished = true;
             return Ok(Outcome::Fenced { stored });
         }
         phase.end("fence");
@@ -331,6 +373,7 @@ impl MysqlSink {
         tx.commit()
             .await
             .map_err(|e| sink_error("committing", &e))?;
+        conn.finished = true;
         phase.end("commit");
         metrics::histogram!(metric::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
         let dead = rejected.len();
@@ -351,13 +394,11 @@ impl MysqlSink {
         partition: i32,
         expected: Option<i64>,
         position: i64,
+        id: &AtomicU64,
     ) -> Result<Outcome, SinkError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| sink_error("getting a connection", &e))?;
+        let mut conn = AttemptConn::acquire(&self.pool, id).await?;
         let mut tx = conn
+            .conn
             .begin()
             .await
             .map_err(|e| sink_error("beginning a transaction", &e))?;
@@ -367,6 +408,7 @@ impl MysqlSink {
             .map_err(|e| sink_error("locking the partition's offset", &e))?;
         if stored != expected {
             let _ = tx.rollback().await;
+            conn.finished = true;
             return Ok(Outcome::Fenced { stored });
         }
         write_offset(&mut tx, table, group, topic, partition, position)
@@ -375,11 +417,98 @@ impl MysqlSink {
         tx.commit()
             .await
             .map_err(|e| sink_error("committing", &e))?;
+        conn.finished = true;
         Ok(Outcome::Written {
             next_offset: position,
             rows: 0,
             dead_letters: 0,
         })
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long killing a cut-off connection may take (best effort).
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn timed_out(what: &'static str, limit: Duration) -> SinkError {
+    SinkError::Retriable {
+        what,
+        message: format!(
+            "no answer from MySQL within {limit:?} (sink.mysql.write_timeout); the connection \
+             is closed and the write retried"
+        ),
+    }
+}
+
+impl MysqlSink {
+    /// `attempt`, cut off after `sink.mysql.write_timeout` as a retriable failure. The cut-off
+    /// connection (server-side id in `id`) is killed on the server from a new one, before this
+    /// attempt's retry and every later attempt until that works: a transaction whose answers no
+    /// longer arrive may still hold the partition's offset row, and the server keeps it (and
+    /// its locks) until it notices the client is gone — `wait_timeout`, hours by default — so
+    /// every retry would wait on that lock.
+    async fn bounded(
+        &self,
+        id: &AtomicU64,
+        attempt: impl std::future::Future<Output = Result<Outcome, SinkError>>,
+    ) -> Result<Outcome, SinkError> {
+        let pending = std::mem::take(&mut *lock(&self.cut_off));
+        for thread in pending {
+            self.kill(thread).await;
+        }
+        let limit = self.sink.mysql.write_timeout;
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(r) => r,
+            Err(_) => {
+                let thread = id.load(Ordering::Relaxed);
+                if thread != 0 {
+                    self.kill(thread).await;
+                }
+                Err(timed_out("writing to MySQL", limit))
+            }
+        }
+    }
+
+    /// Kills server connection `thread` (one of this sink's own: no privilege needed); when
+    /// that does not get through, it stays in `cut_off` for the next attempt.
+    async fn kill(&self, thread: u64) {
+        let kill = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query(&format!("KILL {thread}"))
+                .execute(&mut *conn)
+                .await
+        };
+        let error = match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+            Ok(Ok(_)) => {
+                tracing::warn!(
+                    stage = STAGE,
+                    connection = thread,
+                    "killed a MySQL connection that stopped answering (its transaction rolls back)"
+                );
+                return;
+            }
+            Ok(Err(e)) => match &e {
+                // Unknown thread: the server has dropped it already.
+                sqlx::Error::Database(d)
+                    if d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|m| m.number() == 1094) =>
+                {
+                    return
+                }
+                _ => classify(&e).1,
+            },
+            Err(_) => format!("no answer within {KILL_TIMEOUT:?}"),
+        };
+        tracing::warn!(
+            stage = STAGE,
+            connection = thread,
+            error = %error,
+            "could not kill a MySQL connection that stopped answering yet; the next attempt tries again"
+        );
+        lock(&self.cut_off).push(thread);
     }
 }
 
@@ -392,9 +521,12 @@ impl BatchWriter for MysqlSink {
         topic: &str,
         _partitions: &[i32],
     ) -> Result<Option<HashMap<i32, i64>>, SinkError> {
-        stored_offsets(&self.pool, &self.offsets_table, &self.group, topic)
-            .await
-            .map(Some)
+        let limit = self.sink.mysql.write_timeout;
+        let read = stored_offsets(&self.pool, &self.offsets_table, &self.group, topic);
+        match tokio::time::timeout(limit, read).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Err(timed_out("reading the stored offsets", limit)),
+        }
     }
 
     async fn write(&self, batch: Batch, stop: CancellationToken) -> Result<Outcome, SinkError> {
@@ -421,7 +553,13 @@ impl BatchWriter for MysqlSink {
             self.sink.retry_max_backoff,
             &stop,
             || async {
-                let r = self.attempt(&batch, &prepared, next_offset, &sent).await;
+                let id = AtomicU64::new(0);
+                let r = self
+                    .bounded(
+                        &id,
+                        self.attempt(&batch, &prepared, next_offset, &sent, &id),
+                    )
+                    .await;
                 report_db(&r);
                 if r.is_err() {
                     metrics::counter!(metric::TRANSACTION_ABORTS).increment(1);
@@ -445,9 +583,9 @@ impl BatchWriter for MysqlSink {
             self.sink.retry_max_backoff,
             &stop,
             || async {
-                let r = self
-                    .attempt_position(&topic, partition, expected, position)
-                    .await;
+                let id = AtomicU64::new(0);
+                let attempt = self.attempt_position(&topic, partition, expected, position, &id);
+                let r = self.bounded(&id, attempt).await;
                 report_db(&r);
                 r
             },
