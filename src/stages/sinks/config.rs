@@ -162,11 +162,12 @@ pub struct SinkMysqlConfig {
     /// inside a flattened one (`["mini_series", "mini_series.detail"]`).
     #[serde(default)]
     pub flatten: Vec<String>,
-    /// Longest one write to MySQL may take — a batch's transaction, storing a position, reading
-    /// the stored offsets — before it counts as a retriable failure (logged, readiness red,
-    /// retried on a new connection; the cut-off one is closed): a server that stops answering
-    /// must not hang the sink silently. Above InnoDB's `innodb_lock_wait_timeout` (50 s by
-    /// default), so that a lock wait ends with the server's own error first.
+    /// Longest one call to MySQL may wait for its answer (a batch's inserts count as one call;
+    /// the dead letters' delivery by Kafka is not a MySQL call) before it counts as a retriable
+    /// failure: logged, readiness red, retried on a new connection; the cut-off one is closed
+    /// and killed on the server so that its transaction's locks go. A server that stops
+    /// answering must not hang the sink silently. Above InnoDB's `innodb_lock_wait_timeout`
+    /// (50 s by default), so that a lock wait ends with the server's own error first.
     #[serde(default = "default_mysql_write_timeout", with = "humantime_serde")]
     pub write_timeout: Duration,
 }

@@ -20,6 +20,7 @@
 //! `offsets.rs` the offsets table, `writer.rs` the [`MysqlSink`] that writes batches.
 mod bound;
 mod config;
+mod cutoff;
 mod ddl;
 mod errors;
 mod json;

@@ -37,13 +37,27 @@ pub async fn stored_offsets(
     group: &str,
     topic: &str,
 ) -> Result<HashMap<i32, i64>, SinkError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| sink_error("getting a connection", &e))?;
+    stored_offsets_on(&mut conn, offsets_table, group, topic).await
+}
+
+/// [`stored_offsets`] on a connection of the caller's.
+pub(super) async fn stored_offsets_on(
+    conn: &mut MySqlConnection,
+    offsets_table: &str,
+    group: &str,
+    topic: &str,
+) -> Result<HashMap<i32, i64>, SinkError> {
     let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
         "SELECT partition_id, next_offset FROM {} WHERE consumer_group = ? AND topic = ?",
         ident(offsets_table)
     ))
     .bind(group)
     .bind(topic)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
     .map_err(|e| sink_error("reading stored offsets", &e))?;
     Ok(rows.into_iter().collect())

@@ -3,20 +3,19 @@
 //! partition's offset (the fence), insert the rows (splitting out the ones MySQL rejects as
 //! data), send their dead letters, store the new offset, commit.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::mysql::MySqlConnection;
-use sqlx::pool::PoolConnection;
-use sqlx::{Connection, MySql, MySqlPool};
+use sqlx::{Connection, MySqlPool};
 use tokio_util::sync::CancellationToken;
 
 use super::bound::{arguments, BoundRow};
+use super::cutoff::Bound;
 use super::ddl::ensure_table;
 use super::errors::{classify, row_hint, sink_error, ErrorClass};
 use super::layout::Layout;
-use super::offsets::{ensure_offsets_table, lock_offset, stored_offsets, write_offset};
+use super::offsets::{ensure_offsets_table, lock_offset, stored_offsets_on, write_offset};
 use super::server::{connect, max_allowed_packet, row_alias, server_version, Flavor};
 use super::sql::{render_row, row_params, Row, RowBody, RowContext, Statements};
 use super::{MysqlConfig, STAGE};
@@ -43,46 +42,8 @@ pub struct MysqlSink {
     /// The longest row text rendered so far (bytes): each row's text starts with this
     /// capacity instead of growing from a guess (reallocations were a tenth of the rendering).
     row_bytes: std::sync::atomic::AtomicUsize,
-    /// Server-side ids of connections cut off by `sink.mysql.write_timeout` and not killed yet.
-    cut_off: std::sync::Mutex<Vec<u64>>,
-}
-
-/// A pooled connection for one attempt, closed instead of returned to the pool unless the
-/// attempt got to its end: one cut off by `sink.mysql.write_timeout` is left mid-statement,
-/// and the pool's check on its return (a ping) would wait on a hung server for ever, holding a
-/// pool slot. Its server-side id is published to `id` first, so that what cut it off can kill
-/// it on the server ([`MysqlSink::bounded`]).
-struct AttemptConn {
-    conn: PoolConnection<MySql>,
-    finished: bool,
-}
-
-impl AttemptConn {
-    async fn acquire(pool: &MySqlPool, id: &AtomicU64) -> Result<AttemptConn, SinkError> {
-        let conn = pool
-            .acquire()
-            .await
-            .map_err(|e| sink_error("getting a connection", &e))?;
-        id.store(0, Ordering::Relaxed);
-        let mut c = AttemptConn {
-            conn,
-            finished: false,
-        };
-        let n: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
-            .fetch_one(&mut *c.conn)
-            .await
-            .map_err(|e| sink_error("getting a connection", &e))?;
-        id.store(n, Ordering::Relaxed);
-        Ok(c)
-    }
-}
-
-impl Drop for AttemptConn {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.conn.close_on_drop();
-        }
-    }
+    /// Every call to MySQL bounded by `sink.mysql.write_timeout` ([`super::cutoff`]).
+    bound: Bound,
 }
 
 /// A batch made ready for the database: rows rendered, bad records already rejected.
@@ -134,6 +95,7 @@ impl MysqlSink {
             max_bytes = statements.max_bytes,
             "mysql sink ready"
         );
+        let bound = Bound::new(pool.clone(), sink.mysql.write_timeout);
         Ok(MysqlSink {
             pool,
             layout: Arc::new(layout),
@@ -145,7 +107,7 @@ impl MysqlSink {
             codec,
             dead_letters,
             row_bytes: std::sync::atomic::AtomicUsize::new(256),
-            cut_off: Default::default(),
+            bound,
         })
     }
 
@@ -310,37 +272,56 @@ impl MysqlSink {
     }
 
     /// One attempt at a batch: the whole transaction. `sent` holds the dead letters earlier
-    /// attempts at the same batch already sent.
+    /// attempts at the same batch already sent. Each call to MySQL is bounded
+    /// ([`super::cutoff`]); waiting for the dead letters' delivery is not.
     async fn attempt(
         &self,
         batch: &Batch,
         prepared: &Prepared,
         next_offset: i64,
         sent: &SentDeadLetters,
-        id: &AtomicU64,
     ) -> Result<Outcome, SinkError> {
         let started = Instant::now();
         let mut phase = Phases::new();
-        let mut conn = AttemptConn::acquire(&self.pool, id).await?;
+        let b = &self.bound;
+        let mut conn = b.acquire().await?;
         phase.end("acquire");
-        let mut tx = conn
-            .conn
-            .begin()
-            .await
-            .map_err(|e| sink_error("beginning a transaction", &e))?;
+        let server = conn.server.clone();
+        let what = "writing a batch to MySQL";
+        let pc = &mut conn.conn;
+        let mut tx = b
+            .call(&server, what, async move {
+                pc.begin()
+                    .await
+                    .map_err(|e| sink_error("beginning a transaction", &e))
+            })
+            .await?;
         let (table, group) = (&self.offsets_table, &self.group);
-        let stored = lock_offset(&mut tx, table, group, &batch.topic, batch.partition)
-            .await
-            .map_err(|e| sink_error("locking the partition's offset", &e))?;
+        let fence = lock_offset(&mut tx, table, group, &batch.topic, batch.partition);
+        let stored = b
+            .call(&server, what, async {
+                fence
+                    .await
+                    .map_err(|e| sink_error("locking the partition's offset", &e))
+            })
+            .await?;
         if stored != batch.expected {
-            let _ = tx.rollback().await;
-            conn.finished = true;
+            let rollback = async move {
+                tx.rollback()
+                    .await
+                    .map_err(|e| sink_error("rolling back", &e))
+            };
+            conn.finished = b.call(&server, what, rollback).await.is_ok();
             return Ok(Outcome::Fenced { stored });
         }
         phase.end("fence");
         let mut rejected = prepared.rejected.clone();
-        self.insert_rows(&mut tx, &prepared.rows, &mut rejected)
-            .await?;
+        b.call(
+            &server,
+            what,
+            self.insert_rows(&mut tx, &prepared.rows, &mut rejected),
+        )
+        .await?;
         phase.end("insert");
         if !rejected.is_empty() {
             rejected.sort_by_key(|r| r.index);
@@ -359,20 +340,23 @@ impl MysqlSink {
                 }
             }
         }
-        write_offset(
+        let store = write_offset(
             &mut tx,
             table,
             group,
             &batch.topic,
             batch.partition,
             next_offset,
-        )
-        .await
-        .map_err(|e| sink_error("storing the offset", &e))?;
+        );
+        b.call(&server, what, async {
+            store
+                .await
+                .map_err(|e| sink_error("storing the offset", &e))
+        })
+        .await?;
         phase.end("offset");
-        tx.commit()
-            .await
-            .map_err(|e| sink_error("committing", &e))?;
+        let commit = async move { tx.commit().await.map_err(|e| sink_error("committing", &e)) };
+        b.call(&server, what, commit).await?;
         conn.finished = true;
         phase.end("commit");
         metrics::histogram!(metric::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
@@ -394,121 +378,52 @@ impl MysqlSink {
         partition: i32,
         expected: Option<i64>,
         position: i64,
-        id: &AtomicU64,
     ) -> Result<Outcome, SinkError> {
-        let mut conn = AttemptConn::acquire(&self.pool, id).await?;
-        let mut tx = conn
-            .conn
-            .begin()
-            .await
-            .map_err(|e| sink_error("beginning a transaction", &e))?;
+        let b = &self.bound;
+        let mut conn = b.acquire().await?;
+        let server = conn.server.clone();
+        let what = "storing a position in MySQL";
+        let pc = &mut conn.conn;
+        let mut tx = b
+            .call(&server, what, async move {
+                pc.begin()
+                    .await
+                    .map_err(|e| sink_error("beginning a transaction", &e))
+            })
+            .await?;
         let (table, group) = (&self.offsets_table, &self.group);
-        let stored = lock_offset(&mut tx, table, group, topic, partition)
-            .await
-            .map_err(|e| sink_error("locking the partition's offset", &e))?;
+        let fence = lock_offset(&mut tx, table, group, topic, partition);
+        let stored = b
+            .call(&server, what, async {
+                fence
+                    .await
+                    .map_err(|e| sink_error("locking the partition's offset", &e))
+            })
+            .await?;
         if stored != expected {
-            let _ = tx.rollback().await;
-            conn.finished = true;
+            let rollback = async move {
+                tx.rollback()
+                    .await
+                    .map_err(|e| sink_error("rolling back", &e))
+            };
+            conn.finished = b.call(&server, what, rollback).await.is_ok();
             return Ok(Outcome::Fenced { stored });
         }
-        write_offset(&mut tx, table, group, topic, partition, position)
-            .await
-            .map_err(|e| sink_error("storing the offset", &e))?;
-        tx.commit()
-            .await
-            .map_err(|e| sink_error("committing", &e))?;
+        let store = write_offset(&mut tx, table, group, topic, partition, position);
+        b.call(&server, what, async {
+            store
+                .await
+                .map_err(|e| sink_error("storing the offset", &e))
+        })
+        .await?;
+        let commit = async move { tx.commit().await.map_err(|e| sink_error("committing", &e)) };
+        b.call(&server, what, commit).await?;
         conn.finished = true;
         Ok(Outcome::Written {
             next_offset: position,
             rows: 0,
             dead_letters: 0,
         })
-    }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// How long killing a cut-off connection may take (best effort).
-const KILL_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn timed_out(what: &'static str, limit: Duration) -> SinkError {
-    SinkError::Retriable {
-        what,
-        message: format!(
-            "no answer from MySQL within {limit:?} (sink.mysql.write_timeout); the connection \
-             is closed and the write retried"
-        ),
-    }
-}
-
-impl MysqlSink {
-    /// `attempt`, cut off after `sink.mysql.write_timeout` as a retriable failure. The cut-off
-    /// connection (server-side id in `id`) is killed on the server from a new one, before this
-    /// attempt's retry and every later attempt until that works: a transaction whose answers no
-    /// longer arrive may still hold the partition's offset row, and the server keeps it (and
-    /// its locks) until it notices the client is gone — `wait_timeout`, hours by default — so
-    /// every retry would wait on that lock.
-    async fn bounded(
-        &self,
-        id: &AtomicU64,
-        attempt: impl std::future::Future<Output = Result<Outcome, SinkError>>,
-    ) -> Result<Outcome, SinkError> {
-        let pending = std::mem::take(&mut *lock(&self.cut_off));
-        for thread in pending {
-            self.kill(thread).await;
-        }
-        let limit = self.sink.mysql.write_timeout;
-        match tokio::time::timeout(limit, attempt).await {
-            Ok(r) => r,
-            Err(_) => {
-                let thread = id.load(Ordering::Relaxed);
-                if thread != 0 {
-                    self.kill(thread).await;
-                }
-                Err(timed_out("writing to MySQL", limit))
-            }
-        }
-    }
-
-    /// Kills server connection `thread` (one of this sink's own: no privilege needed); when
-    /// that does not get through, it stays in `cut_off` for the next attempt.
-    async fn kill(&self, thread: u64) {
-        let kill = async {
-            let mut conn = self.pool.acquire().await?;
-            sqlx::query(&format!("KILL {thread}"))
-                .execute(&mut *conn)
-                .await
-        };
-        let error = match tokio::time::timeout(KILL_TIMEOUT, kill).await {
-            Ok(Ok(_)) => {
-                tracing::warn!(
-                    stage = STAGE,
-                    connection = thread,
-                    "killed a MySQL connection that stopped answering (its transaction rolls back)"
-                );
-                return;
-            }
-            Ok(Err(e)) => match &e {
-                // Unknown thread: the server has dropped it already.
-                sqlx::Error::Database(d)
-                    if d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                        .is_some_and(|m| m.number() == 1094) =>
-                {
-                    return
-                }
-                _ => classify(&e).1,
-            },
-            Err(_) => format!("no answer within {KILL_TIMEOUT:?}"),
-        };
-        tracing::warn!(
-            stage = STAGE,
-            connection = thread,
-            error = %error,
-            "could not kill a MySQL connection that stopped answering yet; the next attempt tries again"
-        );
-        lock(&self.cut_off).push(thread);
     }
 }
 
@@ -521,12 +436,15 @@ impl BatchWriter for MysqlSink {
         topic: &str,
         _partitions: &[i32],
     ) -> Result<Option<HashMap<i32, i64>>, SinkError> {
-        let limit = self.sink.mysql.write_timeout;
-        let read = stored_offsets(&self.pool, &self.offsets_table, &self.group, topic);
-        match tokio::time::timeout(limit, read).await {
-            Ok(r) => r.map(Some),
-            Err(_) => Err(timed_out("reading the stored offsets", limit)),
-        }
+        let mut conn = self.bound.acquire().await?;
+        let server = conn.server.clone();
+        let read = stored_offsets_on(&mut conn.conn, &self.offsets_table, &self.group, topic);
+        let offsets = self
+            .bound
+            .call(&server, "reading the stored offsets", read)
+            .await?;
+        conn.finished = true;
+        Ok(Some(offsets))
     }
 
     async fn write(&self, batch: Batch, stop: CancellationToken) -> Result<Outcome, SinkError> {
@@ -553,13 +471,7 @@ impl BatchWriter for MysqlSink {
             self.sink.retry_max_backoff,
             &stop,
             || async {
-                let id = AtomicU64::new(0);
-                let r = self
-                    .bounded(
-                        &id,
-                        self.attempt(&batch, &prepared, next_offset, &sent, &id),
-                    )
-                    .await;
+                let r = self.attempt(&batch, &prepared, next_offset, &sent).await;
                 report_db(&r);
                 if r.is_err() {
                     metrics::counter!(metric::TRANSACTION_ABORTS).increment(1);
@@ -583,9 +495,9 @@ impl BatchWriter for MysqlSink {
             self.sink.retry_max_backoff,
             &stop,
             || async {
-                let id = AtomicU64::new(0);
-                let attempt = self.attempt_position(&topic, partition, expected, position, &id);
-                let r = self.bounded(&id, attempt).await;
+                let r = self
+                    .attempt_position(&topic, partition, expected, position)
+                    .await;
                 report_db(&r);
                 r
             },
