@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::mysql::MySqlConnection;
-use sqlx::{Connection, MySqlPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, MySql, MySqlPool, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::bound::{arguments, BoundRow};
-use super::cutoff::Bound;
+use super::cutoff::{Bound, ServerConn};
 use super::ddl::ensure_table;
 use super::errors::{classify, row_hint, sink_error, ErrorClass};
 use super::layout::Layout;
@@ -288,32 +289,14 @@ impl MysqlSink {
         phase.end("acquire");
         let server = conn.server.clone();
         let what = "writing a batch to MySQL";
-        let pc = &mut conn.conn;
-        let mut tx = b
-            .call(&server, what, async move {
-                pc.begin()
-                    .await
-                    .map_err(|e| sink_error("beginning a transaction", &e))
-            })
-            .await?;
-        let (table, group) = (&self.offsets_table, &self.group);
-        let fence = lock_offset(&mut tx, table, group, &batch.topic, batch.partition);
-        let stored = b
-            .call(&server, what, async {
-                fence
-                    .await
-                    .map_err(|e| sink_error("locking the partition's offset", &e))
-            })
+        let (mut tx, stored) = self
+            .begin_fenced(&mut conn.conn, &server, what, &batch.topic, batch.partition)
             .await?;
         if stored != batch.expected {
-            let rollback = async move {
-                tx.rollback()
-                    .await
-                    .map_err(|e| sink_error("rolling back", &e))
-            };
-            conn.finished = b.call(&server, what, rollback).await.is_ok();
+            conn.finished = self.roll_back(tx, &server, what).await;
             return Ok(Outcome::Fenced { stored });
         }
+        let (table, group) = (&self.offsets_table, &self.group);
         phase.end("fence");
         let mut rejected = prepared.rejected.clone();
         b.call(
@@ -383,32 +366,14 @@ impl MysqlSink {
         let mut conn = b.acquire().await?;
         let server = conn.server.clone();
         let what = "storing a position in MySQL";
-        let pc = &mut conn.conn;
-        let mut tx = b
-            .call(&server, what, async move {
-                pc.begin()
-                    .await
-                    .map_err(|e| sink_error("beginning a transaction", &e))
-            })
-            .await?;
-        let (table, group) = (&self.offsets_table, &self.group);
-        let fence = lock_offset(&mut tx, table, group, topic, partition);
-        let stored = b
-            .call(&server, what, async {
-                fence
-                    .await
-                    .map_err(|e| sink_error("locking the partition's offset", &e))
-            })
+        let (mut tx, stored) = self
+            .begin_fenced(&mut conn.conn, &server, what, topic, partition)
             .await?;
         if stored != expected {
-            let rollback = async move {
-                tx.rollback()
-                    .await
-                    .map_err(|e| sink_error("rolling back", &e))
-            };
-            conn.finished = b.call(&server, what, rollback).await.is_ok();
+            conn.finished = self.roll_back(tx, &server, what).await;
             return Ok(Outcome::Fenced { stored });
         }
+        let (table, group) = (&self.offsets_table, &self.group);
         let store = write_offset(&mut tx, table, group, topic, partition, position);
         b.call(&server, what, async {
             store
@@ -424,6 +389,53 @@ impl MysqlSink {
             rows: 0,
             dead_letters: 0,
         })
+    }
+}
+
+impl MysqlSink {
+    /// Begins a transaction on `pc` and locks the partition's row of the offsets table (the
+    /// fence): the transaction and the offset stored, each call bounded.
+    async fn begin_fenced<'c>(
+        &self,
+        pc: &'c mut PoolConnection<MySql>,
+        server: &ServerConn,
+        what: &'static str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Transaction<'c, MySql>, Option<i64>), SinkError> {
+        let b = &self.bound;
+        let mut tx = b
+            .call(server, what, async move {
+                pc.begin()
+                    .await
+                    .map_err(|e| sink_error("beginning a transaction", &e))
+            })
+            .await?;
+        let (table, group) = (&self.offsets_table, &self.group);
+        let fence = lock_offset(&mut tx, table, group, topic, partition);
+        let stored = b
+            .call(server, what, async {
+                fence
+                    .await
+                    .map_err(|e| sink_error("locking the partition's offset", &e))
+            })
+            .await?;
+        Ok((tx, stored))
+    }
+
+    /// Rolls a fenced transaction back, bounded: whether its connection may go back to the pool.
+    async fn roll_back(
+        &self,
+        tx: Transaction<'_, MySql>,
+        server: &ServerConn,
+        what: &'static str,
+    ) -> bool {
+        let rollback = async move {
+            tx.rollback()
+                .await
+                .map_err(|e| sink_error("rolling back", &e))
+        };
+        self.bound.call(server, what, rollback).await.is_ok()
     }
 }
 
