@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::failure::{classify, is_retriable, retry_call, stalled, Failure};
 use super::limits::{left_out, MessageLimits};
-use super::watchdog::Watch;
+use super::watchdog::{Call, Watch};
 use super::{Output, Stats, Timing, Transform};
 use crate::kafka::headers::{with_message, ERROR_MESSAGE};
 use crate::observability::outcome::{self, RecordOutcome};
@@ -226,6 +226,7 @@ impl<T: Transform> Engine<T> {
     /// Sends one output into the transaction; `Some(output)` when librdkafka refuses it as too
     /// large (`message.max.bytes`).
     fn send(&mut self, mut o: Output) -> Result<Option<Output>, Failure> {
+        let mut full_since: Option<Instant> = None;
         loop {
             let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&o.topic);
             if let Some(k) = &o.key {
@@ -246,6 +247,17 @@ impl<T: Transform> Engine<T> {
                     o.headers = rec.headers;
                     // The local queue is full: the producer's thread frees room as delivery
                     // reports come in (its poll, unlike a sleep, would always last the timeout).
+                    // Not for ever: a queue that does not drain within a call's timeout (its
+                    // partitions' leaders away) aborts the transaction, to be retried.
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.timing.call {
+                        return Err(Failure::Abort(format!(
+                            "the producer's queue stayed full for {:?} (kafka.transaction_timeout \
+                             / 3): {} messages not delivered",
+                            self.timing.call,
+                            self.producer.in_flight_count()
+                        )));
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((
@@ -358,6 +370,7 @@ impl<T: Transform> Engine<T> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), Failure> {
+        self.watch.calling(Call::Flush);
         let mut out = std::mem::take(&mut self.outbuf);
         let flushed = match self.transform.flush(&mut out) {
             Ok(()) => self.produce_all(&mut out, None),
@@ -373,6 +386,7 @@ impl<T: Transform> Engine<T> {
             let gm = consumer.group_metadata().ok_or_else(|| {
                 Failure::Abort("the consumer has no group metadata (not in the group yet)".into())
             })?;
+            self.watch.calling(Call::SendOffsets);
             retry_call(
                 stage,
                 "send_offsets_to_transaction",
@@ -385,7 +399,9 @@ impl<T: Transform> Engine<T> {
             )?;
         }
         let t_commit = Instant::now();
+        self.watch.calling(Call::Delivery);
         self.wait_delivered()?;
+        self.watch.calling(Call::CommitTransaction);
         retry_call(stage, "commit_transaction", t_offsets, timing, || {
             self.producer.commit_transaction(timing.call)
         })?;
@@ -508,6 +524,7 @@ impl<T: Transform> Engine<T> {
         if self.txn != Txn::NeedsAbort {
             return;
         }
+        self.watch.calling(Call::AbortTransaction);
         match self.producer.abort_transaction(self.timing.call) {
             Ok(()) => {
                 self.txn = Txn::Idle;
@@ -553,6 +570,7 @@ impl<T: Transform> Engine<T> {
             .map_err(|e| format!("assignment: {e}"))?;
         let mut parts: Vec<(String, i32)> = Vec::new();
         if assignment.count() > 0 {
+            self.watch.calling(Call::CommittedOffsets);
             let committed = consumer
                 .committed_offsets(assignment, self.timing.call)
                 .map_err(|e| format!("committed offsets: {e}"))?;

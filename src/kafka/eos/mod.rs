@@ -83,6 +83,7 @@ use rebalance::Ctx;
 
 pub use output::{keep_headers, Origin, Output};
 pub use transform::{Transform, TransformError};
+pub use watchdog::STUCK_EXIT_CODE;
 
 /// The longest a single broker call (commit, offsets, seek) may take before it counts as
 /// failed (shorter when the transaction deadline is: [`Timing`]).

@@ -12,7 +12,15 @@
 //!   bounded call has given up) marks the process not live — `/healthz` answers 503 and
 //!   `etl_loop_stuck` is 1 — so that an orchestrator's liveness probe restarts the instance.
 //!   A restart is safe: the new process's `init_transactions` with the same transactional id
-//!   aborts whatever the stuck one left open.
+//!   aborts whatever the stuck one left open;
+//! - [`EXIT_GRACE`] later, if the loop has still not moved, the process exits with
+//!   [`STUCK_EXIT_CODE`], so that a supervisor without a liveness probe (Compose's
+//!   `restart: on-failure`, systemd, the local harness) starts it again too. A stuck loop
+//!   holds its lock and ignores SIGTERM, so exiting is the only way out; it is a crash as far
+//!   as the data goes (the SIGKILL tests cover it).
+//!
+//! The loop also names the [`Call`] in hand inside a commit or a recovery, so that the warning
+//! and the exit say which librdkafka call never returned.
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +31,41 @@ use super::LoopTime;
 pub(super) const WARN_EVERY: Duration = Duration::from_secs(30);
 /// How often the watchdog looks.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long `/healthz` answers 503 for a stuck loop before the process exits (a liveness probe
+/// that restarts the instance first is the cleaner way out).
+pub(super) const EXIT_GRACE: Duration = Duration::from_secs(15);
+/// The exit code of a process whose loop was stuck (EX_TEMPFAIL: starting again is the cure).
+pub const STUCK_EXIT_CODE: i32 = 75;
+
+/// The call in hand inside a phase (none while transforming or polling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Call {
+    None = 0,
+    /// The transform's flush and producing its outputs (a topic's size limit may be looked up).
+    Flush = 1,
+    SendOffsets = 2,
+    /// Waiting for every output's delivery report.
+    Delivery = 3,
+    CommitTransaction = 4,
+    AbortTransaction = 5,
+    /// Reading the committed offsets to rewind to.
+    CommittedOffsets = 6,
+}
+
+impl Call {
+    fn name(v: u8) -> &'static str {
+        match v {
+            1 => "transform flush and produce",
+            2 => "send_offsets_to_transaction",
+            3 => "waiting for delivery reports",
+            4 => "commit_transaction",
+            5 => "abort_transaction",
+            6 => "committed offsets (rewind)",
+            _ => "none",
+        }
+    }
+}
 
 /// What the loop is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +129,8 @@ struct Inner {
     since_us: AtomicU64,
     /// Time spent in each phase so far (µs, indexed by `Phase as usize`).
     spent_us: [AtomicU64; PHASES],
+    /// The [`Call`] in hand (reset by every `enter`).
+    call: AtomicU8,
     ended: AtomicBool,
 }
 
@@ -100,6 +145,7 @@ impl Watch {
                 phase: AtomicU8::new(Phase::Poll as u8),
                 since_us: AtomicU64::new(0),
                 spent_us: Default::default(),
+                call: AtomicU8::new(Call::None as u8),
                 ended: AtomicBool::new(false),
             }),
         }
@@ -115,6 +161,16 @@ impl Watch {
         left.store(left.load(Ordering::Relaxed) + was, Ordering::Relaxed);
         i.since_us.store(now, Ordering::Relaxed);
         i.phase.store(phase as u8, Ordering::Relaxed);
+        i.call.store(Call::None as u8, Ordering::Relaxed);
+    }
+
+    /// The loop makes `call` now (within the phase in hand).
+    pub(super) fn calling(&self, call: Call) {
+        self.inner.call.store(call as u8, Ordering::Relaxed);
+    }
+
+    fn call_name(&self) -> &'static str {
+        Call::name(self.inner.call.load(Ordering::Relaxed))
     }
 
     /// Where the loop's time went so far (the phase in hand counted up to now).
@@ -185,13 +241,30 @@ impl Watch {
             }
             let now = self.inner.origin.elapsed().as_micros() as u64;
             let elapsed = Duration::from_micros(now.saturating_sub(since));
-            let (warn, stuck) = state.step(elapsed, stuck_after);
+            let (warn, stuck, give_up) = state.step(elapsed, stuck_after);
+            if give_up {
+                tracing::error!(
+                    stage,
+                    phase = phase.name(),
+                    call = self.call_name(),
+                    elapsed = ?elapsed,
+                    code = STUCK_EXIT_CODE,
+                    "the exactly-once loop is still stuck: exiting so that the supervisor starts \
+                     the instance again (its transaction is aborted by the restart; nothing is \
+                     lost)"
+                );
+                // The loop's thread holds the engine: nothing to clean up that a restart does
+                // not. Give the log line a moment to reach its writer.
+                std::thread::sleep(Duration::from_millis(200));
+                std::process::exit(STUCK_EXIT_CODE);
+            }
             if stuck {
                 health.set_stuck(true);
                 stuck_gauge.set(1.0);
                 tracing::error!(
                     stage,
                     phase = phase.name(),
+                    call = self.call_name(),
                     elapsed = ?elapsed,
                     "the exactly-once loop is stuck: longer than twice kafka.transaction_timeout \
                      in one phase; /healthz now answers 503 so that the instance is restarted \
@@ -202,6 +275,7 @@ impl Watch {
                     stage,
                     phase = phase.name(),
                     elapsed = ?elapsed,
+                    call = self.call_name(),
                     "the exactly-once loop has been in one phase for long: waiting on a broker \
                      call or a read-back"
                 );
@@ -218,19 +292,21 @@ struct State {
 }
 
 impl State {
-    /// The phase has lasted `elapsed`: whether to warn now (once per [`WARN_EVERY`] passed)
-    /// and whether it just became stuck (once, past `stuck_after`).
-    fn step(&mut self, elapsed: Duration, stuck_after: Duration) -> (bool, bool) {
+    /// The phase has lasted `elapsed`: whether to warn now (once per [`WARN_EVERY`] passed),
+    /// whether it just became stuck (once, past `stuck_after`) and whether it is time to give
+    /// up (past `stuck_after` + [`EXIT_GRACE`], having been marked stuck first).
+    fn step(&mut self, elapsed: Duration, stuck_after: Duration) -> (bool, bool, bool) {
         let due = (elapsed.as_secs() / WARN_EVERY.as_secs().max(1)) as u32;
         let warn = due > self.warnings;
         if warn {
             self.warnings = due;
         }
+        let give_up = self.stuck && elapsed >= stuck_after + EXIT_GRACE;
         let stuck = !self.stuck && elapsed >= stuck_after;
         if stuck {
             self.stuck = true;
         }
-        (warn, stuck)
+        (warn, stuck, give_up)
     }
 }
 
@@ -251,22 +327,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warns_every_thirty_seconds_and_marks_stuck_once() {
+    fn warns_every_thirty_seconds_marks_stuck_once_then_gives_up() {
         let stuck_after = Duration::from_secs(120);
         let mut s = State::default();
         let at = |s: &mut State, secs| s.step(Duration::from_secs(secs), stuck_after);
-        assert_eq!(at(&mut s, 1), (false, false));
-        assert_eq!(at(&mut s, 29), (false, false));
-        assert_eq!(at(&mut s, 30), (true, false));
-        assert_eq!(at(&mut s, 31), (false, false));
-        assert_eq!(at(&mut s, 59), (false, false));
-        assert_eq!(at(&mut s, 61), (true, false));
+        assert_eq!(at(&mut s, 1), (false, false, false));
+        assert_eq!(at(&mut s, 29), (false, false, false));
+        assert_eq!(at(&mut s, 30), (true, false, false));
+        assert_eq!(at(&mut s, 31), (false, false, false));
+        assert_eq!(at(&mut s, 59), (false, false, false));
+        assert_eq!(at(&mut s, 61), (true, false, false));
         // A check that came late (a busy machine) warns once, not once per period missed.
-        assert_eq!(at(&mut s, 119), (true, false));
+        assert_eq!(at(&mut s, 119), (true, false, false));
         // Stuck (logged as such, at error, instead of the warning due at the same time).
-        assert_eq!(at(&mut s, 120), (true, true));
-        assert_eq!(at(&mut s, 125), (false, false));
-        assert_eq!(at(&mut s, 150), (true, false));
+        assert_eq!(at(&mut s, 120), (true, true, false));
+        assert_eq!(at(&mut s, 125), (false, false, false));
+        // /healthz has answered 503 for EXIT_GRACE: time to exit.
+        assert_eq!(
+            at(&mut s, 120 + EXIT_GRACE.as_secs() - 1),
+            (false, false, false)
+        );
+        assert_eq!(at(&mut s, 120 + EXIT_GRACE.as_secs()), (false, false, true));
+        assert_eq!(at(&mut s, 150), (true, false, true));
+    }
+
+    #[test]
+    fn a_check_that_comes_late_marks_stuck_before_it_gives_up() {
+        // The first check already past stuck_after + EXIT_GRACE (a machine that stalled the
+        // watchdog too): the phase is marked stuck (/healthz 503) first, the exit comes at the
+        // next check.
+        let mut s = State::default();
+        let late = Duration::from_secs(200);
+        assert_eq!(s.step(late, Duration::from_secs(120)), (true, true, false));
+        assert_eq!(s.step(late, Duration::from_secs(120)), (false, false, true));
+    }
+
+    #[test]
+    fn the_call_in_hand_is_named_and_entering_a_phase_clears_it() {
+        let w = Watch::new();
+        w.enter(Phase::Commit);
+        assert_eq!(w.call_name(), "none");
+        w.calling(Call::SendOffsets);
+        assert_eq!(w.call_name(), "send_offsets_to_transaction");
+        w.calling(Call::CommitTransaction);
+        assert_eq!(w.call_name(), "commit_transaction");
+        w.enter(Phase::Poll);
+        assert_eq!(w.call_name(), "none");
+        for c in 0..=6u8 {
+            assert_ne!(Call::name(c), "", "{c}");
+        }
     }
 
     #[test]

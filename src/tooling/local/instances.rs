@@ -24,6 +24,9 @@ pub enum End {
     Killed,
     /// Exited by itself (extract `--once`).
     Exited,
+    /// Exited with [`STUCK_EXIT_CODE`](crate::kafka::eos::STUCK_EXIT_CODE): its exactly-once
+    /// loop was stuck; started again, as a supervisor would.
+    Stuck,
 }
 
 /// One instance of a stage over the run (restarts included).
@@ -221,6 +224,35 @@ impl LocalPipeline {
         }
     }
 
+    /// Starts again, as Compose's `restart: on-failure` or a liveness probe would, every stage
+    /// instance that exited because its loop was stuck
+    /// ([`STUCK_EXIT_CODE`](crate::kafka::eos::STUCK_EXIT_CODE)); any other exit is left for
+    /// `check_alive` to fail the run. Returns one line per restart.
+    pub fn restart_stuck(&mut self) -> Result<Vec<String>, LocalError> {
+        let mut restarted = Vec::new();
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            let Some(c) = self.children.get_mut(&name) else {
+                continue;
+            };
+            let Ok(Some(status)) = c.try_wait() else {
+                continue;
+            };
+            if status.code() != Some(crate::kafka::eos::STUCK_EXIT_CODE) {
+                continue;
+            }
+            self.children.remove(&name);
+            if let Some(i) = self.instances.get_mut(&name) {
+                i.ended(End::Stuck);
+            }
+            self.restart(&name)?;
+            restarted.push(format!(
+                "{name} exited stuck ({status}; see its log), restarted"
+            ));
+        }
+        Ok(restarted)
+    }
+
     /// Instances still stopping.
     pub fn stopping(&self) -> usize {
         self.stopping.len()
@@ -263,6 +295,7 @@ impl LocalPipeline {
                 Some((_, End::StopTimedOut)) => "SIGTERM→KILL".into(),
                 Some((_, End::Killed)) => "SIGKILL".into(),
                 Some((_, End::Exited)) => "exited".into(),
+                Some((_, End::Stuck)) => "exited stuck".into(),
             };
             let life = format!(
                 "{:.0}–{}",

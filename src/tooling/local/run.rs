@@ -44,6 +44,9 @@ pub struct Outcome {
     /// Per process: (CPU seconds, peak RSS bytes), read just before the stop.
     pub resources: BTreeMap<String, (f64, u64)>,
     pub crashes: Vec<String>,
+    /// Instances that exited because their loop was stuck and were started again (the
+    /// supervisor's part: `kafka::eos` watchdog).
+    pub stuck_restarts: Vec<String>,
     pub table: String,
     /// The scenario's steps as they happened, and where the sinks stood at every poll.
     pub events: Vec<Event>,
@@ -99,7 +102,15 @@ pub async fn run_scenario(
     let mut raw_total: Option<u64> = None;
     let mut last_print = Instant::now();
     let mut last_sample = Instant::now();
+    let mut stuck: Vec<String> = Vec::new();
     loop {
+        for line in p.restart_stuck()? {
+            eprintln!("at {:.1} s: {line}", started.elapsed().as_secs_f64());
+            stuck.push(format!(
+                "at {:.1} s: {line}",
+                started.elapsed().as_secs_f64()
+            ));
+        }
         for s in STAGES {
             p.check_alive(s)?;
         }
@@ -148,6 +159,7 @@ pub async fn run_scenario(
         .filter(|e| matches!(e.action, Action::Kill(_)))
         .map(|e| e.what.clone())
         .collect();
+    o.stuck_restarts = stuck;
     o.events = scenario.events;
     o.timeline = timeline;
     o.instances = instances;
@@ -457,6 +469,9 @@ fn render_speed(s: &mut String, o: &Outcome) {
     s.push_str(&latency_lines(o, ""));
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
+    }
+    for r in &o.stuck_restarts {
+        let _ = writeln!(s, "  supervisor: {r}");
     }
     for e in o
         .events
