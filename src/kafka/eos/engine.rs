@@ -392,6 +392,7 @@ impl<T: Transform> Engine<T> {
                 "send_offsets_to_transaction",
                 t_offsets,
                 timing,
+                &self.watch,
                 || {
                     self.producer
                         .send_offsets_to_transaction(&tpl, &gm, timing.call)
@@ -402,9 +403,14 @@ impl<T: Transform> Engine<T> {
         self.watch.calling(Call::Delivery);
         self.wait_delivered()?;
         self.watch.calling(Call::CommitTransaction);
-        retry_call(stage, "commit_transaction", t_offsets, timing, || {
-            self.producer.commit_transaction(timing.call)
-        })?;
+        retry_call(
+            stage,
+            "commit_transaction",
+            t_offsets,
+            timing,
+            &self.watch,
+            || self.producer.commit_transaction(timing.call),
+        )?;
         self.txn = Txn::Idle;
         for e in tpl.elements() {
             if let Offset::Offset(o) = e.offset() {
@@ -525,7 +531,10 @@ impl<T: Transform> Engine<T> {
             return;
         }
         self.watch.calling(Call::AbortTransaction);
-        match self.producer.abort_transaction(self.timing.call) {
+        self.watch.attempt(true);
+        let aborted = self.producer.abort_transaction(self.timing.call);
+        self.watch.attempt(false);
+        match aborted {
             Ok(()) => {
                 self.txn = Txn::Idle;
                 if self.abort_since.take().is_some() {

@@ -56,6 +56,7 @@ pub(super) fn retry_call(
     what: &str,
     started: Instant,
     timing: Timing,
+    watch: &super::watchdog::Watch,
     mut f: impl FnMut() -> Result<(), KafkaError>,
 ) -> Result<(), Failure> {
     let mut backoff = Backoff::new(BACKOFF_MIN, Duration::from_secs(1));
@@ -63,7 +64,9 @@ pub(super) fn retry_call(
     let health = crate::observability::health();
     let result = loop {
         health.transactional_call(Some(timing.call));
+        watch.attempt(true);
         let r = f();
+        watch.attempt(false);
         health.transactional_call(None);
         match r {
             Ok(()) => break Ok(()),

@@ -250,7 +250,11 @@ pub fn run_blocking<T: Transform>(
 
     // Twice the transaction timeout: by then every bounded call has given up (watchdog.rs).
     let watch = lock(&engine).watch.clone();
-    let _watchdog = watch.spawn(stage, settings.txn_deadline * 2);
+    let _watchdog = watch.spawn(
+        stage,
+        settings.txn_deadline * 2,
+        overdue_after(kafka, timing),
+    );
     let result = main_loop::main_loop(&consumer, &engine, &settings, &shutdown, &mut backoff);
 
     // Leave the group before the producer goes (the revoke callback may still run).
@@ -277,6 +281,21 @@ pub fn run_blocking<T: Transform>(
     );
     result.map(|()| stats)
 }
+
+/// How long one attempt of a transactional call may run before the watchdog takes it for
+/// librdkafka ignoring its timeout: a request inside it may wait `socket.timeout.ms` (60 s by
+/// default) before its handler looks at the call's own timeout, plus a margin.
+fn overdue_after(kafka: &KafkaConfig, timing: Timing) -> Duration {
+    let socket = kafka
+        .client_options
+        .get("socket.timeout.ms")
+        .and_then(|v| v.value()?.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(60), Duration::from_millis);
+    timing.call.max(socket) + OVERDUE_MARGIN
+}
+
+/// What [`overdue_after`] adds to the longest wait librdkafka may legitimately take.
+const OVERDUE_MARGIN: Duration = Duration::from_secs(15);
 
 fn create_producer(kafka: &KafkaConfig, settings: &Settings) -> Result<TxnProducer, EosError> {
     let mut producer_config =

@@ -21,6 +21,16 @@
 //!
 //! The loop also names the [`Call`] in hand inside a commit or a recovery, so that the warning
 //! and the exit say which librdkafka call never returned.
+//!
+//! A single attempt of a transactional call (`send_offsets_to_transaction`,
+//! `commit_transaction`, `abort_transaction`) that outlasts its own timeout by far is not
+//! waited out that long: it is librdkafka ignoring its timeout, which it does in
+//! `send_offsets_to_transaction` when the group coordinator's broker is stopped (the group
+//! coordinator request waits for that broker to change state, and a broker that left the
+//! metadata never does: librdkafka issues #5456 and #5511, open; the cluster test hit it in
+//! every instance whose group the stopped node coordinated). Such an attempt, `overdue_after`
+//! old (the longest librdkafka may legitimately take: the larger of the call's timeout and
+//! `socket.timeout.ms`, plus a margin), marks the process not live and exits it at once.
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,11 +141,16 @@ struct Inner {
     spent_us: [AtomicU64; PHASES],
     /// The [`Call`] in hand (reset by every `enter`).
     call: AtomicU8,
+    /// When the librdkafka call attempt in hand started (µs since `origin`; `NO_ATTEMPT` when
+    /// none is).
+    attempt_us: AtomicU64,
     ended: AtomicBool,
 }
 
 /// How many [`Phase`]s there are.
 const PHASES: usize = 7;
+/// `attempt_us` when no call attempt is in hand.
+const NO_ATTEMPT: u64 = u64::MAX;
 
 impl Watch {
     pub(super) fn new() -> Watch {
@@ -146,6 +161,7 @@ impl Watch {
                 since_us: AtomicU64::new(0),
                 spent_us: Default::default(),
                 call: AtomicU8::new(Call::None as u8),
+                attempt_us: AtomicU64::new(NO_ATTEMPT),
                 ended: AtomicBool::new(false),
             }),
         }
@@ -167,6 +183,26 @@ impl Watch {
     /// The loop makes `call` now (within the phase in hand).
     pub(super) fn calling(&self, call: Call) {
         self.inner.call.store(call as u8, Ordering::Relaxed);
+    }
+
+    /// An attempt of a bounded librdkafka call starts (`true`) or returned (`false`).
+    pub(super) fn attempt(&self, started: bool) {
+        let i = &self.inner;
+        let v = if started {
+            i.origin.elapsed().as_micros() as u64
+        } else {
+            NO_ATTEMPT
+        };
+        i.attempt_us.store(v, Ordering::Relaxed);
+    }
+
+    /// How long the call attempt in hand has been running, if one is.
+    fn attempt_age(&self) -> Option<Duration> {
+        let since = self.inner.attempt_us.load(Ordering::Relaxed);
+        (since != NO_ATTEMPT).then(|| {
+            let now = self.inner.origin.elapsed().as_micros() as u64;
+            Duration::from_micros(now.saturating_sub(since))
+        })
     }
 
     fn call_name(&self) -> &'static str {
@@ -203,11 +239,18 @@ impl Watch {
     }
 
     /// Starts the watchdog thread for `stage`; it ends when the returned guard is dropped.
-    pub(super) fn spawn(&self, stage: &'static str, stuck_after: Duration) -> WatchGuard {
+    /// `overdue_after`: how long one call attempt may run before it counts as ignoring its
+    /// timeout.
+    pub(super) fn spawn(
+        &self,
+        stage: &'static str,
+        stuck_after: Duration,
+        overdue_after: Duration,
+    ) -> WatchGuard {
         let watch = self.clone();
         let started = std::thread::Builder::new()
             .name(format!("{stage}-watchdog"))
-            .spawn(move || watch.run(stage, stuck_after));
+            .spawn(move || watch.run(stage, stuck_after, overdue_after));
         if let Err(e) = started {
             // Only the diagnostics are missing; the stage itself is fine.
             tracing::warn!(stage, error = %e, "cannot start the loop's watchdog thread");
@@ -217,7 +260,7 @@ impl Watch {
         }
     }
 
-    fn run(&self, stage: &'static str, stuck_after: Duration) {
+    fn run(&self, stage: &'static str, stuck_after: Duration, overdue_after: Duration) {
         let health = crate::observability::health();
         let stuck_gauge = metrics::gauge!("etl_loop_stuck", "stage" => stage);
         stuck_gauge.set(0.0);
@@ -241,6 +284,22 @@ impl Watch {
             }
             let now = self.inner.origin.elapsed().as_micros() as u64;
             let elapsed = Duration::from_micros(now.saturating_sub(since));
+            if let Some(age) = self.attempt_age().filter(|a| *a >= overdue_after) {
+                health.set_stuck(true);
+                stuck_gauge.set(1.0);
+                tracing::error!(
+                    stage,
+                    phase = phase.name(),
+                    call = self.call_name(),
+                    attempt_running_for = ?age,
+                    code = STUCK_EXIT_CODE,
+                    "a librdkafka call has ignored its timeout (librdkafka #5456/#5511: a \
+                     coordinator's broker stopped); exiting so that the supervisor starts the \
+                     instance again with a fresh client (its transaction is aborted by the \
+                     restart; nothing is lost)"
+                );
+                exit_stuck();
+            }
             let (warn, stuck, give_up) = state.step(elapsed, stuck_after);
             if give_up {
                 tracing::error!(
@@ -253,10 +312,7 @@ impl Watch {
                      the instance again (its transaction is aborted by the restart; nothing is \
                      lost)"
                 );
-                // The loop's thread holds the engine: nothing to clean up that a restart does
-                // not. Give the log line a moment to reach its writer.
-                std::thread::sleep(Duration::from_millis(200));
-                std::process::exit(STUCK_EXIT_CODE);
+                exit_stuck();
             }
             if stuck {
                 health.set_stuck(true);
@@ -282,6 +338,14 @@ impl Watch {
             }
         }
     }
+}
+
+/// Ends the process with [`STUCK_EXIT_CODE`]. The loop's thread holds the engine: nothing to
+/// clean up that a restart does not (dropping the client would wait on the stuck call).
+fn exit_stuck() -> ! {
+    // Give the log line a moment to reach its writer.
+    std::thread::sleep(Duration::from_millis(200));
+    std::process::exit(STUCK_EXIT_CODE)
 }
 
 /// What the watchdog has said about the phase in hand.
@@ -349,6 +413,18 @@ mod tests {
         );
         assert_eq!(at(&mut s, 120 + EXIT_GRACE.as_secs()), (false, false, true));
         assert_eq!(at(&mut s, 150), (true, false, true));
+    }
+
+    #[test]
+    fn a_call_attempt_is_timed_from_its_start_until_it_returns() {
+        let w = Watch::new();
+        assert_eq!(w.attempt_age(), None);
+        w.attempt(true);
+        std::thread::sleep(Duration::from_millis(20));
+        let age = w.attempt_age().expect("an attempt is in hand");
+        assert!(age >= Duration::from_millis(20), "{age:?}");
+        w.attempt(false);
+        assert_eq!(w.attempt_age(), None);
     }
 
     #[test]

@@ -230,7 +230,10 @@ impl LocalPipeline {
     /// `check_alive` to fail the run. Returns one line per restart.
     pub fn restart_stuck(&mut self) -> Result<Vec<String>, LocalError> {
         let mut restarted = Vec::new();
-        let names: Vec<String> = self.children.keys().cloned().collect();
+        // Only the stages with the exactly-once loop, and with `try_wait` like `check_alive`:
+        // extract `--once` is reaped by `exited` (wait4) for its resource use.
+        let mut names = self.resolve("clean");
+        names.extend(self.resolve("score"));
         for name in names {
             let Some(c) = self.children.get_mut(&name) else {
                 continue;
