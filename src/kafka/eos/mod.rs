@@ -294,6 +294,9 @@ fn overdue_after(kafka: &KafkaConfig, timing: Timing) -> Duration {
     timing.call.max(socket) + OVERDUE_MARGIN
 }
 
+/// `connections.max.idle.ms` of the transactional producer unless set (see `create_producer`).
+const IDLE_CONNECTIONS_CLOSE_MS: &str = "10000";
+
 /// What [`overdue_after`] adds to the longest wait librdkafka may legitimately take.
 const OVERDUE_MARGIN: Duration = Duration::from_secs(15);
 
@@ -305,6 +308,16 @@ fn create_producer(kafka: &KafkaConfig, settings: &Settings) -> Result<TxnProduc
         // previous transaction's markers are written; librdkafka retries after
         // retry.backoff.ms, 100 ms by default, which most transactions would then wait.
         producer_config.set("retry.backoff.ms", "10");
+    }
+    if !kafka.client_options.contains_key("connections.max.idle.ms") {
+        // librdkafka's send_offsets_to_transaction waits for the group coordinator's broker
+        // to come up, and a broker that left the metadata (stopped) never does: the request is
+        // looked at again only when some broker connection of this producer goes up or down
+        // (librdkafka #5456, #5511). Idle connections closed after 10 s are such a change:
+        // the stuck call then asks for the new coordinator and completes within its timeout,
+        // instead of for ever (the watchdog's exit stays the backstop). A busy producer's
+        // connections are never idle that long; an idle stage reconnects on its next batch.
+        producer_config.set("connections.max.idle.ms", IDLE_CONNECTIONS_CLOSE_MS);
     }
     producer_config.create().map_err(|source| EosError::Client {
         what: "producer",
