@@ -213,13 +213,19 @@ fn java_hash(s: &str) -> i32 {
 
 /// The node id of the transaction coordinator of `txn_id`.
 fn txn_coordinator(cfg: &Config, txn_id: &str) -> i32 {
+    coordinator(cfg, "__transaction_state", txn_id)
+}
+
+/// The node id coordinating `key` (a transactional id, a group): the leader of its partition
+/// of the internal `topic`.
+fn coordinator(cfg: &Config, topic: &str, key: &str) -> i32 {
     let c: BaseConsumer = kafka::base_config(&cfg.kafka).create().unwrap();
     let md = c
-        .fetch_metadata(Some("__transaction_state"), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
     let parts = md.topics()[0].partitions();
-    assert!(!parts.is_empty(), "no __transaction_state yet");
-    let hash = java_hash(txn_id);
+    assert!(!parts.is_empty(), "no {topic} yet");
+    let hash = java_hash(key);
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     let p = abs % parts.len() as i32;
     parts.iter().find(|x| x.id() == p).unwrap().leader()
@@ -396,6 +402,93 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
         );
     }
     assert_exactly_once(&ids, 100);
+}
+
+/// Starts every cluster node when dropped: a failed test never leaves two nodes behind.
+struct NodesBack;
+
+impl Drop for NodesBack {
+    fn drop(&mut self) {
+        for n in 1..=3 {
+            let _ = stack_command(&["broker-start", &n.to_string()]);
+        }
+    }
+}
+
+fn stack_command(args: &[&str]) -> std::process::ExitStatus {
+    Command::new("bash")
+        .arg(etl_pipe::tooling::local::scenario::stack_script())
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+}
+
+/// The broker coordinating the stage's consumer group stops (and leaves the metadata) while
+/// records keep coming. librdkafka's `send_offsets_to_transaction` then waits for that broker
+/// to come up again, past its timeout (librdkafka #5456, #5511): clean sat in it until its
+/// watchdog exited it. The transactional producer closes idle connections after 10 s, which
+/// makes librdkafka look the coordinator up again: the stage goes on committing and never
+/// exits, and every record lands once. (With `connections.max.idle.ms = 0` in
+/// `kafka.client_options` this test fails: the stage exits stuck, code 75.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_coordinators_broker_stopping_does_not_hold_up_the_commits() {
+    let mut cfg = common::test_config("eos_group_coordinator");
+    cfg.kafka.brokers = cluster_bootstrap();
+    cfg.topics.partitions = 3;
+    cfg.topics.replication_factor = 3;
+    cfg.clean = Some(demo_clean());
+    cfg.validate().unwrap();
+    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
+        .await
+        .unwrap();
+    let _nodes = NodesBack;
+
+    let mut stage = Stage::start(&cfg, "coordinated", "200ms");
+    produce_raw(&cfg, 0, 60, None, false).await;
+    let ids = wait_cleaned(&cfg, 60, Duration::from_secs(120)).await;
+    assert_eq!(ids.len(), 60, "warm-up; log:\n{}", stage.log());
+
+    let group = format!("{}.clean", cfg.pipeline.name);
+    let node = coordinator(&cfg, "__consumer_offsets", &group);
+    let stopped = Instant::now();
+    assert!(
+        stack_command(&["broker-stop", &node.to_string()]).success(),
+        "broker-stop {node}"
+    );
+    // Batches keep coming while the coordinator is away, for longer than the stage's
+    // watchdog allows one phase (twice the 10 s transaction timeout, + 15 s to exit).
+    for k in 0..12 {
+        produce_raw(&cfg, 60 + k * 10, 10, None, false).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Some(status) = stage.child.try_wait().unwrap() {
+            panic!(
+                "clean exited ({status}) {:?} after broker {node}, its group's coordinator, \
+                 stopped; log:\n{}",
+                stopped.elapsed(),
+                stage.log()
+            );
+        }
+    }
+    let ids = wait_cleaned(&cfg, 180, Duration::from_secs(60)).await;
+    eprintln!(
+        "{} of 180 cleaned {:?} after broker {node} (the group's coordinator) stopped",
+        ids.len(),
+        stopped.elapsed()
+    );
+    let exited = stage.child.try_wait().unwrap();
+    let log = stage.log();
+    assert!(
+        exited.is_none(),
+        "clean exited ({exited:?}) with broker {node} stopped; log:\n{log}"
+    );
+    assert_eq!(ids.len(), 180, "broker {node} stopped; log:\n{log}");
+    assert_exactly_once(&ids, 180);
+    assert!(
+        !log.contains("in one phase for long"),
+        "no phase waited 30 s; log:\n{log}"
+    );
+    drop(stage);
 }
 
 // ---- item 10: lag reads 0 when caught up ----
