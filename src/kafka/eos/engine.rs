@@ -42,6 +42,8 @@ pub(super) struct Engine<T> {
     pub(super) rewind_pending: bool,
     pub(super) fatal: Option<String>,
     pub(super) batch_started: Instant,
+    /// How long the last commit took (`send_offsets_to_transaction` + `commit_transaction`).
+    pub(super) last_commit: Duration,
     pub(super) batch_in: u64,
     /// Next offset per input partition since the last rewind (kept across transactions so a
     /// stateful transform's `held_from` can move without new input).
@@ -122,6 +124,7 @@ impl<T: Transform> Engine<T> {
             rewind_pending: false,
             fatal: None,
             batch_started: Instant::now(),
+            last_commit: Duration::ZERO,
             batch_in: 0,
             positions: Vec::new(),
             out_by_topic: Vec::new(),
@@ -459,6 +462,7 @@ impl<T: Transform> Engine<T> {
     /// Metrics and stats of a committed batch; `offsets` and `commit` are how long
     /// `send_offsets_to_transaction` and `commit_transaction` (incl. the flush) took.
     fn committed(&mut self, offsets: Duration, commit: Duration) {
+        self.last_commit = offsets + commit;
         let stage = self.stage;
         let secs = self.batch_started.elapsed().as_secs_f64();
         metrics::counter!("etl_records_in_total", "stage" => stage).increment(self.batch_in);
