@@ -166,6 +166,20 @@ fn assert_exactly_once(ids: &HashMap<String, usize>, total: usize) {
 // ---- item 3: a transactional call that times out ----
 
 /// Sends SIGCONT to a paused broker when dropped, so a failing test never leaves it paused.
+/// A config for clean on the 3-node cluster (3 partitions, replication 3), its topics created.
+async fn clean_on_cluster(name: &str) -> Config {
+    let mut cfg = common::test_config(name);
+    cfg.kafka.brokers = cluster_bootstrap();
+    cfg.topics.partitions = 3;
+    cfg.topics.replication_factor = 3;
+    cfg.clean = Some(demo_clean());
+    cfg.validate().unwrap();
+    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
+        .await
+        .unwrap();
+    cfg
+}
+
 /// Held by the tests that stop or pause a node of the cluster, so that they never run at the
 /// same time (two nodes away is below `min.insync.replicas`).
 static CLUSTER_FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -333,15 +347,7 @@ impl Drop for Stage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_loses_nothing() {
     let _faults = CLUSTER_FAULTS.lock().await;
-    let mut cfg = common::test_config("eos_commit_timeout");
-    cfg.kafka.brokers = cluster_bootstrap();
-    cfg.topics.partitions = 3;
-    cfg.topics.replication_factor = 3;
-    cfg.clean = Some(demo_clean());
-    cfg.validate().unwrap();
-    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
-        .await
-        .unwrap();
+    let cfg = clean_on_cluster("eos_commit_timeout").await;
     let instance = "paused";
     let txn_id = format!("{}.clean.{instance}", cfg.pipeline.name);
 
@@ -444,15 +450,7 @@ fn stack_command(args: &[&str]) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_group_coordinators_broker_stopping_does_not_hold_up_the_commits() {
     let _faults = CLUSTER_FAULTS.lock().await;
-    let mut cfg = common::test_config("eos_group_coordinator");
-    cfg.kafka.brokers = cluster_bootstrap();
-    cfg.topics.partitions = 3;
-    cfg.topics.replication_factor = 3;
-    cfg.clean = Some(demo_clean());
-    cfg.validate().unwrap();
-    kafka::topics::apply(&cfg.kafka, &cfg.topics.all().unwrap())
-        .await
-        .unwrap();
+    let cfg = clean_on_cluster("eos_group_coordinator").await;
     let _nodes = NodesBack;
 
     let mut stage = Stage::start(&cfg, "coordinated", "200ms");
