@@ -99,6 +99,12 @@ async fn produce_raw(
 
 /// The ids (`summoner_id`) committed in the cleaned topic, with their counts.
 fn cleaned_ids(cfg: &Config) -> HashMap<String, usize> {
+    read_cleaned(cfg, "read_committed")
+}
+
+/// The ids in the cleaned topic read with `isolation` (`read_uncommitted` also sees the
+/// records of open transactions), with their counts.
+fn read_cleaned(cfg: &Config, isolation: &str) -> HashMap<String, usize> {
     let topic = cfg.topics.name(TopicRole::Cleaned);
     let codec = Codec::new(
         load_schema("schemas/league_entry.cleaned.avsc").unwrap(),
@@ -106,6 +112,7 @@ fn cleaned_ids(cfg: &Config) -> HashMap<String, usize> {
     );
     let mut c = kafka::consumer_config(&cfg.kafka, &common::unique("reader"));
     c.set("enable.partition.eof", "true");
+    c.set("isolation.level", isolation);
     let consumer: BaseConsumer = c.create().unwrap();
     let parts = kafka::partitions(consumer.client(), &topic, Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -165,7 +172,6 @@ fn assert_exactly_once(ids: &HashMap<String, usize>, total: usize) {
 
 // ---- item 3: a transactional call that times out ----
 
-/// Sends SIGCONT to a paused broker when dropped, so a failing test never leaves it paused.
 /// A config for clean on the 3-node cluster (3 partitions, replication 3), its topics created.
 async fn clean_on_cluster(name: &str) -> Config {
     let mut cfg = common::test_config(name);
@@ -184,6 +190,7 @@ async fn clean_on_cluster(name: &str) -> Config {
 /// same time (two nodes away is below `min.insync.replicas`).
 static CLUSTER_FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Sends SIGCONT to a paused broker when dropped, so a failing test never leaves it paused.
 struct Paused {
     pid: i32,
     since: Instant,
@@ -352,21 +359,34 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
     let txn_id = format!("{}.clean.{instance}", cfg.pipeline.name);
 
     // Warm up: the stage cleans a first batch, so its transactions are initialised.
-    let mut stage = Stage::start(&cfg, instance, "3s");
+    let mut stage = Stage::start(&cfg, instance, "5s");
     produce_raw(&cfg, 0, 60, None, false).await;
     let ids = wait_cleaned(&cfg, 60, Duration::from_secs(120)).await;
     assert_eq!(ids.len(), 60, "warm-up; log:\n{}", stage.log());
     assert_eq!(stage.readyz().await, Some(200), "ready before the pause");
 
     // Records to a partition whose leader stays up; the stage holds them in an open
-    // transaction (batch_max_age 3 s) when the coordinator is paused.
+    // transaction (batch_max_age 5 s) when the coordinator is paused.
     let coordinator = txn_coordinator(&cfg, &txn_id);
     let raw = cfg.topics.name(TopicRole::Raw);
     let partition = (0..3)
         .find(|p| leader_of(&cfg, &raw, *p) != coordinator)
         .unwrap();
     produce_raw(&cfg, 60, 40, Some(partition), false).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Pause only once the 40 records sit in the stage's open transaction (visible to a
+    // read_uncommitted reader): its partitions are added, and what is left — the offsets and
+    // the commit — needs the paused coordinator. Pausing on a timer raced the stage (once,
+    // after the other fault test's node restart): the transaction began after the pause, its
+    // first call waited until the controller had moved the coordinator, and the stage carried on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_cleaned(&cfg, "read_uncommitted").len() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the 40 records never reached the open transaction; log:\n{}",
+            stage.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pid: i32 = std::fs::read_to_string(stack_file(&format!("kafka-node{coordinator}.pid")))
         .unwrap()
         .trim()
