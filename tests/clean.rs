@@ -648,6 +648,40 @@ fn exactly_once_across_rebalances() {
     assert_exactly_once(&reader, &cfg, TOTAL);
 }
 
+/// `msg`'s key and payload, to `to`.
+fn echo(to: &Arc<str>, msg: &BorrowedMessage<'_>) -> Output {
+    Output::to(to.clone())
+        .key(msg.key().map(<[u8]>::to_vec))
+        .payload(msg.payload().unwrap_or_default().to_vec())
+}
+
+/// Runs the exactly-once loop with `transform` until `n` outputs are committed in `out_topic`,
+/// then shuts it down: its stats, and the reader holding those outputs.
+async fn run_until_read<T: Transform + Send + 'static>(
+    cfg: &Config,
+    settings: Settings,
+    transform: T,
+    out_topic: &str,
+    n: usize,
+) -> (eos::Stats, Reader) {
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(eos::run(
+        cfg.kafka.clone(),
+        settings,
+        transform,
+        shutdown.clone(),
+    ));
+    let mut reader = Reader::new(&[out_topic.to_string()]);
+    tokio::task::block_in_place(|| reader.read_until(Duration::from_secs(60), |m| m.len() >= n));
+    shutdown.cancel();
+    let stats = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the loop stops within 60 s of shutdown")
+        .unwrap()
+        .unwrap();
+    (stats, reader)
+}
+
 /// Echoes each input; fails (retriably) the first time it sees offset `fail_at`.
 struct FlakyEcho {
     to: Arc<str>,
@@ -664,11 +698,7 @@ impl Transform for FlakyEcho {
         if msg.offset() == self.fail_at && self.failures.fetch_add(1, Ordering::SeqCst) == 0 {
             return Err(TransformError::Retriable("injected failure".into()));
         }
-        out.push(
-            Output::to(self.to.clone())
-                .key(msg.key().map(<[u8]>::to_vec))
-                .payload(msg.payload().unwrap_or_default().to_vec()),
-        );
+        out.push(echo(&self.to, msg));
         Ok(())
     }
 }
@@ -690,21 +720,7 @@ async fn a_failed_transaction_is_aborted_rewound_and_retried_without_duplicates(
         fail_at: 45, // the second transaction: 30..60 is aborted once
         failures: failures.clone(),
     };
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(eos::run(
-        cfg.kafka.clone(),
-        settings,
-        transform,
-        shutdown.clone(),
-    ));
-    let mut reader = Reader::new(std::slice::from_ref(&out_topic));
-    tokio::task::block_in_place(|| reader.read_until(Duration::from_secs(60), |m| m.len() >= 100));
-    shutdown.cancel();
-    let stats = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the loop stops within 60 s of shutdown")
-        .unwrap()
-        .unwrap();
+    let (stats, mut reader) = run_until_read(&cfg, settings, transform, &out_topic, 100).await;
     tokio::task::block_in_place(|| reader.read_to_end(Duration::from_secs(30)));
     assert_eq!(
         failures.load(Ordering::SeqCst),
@@ -728,6 +744,54 @@ async fn a_failed_transaction_is_aborted_rewound_and_retried_without_duplicates(
         keys,
         (0..100).collect::<Vec<_>>(),
         "every input exactly once: the aborted outputs are invisible"
+    );
+}
+
+/// Echoes each message after `per_message` of work: a stage slower than its batch age.
+struct SlowEcho {
+    to: Arc<str>,
+    per_message: Duration,
+}
+
+impl Transform for SlowEcho {
+    fn transform(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), TransformError> {
+        std::thread::sleep(self.per_message);
+        out.push(echo(&self.to, msg));
+        Ok(())
+    }
+}
+
+/// With a backlog that holds a full batch, a transaction fills up to `batch_size` past
+/// `batch_max_age`: a slow stage pays no more commits per record than a fast one. Before,
+/// this stage (200 µs per message, 10 ms batches) committed 1 800 records in 79 transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_backlog_a_transaction_fills_to_batch_size_past_its_age() {
+    let cfg = stage_config("eos_fill");
+    create_topics(&cfg, 1).await;
+    let raw = cfg.topics.name(TopicRole::Raw);
+    let out_topic = cfg.topics.name(TopicRole::Cleaned);
+    tokio::task::block_in_place(|| produce_numbered(&raw, 0, 1800));
+
+    let mut settings = Settings::for_stage(&cfg.common(), "eos-test", TopicRole::Raw);
+    settings.batch_size = 600;
+    settings.batch_max_age = Duration::from_millis(10);
+    let transform = SlowEcho {
+        to: out_topic.clone().into(),
+        per_message: Duration::from_micros(200),
+    };
+    let (stats, reader) = run_until_read(&cfg, settings, transform, &out_topic, 1800).await;
+    assert_eq!(stats.records_in, 1800);
+    assert_eq!(reader.messages.len(), 1800, "every record once");
+    // 3 full batches (each ≈ 120 ms of work, under STRETCH_MAX); a few more if a fetch
+    // left the consumer's queue empty for a moment (an empty poll ends a fill).
+    assert!(
+        stats.transactions <= 8,
+        "{} transactions for 1 800 records in batches of 600",
+        stats.transactions
     );
 }
 

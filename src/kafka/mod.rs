@@ -166,6 +166,32 @@ pub fn partitions<C: rdkafka::client::ClientContext>(
     Ok(ids)
 }
 
+/// The low and high watermarks of `topic`/`partition` as the last fetch response reported
+/// them (librdkafka's cache; no request, never blocks), or `None` before any fetch. rust-rdkafka
+/// only wraps the querying variant, so this calls `rd_kafka_get_watermark_offsets` itself.
+pub fn cached_watermarks<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the client's lifetime, `topic` is a
+    // NUL-terminated string that outlives the call, and the out-pointers are to locals;
+    // librdkafka only reads its partition cache under its own lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::producer::BaseProducer;

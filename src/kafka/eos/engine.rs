@@ -42,6 +42,10 @@ pub(super) struct Engine<T> {
     pub(super) rewind_pending: bool,
     pub(super) fatal: Option<String>,
     pub(super) batch_started: Instant,
+    /// Whether the open transaction fills up to `batch_size` past `batch_max_age`, because
+    /// the input already holds the rest of a full batch (decided once, when it reaches its
+    /// age; `None` until then).
+    pub(super) fill: Option<bool>,
     /// How long the last commit took (`send_offsets_to_transaction` + `commit_transaction`).
     pub(super) last_commit: Duration,
     pub(super) batch_in: u64,
@@ -124,6 +128,7 @@ impl<T: Transform> Engine<T> {
             rewind_pending: false,
             fatal: None,
             batch_started: Instant::now(),
+            fill: None,
             last_commit: Duration::ZERO,
             batch_in: 0,
             positions: Vec::new(),
@@ -142,6 +147,7 @@ impl<T: Transform> Engine<T> {
                 .map_err(|e| classify("begin_transaction", &e))?;
             self.txn = Txn::Open;
             self.batch_started = Instant::now();
+            self.fill = None;
         }
         Ok(())
     }

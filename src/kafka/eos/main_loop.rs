@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +13,7 @@ use super::engine::{lock, Engine, Txn};
 use super::rebalance::Ctx;
 use super::watchdog::Phase;
 use super::{EosError, Settings, Transform, MAX_POLL};
+use crate::kafka;
 use crate::retry::Backoff;
 
 pub(super) fn main_loop<T: Transform>(
@@ -57,7 +58,7 @@ pub(super) fn main_loop<T: Transform>(
         }
 
         // Commit when the batch is full or old enough.
-        if batch_due(&eng, settings, idle_since.is_some()) {
+        if batch_due(&mut eng, consumer, settings, idle_since.is_some()) {
             watch.enter(Phase::Commit);
             match eng.commit(consumer) {
                 Ok(()) => backoff.reset(),
@@ -148,17 +149,74 @@ fn recover<T: Transform>(
     None
 }
 
-/// An open transaction holds `batch_size` messages or is `batch_max_age` old.
-/// Whether the open transaction should commit now: full, or old enough. Old enough is
-/// `batch_max_age` when the consumer is caught up (the last poll returned nothing); under a
-/// backlog it is at least as long as the previous commit took (at most [`STRETCH_MAX`]), so
-/// that commits take at most half of the loop's time: on a replicated cluster a commit takes
-/// 100-350 ms, and transactions closed every 50 ms spent most of the run committing.
-fn batch_due<T: Transform>(eng: &Engine<T>, settings: &Settings, caught_up: bool) -> bool {
-    eng.txn == Txn::Open
-        && (eng.batch_in >= settings.batch_size as u64
-            || eng.batch_started.elapsed()
-                >= max_age(settings.batch_max_age, eng.last_commit, caught_up))
+/// Whether the open transaction should commit now: full (`batch_size`), or old enough.
+/// - Caught up (the last poll returned nothing): at `batch_max_age`.
+/// - Under a backlog: at least as long as the previous commit took (at most [`STRETCH_MAX`]),
+///   so that commits take at most half of the loop's time: on a replicated cluster a commit
+///   takes 100-350 ms, and transactions closed every 50 ms spent most of the run committing.
+/// - And if, when it reaches that age, the input already holds the rest of a full batch
+///   (librdkafka's cached high watermarks minus the positions read), it fills up to
+///   `batch_size`, for at most [`STRETCH_MAX`] and only while polls keep returning records.
+///   Those records wait in any case; closing early only made a slower stage pay more commits
+///   per record than a fast one (clean: 82 transactions for 300 000 records against 35 for
+///   the pass-through with the same settings).
+fn batch_due<T: Transform, C: ConsumerContext>(
+    eng: &mut Engine<T>,
+    consumer: &BaseConsumer<C>,
+    settings: &Settings,
+    caught_up: bool,
+) -> bool {
+    if eng.txn != Txn::Open {
+        return false;
+    }
+    if eng.batch_in >= settings.batch_size as u64 {
+        return true;
+    }
+    let rest = settings.batch_size as u64 - eng.batch_in;
+    let positions = &eng.positions;
+    due_by_age(
+        eng.batch_started.elapsed(),
+        max_age(settings.batch_max_age, eng.last_commit, caught_up),
+        caught_up,
+        &mut eng.fill,
+        || backlog(consumer, positions) >= rest,
+    )
+}
+
+/// A batch that is not full: due once `age` reaches `max_age` — unless the consumer is not
+/// caught up and the input holds the rest of a full batch (`holds_rest`, asked once per
+/// transaction, the answer kept in `fill`), then at [`STRETCH_MAX`].
+fn due_by_age(
+    age: Duration,
+    max_age: Duration,
+    caught_up: bool,
+    fill: &mut Option<bool>,
+    holds_rest: impl FnOnce() -> bool,
+) -> bool {
+    if age < max_age {
+        return false;
+    }
+    if caught_up || age >= STRETCH_MAX {
+        return true;
+    }
+    !*fill.get_or_insert_with(holds_rest)
+}
+
+/// Records waiting in the partitions read so far: each one's cached high watermark minus the
+/// next offset to read (for a read_committed consumer an upper bound: it counts open
+/// transactions' records and markers too, which is why a fill also ends at the first empty
+/// poll).
+fn backlog<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    positions: &[(String, i32, i64)],
+) -> u64 {
+    positions
+        .iter()
+        .filter_map(|(t, p, next)| {
+            kafka::cached_watermarks(consumer.client(), t, *p)
+                .map(|(_, high)| (high - next).max(0) as u64)
+        })
+        .sum()
 }
 
 /// The longest a batch collects under a backlog, however slow the commits.
@@ -172,9 +230,15 @@ fn max_age(batch_max_age: Duration, last_commit: Duration, caught_up: bool) -> D
     }
 }
 
-/// Polls no longer than the open transaction may still collect messages.
+/// Polls no longer than the open transaction may still collect messages; a filling one waits
+/// up to `batch_max_age` for the records it expects (nothing by then: caught up, it commits).
 fn poll_timeout<T: Transform>(eng: &Engine<T>, settings: &Settings) -> Duration {
-    if eng.txn == Txn::Open {
+    if eng.txn == Txn::Open && eng.fill == Some(true) {
+        STRETCH_MAX
+            .saturating_sub(eng.batch_started.elapsed())
+            .min(settings.batch_max_age)
+            .min(MAX_POLL)
+    } else if eng.txn == Txn::Open {
         settings
             .batch_max_age
             .saturating_sub(eng.batch_started.elapsed())
@@ -218,6 +282,36 @@ fn sleep_polling_nothing(wait: Duration, shutdown: &CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_fills_past_its_age_only_under_a_backlog_holding_the_rest_of_it() {
+        let ms = Duration::from_millis;
+        let asked = std::cell::Cell::new(0);
+        let due = |age, caught_up, fill: &mut Option<bool>, holds: bool| {
+            due_by_age(ms(age), ms(50), caught_up, fill, || {
+                asked.set(asked.get() + 1);
+                holds
+            })
+        };
+        // Younger than its age: not due, and the backlog is not looked at.
+        let mut fill = None;
+        assert!(!due(10, false, &mut fill, true));
+        assert_eq!((fill, asked.get()), (None, 0));
+        // Of age with the rest of a full batch waiting: it fills, asked once per transaction.
+        assert!(!due(50, false, &mut fill, true));
+        assert!(!due(400, false, &mut fill, false));
+        assert_eq!((fill, asked.get()), (Some(true), 1));
+        // ...until a poll comes back empty, or for at most STRETCH_MAX.
+        assert!(due(400, true, &mut fill, true));
+        assert!(due(1_000, false, &mut fill, true));
+        // Of age without such a backlog: due at once.
+        let mut fill = None;
+        assert!(due(50, false, &mut fill, false));
+        // Caught up: due at its age, the backlog not asked.
+        let mut fill = None;
+        assert!(due(50, true, &mut fill, true));
+        assert_eq!((fill, asked.get()), (None, 2));
+    }
 
     #[test]
     fn a_batch_collects_as_long_as_the_last_commit_took_only_under_a_backlog() {

@@ -135,26 +135,11 @@ impl History {
     }
 }
 
-/// The log start offset of `topic`/`partition` as the last fetch response reported it
-/// (librdkafka's cached low watermark; no request, never blocks). rust-rdkafka only wraps the
-/// querying variant, so this calls `rd_kafka_get_watermark_offsets` itself.
+/// The log start offset of `topic`/`partition` as the last fetch response reported it.
 fn cached_log_start(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is a
-    // NUL-terminated string that outlives the call, and the out-pointers are to locals;
-    // librdkafka only reads its partition cache under its own lock.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0)
-        .then_some(low)
+    crate::kafka::cached_watermarks(consumer.client(), topic, partition)
+        .map(|(low, _)| low)
+        .filter(|low| *low >= 0)
 }
 
 /// One read-back's budget: its deadline, the stage's shutdown, and whether it said it waits.
