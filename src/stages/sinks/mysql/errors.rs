@@ -26,6 +26,9 @@ pub fn classify_number(n: u16) -> ErrorClass {
         1205 | 1213 | 1040 | 1053 | 1077 | 1152 | 1154 | 1155 | 1156 | 1157 | 1158 | 1159
         | 1160 | 1161 | 1180 | 1181 | 1203 | 1317 | 1290 | 1637 | 1792 | 1836 | 1927 | 1969
         | 2002 | 2003 | 2006 | 2013 | 3024 | 4031 => ErrorClass::Retriable,
+        // The server's max_prepared_stmt_count is reached (all clients together): retried,
+        // with a hint (`hint`), since it clears once other clients close statements.
+        1461 => ErrorClass::Retriable,
         // data too long, out of range, incorrect value, null in NOT NULL, data truncated,
         // illegal value, incorrect value for function, value out of range, invalid
         // character string, duplicate on a secondary unique key, CHECK constraints (MariaDB
@@ -47,7 +50,12 @@ pub fn classify(e: &sqlx::Error) -> (ErrorClass, String) {
         sqlx::Error::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>() {
             Some(m) => (
                 classify_number(m.number()),
-                format!("MySQL error {}: {}", m.number(), m.message()),
+                format!(
+                    "MySQL error {}: {}{}",
+                    m.number(),
+                    m.message(),
+                    hint(m.number())
+                ),
             ),
             None => (ErrorClass::Fatal, db.to_string()),
         },
@@ -64,6 +72,19 @@ pub fn classify(e: &sqlx::Error) -> (ErrorClass, String) {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => (ErrorClass::Retriable, e.to_string()),
         _ => (ErrorClass::Fatal, e.to_string()),
+    }
+}
+
+/// What to do about a server error whose message alone does not say it.
+fn hint(number: u16) -> &'static str {
+    match number {
+        1461 => {
+            " (the server's max_prepared_stmt_count is reached, counting every client's \
+             prepared statements: each sink-mysql connection keeps a few dozen at most, \
+             sink.connections per instance; raise max_prepared_stmt_count or find the client \
+             that does not close its statements; the sink retries meanwhile)"
+        }
+        _ => "",
     }
 }
 
@@ -109,6 +130,9 @@ mod tests {
         assert_eq!(classify_number(1406), ErrorClass::Data);
         assert_eq!(classify_number(1264), ErrorClass::Data);
         assert_eq!(classify_number(1146), ErrorClass::Fatal);
+        assert_eq!(classify_number(1461), ErrorClass::Retriable);
+        assert!(hint(1461).contains("max_prepared_stmt_count"));
+        assert_eq!(hint(1146), "");
         for table_wide in [1118, 1451, 1452, 1216, 1217, 1366] {
             assert_eq!(
                 classify_number(table_wide),
