@@ -487,7 +487,7 @@ pub enum PsiCounter {
         counts: Vec<u64>,
     },
     Categorical {
-        index: HashMap<String, usize>,
+        index: rustc_hash::FxHashMap<String, usize>,
         /// One entry per kept category, then "other".
         expected: Vec<f64>,
         counts: Vec<u64>,

@@ -5,8 +5,10 @@
 //! by row: [`Trailing::stats`] gives a fresh [`WindowStats`] of the rows held (the full
 //! report, VIF included) when the caller wants one.
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use super::decision::Thresholds;
 use super::psi::bin_of;
@@ -54,7 +56,7 @@ enum Buckets {
     },
     Categorical {
         /// Bucket and shared name of each category the baseline lists.
-        index: HashMap<String, (usize, Arc<str>)>,
+        index: FxHashMap<String, (usize, Arc<str>)>,
         other: usize,
     },
 }
@@ -311,7 +313,18 @@ impl Trailing {
 
     /// Adds a row (tagged `tag`); the oldest one leaves when the window is full.
     pub fn push<V: FieldView + ?Sized>(&mut self, tag: i64, row: &V) {
-        let mut cells = Vec::with_capacity(self.specs.len());
+        // A full window's oldest row leaves first (the counts are integers: the order of a
+        // row in and a row out does not change them); its cells' buffer takes the new row.
+        let mut cells = match self.rows.len() >= self.capacity {
+            true => self.rows.pop_front().map(|old| {
+                self.forget(&old);
+                let mut cells = old.cells;
+                cells.clear();
+                cells
+            }),
+            false => None,
+        }
+        .unwrap_or_else(|| Vec::with_capacity(self.specs.len()));
         for (i, spec) in self.specs.iter().enumerate() {
             let c = &mut self.counts[i];
             let (slot, b) = match classify(row.cell(i, &spec.name), spec.kind) {
@@ -354,11 +367,6 @@ impl Trailing {
             }
         }
         self.rows.push_back(row);
-        if self.rows.len() > self.capacity {
-            if let Some(old) = self.rows.pop_front() {
-                self.forget(&old);
-            }
-        }
     }
 
     fn forget(&mut self, row: &Row) {

@@ -307,7 +307,8 @@ impl<T: Transform> Engine<T> {
         let dl_topic = self.dead_letter_topic.clone();
         // The origin wins: a stateful transform (score) emits records held from earlier.
         let dl = match (source, o.origin) {
-            (_, Some(origin)) => {
+            (_, Some(mut origin)) => {
+                origin.take_headers_from(o.headers.as_ref());
                 origin.dead_letter(dl_topic, self.stage, OUTPUT_TOO_LARGE, &reason, o.key)
             }
             (Some(src), None) => {

@@ -33,9 +33,32 @@ pub struct Origin {
     /// The input's bytes and headers, unchanged.
     pub payload: Option<Vec<u8>>,
     pub headers: Option<OwnedHeaders>,
+    /// When `headers` is `None`: the input's headers are the first this many of the
+    /// output's (a transform that appended its headers to the input's own list rather than
+    /// copying it), taken from there should the output be dead-lettered.
+    pub headers_in_output: usize,
 }
 
 impl Origin {
+    /// The input's headers where [`Origin::headers_in_output`] says they are: the first
+    /// ones of `output`.
+    pub fn take_headers_from(&mut self, output: Option<&OwnedHeaders>) {
+        let n = self.headers_in_output;
+        if self.headers.is_some() || n == 0 {
+            return;
+        }
+        self.headers = output.map(|hs| {
+            hs.iter()
+                .take(n)
+                .fold(OwnedHeaders::new_with_capacity(n), |acc, h| {
+                    acc.insert(rdkafka::message::Header {
+                        key: h.key,
+                        value: h.value,
+                    })
+                })
+        });
+    }
+
     /// The dead letter of this input, with `key` (the output's, which is the input's).
     pub fn dead_letter(
         self,

@@ -155,6 +155,7 @@ impl Router {
                 // its dead letter refers to it by coordinates.
                 payload: None,
                 headers: None,
+                headers_in_output: 0,
             })
     }
 
@@ -203,7 +204,15 @@ impl Router {
         drop(record);
         match encoded {
             Ok(bytes) => {
-                let mut hs = keep(headers.as_ref(), &KEEP_HEADERS);
+                // Input headers that are all carried over (clean's output) become the output's
+                // list as they are, the origin pointing at them; others are copied, filtered.
+                let (mut hs, headers, headers_in_output) = match headers {
+                    Some(hs) if hs.iter().all(|h| KEEP_HEADERS.contains(&h.key)) => {
+                        let n = hs.count();
+                        (hs, None, n)
+                    }
+                    other => (keep(other.as_ref(), &KEEP_HEADERS), other, 0),
+                };
                 hs = with_header(hs, WINDOW_HEADER, &v.window);
                 hs = with_header(hs, DECISION_HEADER, decision);
                 if !v.message.is_empty() {
@@ -220,6 +229,7 @@ impl Router {
                             offset,
                             payload: Some(payload),
                             headers,
+                            headers_in_output,
                         }),
                 );
                 Routed::Scored
