@@ -174,6 +174,18 @@ pub(super) fn stage_rates(o: &Outcome) -> String {
         .map(|d| o.mongo_docs as f64 / d.as_secs_f64());
     line("sink-mongo", mongo_rate);
     line("sample-api", None);
+    for (sink, phases) in &o.sink_phases {
+        // Phases overlap across partitions (and `wait` is between batches): each one's own
+        // total, not shares of the run.
+        let parts: Vec<String> = phases
+            .iter()
+            .map(|(phase, (n, secs))| {
+                let mean = 1000.0 * secs / (*n).max(1) as f64;
+                format!("{phase} {secs:.1} s ({n} × {mean:.1} ms)")
+            })
+            .collect();
+        let _ = writeln!(s, "  {sink} phases: {}", parts.join(", "));
+    }
     s
 }
 

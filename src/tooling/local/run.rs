@@ -31,6 +31,9 @@ pub struct Outcome {
     pub mongo_docs: u64,
     /// `etl_sink_fetch_to_commit_seconds` of sink-mysql and sink-mongo, read just before the stop.
     pub commit_latency: BTreeMap<String, tally::Histogram>,
+    /// Per sink: `etl_sink_phase_seconds` per phase, (batches, seconds), read just before the
+    /// stop: where its batches spent their time.
+    pub sink_phases: BTreeMap<String, BTreeMap<String, (u64, f64)>>,
     /// API fetch → produced to `scored` (the record's CreateTime), ms, sorted: the part of the
     /// latency before the sinks (extract, clean, score and its window).
     pub fetch_to_scored_ms: Vec<u32>,
@@ -247,6 +250,7 @@ async fn finish(
 ) -> Result<Outcome, LocalError> {
     let cfg = p.cfg.clone();
     let mut commit_latency = BTreeMap::new();
+    let mut sink_phases = BTreeMap::new();
     for s in ["sink-mysql", "sink-mongo"] {
         // Every running instance's histogram, summed (an instance stopped or killed earlier
         // took its samples with it).
@@ -262,6 +266,9 @@ async fn finish(
                 crate::observability::names::FETCH_TO_COMMIT_SECONDS,
             );
             commit_latency.insert(s.to_string(), h);
+            let phases =
+                tally::phase_totals(&text, crate::observability::names::SINK_PHASE_SECONDS);
+            sink_phases.insert(s.to_string(), phases);
         }
     }
     // Per stage: CPU summed over its instances, the largest peak RSS.
@@ -297,6 +304,7 @@ async fn finish(
         mysql_rows: tally::mysql_rows(&pool, &table).await?,
         mongo_docs: tally::mongo_docs(&coll).await?,
         commit_latency,
+        sink_phases,
         fetch_to_scored_ms: seen.fetch_to_scored_ms,
         sink_spans: seen.sink_spans,
         ready: seen.ready,

@@ -446,6 +446,42 @@ pub async fn load_span_ms(
     })
 }
 
+/// Per `phase` label of the histogram `name` in `/metrics` text: (observations, seconds),
+/// summed over the other labels (`<name>_count` and `<name>_sum`).
+pub fn phase_totals(text: &str, name: &str) -> BTreeMap<String, (u64, f64)> {
+    let mut out: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (sum, rest) = match (rest.strip_prefix("_sum{"), rest.strip_prefix("_count{")) {
+            (Some(r), _) => (true, r),
+            (_, Some(r)) => (false, r),
+            _ => continue,
+        };
+        let Some((labels, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(phase) = labels
+            .split("phase=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let e = out.entry(phase.to_string()).or_default();
+        if sum {
+            e.1 += v;
+        } else {
+            e.0 += v as u64;
+        }
+    }
+    out
+}
+
 /// A Prometheus histogram read from `/metrics` text: cumulative counts per upper bound.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
@@ -575,6 +611,23 @@ pub async fn mongo_docs(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn phase_totals_sum_count_and_seconds_per_phase() {
+        let text =
+            "etl_sink_phase_seconds_bucket{stage=\"sink-mysql\",phase=\"insert\",le=\"0.1\"} 3\n\
+                    etl_sink_phase_seconds_sum{stage=\"sink-mysql\",phase=\"insert\"} 0.25\n\
+                    etl_sink_phase_seconds_count{stage=\"sink-mysql\",phase=\"insert\"} 4\n\
+                    etl_sink_phase_seconds_sum{stage=\"sink-mysql\",phase=\"commit\"} 1.5\n\
+                    etl_sink_phase_seconds_count{stage=\"sink-mysql\",phase=\"commit\"} 4\n\
+                    etl_sink_phase_seconds_sum{stage=\"sink-mysql\",phase=\"insert\"} 0.5\n\
+                    etl_sink_phase_seconds_count{stage=\"sink-mysql\",phase=\"insert\"} 2\n\
+                    etl_other_seconds_sum{phase=\"insert\"} 9\n";
+        let t = super::phase_totals(text, "etl_sink_phase_seconds");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t["insert"], (6, 0.75));
+        assert_eq!(t["commit"], (4, 1.5));
+    }
+
     use super::*;
 
     #[test]
