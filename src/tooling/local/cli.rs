@@ -174,6 +174,21 @@ pub(super) fn stage_rates(o: &Outcome) -> String {
         .map(|d| o.mongo_docs as f64 / d.as_secs_f64());
     line("sink-mongo", mongo_rate);
     line("sample-api", None);
+    if !o.services_cpu.is_empty() {
+        let records = o.source_records.max(1) as f64;
+        let parts: Vec<String> = o
+            .services_cpu
+            .iter()
+            .map(|(name, cpu)| {
+                let per = 1e6 * cpu / records;
+                format!(
+                    "{name} {cpu:.1} s ({:.0} %, {per:.1} µs/record)",
+                    100.0 * cpu / secs
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "  services' CPU during the run: {}", parts.join(", "));
+    }
     for (sink, phases) in &o.sink_phases {
         // Phases overlap across partitions (and `wait` is between batches): each one's own
         // total, not shares of the run.

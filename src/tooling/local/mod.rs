@@ -3,16 +3,16 @@
 //! `etl-pipe demo` (the README's first command), the end-to-end test and `etl-pipe bench-e2e`.
 //!
 //! Each run gets its own pipeline name, topics, MySQL table and Mongo collection (`<run id>`),
-//! so runs never see each other's data and their counts are exact.
-//!
-//! This module owns [`LocalPipeline`]: a run's config and its processes (start, crash,
-//! restart, stop, resource use, clean-up). [`run`] drives one run, `watch` follows it while it
-//! goes, [`tally`] counts where the records ended up, [`cli`] holds the commands.
+//! so runs never see each other's data and their counts are exact. This module owns
+//! [`LocalPipeline`]: a run's config and its processes (start, crash, restart, stop, resource
+//! use, clean-up). [`run`] drives one run, `watch` follows it while it goes, [`tally`] counts
+//! where the records ended up, `services` reads the stack's CPU, [`cli`] holds the commands.
 mod bench_scale;
 pub mod cli;
 pub mod instances;
 pub mod run;
 pub mod scenario;
+mod services;
 pub mod tally;
 mod watch;
 
@@ -578,10 +578,7 @@ impl LocalPipeline {
         }
         let pid = self.pid(name)?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks = 100.0; // USER_HZ on Linux
-        let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks;
+        let cpu = services::cpu_seconds(&stat)?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let hwm = status
             .lines()

@@ -46,6 +46,9 @@ pub struct Outcome {
     pub mysql_span_ms: Option<(i64, i64)>,
     /// Per process: (CPU seconds, peak RSS bytes), read just before the stop.
     pub resources: BTreeMap<String, (f64, u64)>,
+    /// CPU seconds the stack's services (kafka, mariadb, ferretdb, registry) used from the
+    /// start of the run until just before the stop.
+    pub services_cpu: BTreeMap<String, f64>,
     pub crashes: Vec<String>,
     /// Instances that exited because their loop was stuck and were started again (the
     /// supervisor's part: `kafka::eos` watchdog).
@@ -98,6 +101,7 @@ pub async fn run_scenario(
     let stores = Stores::open(&cfg).await?;
     let mut w = Watch::new(&cfg)?;
 
+    let services_before = super::services::cpu_now();
     let started = Instant::now();
     let extract = p.start("extract", &["--once"])?;
     let mut scenario = Runner::new(steps);
@@ -151,6 +155,7 @@ pub async fn run_scenario(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let elapsed = started.elapsed();
+    let services_cpu = super::services::cpu_since(&services_before);
     scenario.finish()?;
     p.sample_instances().await;
     let instances = p.render_instances(started);
@@ -163,6 +168,7 @@ pub async fn run_scenario(
         .map(|e| e.what.clone())
         .collect();
     o.stuck_restarts = stuck;
+    o.services_cpu = services_cpu;
     o.events = scenario.events;
     o.timeline = timeline;
     o.instances = instances;

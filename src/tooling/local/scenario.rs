@@ -120,13 +120,7 @@ pub fn stack_script() -> PathBuf {
 /// The cluster profile's bootstrap list (`$ETL_STACK_HOME/run/cluster.bootstrap`), written by
 /// `ETL_STACK_PROFILE=cluster stack.sh up`.
 pub fn cluster_bootstrap() -> Result<String, LocalError> {
-    let home = std::env::var_os("ETL_STACK_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/etl-pipe-stack"))
-        })
-        .unwrap_or_default();
-    let f = home.join("run/cluster.bootstrap");
+    let f = super::services::stack_home().join("run/cluster.bootstrap");
     let s = std::fs::read_to_string(&f).map_err(|e| {
         LocalError::Other(format!(
             "the Kafka cluster is not up ({}: {e}): run `ETL_STACK_PROFILE=cluster bash deploy/local/stack.sh up`",
