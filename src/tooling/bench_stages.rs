@@ -163,11 +163,38 @@ async fn rounds(
             100.0 * stage.rate / pass.rate
         );
     }
+    if args.rounds > 1 {
+        for stage in ["clean", "score"] {
+            let ratios: Vec<f64> = table
+                .iter()
+                .filter(|(name, ..)| name.starts_with(stage))
+                .map(|(_, s, p)| 100.0 * s.rate / p.rate)
+                .collect();
+            println!(
+                "  {stage} / pass-through over {} rounds: median {:.0} %, range {:.0}–{:.0} %",
+                ratios.len(),
+                median(&ratios),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(0.0, f64::max)
+            );
+        }
+    }
     println!(
         "load average after: {}",
         crate::tooling::bench_gate::load_average()
     );
     Ok(())
+}
+
+/// The median of `xs` (the mean of the middle two for an even count); 0 when empty.
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// The pass-through of `raw` with clean's batch settings, then clean itself: (clean, pass).
@@ -473,4 +500,14 @@ async fn produce_raw(cfg: &Config, n: u64, partitions: i32) -> BenchResult<f64> 
         i = end;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&[51.0, 45.0, 61.0]), 51.0);
+        assert_eq!(super::median(&[40.0, 60.0, 50.0, 30.0]), 45.0);
+        assert_eq!(super::median(&[]), 0.0);
+    }
 }
