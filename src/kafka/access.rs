@@ -125,8 +125,11 @@ fn hint(reason: &str) -> Option<&'static str> {
 
 /// "…: Disconnected: SSL connection closed by peer (after 0ms in state UP)": the broker closed
 /// a connection that had just come up. librdkafka's own rule for "broker might require SASL
-/// authentication" is the same: state UP for less than 2 s. (A test matching "after 0ms" failed
-/// in CI on a loaded machine, where the hang-up came a millisecond or more later.)
+/// authentication" is state UP for less than 2 s; this allows [`REFUSAL_WINDOW`], the probe's
+/// own timeout: on a loaded machine the broker answers the first request late (a test
+/// matching "after 0ms" failed in CI, and a CI run with four TLS tests at once found no
+/// refusal at all), while a broker closing an idle connection waits `connections.max.idle.ms`
+/// (10 min by default).
 fn hung_up_right_after_connecting(lowercase: &str) -> bool {
     let Some(at) = ["closed by peer (after ", "reset by peer (after "]
         .iter()
@@ -138,8 +141,14 @@ fn hung_up_right_after_connecting(lowercase: &str) -> bool {
     let Some((ms, state)) = rest.split_once("ms in state ") else {
         return false;
     };
-    ms.parse::<u64>().is_ok_and(|ms| ms < 2000) && state.starts_with("up")
+    ms.parse::<u64>()
+        .is_ok_and(|ms| ms < REFUSAL_WINDOW.as_millis() as u64)
+        && state.starts_with("up")
 }
+
+/// How long after coming up a connection the broker closes counts as refused (see
+/// [`hung_up_right_after_connecting`]).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
 /// Connects once (a metadata request). Fails only when the broker refused the client for a
 /// reason a setting fixes; an unreachable broker passes (the caller retries as it always does).
@@ -314,6 +323,8 @@ mod tests {
             (1, "SSL connection closed"),
             (37, "connection reset"),
             (1999, "connection closed"),
+            (4321, "SSL connection closed"),
+            (9999, "connection closed"),
         ] {
             let line = format!(
                 "ssl://127.0.0.1:9192/bootstrap: Disconnected: {how} by peer (after {ms}ms in \
@@ -328,6 +339,7 @@ mod tests {
         // one refused before TLS.
         for line in [
             "ssl://b:9192/1: Disconnected: SSL connection closed by peer (after 93012ms in state UP)",
+            "ssl://b:9192/1: Disconnected: SSL connection closed by peer (after 10000ms in state UP)",
             "ssl://b:9192/1: Disconnected: connection closed by peer (after 5ms in state CONNECT)",
             "Connect to ipv4#127.0.0.1:9192 failed: Connection refused (after 0ms in state CONNECT)",
         ] {
