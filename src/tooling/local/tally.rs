@@ -446,6 +446,12 @@ pub async fn load_span_ms(
     })
 }
 
+/// The value of label `name` in a Prometheus series' `{…}` text.
+fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
+    let (_, rest) = labels.split_once(&format!("{name}=\""))?;
+    rest.split('"').next()
+}
+
 /// Per `phase` label of the histogram `name` in `/metrics` text: (observations, seconds),
 /// summed over the other labels (`<name>_count` and `<name>_sum`).
 pub fn phase_totals(text: &str, name: &str) -> BTreeMap<String, (u64, f64)> {
@@ -462,11 +468,7 @@ pub fn phase_totals(text: &str, name: &str) -> BTreeMap<String, (u64, f64)> {
         let Some((labels, value)) = rest.rsplit_once(' ') else {
             continue;
         };
-        let Some(phase) = labels
-            .split("phase=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
+        let Some(phase) = label(labels, "phase") else {
             continue;
         };
         let Ok(v) = value.trim().parse::<f64>() else {
@@ -498,11 +500,7 @@ impl Histogram {
             let Some((labels, value)) = line.rsplit_once(' ') else {
                 continue;
             };
-            let Some(le) = labels
-                .split("le=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-            else {
+            let Some(le) = label(labels, "le") else {
                 continue;
             };
             let le: f64 = if le == "+Inf" {
