@@ -190,19 +190,21 @@ async fn clean_on_cluster(name: &str) -> Config {
 /// same time (two nodes away is below `min.insync.replicas`).
 static CLUSTER_FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Sends SIGCONT to a paused broker when dropped, so a failing test never leaves it paused.
+/// Sends SIGCONT to the paused brokers when dropped, so a failing test never leaves one paused.
 struct Paused {
-    pid: i32,
+    pids: Vec<i32>,
     since: Instant,
 }
 
 impl Paused {
-    fn stop(pid: i32) -> Paused {
-        // SAFETY: kill(2) with a pid read from the stack's pid file; no memory involved.
-        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
-        assert_eq!(rc, 0, "SIGSTOP {pid}");
+    fn stop(pids: Vec<i32>) -> Paused {
+        for &pid in &pids {
+            // SAFETY: kill(2) with a pid read from the stack's pid file; no memory involved.
+            let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+            assert_eq!(rc, 0, "SIGSTOP {pid}");
+        }
         Paused {
-            pid,
+            pids,
             since: Instant::now(),
         }
     }
@@ -210,11 +212,13 @@ impl Paused {
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+        for &pid in &self.pids {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
         eprintln!(
-            "broker pid {} resumed after {:?}",
-            self.pid,
+            "broker pids {:?} resumed after {:?}",
+            self.pids,
             self.since.elapsed()
         );
     }
@@ -241,11 +245,6 @@ fn java_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
-/// The node id of the transaction coordinator of `txn_id`.
-fn txn_coordinator(cfg: &Config, txn_id: &str) -> i32 {
-    coordinator(cfg, "__transaction_state", txn_id)
-}
-
 /// The node id coordinating `key` (a transactional id, a group): the leader of its partition
 /// of the internal `topic`.
 fn coordinator(cfg: &Config, topic: &str, key: &str) -> i32 {
@@ -259,19 +258,6 @@ fn coordinator(cfg: &Config, topic: &str, key: &str) -> i32 {
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     let p = abs % parts.len() as i32;
     parts.iter().find(|x| x.id() == p).unwrap().leader()
-}
-
-fn leader_of(cfg: &Config, topic: &str, partition: i32) -> i32 {
-    let c: BaseConsumer = kafka::base_config(&cfg.kafka).create().unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .find(|x| x.id() == partition)
-        .unwrap()
-        .leader()
 }
 
 /// Below the ephemeral range: a `:0` port could be taken by an outgoing connection before the
@@ -347,16 +333,23 @@ impl Drop for Stage {
     }
 }
 
-/// The transaction coordinator pauses (SIGSTOP) while a transaction is open: the stage retries
-/// the call it was in, says it is not ready, and after `kafka.transaction_timeout` stops with
-/// a non-zero exit (its partitions go to the group's other members). A restart resolves the
-/// transaction in doubt (`init_transactions`) and nothing is lost or duplicated.
+/// The cluster stops answering (every node paused, SIGSTOP, as a network partition between the
+/// stage and the cluster would look) while a transaction is open: the stage retries the call it
+/// was in, says it is not ready, and after `kafka.transaction_timeout` stops with a non-zero
+/// exit (its partitions go to the group's other members). A restart resolves the transaction in
+/// doubt (`init_transactions`) and nothing is lost or duplicated.
+///
+/// Pausing the transaction coordinator alone does not reach the deadline for certain: the
+/// controller fences the paused node after `broker.session.timeout.ms` (9 s), the coordinator
+/// moves, and the stage's repeated call is confirmed by the new one. CI at 77ab113 and 1 of 2
+/// runs after it saw exactly that (the retried `send_offsets_to_transaction` confirmed 9.7 s
+/// after the call began; the stage carried on), which is the cluster doing its job — the
+/// group-coordinator test below covers a node going away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_loses_nothing() {
     let _faults = CLUSTER_FAULTS.lock().await;
     let cfg = clean_on_cluster("eos_commit_timeout").await;
     let instance = "paused";
-    let txn_id = format!("{}.clean.{instance}", cfg.pipeline.name);
 
     // Warm up: the stage cleans a first batch, so its transactions are initialised.
     let mut stage = Stage::start(&cfg, instance, "5s");
@@ -365,19 +358,11 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
     assert_eq!(ids.len(), 60, "warm-up; log:\n{}", stage.log());
     assert_eq!(stage.readyz().await, Some(200), "ready before the pause");
 
-    // Records to a partition whose leader stays up; the stage holds them in an open
-    // transaction (batch_max_age 5 s) when the coordinator is paused.
-    let coordinator = txn_coordinator(&cfg, &txn_id);
-    let raw = cfg.topics.name(TopicRole::Raw);
-    let partition = (0..3)
-        .find(|p| leader_of(&cfg, &raw, *p) != coordinator)
-        .unwrap();
-    produce_raw(&cfg, 60, 40, Some(partition), false).await;
+    // Records the stage holds in an open transaction (batch_max_age 5 s) when the cluster pauses.
+    produce_raw(&cfg, 60, 40, None, false).await;
     // Pause only once the 40 records sit in the stage's open transaction (visible to a
     // read_uncommitted reader): its partitions are added, and what is left — the offsets and
-    // the commit — needs the paused coordinator. Pausing on a timer raced the stage (once,
-    // after the other fault test's node restart): the transaction began after the pause, its
-    // first call waited until the controller had moved the coordinator, and the stage carried on.
+    // the commit — needs the paused cluster.
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_cleaned(&cfg, "read_uncommitted").len() < 100 {
         assert!(
@@ -387,16 +372,23 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid: i32 = std::fs::read_to_string(stack_file(&format!("kafka-node{coordinator}.pid")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let paused = Paused::stop(pid);
+    let pids = (1..=3)
+        .map(|n| {
+            std::fs::read_to_string(stack_file(&format!("kafka-node{n}.pid")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let paused = Paused::stop(pids);
     let mut not_ready_at = None;
     let mut exited = None;
     let mut seen = Vec::new();
-    while paused.since.elapsed() < Duration::from_secs(30) {
+    // The deadline (10 s after the commit began, ≤ 5 s after the pause), then the close of the
+    // consumer with every broker unreachable (its LeaveGroup waits 5 s, its requests 10 s);
+    // the watchdog exits a stage 15 s after its loop has been 20 s in one phase at the latest.
+    while paused.since.elapsed() < Duration::from_secs(60) {
         if let Some(status) = stage.child.try_wait().unwrap() {
             exited = Some((status, paused.since.elapsed()));
             break;
@@ -414,7 +406,7 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
     let log = stage.log();
     let (status, after) = exited.unwrap_or_else(|| {
         panic!(
-            "the stage neither stopped within 30 s of the pause (readyz codes seen: {seen:?}); \
+            "the stage neither stopped within 60 s of the pause (readyz codes seen: {seen:?}); \
              log:\n{log}"
         )
     });
@@ -423,8 +415,11 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
         not_ready_at.is_some_and(|t| t < after),
         "readyz went 503 before the exit (seen {seen:?}, exit after {after:?})\n{log}"
     );
-    // Stopped by the deadline (the call in doubt), or fenced first once the coordinator moved.
-    assert!(log.contains("in doubt") || log.contains("fenced"), "{log}");
+    // Stopped by the deadline: the call is in doubt (no node answers, so none can fence it).
+    assert!(log.contains("in doubt"), "{log}");
+    eprintln!(
+        "the stage exited ({status}) {after:?} after the pause, not ready from {not_ready_at:?}"
+    );
 
     // A restart with the same transactional id resolves the transaction; every record once.
     let stage = Stage::start(&cfg, instance, "100ms");
