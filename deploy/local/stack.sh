@@ -8,6 +8,7 @@
 #   deploy/local/stack.sh status  show what runs where (exit 1 if something is down)
 #   deploy/local/stack.sh broker-stop N    cluster: stop node N (1..3) with SIGTERM, wait until it is gone
 #   deploy/local/stack.sh broker-start N   cluster: start node N again, wait until it answers
+#   deploy/local/stack.sh preferred-leaders  cluster: every partition led by its preferred replica again
 #   deploy/local/stack.sh mariadb-restart   stop MariaDB (SIGTERM, by pid file) if it runs, start it, wait until it answers
 #   deploy/local/stack.sh ferretdb-restart  the same for FerretDB (failure tests: a database goes away mid-run)
 #
@@ -766,6 +767,19 @@ broker_start() { # start one node again (formatted storage is kept), wait until 
   say "$(node_name "$1") answers after $((SECONDS - t0))s (its replicas rejoin the ISR once caught up)"
 }
 
+# After nodes were away every partition they led is led by the others until Kafka's own
+# rebalance (leader.imbalance.check.interval.seconds, 5 min): a test pausing the whole cluster
+# left node 3 leading nearly every partition of __transaction_state, so a later test's
+# coordinators all sat on one node. This moves leadership back at once, as after a rolling restart.
+preferred_leaders() {
+  [[ -f "$KAFKA_LIB/.complete" ]] || die "Kafka is not installed: run ETL_STACK_PROFILE=cluster $0 up first"
+  mkdir -p "$RUN"
+  cluster_java org.apache.kafka.tools.LeaderElectionCommand --bootstrap-server "$(cluster_bootstrap)" \
+    --election-type PREFERRED --all-topic-partitions >"$RUN/leader-election.log" 2>&1 \
+    || { tail -n 20 "$RUN/leader-election.log" >&2; die "preferred leader election failed (log: $RUN/leader-election.log)"; }
+  say "preferred leaders elected: $(grep -c . "$RUN/leader-election.log") line(s) in $RUN/leader-election.log"
+}
+
 mariadb_restart() { # idempotent: stops it if it runs (pid file), starts it, waits for a login
   mkdir -p "$RUN" "$DATA"
   install_mariadb
@@ -845,7 +859,8 @@ case "${1:-}" in
   status) mkdir -p "$RUN"; status ;;
   broker-stop) broker_stop "${2:-}" ;;
   broker-start) broker_start "${2:-}" ;;
+  preferred-leaders) preferred_leaders ;;
   mariadb-restart) mariadb_restart ;;
   ferretdb-restart) ferretdb_restart ;;
-  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|install|down|status|broker-stop N|broker-start N|mariadb-restart|ferretdb-restart" >&2; exit 2 ;;
+  *) echo "usage: [ETL_STACK_PROFILE=single|cluster] $0 up|install|down|status|broker-stop N|broker-start N|preferred-leaders|mariadb-restart|ferretdb-restart" >&2; exit 2 ;;
 esac
