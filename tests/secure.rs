@@ -341,7 +341,7 @@ async fn a_client_without_credentials_or_not_trusting_the_ca_is_refused_clearly(
     assert!(!ok, "{out}");
     assert!(
         err.contains("refused the connection") && err.contains("expects SASL authentication"),
-        "{err}"
+        "{out}"
     );
     // The right credentials, but trusting the public CAs only, not the profile's.
     let no_ca = vec![kv(

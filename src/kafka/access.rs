@@ -9,7 +9,7 @@
 //! reason and what to change, where the admin API only says "Broker transport failure".
 use std::ffi::{CStr, CString};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -166,22 +166,41 @@ pub fn probe(cfg: &KafkaConfig, timeout: Duration) -> Result<(), Refused> {
     if client.client().fetch_metadata(None, timeout).is_ok() {
         return Ok(());
     }
-    client.poll(Duration::from_millis(100));
-    let seen = client
-        .context()
-        .0
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    match seen.into_iter().find_map(|r| hint(&r).map(|h| (r, h))) {
-        Some((reason, hint)) => Err(Refused {
-            brokers: cfg.brokers.clone(),
-            reason,
-            hint,
-        }),
-        None => Ok(()),
+    // The reason may still be on its way to the queue (a broker thread logs it as the
+    // connection fails, which on a loaded machine can be after the request gave up).
+    let drained = Instant::now() + DRAIN;
+    loop {
+        client.poll(Duration::from_millis(100));
+        let seen = client
+            .context()
+            .0
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        if let Some((reason, hint)) = seen.iter().find_map(|r| hint(r).map(|h| (r, h))) {
+            return Err(Refused {
+                brokers: cfg.brokers.clone(),
+                reason: reason.clone(),
+                hint,
+            });
+        }
+        if Instant::now() >= drained {
+            // Not a refusal a setting fixes (or none named): the caller retries or reports its
+            // own error; what librdkafka said is kept here for whoever reads the log.
+            if !seen.is_empty() {
+                tracing::warn!(
+                    brokers = %cfg.brokers,
+                    said = %seen.join(" | "),
+                    "Kafka did not answer the connection check; librdkafka's words"
+                );
+            }
+            return Ok(());
+        }
     }
 }
+
+/// How long [`probe`] waits for librdkafka's reason after its request failed.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// Per topic: `None` when the cluster did not say (no authorizer, an older broker, the topic
 /// missing, the broker unreachable: the stage's own start-up reports those), else whether the
