@@ -777,7 +777,7 @@ preferred_leaders() {
   cluster_java org.apache.kafka.tools.LeaderElectionCommand --bootstrap-server "$(cluster_bootstrap)" \
     --election-type PREFERRED --all-topic-partitions >"$RUN/leader-election.log" 2>&1 \
     || { tail -n 20 "$RUN/leader-election.log" >&2; die "preferred leader election failed (log: $RUN/leader-election.log)"; }
-  say "preferred leaders elected: $(grep -c . "$RUN/leader-election.log") line(s) in $RUN/leader-election.log"
+  say "preferred leader election done (log: $RUN/leader-election.log)"
 }
 
 mariadb_restart() { # idempotent: stops it if it runs (pid file), starts it, waits for a login
