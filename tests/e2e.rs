@@ -154,6 +154,24 @@ async fn every_record_lands_exactly_once_through_faults_and_crashes() {
         o.dead_letters.count_stage("sink-mysql") + o.dead_letters.count_stage("sink-mongo"),
         0
     );
+    // The exactly-once loops export where their thread spends its time (the restarted clean's
+    // since its restart); fed a few hundred records a second, score's mostly waits for input.
+    for stage in ["clean", "score"] {
+        let phases = o.loop_phases.get(stage);
+        assert!(
+            phases
+                .and_then(|p| p.get("process"))
+                .is_some_and(|s| *s > 0.0)
+                && phases.and_then(|p| p.get("poll")).is_some_and(|s| *s > 0.0),
+            "{stage}: etl_loop_phase_microseconds_total per phase: {:?}",
+            o.loop_phases
+        );
+    }
+    let score = &o.loop_phases["score"];
+    assert!(
+        score["poll"] > score["process"],
+        "score's loop waited for input longer than it worked: {score:?}"
+    );
 
     // Keys: rows ∪ dead letters ∪ quarantine is exactly the set of good source keys, disjoint.
     let pool = tally::mysql_pool(&cfg).await.unwrap();

@@ -66,6 +66,14 @@ pub const FETCH_TO_COMMIT_SECONDS: &str = "etl_sink_fetch_to_commit_seconds";
 /// and `commit`. `bench-sink` prints them; the issue #18 investigation needed them.
 pub const SINK_PHASE_SECONDS: &str = "etl_sink_phase_seconds";
 
+/// Counter (microseconds), labels `stage`, `phase` (`poll`, `process`, `commit`, `recover`):
+/// where the exactly-once loop's thread (clean, score) spends its time — waiting for records
+/// from Kafka, transforming and producing them, committing transactions, recovering from a
+/// failed one. `rate(...) / 1e6` per phase adds up to ≈ 1 while the loop runs; a stage whose
+/// `process` share is near 1 is bound by its own CPU, one in `poll` waits for its input, one in
+/// `commit` waits for the brokers. (Whole microseconds: the exporter's counters are integers.)
+pub const LOOP_PHASE_MICROSECONDS: &str = "etl_loop_phase_microseconds_total";
+
 /// Histogram buckets for every `*_seconds` metric: 1 ms to 2 min.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -118,6 +126,11 @@ pub fn describe() {
         "Log events that did not reach the logs topic"
     );
     describe_counter!(LOG_EVENTS_SENT, "Log events delivered to the logs topic");
+    describe_counter!(
+        LOOP_PHASE_MICROSECONDS,
+        Unit::Microseconds,
+        "Time the exactly-once loop's thread spent per phase (poll, process, commit, recover)"
+    );
     describe_histogram!(
         SINK_PHASE_SECONDS,
         Unit::Seconds,

@@ -266,8 +266,10 @@ impl Watch {
         stuck_gauge.set(0.0);
         let mut seen = (Phase::Poll, u64::MAX);
         let mut state = State::default();
+        let mut exported = PhaseCounters::new(stage);
         while !self.inner.ended.load(Ordering::Relaxed) {
             std::thread::sleep(CHECK_EVERY);
+            exported.report(self.spent());
             let (phase, since) = self.current();
             if (phase, since) != seen {
                 if state.stuck {
@@ -336,6 +338,36 @@ impl Watch {
                      call or a read-back"
                 );
             }
+        }
+        exported.report(self.spent());
+    }
+}
+
+/// The loop's time per phase as counters ([`crate::observability::names::LOOP_PHASE_MICROSECONDS`]),
+/// brought up to date by the watchdog each time it looks: each counter is increased by what its
+/// phase gained since the last report.
+struct PhaseCounters {
+    counters: [metrics::Counter; 4],
+    reported: [u64; 4],
+}
+
+impl PhaseCounters {
+    const PHASES: [&'static str; 4] = ["poll", "process", "commit", "recover"];
+
+    fn new(stage: &'static str) -> PhaseCounters {
+        let name = crate::observability::names::LOOP_PHASE_MICROSECONDS;
+        PhaseCounters {
+            counters: Self::PHASES
+                .map(|phase| metrics::counter!(name, "stage" => stage, "phase" => phase)),
+            reported: [0; 4],
+        }
+    }
+
+    fn report(&mut self, t: LoopTime) {
+        let now = [t.poll, t.process, t.commit, t.recover].map(|d| d.as_micros() as u64);
+        for ((c, was), now) in self.counters.iter().zip(&mut self.reported).zip(now) {
+            c.increment(now.saturating_sub(*was));
+            *was = (*was).max(now);
         }
     }
 }

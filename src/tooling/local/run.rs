@@ -34,6 +34,10 @@ pub struct Outcome {
     /// Per sink: `etl_sink_phase_seconds` per phase, (batches, seconds), read just before the
     /// stop: where its batches spent their time.
     pub sink_phases: BTreeMap<String, BTreeMap<String, (u64, f64)>>,
+    /// Per exactly-once stage (clean, score): seconds its loop's thread spent per phase
+    /// (`etl_loop_phase_microseconds_total`, summed over its running instances), read just
+    /// before the stop.
+    pub loop_phases: BTreeMap<String, BTreeMap<String, f64>>,
     /// API fetch → produced to `scored` (the record's CreateTime), ms, sorted: the part of the
     /// latency before the sinks (extract, clean, score and its window).
     pub fetch_to_scored_ms: Vec<u32>,
@@ -277,6 +281,23 @@ async fn finish(
             sink_phases.insert(s.to_string(), phases);
         }
     }
+    let mut loop_phases = BTreeMap::new();
+    for s in ["clean", "score"] {
+        let mut text = String::new();
+        for name in p.instances_of(s) {
+            if let Some(t) = p.metrics(&name).await {
+                text.push_str(&t);
+            }
+        }
+        let name = crate::observability::names::LOOP_PHASE_MICROSECONDS;
+        let phases: BTreeMap<String, f64> = tally::counter_by(&text, name, "phase")
+            .into_iter()
+            .map(|(phase, us)| (phase, us / 1e6))
+            .collect();
+        if !phases.is_empty() {
+            loop_phases.insert(s.to_string(), phases);
+        }
+    }
     // Per stage: CPU summed over its instances, the largest peak RSS.
     let mut resources: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     for s in STAGES.iter().chain(["extract"].iter()) {
@@ -311,6 +332,7 @@ async fn finish(
         mongo_docs: tally::mongo_docs(&coll).await?,
         commit_latency,
         sink_phases,
+        loop_phases,
         fetch_to_scored_ms: seen.fetch_to_scored_ms,
         sink_spans: seen.sink_spans,
         ready: seen.ready,
@@ -481,6 +503,19 @@ fn render_speed(s: &mut String, o: &Outcome) {
         o.source_records as f64 / secs.max(0.001)
     );
     s.push_str(&latency_lines(o, ""));
+    for (stage, phases) in &o.loop_phases {
+        let total: f64 = phases.values().sum();
+        let shares: Vec<String> = phases
+            .iter()
+            .filter(|(_, secs)| **secs > 0.0)
+            .map(|(phase, secs)| format!("{phase} {:.0} %", 100.0 * secs / total.max(1e-9)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {stage}'s exactly-once loop ({total:.1} s, from /metrics): {}",
+            shares.join(" · ")
+        );
+    }
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
     }

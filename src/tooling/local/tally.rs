@@ -484,6 +484,26 @@ pub fn phase_totals(text: &str, name: &str) -> BTreeMap<String, (u64, f64)> {
     out
 }
 
+/// Per value of label `by`, the counter `name` in `/metrics` text summed over its other labels
+/// (and over the texts of several processes pasted together).
+pub fn counter_by(text: &str, name: &str, by: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("{name}{{");
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let (Some(key), Ok(v)) = (label(labels, by), value.trim().parse::<f64>()) else {
+            continue;
+        };
+        *out.entry(key.to_string()).or_default() += v;
+    }
+    out
+}
+
 /// A Prometheus histogram read from `/metrics` text: cumulative counts per upper bound.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
@@ -627,6 +647,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn counter_by_sums_a_counter_per_label_value_over_processes() {
+        let text = "\
+# TYPE etl_loop_phase_microseconds_total counter
+etl_loop_phase_microseconds_total{stage=\"clean\",phase=\"poll\"} 1500000
+etl_loop_phase_microseconds_total{stage=\"clean\",phase=\"process\"} 250
+etl_loop_phase_microseconds_total_other{phase=\"poll\"} 7
+etl_loop_phase_microseconds_total{stage=\"clean\",phase=\"poll\"} 500000
+etl_loop_phase_microseconds_total{stage=\"clean\"} 9
+";
+        let t = counter_by(text, "etl_loop_phase_microseconds_total", "phase");
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t["poll"], 2_000_000.0);
+        assert_eq!(t["process"], 250.0);
+    }
 
     #[test]
     fn histogram_sums_label_sets_and_interpolates() {
