@@ -250,6 +250,17 @@ fn print_progress(started: Instant, raw_total: Option<u64>, at: &Progress) {
     );
 }
 
+/// The `/metrics` texts of every running instance of `stage`, one after the other.
+async fn stage_metrics(p: &LocalPipeline, stage: &str) -> String {
+    let mut text = String::new();
+    for name in p.instances_of(stage) {
+        if let Some(t) = p.metrics(&name).await {
+            text.push_str(&t);
+        }
+    }
+    text
+}
+
 /// Reads the figures only the running processes know, stops them, then tallies the topics
 /// and the stores.
 async fn finish(
@@ -264,12 +275,7 @@ async fn finish(
     for s in ["sink-mysql", "sink-mongo"] {
         // Every running instance's histogram, summed (an instance stopped or killed earlier
         // took its samples with it).
-        let mut text = String::new();
-        for name in p.instances_of(s) {
-            if let Some(t) = p.metrics(&name).await {
-                text.push_str(&t);
-            }
-        }
+        let text = stage_metrics(p, s).await;
         if !text.is_empty() {
             let h = tally::Histogram::parse(
                 &text,
@@ -283,12 +289,7 @@ async fn finish(
     }
     let mut loop_phases = BTreeMap::new();
     for s in ["clean", "score"] {
-        let mut text = String::new();
-        for name in p.instances_of(s) {
-            if let Some(t) = p.metrics(&name).await {
-                text.push_str(&t);
-            }
-        }
+        let text = stage_metrics(p, s).await;
         let name = crate::observability::names::LOOP_PHASE_MICROSECONDS;
         let phases: BTreeMap<String, f64> = tally::counter_by(&text, name, "phase")
             .into_iter()
