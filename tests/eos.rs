@@ -407,12 +407,12 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
     let mut not_ready_at = None;
     let mut exited = None;
     let mut seen = Vec::new();
-    // The deadline (10 s after the commit began, ≤ 5 s after the pause), then the close of the
-    // consumer with every broker unreachable (its LeaveGroup waits 5 s, its requests 10 s);
-    // the watchdog exits a stage 15 s after its loop has been 20 s in one phase at the latest.
+    // The deadline (10 s after the commit began, ≤ 5 s after the pause), then at most 5 s for
+    // the clients' close and 5 s for the log shipper (≈ 25 s in all); the watchdog exits a stage
+    // 15 s after its loop has been 20 s in one phase at the latest.
     while paused.since.elapsed() < Duration::from_secs(60) {
         if let Some(status) = stage.child.try_wait().unwrap() {
-            exited = Some((status, paused.since.elapsed()));
+            exited = Some((status, paused.since.elapsed(), chrono::Utc::now()));
             break;
         }
         let code = stage.readyz().await;
@@ -426,7 +426,7 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
     }
     drop(paused);
     let log = stage.log();
-    let (status, after) = exited.unwrap_or_else(|| {
+    let (status, after, exited_at) = exited.unwrap_or_else(|| {
         panic!(
             "the stage neither stopped within 60 s of the pause (readyz codes seen: {seen:?}); \
              log:\n{log}"
@@ -439,8 +439,25 @@ async fn a_transactional_call_timing_out_stops_the_stage_with_health_red_and_los
     );
     // Stopped by the deadline: the call is in doubt (no node answers, so none can fence it).
     assert!(log.contains("in doubt"), "{log}");
+    // And soon after: leaving the group and closing the clients wait on brokers that do not
+    // answer, so the stage gives them FATAL_TEARDOWN (5 s), then the log shipper its 5 s: 10.2 s
+    // in three runs. (Before the bound it waited for librdkafka's own timeouts: 15.3 s and more.)
+    let fatal_at = log
+        .lines()
+        .find(|l| l.contains("stopping: fatal error"))
+        .and_then(|l| l.split("\"timestamp\":\"").nth(1)?.split('"').next())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("no timestamped \"stopping: fatal error\" line:\n{log}"));
+    let teardown = (exited_at - fatal_at.with_timezone(&chrono::Utc))
+        .to_std()
+        .unwrap();
+    assert!(
+        teardown < Duration::from_secs(13),
+        "the stage took {teardown:?} from its fatal error to its exit\n{log}"
+    );
     eprintln!(
-        "the stage exited ({status}) {after:?} after the pause, not ready from {not_ready_at:?}"
+        "the stage exited ({status}) {after:?} after the pause, {teardown:?} after its fatal \
+         error, not ready from {not_ready_at:?}"
     );
 
     // A restart with the same transactional id resolves the transaction; every record once.

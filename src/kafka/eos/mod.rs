@@ -68,7 +68,7 @@ mod transform;
 mod watchdog;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -257,18 +257,17 @@ pub fn run_blocking<T: Transform>(
     );
     let result = main_loop::main_loop(&consumer, &engine, &settings, &shutdown, &mut backoff);
 
-    // Leave the group before the producer goes (the revoke callback may still run).
-    consumer.unsubscribe();
-    drop(consumer);
-    let eng = lock(&engine);
-    if eng.txn != Txn::Idle {
-        // Only after a fatal error or a failed final commit: abort what is left (best effort;
-        // a fenced producer cannot, and then the coordinator has aborted it already).
-        let _ = eng.producer.abort_transaction(Duration::from_secs(5));
-    }
-    let mut stats = eng.stats.clone();
-    drop(eng);
+    let mut stats = lock(&engine).stats.clone();
     stats.loop_time = watch.spent();
+    match &result {
+        Ok(()) => teardown(consumer, &engine),
+        // Stopping on a fatal error: often no broker answers (a partition, the deadline), and
+        // then leaving the group and the clients' close wait on requests nobody answers (15–25 s
+        // seen). Nothing left to do there keeps data safe — the open transaction is aborted by
+        // the coordinator or by the next instance's `init_transactions` — so the stage does not
+        // wait for it longer than `FATAL_TEARDOWN`.
+        Err(_) => bounded_teardown(consumer, engine, stage),
+    }
     tracing::info!(
         stage,
         records_in = stats.records_in,
@@ -280,6 +279,51 @@ pub fn run_blocking<T: Transform>(
         "loop ended: where its thread spent the run"
     );
     result.map(|()| stats)
+}
+
+/// Leaves the group before the producer goes (the revoke callback may still run), then aborts
+/// a transaction still open — only after a fatal error or a failed final commit (best effort: a
+/// fenced producer cannot, and then the coordinator has aborted it already).
+fn teardown<T: Transform>(consumer: BaseConsumer<Ctx<T>>, engine: &Mutex<Engine<T>>) {
+    consumer.unsubscribe();
+    drop(consumer);
+    let eng = lock(engine);
+    if eng.txn != Txn::Idle {
+        let _ = eng.producer.abort_transaction(Duration::from_secs(5));
+    }
+}
+
+/// The longest a stage stopping on a fatal error waits for its [`teardown`].
+pub const FATAL_TEARDOWN: Duration = Duration::from_secs(5);
+
+/// [`teardown`] on a thread of its own, waited for at most [`FATAL_TEARDOWN`]; past that the
+/// thread is left to finish (or to end with the process) and the stage's error is returned.
+fn bounded_teardown<T: Transform>(
+    consumer: BaseConsumer<Ctx<T>>,
+    engine: Arc<Mutex<Engine<T>>>,
+    stage: &'static str,
+) {
+    let started = Instant::now();
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("{stage}-teardown"))
+        .spawn(move || {
+            teardown(consumer, &engine);
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
+        return;
+    }
+    if finished.recv_timeout(FATAL_TEARDOWN).is_err() {
+        tracing::warn!(
+            stage,
+            waited = ?started.elapsed(),
+            "stopping without waiting for the Kafka clients' close any longer (no broker \
+             answered): the open transaction is aborted by its coordinator or by the next \
+             instance with this transactional id; the group reassigns the partitions after \
+             its session timeout"
+        );
+    }
 }
 
 /// How long one attempt of a transactional call may run before the watchdog takes it for
