@@ -201,6 +201,7 @@ pub(super) fn stage_rates(o: &Outcome) -> String {
             .collect();
         let _ = writeln!(s, "  {sink} phases: {}", parts.join(", "));
     }
+    s.push_str(&super::run::loop_lines(o));
     s
 }
 

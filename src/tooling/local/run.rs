@@ -403,6 +403,25 @@ pub fn latency_lines(o: &Outcome, when: &str) -> String {
     s
 }
 
+/// One line per exactly-once stage: the share of its loop's time per phase.
+pub fn loop_lines(o: &Outcome) -> String {
+    let mut s = String::new();
+    for (stage, phases) in &o.loop_phases {
+        let total: f64 = phases.values().sum();
+        let shares: Vec<String> = phases
+            .iter()
+            .filter(|(_, secs)| **secs > 0.0)
+            .map(|(phase, secs)| format!("{phase} {:.0} %", 100.0 * secs / total.max(1e-9)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {stage}'s exactly-once loop ({total:.1} s, from /metrics): {}",
+            shares.join(" · ")
+        );
+    }
+    s
+}
+
 /// The summary a person reads at a glance.
 pub fn render(p: &LocalPipeline, o: &Outcome) -> String {
     let mut s = String::new();
@@ -504,19 +523,7 @@ fn render_speed(s: &mut String, o: &Outcome) {
         o.source_records as f64 / secs.max(0.001)
     );
     s.push_str(&latency_lines(o, ""));
-    for (stage, phases) in &o.loop_phases {
-        let total: f64 = phases.values().sum();
-        let shares: Vec<String> = phases
-            .iter()
-            .filter(|(_, secs)| **secs > 0.0)
-            .map(|(phase, secs)| format!("{phase} {:.0} %", 100.0 * secs / total.max(1e-9)))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  {stage}'s exactly-once loop ({total:.1} s, from /metrics): {}",
-            shares.join(" · ")
-        );
-    }
+    s.push_str(&loop_lines(o));
     for c in &o.crashes {
         let _ = writeln!(s, "  crash test: {c}");
     }
