@@ -312,6 +312,7 @@ fn bounded_teardown<T: Transform>(
             let _ = done.send(());
         });
     if spawned.is_err() {
+        // The closure is dropped with the spawn: the clients close here, unbounded.
         return;
     }
     if finished.recv_timeout(FATAL_TEARDOWN).is_err() {

@@ -10,6 +10,7 @@
 mod bench_scale;
 pub mod cli;
 pub mod instances;
+pub mod prom;
 pub mod run;
 pub mod scenario;
 mod services;

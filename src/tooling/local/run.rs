@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::prom;
 use super::scenario::{Action, Event, Figures, Runner, Sample, Step};
 use super::tally::{self, Failed, TopicCount, Window};
 use super::watch::{written, Progress, Seen, Watch};
@@ -30,7 +31,7 @@ pub struct Outcome {
     pub mysql_rows: u64,
     pub mongo_docs: u64,
     /// `etl_sink_fetch_to_commit_seconds` of sink-mysql and sink-mongo, read just before the stop.
-    pub commit_latency: BTreeMap<String, tally::Histogram>,
+    pub commit_latency: BTreeMap<String, prom::Histogram>,
     /// Per sink: `etl_sink_phase_seconds` per phase, (batches, seconds), read just before the
     /// stop: where its batches spent their time.
     pub sink_phases: BTreeMap<String, BTreeMap<String, (u64, f64)>>,
@@ -277,13 +278,10 @@ async fn finish(
         // took its samples with it).
         let text = stage_metrics(p, s).await;
         if !text.is_empty() {
-            let h = tally::Histogram::parse(
-                &text,
-                crate::observability::names::FETCH_TO_COMMIT_SECONDS,
-            );
+            let h =
+                prom::Histogram::parse(&text, crate::observability::names::FETCH_TO_COMMIT_SECONDS);
             commit_latency.insert(s.to_string(), h);
-            let phases =
-                tally::phase_totals(&text, crate::observability::names::SINK_PHASE_SECONDS);
+            let phases = prom::phase_totals(&text, crate::observability::names::SINK_PHASE_SECONDS);
             sink_phases.insert(s.to_string(), phases);
         }
     }
@@ -291,7 +289,7 @@ async fn finish(
     for s in ["clean", "score"] {
         let text = stage_metrics(p, s).await;
         let name = crate::observability::names::LOOP_PHASE_MICROSECONDS;
-        let phases: BTreeMap<String, f64> = tally::counter_by(&text, name, "phase")
+        let phases: BTreeMap<String, f64> = prom::counter_by(&text, name, "phase")
             .into_iter()
             .map(|(phase, us)| (phase, us / 1e6))
             .collect();
@@ -347,7 +345,7 @@ async fn finish(
 
 /// "p50 … p95 … p99 … (n = …)" of a fetch → commit histogram; its buckets are 50 ms wide
 /// up to 2 s, so the figures are interpolated within 50 ms.
-fn latency_summary(h: Option<&tally::Histogram>) -> String {
+fn latency_summary(h: Option<&prom::Histogram>) -> String {
     let Some(h) = h.filter(|h| h.count() > 0) else {
         return "- (no samples: the sink's /metrics did not answer)".into();
     };
