@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::decision::Thresholds;
-use super::psi::bin_of;
+use super::psi::{bin_of, psi_of_counts, Expected, IntLogs};
 use super::{
     classify, Baseline, Cell, Classified, Decision, FieldKind, FieldSpec, FieldView, Metric,
     QualityConfig, Reason, WindowStats,
@@ -82,38 +82,23 @@ struct Counts {
     buckets: Vec<u64>,
     expected: Vec<f64>,
     map: Option<Buckets>,
-    /// Per bucket, the PSI term last computed and the (count, total) it was computed for:
-    /// a row in and a row out change two buckets of a full window, so the other terms (and
-    /// their logarithms) are reused. Each term is a function of its count and the total
-    /// only, so the sum is the same as computing every term afresh.
-    terms: RefCell<Vec<(u64, u64, f64)>>,
+    /// The baseline's floored proportions and their logarithms for the last ε asked for
+    /// (the config's: it does not change between verdicts).
+    logs_for: RefCell<Option<Expected>>,
 }
 
 impl Counts {
-    /// PSI of the counted values against `expected`, `psi(expected, proportions(buckets))`
-    /// term for term; `None` without values.
-    fn psi(&self, epsilon: f64) -> Option<f64> {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let mut terms = self.terms.borrow_mut();
-        terms.resize(self.buckets.len(), (u64::MAX, 0, 0.0));
-        let mut sum = 0.0;
-        for ((&count, &e), term) in self
-            .buckets
-            .iter()
-            .zip(&self.expected)
-            .zip(terms.iter_mut())
+    /// PSI of the counted values against `expected` ([`psi_of_counts`]; `None` without
+    /// values): no logarithm per row, the integers' are looked up in `logs`.
+    fn psi(&self, epsilon: f64, logs: &IntLogs) -> Option<f64> {
+        let mut cached = self.logs_for.borrow_mut();
+        if cached
+            .as_ref()
+            .is_none_or(|e| e.epsilon().to_bits() != epsilon.to_bits())
         {
-            if (term.0, term.1) != (count, total) {
-                let a = count as f64 / total as f64;
-                let (e, a) = (e.max(epsilon), a.max(epsilon));
-                *term = (count, total, (a - e) * (a / e).ln());
-            }
-            sum += term.2;
+            *cached = Some(Expected::new(&self.expected, epsilon));
         }
-        Some(sum)
+        psi_of_counts(cached.as_ref()?, &self.buckets, logs)
     }
 }
 
@@ -149,6 +134,8 @@ pub struct Trailing {
     /// Per field, the fewest rows on which its PSI WARN and FAIL lines are judged
     /// ([`Trailing::psi_lines_from`]); every line on any window otherwise.
     psi_rows: Option<Vec<[usize; 2]>>,
+    /// ln of 0..=capacity (a window's counts and totals), for PSI per row.
+    logs: IntLogs,
 }
 
 /// The decision on the rows held, from missing and type-error ratios and PSI.
@@ -171,6 +158,7 @@ impl Trailing {
             tail: None,
             limits: None,
             psi_rows: None,
+            logs: IntLogs::upto(capacity.clamp(1, 1 << 16)),
         };
         t.set_baseline(baseline);
         t
@@ -267,7 +255,7 @@ impl Trailing {
             c.map = None;
             c.buckets.clear();
             c.expected.clear();
-            c.terms.borrow_mut().clear();
+            c.logs_for.take();
             let Some(field) = baseline.and_then(|b| b.field(&spec.name)) else {
                 continue;
             };
@@ -386,7 +374,7 @@ impl Trailing {
     pub fn psi(&self, i: usize, epsilon: f64) -> Option<f64> {
         let c = self.counts.get(i)?;
         c.map.as_ref()?;
-        c.psi(epsilon)
+        c.psi(epsilon, &self.logs)
     }
 
     /// The decision on the held rows by missing and type-error ratios and PSI (VIF is the
@@ -437,7 +425,7 @@ impl Trailing {
                 if self.counts[i].map.is_none() || !(psi.warn.is_finite() || psi.fail.is_finite()) {
                     continue;
                 }
-                if let Some(v) = c.psi(cfg.epsilon) {
+                if let Some(v) = c.psi(cfg.epsilon, &self.logs) {
                     reasons.extend(judge(psi, &spec.name, Metric::Psi, v));
                 }
             }

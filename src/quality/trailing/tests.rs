@@ -88,8 +88,8 @@ fn missing_values_and_drift_fail_and_leave_with_their_rows() {
 }
 
 #[test]
-fn psi_from_cached_terms_equals_psi_computed_afresh_bit_for_bit() {
-    use crate::quality::psi::{proportions, psi};
+fn psi_from_looked_up_logarithms_equals_psi_computed_afresh() {
+    use crate::quality::psi::{proportions, psi, psi_of_counts, Expected, IntLogs};
     let mut b = BaselineBuilder::new(specs(), &Default::default());
     for i in 0..500 {
         b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
@@ -101,17 +101,28 @@ fn psi_from_cached_terms_equals_psi_computed_afresh_bit_for_bit() {
         // A drifting, uneven stream: bins fill and empty at different rates.
         x = lcg(x);
         let v = ((x >> 33) % 97) as i32 + if i > 1500 { 40 } else { 0 };
-        t.push(
-            i,
-            &rec(v, Some(["a", "b", "c", "d"][((x >> 20) % 4) as usize])),
-        );
+        let name = ["a", "b", "c", "d", ""][((x >> 20) % 5) as usize];
+        t.push(i, &rec(v, (!name.is_empty()).then_some(name)));
         for f in 0..2 {
             let c = &t.counts[f];
-            let fresh = proportions(&c.buckets).map(|a| psi(&c.expected, &a, 1e-4));
+            // Bit for bit what a block report computes (logarithms taken one by one) ...
+            let fresh = psi_of_counts(
+                &Expected::new(&c.expected, 1e-4),
+                &c.buckets,
+                &IntLogs::default(),
+            );
+            let got = t.psi(f, 1e-4);
             assert_eq!(
-                t.psi(f, 1e-4).map(f64::to_bits),
+                got.map(f64::to_bits),
                 fresh.map(f64::to_bits),
                 "row {i}, field {f}"
+            );
+            // ... and the textbook formula's value up to rounding.
+            let textbook = proportions(&c.buckets).map(|a| psi(&c.expected, &a, 1e-4));
+            let (got, textbook) = (got.unwrap(), textbook.unwrap());
+            assert!(
+                (got - textbook).abs() <= 1e-12 * textbook.abs().max(1.0),
+                "row {i}, field {f}: {got} vs {textbook}"
             );
         }
     }
