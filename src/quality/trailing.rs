@@ -136,6 +136,9 @@ pub struct Trailing {
     psi_rows: Option<Vec<[usize; 2]>>,
     /// ln of 0..=capacity (a window's counts and totals), for PSI per row.
     logs: IntLogs,
+    /// The accumulators [`Trailing::report`] refills (built once per baseline: building
+    /// them copies the baseline's buckets).
+    scratch: RefCell<Option<WindowStats>>,
 }
 
 /// The decision on the rows held, from missing and type-error ratios and PSI.
@@ -159,6 +162,7 @@ impl Trailing {
             limits: None,
             psi_rows: None,
             logs: IntLogs::upto(capacity.clamp(1, 1 << 16)),
+            scratch: RefCell::new(None),
         };
         t.set_baseline(baseline);
         t
@@ -250,6 +254,7 @@ impl Trailing {
     /// Measures PSI against `baseline` from now on (the held rows are counted again).
     pub fn set_baseline(&mut self, baseline: Option<&Baseline>) {
         self.baseline = baseline.cloned();
+        self.scratch.take();
         for (i, spec) in self.specs.iter().enumerate() {
             let c = &mut self.counts[i];
             c.map = None;
@@ -444,6 +449,18 @@ impl Trailing {
             w.push(r);
         }
         w
+    }
+
+    /// `self.stats().report(cfg)`, refilling the same accumulators each time.
+    pub fn report(&self, cfg: &QualityConfig) -> super::QualityReport {
+        let mut scratch = self.scratch.borrow_mut();
+        let w = scratch
+            .get_or_insert_with(|| WindowStats::new(self.specs.clone(), self.baseline.as_ref()));
+        w.reset();
+        for r in &self.rows {
+            w.push(r);
+        }
+        w.report(cfg)
     }
 
     /// Whether any field is numeric (VIF can apply).

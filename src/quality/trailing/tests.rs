@@ -47,10 +47,23 @@ fn figures_depend_on_the_last_rows_only_and_match_a_fresh_window() {
     assert_eq!(long.tags(), Some((450, 499)));
     assert_eq!(long.verdict(&cfg), short.verdict(&cfg));
     let fresh = long.stats().report(&cfg);
+    // The refilled accumulators give the fresh window's report, again after more rows.
+    assert_eq!(
+        serde_json::to_value(long.report(&cfg)).unwrap(),
+        serde_json::to_value(&fresh).unwrap()
+    );
     for i in 0..2 {
         assert_eq!(long.psi(i, cfg.epsilon), fresh.fields[i].psi, "field {i}");
     }
     assert_eq!(fresh.rows, 50);
+    let mut again = long.clone();
+    for i in 500..530 {
+        again.push(i as i64, &row(i));
+    }
+    assert_eq!(
+        serde_json::to_value(again.report(&cfg)).unwrap(),
+        serde_json::to_value(again.stats().report(&cfg)).unwrap()
+    );
     // A baseline set afterwards counts the held rows again.
     let mut late = Trailing::new(specs(), 50, None);
     for i in 450..500 {

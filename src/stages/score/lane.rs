@@ -214,7 +214,7 @@ impl Lane {
                 continue;
             }
             if self.vif.is_none() {
-                self.vif = Some(vif_reasons(&self.trail.stats().report(cfg)));
+                self.vif = Some(vif_reasons(&self.trail.report(cfg)));
             }
             let verdict = Arc::new(self.verdict(cfg));
             for held in self.held.drain(..self.pushed) {
@@ -308,11 +308,18 @@ impl Lane {
         }
     }
 
+    /// `topic/partition/first-last` (one per record: written without `fmt`'s machinery).
     fn window_id(&self) -> String {
-        use std::fmt::Write;
         let (a, b) = self.trail.tags().unwrap_or((-1, -1));
-        let mut id = String::with_capacity(self.topic.len() + 32);
-        let _ = write!(id, "{}/{}/{a}-{b}", self.topic, self.partition);
+        let mut buf = itoa::Buffer::new();
+        let mut id = String::with_capacity(self.topic.len() + 48);
+        id.push_str(&self.topic);
+        id.push('/');
+        id.push_str(buf.format(self.partition));
+        id.push('/');
+        id.push_str(buf.format(a));
+        id.push('-');
+        id.push_str(buf.format(b));
         id
     }
 
@@ -323,7 +330,7 @@ impl Lane {
         if self.trail.is_empty() {
             return (tally.messages > 0).then(|| self.block_end(tally, None));
         }
-        let report = self.trail.stats().report(cfg);
+        let report = self.trail.report(cfg);
         if self.trail.len() >= self.min_rows {
             self.vif = Some(vif_reasons(&report));
         }
@@ -331,7 +338,7 @@ impl Lane {
     }
 
     fn block_end(&self, tally: Tally, report: Option<QualityReport>) -> BlockEnd {
-        let report = report.unwrap_or_else(|| self.trail.stats().report(&QualityConfig::default()));
+        let report = report.unwrap_or_else(|| self.trail.report(&QualityConfig::default()));
         BlockEnd {
             topic: self.topic.to_string(),
             partition: self.partition,
