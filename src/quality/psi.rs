@@ -612,6 +612,14 @@ impl PsiCounter {
         }
     }
 
+    /// Counts a value whose bucket the caller found already (with these edges or categories).
+    pub fn add_to_bucket(&mut self, bucket: usize) {
+        let (PsiCounter::Numeric { counts, .. } | PsiCounter::Categorical { counts, .. }) = self;
+        if let Some(n) = counts.get_mut(bucket) {
+            *n += 1;
+        }
+    }
+
     pub fn reset(&mut self) {
         match self {
             PsiCounter::Numeric { counts, .. } | PsiCounter::Categorical { counts, .. } => {

@@ -4,6 +4,7 @@
 //! what came before them or on how the stream was cut into batches. VIF is not updated row
 //! by row: [`Trailing::stats`] gives a fresh [`WindowStats`] of the rows held (the full
 //! report, VIF included) when the caller wants one.
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,6 +36,18 @@ struct Row {
     tag: i64,
     /// Per field: its value and its PSI bucket.
     cells: Vec<(Slot, Option<u32>)>,
+}
+
+impl Row {
+    /// Field `i`'s value as [`classify`] gave it, with its PSI bucket.
+    fn classified(&self, i: usize) -> (Classified<'_>, Option<u32>) {
+        match self.cells.get(i) {
+            Some((Slot::Number(x), b)) => (Classified::Number(*x), *b),
+            Some((Slot::Category(s), b)) => (Classified::Category(Cow::Borrowed(s)), *b),
+            Some((Slot::TypeError, _)) => (Classified::TypeError, None),
+            Some((Slot::Missing, _)) | None => (Classified::Missing, None),
+        }
+    }
 }
 
 impl FieldView for Row {
@@ -458,7 +471,7 @@ impl Trailing {
             .get_or_insert_with(|| WindowStats::new(self.specs.clone(), self.baseline.as_ref()));
         w.reset();
         for r in &self.rows {
-            w.push(r);
+            w.push_cells(|i, _| r.classified(i));
         }
         w.report(cfg)
     }

@@ -227,36 +227,51 @@ impl WindowStats {
 
     /// Adds one row.
     pub fn push<V: FieldView + ?Sized>(&mut self, row: &V) {
+        self.push_cells(|i, spec| (classify(row.cell(i, &spec.name), spec.kind), None));
+    }
+
+    /// [`WindowStats::push`] of a row classified already: `cell(i, spec)` gives field `i`'s
+    /// value and, when the caller found it with the same baseline, its PSI bucket (the
+    /// trailing window's rows: no second classification or category look-up).
+    pub(crate) fn push_cells<'a>(
+        &mut self,
+        mut cell: impl FnMut(usize, &FieldSpec) -> (Classified<'a>, Option<u32>),
+    ) {
         self.rows += 1;
         // Only rows whose numeric fields are all valid enter the VIF (listwise deletion);
         // gaps in categorical fields do not matter to it.
         let mut complete = true;
-        for (i, spec) in self.specs.iter().enumerate() {
+        for i in 0..self.specs.len() {
+            let (value, bucket) = cell(i, &self.specs[i]);
+            let numeric = self.specs[i].kind == FieldKind::Numeric;
             let c = &mut self.counts[i];
             c.rows += 1;
-            match classify(row.cell(i, &spec.name), spec.kind) {
+            let psi = self.psi[i].as_mut().ok();
+            match value {
                 Classified::Missing => {
                     c.missing += 1;
-                    complete &= spec.kind != FieldKind::Numeric;
+                    complete &= !numeric;
                 }
                 Classified::TypeError => {
                     c.type_errors += 1;
-                    complete &= spec.kind != FieldKind::Numeric;
+                    complete &= !numeric;
                 }
                 Classified::Number(x) => {
                     c.moments.push(x);
-                    if let Ok(p) = &mut self.psi[i] {
-                        p.add_number(x);
+                    match (psi, bucket) {
+                        (Some(p), Some(b)) => p.add_to_bucket(b as usize),
+                        (Some(p), None) => p.add_number(x),
+                        (None, _) => {}
                     }
                     if let Some(pos) = self.vif_pos[i] {
                         self.row[pos] = x;
                     }
                 }
-                Classified::Category(s) => {
-                    if let Ok(p) = &mut self.psi[i] {
-                        p.add_category(&s);
-                    }
-                }
+                Classified::Category(s) => match (psi, bucket) {
+                    (Some(p), Some(b)) => p.add_to_bucket(b as usize),
+                    (Some(p), None) => p.add_category(&s),
+                    (None, _) => {}
+                },
             }
         }
         if complete {
