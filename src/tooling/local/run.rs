@@ -640,7 +640,9 @@ mod tests {
         )
         .unwrap();
         // Burns some CPU, then waits to be stopped; the other exits at once.
-        let busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30";
+        // (dash counts to 200 000 in 0.19 s of CPU here: the loop must outlast the first
+        // wait's 0.2 s whatever the machine's speed.)
+        let busy = "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done; sleep 30";
         p.spawn("score-0", &["-c".into(), busy.into()]).unwrap();
         p.spawn("extract-0", &["-c".into(), "exit 0".into()])
             .unwrap();
@@ -653,10 +655,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Past the busy loop: its CPU no longer grows.
-        while p.resources("score-0").unwrap().0 < 0.3 && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(50));
+        let mut last = -1.0;
+        loop {
+            let now = p.resources("score-0").unwrap().0;
+            if now == last {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(28),
+                "the busy loop never ended"
+            );
+            last = now;
+            std::thread::sleep(Duration::from_millis(300));
         }
-        std::thread::sleep(Duration::from_millis(300));
         let one = p.resources("score-0").unwrap();
         let stage = stage_resources(&p, "score").unwrap();
         assert!(
