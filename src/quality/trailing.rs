@@ -130,6 +130,41 @@ fn count_row(counts: &mut [Counts], row: &Row, by: i64) {
     }
 }
 
+/// What a held cell adds to its field's counts: missing, a type error, or a value in a PSI
+/// bucket (`None`: a value no bucket counts). Two cells with the same key leave the counts as
+/// they were when one replaces the other.
+fn count_key(cell: &(Slot, Option<u32>)) -> (u8, Option<u32>) {
+    match cell {
+        (Slot::Missing, _) => (0, None),
+        (Slot::TypeError, _) => (1, None),
+        (_, b) => (2, *b),
+    }
+}
+
+/// A window's reasons per field from the last verdict, reused for the fields whose counts
+/// have not changed since (a row in and a row out alike for that field): a field's reasons
+/// depend on its counts, the window's row count and the thresholds only. Kept only when the
+/// thresholds are fixed ([`Trailing::judged_by`]).
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    rows: usize,
+    epsilon: u64,
+    /// `None`: to be judged again.
+    fields: Vec<Option<Vec<Reason>>>,
+}
+
+impl Memo {
+    fn stale(&mut self, field: usize) {
+        if let Some(f) = self.fields.get_mut(field) {
+            *f = None;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.fields.clear();
+    }
+}
+
 /// The last `capacity` rows of a stream and their quality figures.
 #[derive(Debug, Clone)]
 pub struct Trailing {
@@ -152,6 +187,8 @@ pub struct Trailing {
     /// The accumulators [`Trailing::report`] refills (built once per baseline: building
     /// them copies the baseline's buckets).
     scratch: RefCell<Option<WindowStats>>,
+    /// The long window's and the tail's reasons per field from their last verdicts.
+    memo: RefCell<[Memo; 2]>,
 }
 
 /// The decision on the rows held, from missing and type-error ratios and PSI.
@@ -176,6 +213,7 @@ impl Trailing {
             psi_rows: None,
             logs: IntLogs::upto(capacity.clamp(1, 1 << 16)),
             scratch: RefCell::new(None),
+            memo: RefCell::default(),
         };
         t.set_baseline(baseline);
         t
@@ -229,6 +267,7 @@ impl Trailing {
 
     /// The tail's counts afresh from the last rows (its buckets shaped like the window's).
     fn recount_tail(&mut self) {
+        self.memo.get_mut()[1].clear();
         let Some((size, tail)) = &mut self.tail else {
             return;
         };
@@ -268,6 +307,7 @@ impl Trailing {
     pub fn set_baseline(&mut self, baseline: Option<&Baseline>) {
         self.baseline = baseline.cloned();
         self.scratch.take();
+        self.memo.get_mut().iter_mut().for_each(Memo::clear);
         for (i, spec) in self.specs.iter().enumerate() {
             let c = &mut self.counts[i];
             c.map = None;
@@ -321,16 +361,19 @@ impl Trailing {
     pub fn push<V: FieldView + ?Sized>(&mut self, tag: i64, row: &V) {
         // A full window's oldest row leaves first (the counts are integers: the order of a
         // row in and a row out does not change them); its cells' buffer takes the new row.
-        let mut cells = match self.rows.len() >= self.capacity {
-            true => self.rows.pop_front().map(|old| {
-                self.forget(&old);
-                let mut cells = old.cells;
-                cells.clear();
-                cells
-            }),
-            false => None,
-        }
-        .unwrap_or_else(|| Vec::with_capacity(self.specs.len()));
+        // The leaving row's cells are overwritten field by field, a field whose cell counts
+        // as the old one did keeping its memoised reasons.
+        let (mut cells, reuse) = match self.rows.len() >= self.capacity {
+            true => match self.rows.pop_front() {
+                Some(old) => {
+                    self.forget(&old);
+                    (old.cells, true)
+                }
+                None => (Vec::new(), false),
+            },
+            false => (Vec::with_capacity(self.specs.len()), false),
+        };
+        let memo = self.memo.get_mut();
         for (i, spec) in self.specs.iter().enumerate() {
             let c = &mut self.counts[i];
             let (slot, b) = match classify(row.cell(i, &spec.name), spec.kind) {
@@ -362,14 +405,29 @@ impl Trailing {
             if let Some(n) = b.and_then(|b| c.buckets.get_mut(b as usize)) {
                 *n += 1;
             }
-            cells.push((slot, b));
+            match cells.get_mut(i).filter(|_| reuse) {
+                Some(cell) => {
+                    let before = count_key(cell);
+                    *cell = (slot, b);
+                    if count_key(cell) != before {
+                        memo[0].stale(i);
+                    }
+                }
+                None => cells.push((slot, b)),
+            }
         }
         let row = Row { tag, cells };
         if let Some((size, tail)) = &mut self.tail {
             count_row(tail, &row, 1);
             // The row leaving the tail (still in the window).
             if self.rows.len() >= *size {
-                count_row(tail, &self.rows[self.rows.len() - *size], -1);
+                let leaving = &self.rows[self.rows.len() - *size];
+                count_row(tail, leaving, -1);
+                for (i, (a, b)) in leaving.cells.iter().zip(&row.cells).enumerate() {
+                    if count_key(a) != count_key(b) {
+                        memo[1].stale(i);
+                    }
+                }
             }
         }
         self.rows.push_back(row);
@@ -398,61 +456,88 @@ impl Trailing {
     /// The decision on the held rows by missing and type-error ratios and PSI (VIF is the
     /// caller's, from [`Trailing::stats`]).
     pub fn verdict(&self, cfg: &QualityConfig) -> TrailingVerdict {
-        self.verdict_of(&self.counts, self.rows.len(), cfg)
+        self.verdict_of(0, &self.counts, self.rows.len(), cfg)
     }
 
     /// The same decision on the short window ([`Trailing::with_tail`]) once it is full.
     pub fn tail_verdict(&self, cfg: &QualityConfig) -> Option<TrailingVerdict> {
         let (size, tail) = self.tail.as_ref()?;
-        (self.rows.len() >= *size).then(|| self.verdict_of(tail, *size, cfg))
+        (self.rows.len() >= *size).then(|| self.verdict_of(1, tail, *size, cfg))
     }
 
-    fn verdict_of(&self, counts: &[Counts], rows: usize, cfg: &QualityConfig) -> TrailingVerdict {
-        let n = rows as f64;
+    /// The verdict of window `which` (0 the long one, 1 the tail), each field's reasons
+    /// taken from the memo when its counts are as they were at the last verdict.
+    fn verdict_of(
+        &self,
+        which: usize,
+        counts: &[Counts],
+        rows: usize,
+        cfg: &QualityConfig,
+    ) -> TrailingVerdict {
+        let mut memo = self.memo.borrow_mut();
+        let memo = &mut memo[which];
+        let epsilon = cfg.epsilon.to_bits();
+        // Thresholds looked up per verdict may change with `cfg`: no memo then.
+        if self.limits.is_none() || memo.rows != rows || memo.epsilon != epsilon {
+            memo.clear();
+        }
+        memo.rows = rows;
+        memo.epsilon = epsilon;
+        memo.fields.resize(self.specs.len(), None);
         let mut reasons = Vec::new();
-        if n > 0.0 {
-            for (i, spec) in self.specs.iter().enumerate() {
-                let c = &counts[i];
-                let [missing, type_errors, mut psi] = match &self.limits {
-                    Some(l) => l[i],
-                    None => [Metric::MissingRatio, Metric::TypeErrorRatio, Metric::Psi]
-                        .map(|m| cfg.thresholds(&spec.name, m)),
-                };
-                if let Some([warn_rows, fail_rows]) = self.psi_rows.as_ref().map(|p| p[i]) {
-                    if rows < warn_rows {
-                        psi.warn = f64::INFINITY;
-                    }
-                    if rows < fail_rows {
-                        psi.fail = f64::INFINITY;
-                    }
-                }
-                let judge = QualityConfig::judge_with;
-                reasons.extend(judge(
-                    missing,
-                    &spec.name,
-                    Metric::MissingRatio,
-                    c.missing as f64 / n,
-                ));
-                reasons.extend(judge(
-                    type_errors,
-                    &spec.name,
-                    Metric::TypeErrorRatio,
-                    c.type_errors as f64 / n,
-                ));
-                // A field whose PSI lines are both off (e.g. a near-unique name) is not measured.
-                if self.counts[i].map.is_none() || !(psi.warn.is_finite() || psi.fail.is_finite()) {
-                    continue;
-                }
-                if let Some(v) = c.psi(cfg.epsilon, &self.logs) {
-                    reasons.extend(judge(psi, &spec.name, Metric::Psi, v));
-                }
-            }
+        for (i, field) in memo.fields.iter_mut().enumerate() {
+            let mine = field.get_or_insert_with(|| self.field_reasons(i, &counts[i], rows, cfg));
+            reasons.extend(mine.iter().cloned());
         }
         reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
         TrailingVerdict {
             decision: super::decision::worst(&reasons),
             reasons,
         }
+    }
+
+    /// Field `i`'s reasons on a window of `rows` rows with these counts.
+    fn field_reasons(&self, i: usize, c: &Counts, rows: usize, cfg: &QualityConfig) -> Vec<Reason> {
+        let mut reasons = Vec::new();
+        if rows == 0 {
+            return reasons;
+        }
+        let n = rows as f64;
+        let spec = &self.specs[i];
+        let [missing, type_errors, mut psi] = match &self.limits {
+            Some(l) => l[i],
+            None => [Metric::MissingRatio, Metric::TypeErrorRatio, Metric::Psi]
+                .map(|m| cfg.thresholds(&spec.name, m)),
+        };
+        if let Some([warn_rows, fail_rows]) = self.psi_rows.as_ref().map(|p| p[i]) {
+            if rows < warn_rows {
+                psi.warn = f64::INFINITY;
+            }
+            if rows < fail_rows {
+                psi.fail = f64::INFINITY;
+            }
+        }
+        let judge = QualityConfig::judge_with;
+        reasons.extend(judge(
+            missing,
+            &spec.name,
+            Metric::MissingRatio,
+            c.missing as f64 / n,
+        ));
+        reasons.extend(judge(
+            type_errors,
+            &spec.name,
+            Metric::TypeErrorRatio,
+            c.type_errors as f64 / n,
+        ));
+        // A field whose PSI lines are both off (e.g. a near-unique name) is not measured.
+        if self.counts[i].map.is_none() || !(psi.warn.is_finite() || psi.fail.is_finite()) {
+            return reasons;
+        }
+        if let Some(v) = c.psi(cfg.epsilon, &self.logs) {
+            reasons.extend(judge(psi, &spec.name, Metric::Psi, v));
+        }
+        reasons
     }
 
     /// A fresh [`WindowStats`] of the held rows (the full report: moments, PSI, VIF).

@@ -231,3 +231,58 @@ fn psi_lines_from_gives_the_verdict_with_the_unsound_psi_reasons_dropped() {
     assert!(psi_dropped > 300, "{psi_dropped}");
     assert!(psi_kept > 300, "{psi_kept} kept, {psi_dropped} dropped");
 }
+
+#[test]
+fn memoised_reasons_give_the_verdicts_judged_afresh() {
+    use crate::quality::psi::psi_noise_rows;
+    let mut b = BaselineBuilder::new(specs(), &Default::default());
+    for i in 0..500 {
+        b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
+    }
+    let baseline = b.build();
+    let cfg = QualityConfig {
+        missing_warn: 0.05,
+        missing_fail: 0.15,
+        ..QualityConfig::default()
+    };
+    let mut t = Trailing::new(specs(), 400, Some(&baseline))
+        .with_tail(184)
+        .judged_by(&cfg)
+        .psi_lines_from(&cfg, |line| psi_noise_rows(cfg.bins, line));
+    let mut x: u64 = 3;
+    let (mut reused, mut judged, mut reasons) = (0, 0, 0);
+    for i in 0..6000 {
+        x = lcg(x);
+        // Shifts, bursts of missing names and of type errors: reasons come and go.
+        let v = ((x >> 33) % 97) as i32 + [0, 8, 40, 0][(i / 1500) as usize];
+        let mut r = rec(v, Some(["a", "b", "c", "d"][((x >> 20) % 4) as usize]));
+        if (2000..2600).contains(&i) && x % 5 == 0 {
+            r.set("name", Value::Null);
+        }
+        if (4000..4300).contains(&i) && x % 7 == 0 {
+            r.set("x", Value::String("n/a".into()));
+        }
+        t.push(i, &r);
+        let kept = t
+            .memo
+            .borrow()
+            .iter()
+            .flat_map(|m| &m.fields)
+            .filter(|f| f.is_some())
+            .count();
+        reused += kept;
+        judged += 2 * specs().len() - kept;
+        let mut afresh = t.clone();
+        afresh.memo.get_mut().iter_mut().for_each(Memo::clear);
+        let (v, tail) = (t.verdict(&cfg), t.tail_verdict(&cfg));
+        reasons += v.reasons.len() + tail.as_ref().map_or(0, |s| s.reasons.len());
+        assert_eq!(v, afresh.verdict(&cfg), "row {i}");
+        assert_eq!(tail, afresh.tail_verdict(&cfg), "row {i}");
+    }
+    // Both paths ran: fields judged again and fields taken from the memo, with reasons.
+    assert!(
+        reused > 3000 && judged > 3000,
+        "{reused} reused, {judged} judged"
+    );
+    assert!(reasons > 1000, "{reasons}");
+}
