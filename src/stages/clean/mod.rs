@@ -15,7 +15,7 @@ pub mod mapping;
 
 use std::sync::Arc;
 
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{CleanConfig, Derive, FieldMapping, Scalar};
@@ -73,10 +73,18 @@ impl Transform for CleanTransform {
         out: &mut Vec<Output>,
     ) -> Result<(), TransformError> {
         // The three headers lineage reads, in one pass over the message's headers.
-        let [fetched_at, source, traceparent] = msg
-            .headers()
-            .map(|hs| h::get_strs(hs, [h::FETCHED_AT, h::SOURCE, h::TRACEPARENT]))
+        let headers = msg.headers();
+        let [traceparent, source, fetched_at] = headers
+            .map(|hs| h::get_strs(hs, KEEP_HEADERS))
             .unwrap_or_default();
+        // Just the three kept ones (extract's records): the output carries them as they are,
+        // copied in one call instead of header by header.
+        let only_kept = headers.filter(|hs| {
+            hs.count() == KEEP_HEADERS.len()
+                && fetched_at.is_some()
+                && source.is_some()
+                && traceparent.is_some()
+        });
         let fetched_at_ms = fetched_at
             .and_then(mapping::parse_rfc3339_ms)
             .or_else(|| msg.timestamp().to_millis());
@@ -122,7 +130,10 @@ impl Transform for CleanTransform {
                     Output::to(self.cleaned.clone())
                         .key(key)
                         .payload(bytes)
-                        .headers(eos::keep_headers(msg, &KEEP_HEADERS)),
+                        .headers(match only_kept {
+                            Some(hs) => hs.detach(),
+                            None => eos::keep_headers(msg, &KEEP_HEADERS),
+                        }),
                 );
             }
             Err(e) if e.is_retriable() => return Err(TransformError::Retriable(e.to_string())),
