@@ -26,6 +26,15 @@ fn specs() -> Vec<FieldSpec> {
     ]
 }
 
+/// A baseline of 500 rows: numbers 0..97 and the categories a, b, c in turn.
+fn stable_baseline() -> Baseline {
+    let mut b = BaselineBuilder::new(specs(), &Default::default());
+    for i in 0..500 {
+        b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
+    }
+    b.build()
+}
+
 #[test]
 fn figures_depend_on_the_last_rows_only_and_match_a_fresh_window() {
     let cfg = QualityConfig::default();
@@ -103,11 +112,7 @@ fn missing_values_and_drift_fail_and_leave_with_their_rows() {
 #[test]
 fn psi_from_looked_up_logarithms_equals_psi_computed_afresh() {
     use crate::quality::psi::{proportions, psi, psi_of_counts, Expected, IntLogs};
-    let mut b = BaselineBuilder::new(specs(), &Default::default());
-    for i in 0..500 {
-        b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
-    }
-    let baseline = b.build();
+    let baseline = stable_baseline();
     let mut t = Trailing::new(specs(), 200, Some(&baseline));
     let mut x: u64 = 7;
     for i in 0..3000 {
@@ -143,11 +148,7 @@ fn psi_from_looked_up_logarithms_equals_psi_computed_afresh() {
 
 #[test]
 fn the_tail_counts_as_a_window_of_its_own_size_would() {
-    let mut b = BaselineBuilder::new(specs(), &Default::default());
-    for i in 0..500 {
-        b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
-    }
-    let baseline = b.build();
+    let baseline = stable_baseline();
     let cfg = QualityConfig::default();
     let mut long = Trailing::new(specs(), 300, None).with_tail(120);
     let mut short = Trailing::new(specs(), 120, None);
@@ -180,11 +181,7 @@ fn the_tail_counts_as_a_window_of_its_own_size_would() {
 #[test]
 fn psi_lines_from_gives_the_verdict_with_the_unsound_psi_reasons_dropped() {
     use crate::quality::psi::psi_noise_rows;
-    let mut b = BaselineBuilder::new(specs(), &Default::default());
-    for i in 0..500 {
-        b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
-    }
-    let baseline = b.build();
+    let baseline = stable_baseline();
     let cfg = QualityConfig::default();
     let rule = |line: f64| psi_noise_rows(cfg.bins, line);
     // What the score stage did before: judge every line, then drop the reasons of PSI
@@ -235,11 +232,7 @@ fn psi_lines_from_gives_the_verdict_with_the_unsound_psi_reasons_dropped() {
 #[test]
 fn memoised_reasons_give_the_verdicts_judged_afresh() {
     use crate::quality::psi::psi_noise_rows;
-    let mut b = BaselineBuilder::new(specs(), &Default::default());
-    for i in 0..500 {
-        b.push(&rec(i % 97, Some(["a", "b", "c"][(i % 3) as usize])));
-    }
-    let baseline = b.build();
+    let baseline = stable_baseline();
     let cfg = QualityConfig {
         missing_warn: 0.05,
         missing_fail: 0.15,
