@@ -1,13 +1,16 @@
 """MariaDB's own CPU per row for the sink's statement shape: multi-row
 `INSERT ... ON DUPLICATE KEY UPDATE` of 2 000 rows x 24 columns (random keys), sent as text
-with literals (what sink-mysql does) or as one server-side prepared statement with bound
-values (binary protocol). Prints wall time and mariadbd's CPU seconds (/proc) per mode; the
+with literals (`text`) or as one server-side prepared statement with bound values (`prepared`,
+the binary protocol sink-mysql uses by default), or the same rows as `LOAD DATA LOCAL INFILE
+... REPLACE` of one 2 000-row tab-separated file per transaction (`load`, the path of
+bench-sink's ceiling). Prints wall time and mariadbd's CPU seconds (/proc) per mode; the
 wall time of `prepared` is mostly this Python client preparing the
 48 000-placeholder statement once (~80 s, the server idle), not the server's work. Issue #18
 item 5 (README "What MariaDB spends its CPU on").
 
     python3 -m venv /tmp/pv && /tmp/pv/bin/pip install mysql-connector-python
     /tmp/pv/bin/python benches/mariadb_text_vs_prepared.py 200000 text prepared text prepared
+    /tmp/pv/bin/python benches/mariadb_text_vs_prepared.py 300000 load prepared load prepared
 
 Needs the local stack's MariaDB (deploy/local/stack.sh up); ETL_MYSQL_PASSWORD (default etl).
 Creates and drops the table `prep_bench` in the `etl` database.
@@ -64,6 +67,7 @@ def run(mode, rows):
         user="etl",
         password=os.environ.get("ETL_MYSQL_PASSWORD", "etl"),
         database="etl",
+        allow_local_infile=True,
     )
     ddl = cn.cursor()
     ddl.execute("DROP TABLE IF EXISTS prep_bench")
@@ -75,16 +79,23 @@ def run(mode, rows):
     cur = cn.cursor(prepared=(mode == "prepared"))
     row_marks = "(" + ",".join(["%s"] * len(COLUMNS)) + ")"
     prepared = HEAD + ",".join([row_marks] * BATCH) + TAIL
+    tsv = f"/tmp/prep_bench_{os.getpid()}.tsv"
     cpu0, t0 = mariadb_cpu_seconds(), time.time()
     for i in range(0, N, BATCH):
         chunk = rows[i : i + BATCH]
-        if mode == "prepared":
+        if mode == "load":
+            with open(tsv, "w") as f:
+                f.writelines("\t".join(str(v) for v in r) + "\n" for r in chunk)
+            cur.execute(f"LOAD DATA LOCAL INFILE '{tsv}' REPLACE INTO TABLE prep_bench ({NAMES})")
+        elif mode == "prepared":
             cur.execute(prepared, [v for r in chunk for v in r])
         else:
             text = ",".join("(" + ",".join(literal(v) for v in r) + ")" for r in chunk)
             cur.execute(HEAD + text + TAIL)
         cn.commit()
     secs, cpu = time.time() - t0, mariadb_cpu_seconds() - cpu0
+    if os.path.exists(tsv):
+        os.remove(tsv)
     load = open("/proc/loadavg").read().split()[0]
     print(
         f"{mode:9s} {N} rows {secs:.1f} s {N / secs:.0f} rows/s  "
