@@ -10,11 +10,15 @@ item 5 (README "What MariaDB spends its CPU on").
 
     python3 -m venv /tmp/pv && /tmp/pv/bin/pip install mysql-connector-python
     /tmp/pv/bin/python benches/mariadb_text_vs_prepared.py 200000 text prepared text prepared
-    /tmp/pv/bin/python benches/mariadb_text_vs_prepared.py 300000 load prepared load prepared
+    /tmp/pv/bin/python benches/mariadb_text_vs_prepared.py 200000 load prepared load prepared
+    /tmp/pv/bin/python benches/mariadb_text_vs_prepared.py 400000 text:1 text:4 load:1 load:4
+
+A mode followed by `:N` writes the rows over N concurrent connections (a process each).
 
 Needs the local stack's MariaDB (deploy/local/stack.sh up); ETL_MYSQL_PASSWORD (default etl).
 Creates and drops the table `prep_bench` in the `etl` database.
 """
+import multiprocessing
 import os
 import random
 import sys
@@ -61,14 +65,47 @@ def literal(v):
     return repr(v)
 
 
-def run(mode, rows):
-    cn = mysql.connector.connect(
+def connect():
+    return mysql.connector.connect(
         host="127.0.0.1",
         user="etl",
         password=os.environ.get("ETL_MYSQL_PASSWORD", "etl"),
         database="etl",
         allow_local_infile=True,
     )
+
+
+def write(args):
+    """One connection writing its share of the rows, a 2 000-row transaction at a time."""
+    mode, rows = args
+    cn = connect()
+    cur = cn.cursor(prepared=(mode == "prepared"))
+    row_marks = "(" + ",".join(["%s"] * len(COLUMNS)) + ")"
+    prepared = HEAD + ",".join([row_marks] * BATCH) + TAIL
+    tsv = f"/tmp/prep_bench_{os.getpid()}.tsv"
+    for i in range(0, len(rows), BATCH):
+        chunk = rows[i : i + BATCH]
+        if mode == "load":
+            with open(tsv, "w") as f:
+                f.writelines("\t".join(str(v) for v in r) + "\n" for r in chunk)
+            cur.execute(f"LOAD DATA LOCAL INFILE '{tsv}' REPLACE INTO TABLE prep_bench ({NAMES})")
+        elif mode == "prepared" and len(chunk) == BATCH:
+            cur.execute(prepared, [v for r in chunk for v in r])
+        else:
+            text = ",".join("(" + ",".join(literal(v) for v in r) + ")" for r in chunk)
+            cur.execute(HEAD + text + TAIL)
+        cn.commit()
+    if os.path.exists(tsv):
+        os.remove(tsv)
+    cn.close()
+
+
+def run(spec, rows):
+    """`spec` is a mode (text, prepared, load), optionally `:N` for N concurrent connections
+    sharing the rows (default 1)."""
+    mode, _, conns = spec.partition(":")
+    conns = int(conns or 1)
+    cn = connect()
     ddl = cn.cursor()
     ddl.execute("DROP TABLE IF EXISTS prep_bench")
     ddl.execute(
@@ -76,29 +113,16 @@ def run(mode, rows):
         + ",".join(f"{c} {t}" for c, t in COLUMNS)
         + ", PRIMARY KEY(k)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )
-    cur = cn.cursor(prepared=(mode == "prepared"))
-    row_marks = "(" + ",".join(["%s"] * len(COLUMNS)) + ")"
-    prepared = HEAD + ",".join([row_marks] * BATCH) + TAIL
-    tsv = f"/tmp/prep_bench_{os.getpid()}.tsv"
     cpu0, t0 = mariadb_cpu_seconds(), time.time()
-    for i in range(0, N, BATCH):
-        chunk = rows[i : i + BATCH]
-        if mode == "load":
-            with open(tsv, "w") as f:
-                f.writelines("\t".join(str(v) for v in r) + "\n" for r in chunk)
-            cur.execute(f"LOAD DATA LOCAL INFILE '{tsv}' REPLACE INTO TABLE prep_bench ({NAMES})")
-        elif mode == "prepared":
-            cur.execute(prepared, [v for r in chunk for v in r])
-        else:
-            text = ",".join("(" + ",".join(literal(v) for v in r) + ")" for r in chunk)
-            cur.execute(HEAD + text + TAIL)
-        cn.commit()
+    if conns == 1:
+        write((mode, rows))
+    else:
+        with multiprocessing.Pool(conns) as pool:
+            pool.map(write, [(mode, rows[i::conns]) for i in range(conns)])
     secs, cpu = time.time() - t0, mariadb_cpu_seconds() - cpu0
-    if os.path.exists(tsv):
-        os.remove(tsv)
     load = open("/proc/loadavg").read().split()[0]
     print(
-        f"{mode:9s} {N} rows {secs:.1f} s {N / secs:.0f} rows/s  "
+        f"{spec:11s} {N} rows {secs:.1f} s {N / secs:.0f} rows/s  "
         f"mariadbd CPU {cpu:.1f} s ({1e6 * cpu / N:.1f} µs/row)  load {load}"
     )
     ddl.execute("DROP TABLE prep_bench")
