@@ -126,6 +126,7 @@ pub async fn run(cfg: &Config, args: &BenchStagesArgs) -> BenchResult<()> {
         cfg.score.clone().unwrap_or_default().batch_max_age,
         crate::tooling::bench_gate::load_average()
     );
+    println!("  {}", fetch_settings(&cfg.kafka));
     create_topics(&cfg, &[&pass_raw, &pass_cleaned]).await?;
     let produced = produce_raw(&cfg, args.records, args.partitions).await?;
     println!("  produced {} raw records at {produced:.0}/s", args.records);
@@ -184,6 +185,21 @@ async fn rounds(
         crate::tooling::bench_gate::load_average()
     );
     Ok(())
+}
+
+/// The consumers' fetch and pre-fetch settings this run uses (the stages' defaults, or
+/// `kafka.client_options`): the stages and their pass-throughs share them, and they move the
+/// ceiling as much as the stages, so ratios from runs with different settings do not compare.
+fn fetch_settings(kafka: &crate::config::KafkaConfig) -> String {
+    let c = crate::kafka::consumer_config(kafka, "bench-stages");
+    let parts: Vec<String> = crate::kafka::CONSUMER_MEMORY_DEFAULTS
+        .iter()
+        .map(|(k, _)| format!("{k}={}", c.get(k).unwrap_or("-")))
+        .collect();
+    format!(
+        "consumer fetch settings (stages and pass-throughs): {}",
+        parts.join(", ")
+    )
 }
 
 /// The median of `xs` (the mean of the middle two for an even count); 0 when empty.
@@ -509,5 +525,24 @@ mod tests {
         assert_eq!(super::median(&[51.0, 45.0, 61.0]), 51.0);
         assert_eq!(super::median(&[40.0, 60.0, 50.0, 30.0]), 45.0);
         assert_eq!(super::median(&[]), 0.0);
+    }
+
+    #[test]
+    fn the_fetch_settings_line_shows_defaults_and_overrides() {
+        use crate::config::KafkaConfig;
+        use crate::settings::ClientOption;
+        let mut kafka = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        let line = super::fetch_settings(&kafka);
+        assert!(line.contains("max.partition.fetch.bytes=262144"), "{line}");
+        assert!(line.contains("queued.max.messages.kbytes=4096"), "{line}");
+        kafka.client_options.insert(
+            "max.partition.fetch.bytes".into(),
+            ClientOption::Value("1048576".into()),
+        );
+        let line = super::fetch_settings(&kafka);
+        assert!(line.contains("max.partition.fetch.bytes=1048576"), "{line}");
     }
 }
