@@ -89,6 +89,8 @@ def write(args):
             with open(tsv, "w") as f:
                 f.writelines("\t".join(str(v) for v in r) + "\n" for r in chunk)
             cur.execute(f"LOAD DATA LOCAL INFILE '{tsv}' REPLACE INTO TABLE prep_bench ({NAMES})")
+        # A share's last, shorter chunk (with `:N`) goes as text: the prepared statement
+        # holds exactly BATCH rows, and preparing another shape would cost minutes here.
         elif mode == "prepared" and len(chunk) == BATCH:
             cur.execute(prepared, [v for r in chunk for v in r])
         else:
